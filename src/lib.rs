@@ -1,1 +1,7 @@
+//! secret-rotator: keeps API credentials stored in Vault/OpenBao fresh.
+//!
+//! See ARCHITECTURE.md for the code map and each module's invariant.
+#![forbid(unsafe_code)]
 
+pub mod config;
+pub mod policy;

@@ -1,0 +1,245 @@
+//! The validated configuration model: what the rest of the daemon uses.
+//!
+//! Invariant: a value of these types has passed validation. Every path is non-empty, every duration
+//! is in range, every credential name is unique, no credential lives inside the daemon's own state
+//! prefix. None of these types holds a secret value: only Vault paths and file paths.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::NaiveTime;
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub vault: VaultConfig,
+    pub defaults: Policy,
+    pub credentials: Vec<Credential>,
+}
+
+impl Config {
+    pub fn credential(&self, name: &str) -> Option<&Credential> {
+        self.credentials.iter().find(|c| c.name == name)
+    }
+}
+
+/// How to reach Vault/OpenBao and where the daemon keeps its own state.
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    /// One or more base addresses (`https://vault-1:8200`). The first healthy active node is used.
+    pub addresses: Vec<String>,
+    pub namespace: Option<String>,
+    /// PEM bundle of extra trusted CAs. TLS verification is always on.
+    pub ca_file: Option<PathBuf>,
+    pub auth: VaultAuth,
+    /// KV v2 mount of the daemon's own state records (default `secret`).
+    pub state_mount: String,
+    /// Path prefix under `state_mount` that the daemon owns (default `secret-rotator`).
+    pub state_prefix: String,
+    /// Per-request timeout (default 10 s).
+    pub request_timeout: Duration,
+}
+
+/// How the daemon logs in to Vault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultAuth {
+    /// The token comes from the `VAULT_TOKEN` environment variable at run time.
+    TokenEnv,
+    /// The token is read from a file (for example under `$CREDENTIALS_DIRECTORY`).
+    TokenFile { path: PathBuf },
+    /// AppRole login. The secret-id is read from a file; a relative path is resolved against
+    /// `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
+    AppRole {
+        mount: String,
+        role_id: RoleId,
+        secret_id_file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleId {
+    Inline(String),
+    File(PathBuf),
+}
+
+/// When a credential is due, and how its rotation behaves. `[defaults]` merged with the
+/// credential's own overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Rotate when the current version is older than this (default 30 days).
+    pub max_age: Option<Duration>,
+    /// Calendar schedule (cron), evaluated in `timezone`.
+    pub schedule: Option<CronSchedule>,
+    pub timezone: chrono_tz::Tz,
+    /// For credentials that expire: rotate this long before the expiry (default 7 days).
+    pub expiry_lead: Duration,
+    /// Daily window in `timezone` in which rotations may start. `None`: any time.
+    pub window: Option<Window>,
+    /// Random delay in `[0, jitter)` added to a due time, to spread load (default 0).
+    pub jitter: Duration,
+    /// How long the old credential stays valid after the new one is committed (default 1 h).
+    pub grace: Duration,
+    /// Destroy the old KV version after the old credential is revoked (default false).
+    pub destroy_old_version: bool,
+    /// Lifetime of credentials the daemon mints, for providers whose credentials expire.
+    /// Default: 2 x max_age + grace, so a token nobody holds still dies on its own.
+    pub credential_lifetime: Option<Duration>,
+}
+
+/// A cron expression that parsed, kept with its text for display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronSchedule {
+    pub expression: String,
+}
+
+/// A daily time window `start..end`; `end < start` wraps past midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: NaiveTime,
+    pub end: NaiveTime,
+}
+
+/// A secret in a KV v2 mount.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KvPath {
+    pub mount: String,
+    pub path: String,
+}
+
+impl std::fmt::Display for KvPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.mount, self.path)
+    }
+}
+
+/// One field of a KV v2 secret: where a provider finds its own parent credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultField {
+    pub secret: KvPath,
+    pub key: String,
+}
+
+/// One configured credential.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub name: String,
+    /// Where the live secret is kept (what dependents read).
+    pub secret: KvPath,
+    pub provider: ProviderConfig,
+    pub policy: Policy,
+    pub dependents: Vec<Dependent>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderConfig {
+    BigCommerceStorefront(StorefrontConfig),
+    VaultAppRoleSecretId(AppRoleSecretIdConfig),
+    BigCommerceLegacyAccount(LegacyAccountConfig),
+    BigCommerceUserToken(UserTokenConfig),
+    BigCommerceStoreAccount(StoreAccountConfig),
+}
+
+impl ProviderConfig {
+    /// The provider's name as written in the config file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderConfig::BigCommerceStorefront(_) => "bigcommerce_storefront",
+            ProviderConfig::VaultAppRoleSecretId(_) => "vault_approle_secret_id",
+            ProviderConfig::BigCommerceLegacyAccount(_) => "bigcommerce_legacy_account",
+            ProviderConfig::BigCommerceUserToken(_) => "bigcommerce_user_token",
+            ProviderConfig::BigCommerceStoreAccount(_) => "bigcommerce_store_account",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorefrontTokenKind {
+    Storefront,
+    Private,
+    CustomerImpersonation,
+}
+
+/// `bigcommerce_storefront`: GraphQL storefront / private / customer impersonation tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorefrontConfig {
+    /// REST base (default `https://api.bigcommerce.com`); `/stores/{hash}/v3/...` is appended.
+    pub api_url: String,
+    /// Storefront base, with `{store_hash}` substituted (default
+    /// `https://store-{store_hash}.mybigcommerce.com`); `/graphql` is appended.
+    pub storefront_url: String,
+    pub store_hash: String,
+    /// The store-level access token (needs Storefront API Tokens: modify).
+    pub access_token: VaultField,
+    pub kind: StorefrontTokenKind,
+    pub channel_ids: Vec<u32>,
+    pub allowed_cors_origins: Vec<String>,
+    /// Private tokens only: non-empty subset of Unauthenticated, Customer, B2B.
+    pub scopes: Vec<String>,
+}
+
+/// `vault_approle_secret_id`: secret-ids of an AppRole role, through the daemon's own Vault login.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppRoleSecretIdConfig {
+    pub mount: String,
+    pub role_name: String,
+    pub secret_id_ttl: Option<Duration>,
+    pub secret_id_num_uses: Option<u32>,
+}
+
+/// `bigcommerce_legacy_account` (assisted): Basic-Auth username + API token + API path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LegacyAccountConfig {
+    pub store_hash: String,
+    pub username: String,
+    /// The API path (default `https://store-{store_hash}.mybigcommerce.com/api/v2/`).
+    pub api_path: String,
+}
+
+/// `bigcommerce_user_token` (assisted): a v1-style per-user API token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserTokenConfig {
+    pub store_hash: String,
+    pub username: String,
+    pub api_path: String,
+}
+
+/// `bigcommerce_store_account` (assisted): store-level API account with OAuth scopes; rotated by
+/// creating a second account with the same scopes and deleting the old one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreAccountConfig {
+    pub api_url: String,
+    pub store_hash: String,
+    /// Required scopes: resource name -> "read-only" | "modify".
+    pub required_scopes: Vec<(String, ScopeLevel)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeLevel {
+    ReadOnly,
+    Modify,
+}
+
+/// Something that must learn about a new or revoked credential.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dependent {
+    /// Standard Webhooks-signed POST; the signing key is read from Vault.
+    Webhook {
+        name: String,
+        url: String,
+        signing_key: VaultField,
+        timeout: Duration,
+    },
+    /// Render the secret into a file (0600, atomic).
+    File {
+        name: String,
+        path: PathBuf,
+        /// Which field of the secret to write; all fields as JSON when absent.
+        field: Option<String>,
+    },
+    /// Run a command (argv, no shell) with a timeout.
+    Exec {
+        name: String,
+        command: Vec<String>,
+        timeout: Duration,
+    },
+}

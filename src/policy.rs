@@ -1,0 +1,1 @@
+//! When is a credential due? Pure functions of metadata, policy and `now`.
