@@ -1,0 +1,173 @@
+//! AppRole secret-ids: what the `vault_approle_secret_id` provider asks of Vault.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use super::{Vault, VaultError};
+
+/// Options for a new secret-id.
+#[derive(Debug, Clone, Default)]
+pub struct SecretIdOptions {
+    pub ttl: Option<Duration>,
+    pub num_uses: Option<u32>,
+    /// Key/value metadata attached to the secret-id (the attempt id, for tracing orphans).
+    pub metadata: Vec<(String, String)>,
+}
+
+/// A freshly generated secret-id and its accessor (the handle used to revoke it).
+#[derive(Debug)]
+pub struct GeneratedSecretId {
+    pub secret_id: SecretString,
+    pub accessor: String,
+}
+
+impl Vault {
+    pub async fn approle_role_id(&self, mount: &str, role: &str) -> Result<String, VaultError> {
+        let v = self
+            .raw(
+                reqwest::Method::GET,
+                &format!("auth/{mount}/role/{role}/role-id"),
+                None,
+            )
+            .await?;
+        v.pointer("/data/role_id")
+            .and_then(|r| r.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| VaultError::Other {
+                path: format!("auth/{mount}/role/{role}/role-id"),
+                status: None,
+                message: "answer has no role_id".into(),
+            })
+    }
+
+    pub async fn approle_generate_secret_id(
+        &self,
+        mount: &str,
+        role: &str,
+        opts: &SecretIdOptions,
+    ) -> Result<GeneratedSecretId, VaultError> {
+        let path = format!("auth/{mount}/role/{role}/secret-id");
+        let mut body = serde_json::Map::new();
+        if let Some(ttl) = opts.ttl {
+            body.insert("ttl".into(), format!("{}s", ttl.as_secs()).into());
+        }
+        if let Some(uses) = opts.num_uses {
+            body.insert("num_uses".into(), uses.into());
+        }
+        if !opts.metadata.is_empty() {
+            let meta: serde_json::Map<String, serde_json::Value> = opts
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().into()))
+                .collect();
+            body.insert(
+                "metadata".into(),
+                serde_json::Value::Object(meta).to_string().into(),
+            );
+        }
+        let v = self
+            .raw(reqwest::Method::POST, &path, Some(body.into()))
+            .await?;
+        let field = |name: &str| {
+            v.pointer(&format!("/data/{name}"))
+                .and_then(|x| x.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| VaultError::Other {
+                    path: path.clone(),
+                    status: None,
+                    message: format!("answer has no {name}"),
+                })
+        };
+        Ok(GeneratedSecretId {
+            secret_id: SecretString::from(field("secret_id")?),
+            accessor: field("secret_id_accessor")?,
+        })
+    }
+
+    /// Destroy a secret-id by its accessor. Already gone is success (idempotent).
+    pub async fn approle_destroy_secret_id(
+        &self,
+        mount: &str,
+        role: &str,
+        accessor: &str,
+    ) -> Result<(), VaultError> {
+        let path = format!("auth/{mount}/role/{role}/secret-id-accessor/destroy");
+        match self
+            .raw(
+                reqwest::Method::POST,
+                &path,
+                Some(serde_json::json!({ "secret_id_accessor": accessor })),
+            )
+            .await
+        {
+            Ok(_) | Err(VaultError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Does a secret-id with this accessor still exist?
+    pub async fn approle_secret_id_exists(
+        &self,
+        mount: &str,
+        role: &str,
+        accessor: &str,
+    ) -> Result<bool, VaultError> {
+        let path = format!("auth/{mount}/role/{role}/secret-id-accessor/lookup");
+        match self
+            .raw(
+                reqwest::Method::POST,
+                &path,
+                Some(serde_json::json!({ "secret_id_accessor": accessor })),
+            )
+            .await
+        {
+            Ok(v) => Ok(!v.get("data").is_none_or(|d| d.is_null())),
+            Err(VaultError::NotFound { .. }) => Ok(false),
+            // Vault answers 500 "failed to find accessor entry" for an unknown accessor.
+            Err(VaultError::Unavailable { reason, .. }) if reason.contains("failed to find") => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Try an AppRole login with these credentials, without using the token it returns beyond
+    /// revoking it. `Ok(true)`: accepted; `Ok(false)`: rejected (400/403 invalid secret id).
+    pub async fn approle_try_login(
+        &self,
+        mount: &str,
+        role_id: &str,
+        secret_id: &SecretString,
+    ) -> Result<bool, VaultError> {
+        use secrecy::ExposeSecret;
+        let path = format!("auth/{mount}/login");
+        match self
+            .raw(
+                reqwest::Method::POST,
+                &path,
+                Some(serde_json::json!({ "role_id": role_id, "secret_id": secret_id.expose_secret() })),
+            )
+            .await
+        {
+            Ok(v) => {
+                // Do not leave a token behind that nobody holds.
+                if let Some(token) = v.pointer("/auth/client_token").and_then(|t| t.as_str()) {
+                    let _ = self
+                        .raw(
+                            reqwest::Method::POST,
+                            "auth/token/revoke",
+                            Some(serde_json::json!({ "token": token })),
+                        )
+                        .await;
+                }
+                Ok(true)
+            }
+            Err(VaultError::PermissionDenied { .. }) => Ok(false),
+            Err(VaultError::Other {
+                status: Some(400), ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The `vault` module against a real OpenBao dev server: reads, check-and-set writes, error
+//! classification, AppRole login and token renewal.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{vault_config, OpenBao, ROOT_TOKEN};
+use secrecy::SecretString;
+use secret_rotator::config::KvPath;
+use secret_rotator::secret::SecretFields;
+use secret_rotator::vault::{Login, Vault, VaultError};
+use serde_json::json;
+
+fn kv(path: &str) -> KvPath {
+    KvPath {
+        mount: "secret".into(),
+        path: path.into(),
+    }
+}
+
+async fn connect(bao: &OpenBao, token: &str) -> Vault {
+    Vault::connect(
+        &vault_config(&bao.addr),
+        Login::Token(SecretString::from(token.to_string())),
+    )
+    .await
+    .expect("connect")
+}
+
+#[tokio::test]
+async fn reads_data_version_and_age_in_one_round_trip() {
+    let bao = OpenBao::start().await;
+    let vault = connect(&bao, ROOT_TOKEN).await;
+    let written_at = Utc::now();
+    bao.write_secret("secret", "app/one", json!({ "token": "v1-value" }))
+        .await;
+
+    let v = vault.read(&kv("app/one")).await.unwrap();
+    assert_eq!(v.version, 1);
+    assert_eq!(v.data.expose("token"), Some("v1-value"));
+    let skew = (v.created_time - written_at).num_milliseconds().abs();
+    assert!(skew < 2000, "created_time off by {skew} ms");
+
+    bao.write_secret("secret", "app/one", json!({ "token": "v2-value" }))
+        .await;
+    let v = vault.read(&kv("app/one")).await.unwrap();
+    assert_eq!(v.version, 2);
+    let old = vault.read_version(&kv("app/one"), 1).await.unwrap();
+    assert_eq!(old.data.expose("token"), Some("v1-value"));
+    let meta = vault.read_metadata(&kv("app/one")).await.unwrap();
+    assert_eq!(meta.current_version, 2);
+    assert_eq!(meta.versions.len(), 2);
+}
+
+#[tokio::test]
+async fn check_and_set_accepts_only_the_version_read() {
+    let bao = OpenBao::start().await;
+    let vault = connect(&bao, ROOT_TOKEN).await;
+    let path = kv("cas/x");
+    let data = SecretFields::new().with("token", "a");
+
+    // cas=0 creates; a second cas=0 is a mismatch.
+    assert_eq!(vault.write_cas(&path, &data, 0).await.unwrap(), 1);
+    let cases = [(0, false), (2, false), (7, false), (1, true)];
+    for (expected, ok) in cases {
+        let r = vault.write_cas(&path, &data, expected).await;
+        match (ok, r) {
+            (true, Ok(v)) => assert_eq!(v, 2),
+            (false, Err(VaultError::CasMismatch { path })) => assert_eq!(path, "secret/cas/x"),
+            (ok, other) => panic!("cas={expected}: expected ok={ok}, got {other:?}"),
+        }
+    }
+    assert_eq!(vault.stats.writes.load(Ordering::Relaxed), 5);
+}
+
+#[tokio::test]
+async fn classifies_not_found_permission_denied_and_sealed() {
+    let bao = OpenBao::start().await;
+    let root = connect(&bao, ROOT_TOKEN).await;
+
+    let missing = root.read(&kv("nothing/here")).await.unwrap_err();
+    assert!(
+        matches!(missing, VaultError::NotFound { ref path } if path == "secret/nothing/here"),
+        "{missing:?}"
+    );
+    assert!(!missing.is_retryable());
+    assert!(root
+        .read_optional(&kv("nothing/here"))
+        .await
+        .unwrap()
+        .is_none());
+
+    bao.write_secret("secret", "team-b/db", json!({ "password": "x" }))
+        .await;
+    let limited = bao
+        .token_with_policy(
+            "only-team-a",
+            r#"path "secret/data/team-a/*" { capabilities = ["read"] }"#,
+        )
+        .await;
+    let vault = connect(&bao, &limited).await;
+    let denied = vault.read(&kv("team-b/db")).await.unwrap_err();
+    assert!(
+        matches!(denied, VaultError::PermissionDenied { ref path } if path == "secret/team-b/db"),
+        "{denied:?}"
+    );
+    assert!(!denied.is_retryable());
+    assert!(denied.to_string().contains("403"), "{denied}");
+
+    bao.seal().await;
+    let sealed = root.read(&kv("team-b/db")).await.unwrap_err();
+    assert!(matches!(sealed, VaultError::Sealed { .. }), "{sealed:?}");
+    assert!(sealed.is_retryable());
+}
+
+#[tokio::test]
+async fn an_unreachable_address_is_retryable_and_the_next_one_is_used() {
+    let bao = OpenBao::start().await;
+    bao.write_secret("secret", "ha/x", json!({ "k": "v" }))
+        .await;
+    let dead = format!("http://127.0.0.1:{}", common::free_port_pair());
+
+    let mut cfg = vault_config(&dead);
+    let only_dead = Vault::connect(
+        &cfg,
+        Login::Token(SecretString::from(ROOT_TOKEN.to_string())),
+    )
+    .await
+    .unwrap();
+    let err = only_dead.read(&kv("ha/x")).await.unwrap_err();
+    assert!(matches!(err, VaultError::Unavailable { .. }), "{err:?}");
+    assert!(err.is_retryable());
+
+    cfg.addresses = vec![dead, bao.addr.clone()];
+    let both = Vault::connect(
+        &cfg,
+        Login::Token(SecretString::from(ROOT_TOKEN.to_string())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(both.read(&kv("ha/x")).await.unwrap().version, 1);
+    assert_eq!(both.active_address(), bao.addr);
+}
+
+#[tokio::test]
+async fn approle_login_renews_and_logs_in_again_at_max_ttl() {
+    let bao = OpenBao::start().await;
+    bao.root(
+        "PUT",
+        "sys/policies/acl/kv-read",
+        Some(json!({ "policy": r#"path "secret/data/*" { capabilities = ["read"] }"# })),
+    )
+    .await;
+    bao.approle_role(
+        "daemon",
+        json!({ "token_ttl": "3s", "token_max_ttl": "7s", "token_policies": ["kv-read"] }),
+    )
+    .await;
+    bao.write_secret("secret", "a/b", json!({ "k": "v" })).await;
+    let (secret_id, _) = bao.new_secret_id("daemon").await;
+    let login = Login::AppRole {
+        mount: "approle".into(),
+        role_id: bao.role_id("daemon").await,
+        secret_id: SecretString::from(secret_id),
+    };
+
+    let vault = Arc::new(
+        Vault::connect(&vault_config(&bao.addr), login)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(vault.stats.logins.load(Ordering::Relaxed), 1);
+    let ttl = vault.token_ttl().await.unwrap();
+    assert!(ttl.renewable && ttl.ttl <= 3, "{ttl:?}");
+
+    let keeper = {
+        let v = vault.clone();
+        tokio::spawn(async move { v.maintain_token().await })
+    };
+    // Without renewal the first token dies at 3 s, and no renewal outlives 7 s.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        vault.read(&kv("a/b")).await.is_ok(),
+        "token must still be alive"
+    );
+    assert!(
+        vault.stats.renewals.load(Ordering::Relaxed) >= 1,
+        "renewed at least once"
+    );
+    assert!(
+        vault.stats.logins.load(Ordering::Relaxed) >= 2,
+        "logged in again near max TTL"
+    );
+    keeper.abort();
+}
+
+#[tokio::test]
+async fn a_bad_approle_secret_id_is_a_login_error() {
+    let bao = OpenBao::start().await;
+    bao.approle_role("daemon", json!({ "token_ttl": "60s" }))
+        .await;
+    let login = Login::AppRole {
+        mount: "approle".into(),
+        role_id: bao.role_id("daemon").await,
+        secret_id: SecretString::from("not-a-real-secret-id".to_string()),
+    };
+    let err = Vault::connect(&vault_config(&bao.addr), login)
+        .await
+        .err()
+        .expect("must fail");
+    assert!(matches!(err, VaultError::Login { .. }), "{err:?}");
+    assert!(!err.to_string().contains("not-a-real-secret-id"));
+}
