@@ -1,0 +1,323 @@
+//! The first stage: serde structs that mirror the TOML file, and the reading of text into them.
+//!
+//! Nearly every field is optional and kept as text with its span, so that the second stage
+//! (`validate`) can report every missing or malformed value at once, each at its own line. Serde
+//! itself stops at the first error, so what it checks here is only the shape: unknown keys
+//! (`deny_unknown_fields` everywhere, which is also what keeps secret values out of the file: there
+//! is no key that takes one) and value types.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::error::Problem;
+
+/// Provider table names, in the order the documentation lists them.
+pub(crate) const PROVIDERS: [&str; 5] = [
+    "bigcommerce_storefront",
+    "vault_approle_secret_id",
+    "bigcommerce_legacy_account",
+    "bigcommerce_user_token",
+    "bigcommerce_store_account",
+];
+
+type Text = Option<Spanned<String>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub vault: Option<Spanned<RawVault>>,
+    pub defaults: Option<RawPolicy>,
+    #[serde(default)]
+    pub credentials: Vec<Spanned<RawCredential>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVault {
+    pub address: Text,
+    pub addresses: Option<Spanned<Vec<Spanned<String>>>>,
+    pub namespace: Text,
+    pub ca_file: Text,
+    pub state_mount: Text,
+    pub state_prefix: Text,
+    pub request_timeout: Text,
+    pub auth: Option<Spanned<RawAuth>>,
+}
+
+/// All auth methods' keys in one table: which ones belong to the chosen `method` is checked in
+/// validation, so a misplaced key is reported with the others rather than as a type error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuth {
+    pub method: Text,
+    pub path: Text,
+    pub mount: Text,
+    pub role_id: Text,
+    pub role_id_file: Text,
+    pub secret_id_file: Text,
+}
+
+/// The policy keys, as written in `[defaults]` (and, repeated, in each credential).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicy {
+    pub max_age: Text,
+    pub schedule: Text,
+    pub timezone: Text,
+    pub expiry_lead: Text,
+    pub window: Text,
+    pub jitter: Text,
+    pub grace: Text,
+    pub destroy_old_version: Option<Spanned<bool>>,
+    pub credential_lifetime: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCredential {
+    pub name: Text,
+    pub mount: Text,
+    pub path: Text,
+
+    // Policy overrides. Repeated rather than `#[serde(flatten)]`ed: flatten buffers the values
+    // and loses their spans, and it does not combine with `deny_unknown_fields`.
+    pub max_age: Text,
+    pub schedule: Text,
+    pub timezone: Text,
+    pub expiry_lead: Text,
+    pub window: Text,
+    pub jitter: Text,
+    pub grace: Text,
+    pub destroy_old_version: Option<Spanned<bool>>,
+    pub credential_lifetime: Text,
+
+    // Provider tables: exactly one must be present (checked in validation).
+    pub bigcommerce_storefront: Option<Spanned<RawStorefront>>,
+    pub vault_approle_secret_id: Option<Spanned<RawAppRoleSecretId>>,
+    pub bigcommerce_legacy_account: Option<Spanned<RawBasicAuthAccount>>,
+    pub bigcommerce_user_token: Option<Spanned<RawBasicAuthAccount>>,
+    pub bigcommerce_store_account: Option<Spanned<RawStoreAccount>>,
+
+    #[serde(default)]
+    pub dependents: Vec<Spanned<RawDependent>>,
+}
+
+impl RawCredential {
+    /// The credential's policy overrides, in the same shape as `[defaults]`.
+    pub fn policy(&self) -> RawPolicy {
+        RawPolicy {
+            max_age: self.max_age.clone(),
+            schedule: self.schedule.clone(),
+            timezone: self.timezone.clone(),
+            expiry_lead: self.expiry_lead.clone(),
+            window: self.window.clone(),
+            jitter: self.jitter.clone(),
+            grace: self.grace.clone(),
+            destroy_old_version: self.destroy_old_version.clone(),
+            credential_lifetime: self.credential_lifetime.clone(),
+        }
+    }
+}
+
+/// `{ path = "...", key = "...", mount = "..." }`: one field of a KV v2 secret.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVaultField {
+    pub mount: Text,
+    pub path: Text,
+    pub key: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStorefront {
+    pub store_hash: Text,
+    pub api_url: Text,
+    pub storefront_url: Text,
+    pub access_token: Option<Spanned<RawVaultField>>,
+    pub kind: Text,
+    pub channel_ids: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub allowed_cors_origins: Option<Spanned<Vec<Spanned<String>>>>,
+    pub scopes: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAppRoleSecretId {
+    pub mount: Text,
+    pub role_name: Text,
+    pub secret_id_ttl: Text,
+    pub secret_id_num_uses: Option<Spanned<i64>>,
+}
+
+/// `bigcommerce_legacy_account` and `bigcommerce_user_token` take the same keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBasicAuthAccount {
+    pub store_hash: Text,
+    pub username: Text,
+    pub api_path: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStoreAccount {
+    pub store_hash: Text,
+    pub api_url: Text,
+    pub required_scopes: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+}
+
+/// All dependent types' keys in one table. Serde's internally tagged enums (`tag = "type"`) would
+/// buffer the values and lose their spans, so `type` is read as text and checked in validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDependent {
+    #[serde(rename = "type")]
+    pub kind: Text,
+    pub name: Text,
+    pub url: Text,
+    pub signing_key: Option<Spanned<RawVaultField>>,
+    pub timeout: Text,
+    pub path: Text,
+    pub field: Text,
+    pub command: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// Keys of a credential table that are not provider tables.
+const CREDENTIAL_KEYS: [&str; 13] = [
+    "name",
+    "mount",
+    "path",
+    "max_age",
+    "schedule",
+    "timezone",
+    "expiry_lead",
+    "window",
+    "jitter",
+    "grace",
+    "destroy_old_version",
+    "credential_lifetime",
+    "dependents",
+];
+
+/// Reads text into the raw structs.
+///
+/// `Ok` carries the raw config plus the problems already found (unknown provider tables), which
+/// validation adds to. `Err` means the text could not be read into the structs at all: a TOML
+/// syntax error or a serde shape error, located by the parser's span.
+pub(crate) fn read(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>> {
+    let mut document = match DeTable::parse(text) {
+        Ok(document) => document,
+        Err(error) => {
+            let message = format!("invalid TOML: {}", error.message().trim());
+            return Err(vec![Problem::new("", error.span(), message)]);
+        }
+    };
+    let unknown_providers = remove_unknown_providers(document.get_mut());
+    // Kept to name the key at the error's position: serde's error carries only the span.
+    let tree = document.clone();
+    match RawConfig::deserialize(toml::de::Deserializer::from(document)) {
+        Ok(raw) => Ok((raw, unknown_providers)),
+        Err(error) => {
+            let key = error
+                .span()
+                .map(|span| key_at(tree.get_ref(), span.start))
+                .unwrap_or_default();
+            let mut problems = unknown_providers;
+            problems.push(Problem::new(key, error.span(), error.message().trim()));
+            Err(problems)
+        }
+    }
+}
+
+/// Finds tables inside `[[credentials]]` whose name is not a known provider, reports them, and
+/// takes them out of the document.
+///
+/// Left in, serde would stop at the first one with "unknown field, expected one of" and a list that
+/// mixes providers with every other key. Taken out, each one is reported with the known providers,
+/// and validation still runs on the rest of the file.
+fn remove_unknown_providers(root: &mut DeTable<'_>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let Some(credentials) = root.get_mut("credentials") else {
+        return problems;
+    };
+    let DeValue::Array(credentials) = credentials.get_mut() else {
+        return problems;
+    };
+    for (index, credential) in credentials.iter_mut().enumerate() {
+        let DeValue::Table(table) = credential.get_mut() else {
+            continue;
+        };
+        let unknown: Vec<(String, Range<usize>)> = table
+            .iter()
+            .filter(|(key, value)| {
+                let name = key.get_ref().as_ref();
+                matches!(value.get_ref(), DeValue::Table(_))
+                    && !CREDENTIAL_KEYS.contains(&name)
+                    && !PROVIDERS.contains(&name)
+            })
+            .map(|(key, _)| (key.get_ref().to_string(), key.span()))
+            .collect();
+        for (name, span) in unknown {
+            table.remove(name.as_str());
+            problems.push(Problem::new(
+                format!("credentials[{index}].{name}"),
+                Some(span),
+                format!(
+                    "unknown provider `{name}`; known providers: {}",
+                    PROVIDERS.join(", ")
+                ),
+            ));
+        }
+    }
+    problems
+}
+
+/// The dotted key path of the innermost key or value that contains `offset`.
+fn key_at(table: &DeTable<'_>, offset: usize) -> String {
+    let mut path = String::new();
+    find_in_table(table, offset, &mut path);
+    path
+}
+
+fn find_in_table(table: &DeTable<'_>, offset: usize, path: &mut String) -> bool {
+    for (key, value) in table.iter() {
+        let before = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key.get_ref());
+        // Look inside first: a table's own span is only its header, so the match for a value in a
+        // `[table]` is found among its children, not by the table's span.
+        if find_in_value(value.get_ref(), offset, path) {
+            return true;
+        }
+        if key.span().contains(&offset) || value.span().contains(&offset) {
+            return true;
+        }
+        path.truncate(before);
+    }
+    false
+}
+
+fn find_in_value(value: &DeValue<'_>, offset: usize, path: &mut String) -> bool {
+    match value {
+        DeValue::Table(table) => find_in_table(table, offset, path),
+        DeValue::Array(array) => {
+            for (index, item) in array.iter().enumerate() {
+                let before = path.len();
+                path.push_str(&format!("[{index}]"));
+                if find_in_value(item.get_ref(), offset, path) || item.span().contains(&offset) {
+                    return true;
+                }
+                path.truncate(before);
+            }
+            false
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,887 @@
+//! Specification of the configuration file, as tests.
+//!
+//! `check(toml, expected)` parses a text and compares the errors (key, line, message fragment) with
+//! the expected ones; adding a case is adding a row to `MALFORMED`. Tests never touch the process
+//! environment: `FakeEnvironment` answers from a map and a set of file names.
+//!
+//! Most cases write `[vault]` as one inline line, so that line numbers stay small and obvious.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+struct FakeEnvironment {
+    vars: HashMap<String, String>,
+    files: HashSet<PathBuf>,
+}
+
+impl FakeEnvironment {
+    /// `VAULT_TOKEN` set, `CREDENTIALS_DIRECTORY` unset, a few files present.
+    fn new() -> Self {
+        FakeEnvironment {
+            vars: HashMap::from([("VAULT_TOKEN".to_string(), "dev-root".to_string())]),
+            files: [
+                "/etc/secret-rotator/ca.pem",
+                "/etc/secret-rotator/vault-token",
+                "/etc/secret-rotator/secret-id",
+                "/run/credentials/secret-rotator.service/secret-id",
+                "/run/credentials/secret-rotator.service/role-id",
+            ]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+        }
+    }
+
+    fn with_var(mut self, name: &str, value: &str) -> Self {
+        self.vars.insert(name.to_string(), value.to_string());
+        self
+    }
+
+    fn without_var(mut self, name: &str) -> Self {
+        self.vars.remove(name);
+        self
+    }
+}
+
+impl Environment for FakeEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        self.vars.get(name).cloned()
+    }
+
+    fn file_exists(&self, path: &Path) -> bool {
+        self.files.contains(path)
+    }
+}
+
+/// Parses `toml` and asserts that exactly the `expected` errors come out, in order:
+/// `(key, line, fragment of the message)`.
+fn check(toml: &str, expected: &[(&str, usize, &str)]) {
+    let errors = match parse(toml, "test.toml", &FakeEnvironment::new()) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.errors,
+    };
+    let matches = errors.len() == expected.len()
+        && errors
+            .iter()
+            .zip(expected)
+            .all(|(error, (key, line, fragment))| {
+                error.key == *key && error.line == *line && error.message.contains(fragment)
+            });
+    assert!(
+        matches,
+        "\n--- config:\n{toml}\n--- expected:\n{expected:#?}\n--- got:\n{}\n",
+        errors.iter().map(|e| format!("{e}\n")).collect::<String>()
+    );
+}
+
+fn parse_ok(toml: &str, env: &FakeEnvironment) -> Config {
+    match parse(toml, "test.toml", env) {
+        Ok(config) => config,
+        Err(errors) => panic!("expected a valid config, got:\n{errors}"),
+    }
+}
+
+type Expected = &'static [(&'static str, usize, &'static str)];
+
+/// One malformed config per row: (what is wrong, the file, the errors it must produce).
+const MALFORMED: &[(&str, &str, Expected)] = &[
+    (
+        "TOML syntax error",
+        "vault = { address = \"https://v:8200\"\n",
+        &[("", 1, "invalid TOML")],
+    ),
+    (
+        "a value of the wrong type",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "shop"
+path = "shop"
+max_age = 7
+"#,
+        &[("credentials[0].max_age", 5, "invalid type")],
+    ),
+    (
+        "a secret value where none belongs: there is no key for it",
+        r#"[vault]
+address = "https://v:8200"
+[vault.auth]
+method = "token"
+token = "hvs.not-here"
+"#,
+        &[("vault.auth.token", 5, "unknown field `token`")],
+    ),
+    (
+        "no [vault] table",
+        "[defaults]\nmax_age = \"1d\"\n",
+        &[("vault", 0, "missing required table [vault]")],
+    ),
+    (
+        "no address",
+        r#"[vault]
+namespace = "a"
+[vault.auth]
+method = "token"
+"#,
+        &[("vault.address", 1, "missing required key `address`")],
+    ),
+    (
+        "both address and addresses",
+        r#"[vault]
+address = "https://v:8200"
+addresses = ["https://w:8200"]
+auth = { method = "token" }
+"#,
+        &[("vault.addresses", 3, "not both")],
+    ),
+    (
+        "address that is not http(s)",
+        r#"[vault]
+address = "ftp://v:8200"
+auth = { method = "token" }
+"#,
+        &[("vault.address", 2, "http:// or https://")],
+    ),
+    (
+        "address with a password in it",
+        r#"[vault]
+addresses = ["https://v:8200", "https://root:hunter2@w:8200"]
+auth = { method = "token" }
+"#,
+        &[("vault.addresses[1]", 2, "user name or password")],
+    ),
+    (
+        "ca_file that does not exist",
+        r#"[vault]
+address = "https://v:8200"
+ca_file = "/etc/secret-rotator/missing.pem"
+auth = { method = "token" }
+"#,
+        &[("vault.ca_file", 3, "file not found")],
+    ),
+    (
+        "unknown auth method",
+        r#"[vault]
+address = "https://v:8200"
+[vault.auth]
+method = "kerberos"
+"#,
+        &[(
+            "vault.auth.method",
+            4,
+            "known methods: token, token_file, approle",
+        )],
+    ),
+    (
+        "token_file that does not exist",
+        r#"[vault]
+address = "https://v:8200"
+[vault.auth]
+method = "token_file"
+path = "/etc/secret-rotator/missing-token"
+"#,
+        &[("vault.auth.path", 5, "file not found")],
+    ),
+    (
+        "approle: relative secret_id_file without $CREDENTIALS_DIRECTORY",
+        r#"[vault]
+address = "https://v:8200"
+[vault.auth]
+method = "approle"
+role_id = "role-1"
+secret_id_file = "secret-id"
+"#,
+        &[("vault.auth.secret_id_file", 6, "$CREDENTIALS_DIRECTORY")],
+    ),
+    (
+        "approle: role_id_file that does not exist, and a key of another method",
+        r#"[vault]
+address = "https://v:8200"
+[vault.auth]
+method = "approle"
+path = "/etc/secret-rotator/vault-token"
+role_id_file = "/etc/secret-rotator/role-id"
+secret_id_file = "/etc/secret-rotator/secret-id"
+"#,
+        &[
+            ("vault.auth.path", 5, "not used by method `approle`"),
+            ("vault.auth.role_id_file", 6, "file not found"),
+        ],
+    ),
+    (
+        "bad name characters",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "shop main"
+path = "shop"
+vault_approle_secret_id = { role_name = "shop" }
+"#,
+        &[("credentials[0].name", 3, "invalid name `shop main`")],
+    ),
+    (
+        "duplicate credential names: reported at the second",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "shop"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials]]
+name = "shop"
+path = "b"
+vault_approle_secret_id = { role_name = "b" }
+"#,
+        &[("credentials[1].name", 7, "duplicate credential name `shop`")],
+    ),
+    (
+        "two credentials sharing one secret",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "shared"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials]]
+name = "b"
+mount = "secret"
+path = "shared"
+vault_approle_secret_id = { role_name = "b" }
+"#,
+        &[("credentials[1].path", 9, "already used by credentials[0]")],
+    ),
+    (
+        "secret inside the daemon's own state prefix",
+        r#"vault = { address = "https://v:8200", state_prefix = "rotator", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "rotator/a"
+vault_approle_secret_id = { role_name = "a" }
+"#,
+        &[(
+            "credentials[0].path",
+            4,
+            "inside the daemon's own state prefix `secret/rotator`",
+        )],
+    ),
+    (
+        "empty path, and a path with '..'",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = ""
+vault_approle_secret_id = { role_name = "a" }
+[[credentials]]
+name = "b"
+path = "apps/../b"
+vault_approle_secret_id = { role_name = "b" }
+"#,
+        &[
+            ("credentials[0].path", 4, "must not be empty"),
+            ("credentials[1].path", 8, "'..'"),
+        ],
+    ),
+    (
+        "missing path",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+vault_approle_secret_id = { role_name = "a" }
+"#,
+        &[("credentials[0].path", 2, "missing required key `path`")],
+    ),
+    (
+        "bad duration",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+max_age = "7 fortnights"
+vault_approle_secret_id = { role_name = "a" }
+"#,
+        &[(
+            "credentials[0].max_age",
+            5,
+            "invalid duration `7 fortnights`",
+        )],
+    ),
+    (
+        "bad cron expression",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[defaults]
+schedule = "0 3 * * FUNDAY"
+"#,
+        &[("defaults.schedule", 3, "invalid cron expression")],
+    ),
+    (
+        "bad timezone",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[defaults]
+timezone = "Mars/Olympus_Mons"
+"#,
+        &[("defaults.timezone", 3, "unknown timezone")],
+    ),
+    (
+        "bad window",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+window = "2am-5am"
+vault_approle_secret_id = { role_name = "a" }
+"#,
+        &[("credentials[0].window", 5, "HH:MM-HH:MM")],
+    ),
+    (
+        "grace not shorter than max_age",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+max_age = "1h"
+grace = "2h"
+vault_approle_secret_id = { role_name = "a" }
+"#,
+        &[(
+            "credentials[0].grace",
+            6,
+            "grace (2h) must be shorter than max_age (1h)",
+        )],
+    ),
+    (
+        "grace in [defaults] against a credential's short max_age: reported at the max_age",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[defaults]
+grace = "1h"
+[[credentials]]
+name = "a"
+path = "a"
+max_age = "30m"
+vault_approle_secret_id = { role_name = "a" }
+"#,
+        &[(
+            "credentials[0].max_age",
+            7,
+            "grace (1h) must be shorter than max_age (30m)",
+        )],
+    ),
+    (
+        "nothing makes a credential due",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+max_age = "never"
+vault_approle_secret_id = { role_name = "a" }
+"#,
+        &[("credentials[0].max_age", 5, "set `max_age` or `schedule`")],
+    ),
+    (
+        "unknown provider table: lists the known ones",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+[credentials.shopify_storefront]
+shop = "a"
+"#,
+        &[
+            ("credentials[0]", 2, "no provider table"),
+            (
+                "credentials[0].shopify_storefront",
+                5,
+                "known providers: bigcommerce_storefront, vault_approle_secret_id",
+            ),
+        ],
+    ),
+    (
+        "no provider table",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+"#,
+        &[("credentials[0]", 2, "no provider table; add exactly one of")],
+    ),
+    (
+        "two provider tables",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+bigcommerce_user_token = { store_hash = "abc123", username = "ops" }
+"#,
+        &[(
+            "credentials[0].bigcommerce_user_token",
+            6,
+            "exactly one provider table",
+        )],
+    ),
+    (
+        "invalid store hash",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+[credentials.bigcommerce_legacy_account]
+store_hash = "ABC-123"
+username = "ops"
+"#,
+        &[(
+            "credentials[0].bigcommerce_legacy_account.store_hash",
+            6,
+            "invalid store hash",
+        )],
+    ),
+    (
+        "private token without scopes",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+[credentials.bigcommerce_storefront]
+store_hash = "abc123"
+access_token = { path = "store-api", key = "access_token" }
+kind = "private"
+channel_ids = [1]
+"#,
+        &[(
+            "credentials[0].bigcommerce_storefront.scopes",
+            5,
+            "need `scopes`",
+        )],
+    ),
+    (
+        "private token with an unknown scope",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+[credentials.bigcommerce_storefront]
+store_hash = "abc123"
+access_token = { path = "store-api", key = "access_token" }
+kind = "private"
+channel_ids = [1]
+scopes = ["Customer",
+  "Admin"]
+"#,
+        &[(
+            "credentials[0].bigcommerce_storefront.scopes[1]",
+            11,
+            "unknown scope `Admin`",
+        )],
+    ),
+    (
+        "more than two CORS origins",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+[credentials.bigcommerce_storefront]
+store_hash = "abc123"
+access_token = { path = "store-api", key = "access_token" }
+channel_ids = [1]
+allowed_cors_origins = ["https://a.example", "https://b.example", "https://c.example"]
+"#,
+        &[(
+            "credentials[0].bigcommerce_storefront.allowed_cors_origins",
+            9,
+            "at most 2 origins",
+        )],
+    ),
+    (
+        "CORS origins on an impersonation token",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+[credentials.bigcommerce_storefront]
+store_hash = "abc123"
+access_token = { path = "store-api", key = "access_token" }
+kind = "customer_impersonation"
+channel_ids = [1]
+allowed_cors_origins = ["https://a.example"]
+"#,
+        &[(
+            "credentials[0].bigcommerce_storefront.allowed_cors_origins",
+            10,
+            "only tokens of kind `storefront`",
+        )],
+    ),
+    (
+        "empty channel_ids, and a bad api_url",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+[credentials.bigcommerce_storefront]
+store_hash = "abc123"
+api_url = "api.bigcommerce.com"
+access_token = { path = "store-api", key = "access_token" }
+channel_ids = []
+"#,
+        &[
+            (
+                "credentials[0].bigcommerce_storefront.api_url",
+                7,
+                "http:// or https://",
+            ),
+            (
+                "credentials[0].bigcommerce_storefront.channel_ids",
+                9,
+                "at least one channel id",
+            ),
+        ],
+    ),
+    (
+        "store account with an unknown scope level",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+[credentials.bigcommerce_store_account]
+store_hash = "abc123"
+required_scopes = { products = "write" }
+"#,
+        &[(
+            "credentials[0].bigcommerce_store_account.required_scopes.products",
+            7,
+            "read-only, modify",
+        )],
+    ),
+    (
+        "unknown dependent type",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "carrier-pigeon"
+name = "coo"
+"#,
+        &[(
+            "credentials[0].dependents[0].type",
+            7,
+            "known types: webhook, file, exec",
+        )],
+    ),
+    (
+        "dependent keys that its type does not use, and a relative file path",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "out"
+path = "out/token"
+url = "https://example.com"
+"#,
+        &[
+            ("credentials[0].dependents[0].path", 9, "absolute path"),
+            (
+                "credentials[0].dependents[0].url",
+                10,
+                "not used by dependent type `file`",
+            ),
+        ],
+    ),
+    (
+        "webhook without a signing key",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "webhook"
+name = "hook"
+url = "https://example.com/hook"
+"#,
+        &[(
+            "credentials[0].dependents[0].signing_key",
+            6,
+            "missing required key `signing_key`",
+        )],
+    ),
+];
+
+#[test]
+fn malformed_configs_are_reported_at_the_right_key_and_line() {
+    for (what, toml, expected) in MALFORMED {
+        eprintln!("case: {what}");
+        check(toml, expected);
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    check(
+        r#"[vault]
+address = "https://v:8200"
+request_timeout = "soon"
+[vault.auth]
+method = "token"
+
+[defaults]
+window = "25:00-26:00"
+
+[[credentials]]
+name = "a b"
+path = "/a"
+[credentials.bigcommerce_storefront]
+store_hash = "abc123"
+access_token = { path = "store-api", key = "access_token" }
+channel_ids = [0]
+[[credentials.dependents]]
+type = "exec"
+name = "reload"
+command = []
+"#,
+        &[
+            ("vault.request_timeout", 3, "invalid duration"),
+            ("defaults.window", 8, "HH:MM-HH:MM"),
+            ("credentials[0].name", 11, "invalid name"),
+            ("credentials[0].path", 12, "must not start or end with '/'"),
+            (
+                "credentials[0].bigcommerce_storefront.channel_ids[0]",
+                16,
+                ">= 1",
+            ),
+            (
+                "credentials[0].dependents[0].command",
+                20,
+                "must name a program",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn unknown_providers_are_reported_together_with_validation_problems() {
+    check(
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+max_age = "forever"
+vault_approle_secret_id = { role_name = "a" }
+[credentials.stripe_key]
+id = 1
+"#,
+        &[
+            ("credentials[0].max_age", 5, "invalid duration"),
+            (
+                "credentials[0].stripe_key",
+                7,
+                "unknown provider `stripe_key`",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn token_auth_needs_vault_token() {
+    let env = FakeEnvironment::new().without_var("VAULT_TOKEN");
+    let errors = parse(
+        "vault = { address = \"https://v:8200\", auth = { method = \"token\" } }\n",
+        "test.toml",
+        &env,
+    )
+    .unwrap_err();
+    assert_eq!(errors.errors.len(), 1);
+    assert_eq!(errors.errors[0].key, "vault.auth.method");
+    assert!(errors.errors[0].message.contains("$VAULT_TOKEN"));
+}
+
+#[test]
+fn defaults_apply_and_credentials_override_them() {
+    let config = parse_ok(
+        r#"vault = { address = "https://v:8200/", auth = { method = "token" } }
+[defaults]
+max_age = "10d"
+timezone = "Europe/Berlin"
+window = "22:00-04:00"
+[[credentials]]
+name = "a"
+path = "a"
+grace = "5m"
+vault_approle_secret_id = { role_name = "a" }
+"#,
+        &FakeEnvironment::new(),
+    );
+    assert_eq!(config.vault.addresses, vec!["https://v:8200".to_string()]);
+    assert_eq!(config.vault.state_mount, "secret");
+    assert_eq!(config.vault.state_prefix, "secret-rotator");
+    assert_eq!(config.vault.request_timeout, Duration::from_secs(10));
+    let policy = &config.credential("a").unwrap().policy;
+    assert_eq!(policy.max_age, Some(Duration::from_secs(10 * 86400)));
+    assert_eq!(policy.grace, Duration::from_secs(300));
+    assert_eq!(policy.timezone, chrono_tz::Europe::Berlin);
+    assert_eq!(policy.expiry_lead, Duration::from_secs(7 * 86400));
+    assert_eq!(policy.jitter, Duration::ZERO);
+    assert_eq!(policy.credential_lifetime, None);
+    let window = policy.window.unwrap();
+    assert!(window.end < window.start, "a window may wrap past midnight");
+    assert_eq!(config.credentials[0].secret.to_string(), "secret/a");
+}
+
+#[test]
+fn relative_credential_files_resolve_against_credentials_directory() {
+    let env = FakeEnvironment::new().with_var(
+        "CREDENTIALS_DIRECTORY",
+        "/run/credentials/secret-rotator.service",
+    );
+    let config = parse_ok(
+        r#"[vault]
+address = "https://v:8200"
+[vault.auth]
+method = "approle"
+role_id_file = "role-id"
+secret_id_file = "secret-id"
+"#,
+        &env,
+    );
+    assert_eq!(
+        config.vault.auth,
+        VaultAuth::AppRole {
+            mount: "approle".to_string(),
+            role_id: RoleId::File("/run/credentials/secret-rotator.service/role-id".into()),
+            secret_id_file: "/run/credentials/secret-rotator.service/secret-id".into(),
+        }
+    );
+}
+
+#[test]
+fn example_config_is_valid() {
+    let env = FakeEnvironment::new().with_var(
+        "CREDENTIALS_DIRECTORY",
+        "/run/credentials/secret-rotator.service",
+    );
+    let config = parse_ok(include_str!("../../config/example.toml"), &env);
+    let kinds: Vec<&str> = config
+        .credentials
+        .iter()
+        .map(|c| c.provider.kind())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "bigcommerce_storefront",
+            "bigcommerce_storefront",
+            "vault_approle_secret_id",
+            "bigcommerce_legacy_account",
+            "bigcommerce_user_token",
+            "bigcommerce_store_account",
+        ]
+    );
+    assert_eq!(config.vault.addresses.len(), 2);
+    let main = config.credential("storefront-main").unwrap();
+    assert_eq!(main.dependents.len(), 3);
+    assert_eq!(main.policy.timezone, chrono_tz::Europe::Berlin);
+    let billing = config.credential("billing-secret-id").unwrap();
+    assert_eq!(billing.policy.max_age, None);
+    assert_eq!(billing.policy.timezone, chrono_tz::UTC);
+    match &config.credential("legacy-export").unwrap().provider {
+        ProviderConfig::BigCommerceLegacyAccount(legacy) => {
+            assert_eq!(
+                legacy.api_path,
+                "https://store-abc123.mybigcommerce.com/api/v2/"
+            )
+        }
+        other => panic!("unexpected provider {other:?}"),
+    }
+    match &config.credential("store-api").unwrap().provider {
+        ProviderConfig::BigCommerceStoreAccount(account) => assert_eq!(
+            account.required_scopes,
+            [
+                ("products".to_string(), ScopeLevel::ReadOnly),
+                ("store_v2_information".to_string(), ScopeLevel::ReadOnly),
+                ("storefront_api_tokens".to_string(), ScopeLevel::Modify),
+            ]
+        ),
+        other => panic!("unexpected provider {other:?}"),
+    }
+}
+
+#[test]
+fn demo_config_is_valid() {
+    let config = parse_ok(
+        include_str!("../../config/demo.toml"),
+        &FakeEnvironment::new(),
+    );
+    assert_eq!(config.vault.addresses, ["http://127.0.0.1:8200"]);
+    assert_eq!(config.vault.auth, VaultAuth::TokenEnv);
+    let storefront = config.credential("demo-storefront").unwrap();
+    assert_eq!(storefront.policy.max_age, Some(Duration::from_secs(3600)));
+    assert_eq!(storefront.policy.grace, Duration::from_secs(5));
+    match &storefront.provider {
+        ProviderConfig::BigCommerceStorefront(sf) => {
+            assert_eq!(sf.api_url, "http://127.0.0.1:9400");
+            assert_eq!(sf.storefront_url, "http://127.0.0.1:9400/store-abc123");
+            assert_eq!(sf.kind, StorefrontTokenKind::Storefront);
+            assert_eq!(
+                sf.access_token,
+                VaultField {
+                    secret: KvPath {
+                        mount: "secret".to_string(),
+                        path: "bigcommerce/abc123/store-api".to_string(),
+                    },
+                    key: "access_token".to_string(),
+                }
+            );
+        }
+        other => panic!("unexpected provider {other:?}"),
+    }
+    match &config.credential("demo-app-secret-id").unwrap().provider {
+        ProviderConfig::VaultAppRoleSecretId(approle) => {
+            assert_eq!(approle.role_name, "demo-app");
+            assert_eq!(approle.mount, "approle");
+        }
+        other => panic!("unexpected provider {other:?}"),
+    }
+}
+
+#[test]
+fn errors_display_as_source_line_column_key_message() {
+    let errors = parse(
+        "[defaults]\nmax_age = \"5 fortnights\"\n",
+        "/etc/secret-rotator/config.toml",
+        &FakeEnvironment::new(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        "/etc/secret-rotator/config.toml:0:0: vault: missing required table [vault]\n\
+         /etc/secret-rotator/config.toml:2:11: defaults.max_age: invalid duration `5 fortnights`; \
+         write e.g. `90s`, `10m`, `1h`, `7d`"
+    );
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    let errors = parse(
+        "vault = { address = \"https://v:8200\", auth = { method = \"token\" } }\n\
+         [defaults]\n\
+         timezone = \"Zürich\" ; jitter = 1\n",
+        "t",
+        &FakeEnvironment::new(),
+    );
+    // Syntax error (two keys on one line) after a multi-byte character.
+    let error = &errors.unwrap_err().errors[0];
+    assert_eq!((error.line, error.column), (3, 21));
+}
+
+#[test]
+fn an_unreadable_file_is_one_error_naming_it() {
+    let path = Path::new("/nonexistent/secret-rotator/config.toml");
+    let errors = load(path, &FakeEnvironment::new()).unwrap_err();
+    assert_eq!(errors.errors.len(), 1);
+    assert_eq!(
+        errors.errors[0].source,
+        "/nonexistent/secret-rotator/config.toml"
+    );
+    assert!(errors.errors[0].message.contains("cannot read"));
+}
