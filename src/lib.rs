@@ -4,6 +4,10 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod crash;
+pub mod events;
 pub mod policy;
+pub mod providers;
+pub mod rotation;
 pub mod secret;
 pub mod vault;

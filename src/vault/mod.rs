@@ -224,6 +224,37 @@ impl Vault {
         kv: &KvPath,
         version: Option<u64>,
     ) -> Result<SecretVersion, VaultError> {
+        let (value, version, created_time) = self.read_value_at(kv, version).await?;
+        let data = SecretFields::from_json(&value).ok_or_else(|| VaultError::Other {
+            path: kv.to_string(),
+            status: None,
+            message: "secret data is not a JSON object".into(),
+        })?;
+        Ok(SecretVersion {
+            data,
+            version,
+            created_time,
+        })
+    }
+
+    /// Read the current version's data as JSON, with its version number; `None` when missing.
+    /// For the daemon's own structured records.
+    pub async fn read_json(
+        &self,
+        kv: &KvPath,
+    ) -> Result<Option<(serde_json::Value, u64)>, VaultError> {
+        match self.read_value_at(kv, None).await {
+            Ok((v, version, _)) => Ok(Some((v, version))),
+            Err(VaultError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read_value_at(
+        &self,
+        kv: &KvPath,
+        version: Option<u64>,
+    ) -> Result<(serde_json::Value, u64, DateTime<Utc>), VaultError> {
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
         let shown = kv.to_string();
         let resp = self
@@ -237,16 +268,8 @@ impl Vault {
                 vaultrs::api::exec_with_result(&*c, endpoint).await
             })
             .await?;
-        let data = SecretFields::from_json(&resp.data).ok_or_else(|| VaultError::Other {
-            path: shown.clone(),
-            status: None,
-            message: "secret data is not a JSON object".into(),
-        })?;
-        Ok(SecretVersion {
-            data,
-            version: resp.metadata.version,
-            created_time: parse_time(&resp.metadata.created_time, &shown)?,
-        })
+        let created = parse_time(&resp.metadata.created_time, &shown)?;
+        Ok((resp.data, resp.metadata.version, created))
     }
 
     /// Read the current version, or `None` when the secret does not exist.
@@ -266,14 +289,23 @@ impl Vault {
         data: &SecretFields,
         expected_version: u64,
     ) -> Result<u64, VaultError> {
+        self.write_json_cas(kv, &data.to_json(), expected_version)
+            .await
+    }
+
+    /// Check-and-set write of a JSON object (the daemon's own records).
+    pub async fn write_json_cas(
+        &self,
+        kv: &KvPath,
+        body: &serde_json::Value,
+        expected_version: u64,
+    ) -> Result<u64, VaultError> {
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
         let cas = u32::try_from(expected_version).map_err(|_| VaultError::Other {
             path: kv.to_string(),
             status: None,
             message: format!("version {expected_version} is out of range for check-and-set"),
         })?;
-        let body = data.to_json();
-        let body = &body;
         let meta = self
             .call(&kv.to_string(), |c: Arc<VaultClient>| async move {
                 vaultrs::kv2::set_with_options(

@@ -1,0 +1,34 @@
+//! Crash points: named places between two steps of a rotation where the crash-matrix tests kill
+//! the daemon.
+//!
+//! Invariant: without the `fault-injection` cargo feature, [`point`] compiles to nothing. With it,
+//! the process sends itself SIGKILL when `SECRET_ROTATOR_CRASH_AT` names the point reached, so the
+//! test sees exactly what a power cut or an OOM kill at that line would leave behind.
+
+/// Every crash point, in the order a successful rotation passes them.
+pub const POINTS: &[&str] = &[
+    "minting-recorded",
+    "minted",
+    "minted-recorded",
+    "verified",
+    "committed",
+    "rotated-emitted",
+    "notified-recorded",
+    "revoke-sent",
+    "revocation-verified",
+    "revoked-emitted",
+    "finished",
+];
+
+#[cfg(feature = "fault-injection")]
+pub fn point(name: &str) {
+    debug_assert!(POINTS.contains(&name), "unknown crash point {name}");
+    if std::env::var("SECRET_ROTATOR_CRASH_AT").as_deref() == Ok(name) {
+        eprintln!("fault-injection: SIGKILL at crash point {name}");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn point(_name: &str) {}

@@ -1,0 +1,188 @@
+//! Events for dependents and operators: one small interface, several sinks.
+//!
+//! Invariant: an event never carries a secret value; only names, versions, ids and reasons.
+//! Delivery is at-least-once: after a crash an event may be emitted again with the same `id`,
+//! which receivers use as an idempotency key.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "credential.rotated")]
+    Rotated,
+    #[serde(rename = "credential.revoked")]
+    Revoked,
+    #[serde(rename = "rotation.failed")]
+    Failed,
+    #[serde(rename = "rotation.needs_attention")]
+    NeedsAttention,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Rotated => "credential.rotated",
+            EventKind::Revoked => "credential.revoked",
+            EventKind::Failed => "rotation.failed",
+            EventKind::NeedsAttention => "rotation.needs_attention",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// `{attempt}:{type}`: the same for a re-emission after a crash.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    pub credential: String,
+    pub attempt: String,
+    pub at: DateTime<Utc>,
+    /// The KV version the event is about (the new one for `rotated`, the old one for `revoked`).
+    pub version: Option<u64>,
+    /// A short human reason, never a secret.
+    pub detail: String,
+}
+
+impl Event {
+    pub fn new(
+        kind: EventKind,
+        credential: &str,
+        attempt: &str,
+        at: DateTime<Utc>,
+        version: Option<u64>,
+        detail: impl Into<String>,
+    ) -> Event {
+        Event {
+            id: format!("{attempt}:{}", kind.as_str()),
+            kind,
+            credential: credential.to_string(),
+            attempt: attempt.to_string(),
+            at,
+            version,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Where events go. Emission must not fail the rotation: sinks log their own errors.
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: &Event);
+}
+
+/// Logs each event as a structured line.
+pub struct LogSink;
+
+impl EventSink for LogSink {
+    fn emit(&self, e: &Event) {
+        tracing::info!(event = e.kind.as_str(), credential = %e.credential, attempt = %e.attempt, version = ?e.version, detail = %e.detail, "event");
+    }
+}
+
+/// Appends each event as one JSON line to a file (created 0600), synced before returning.
+pub struct JsonLinesSink {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl JsonLinesSink {
+    pub fn new(path: PathBuf) -> Self {
+        JsonLinesSink {
+            path,
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn append(&self, line: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)?;
+        f.write_all(line.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_data()
+    }
+}
+
+impl EventSink for JsonLinesSink {
+    fn emit(&self, e: &Event) {
+        let line = serde_json::to_string(e).expect("events serialise");
+        if let Err(err) = self.append(&line) {
+            tracing::error!(path = %self.path.display(), error = %err, "cannot append event");
+        }
+    }
+}
+
+/// Keeps events in memory (tests, `rotate` output).
+#[derive(Default)]
+pub struct MemorySink {
+    events: Mutex<Vec<Event>>,
+}
+
+impl MemorySink {
+    pub fn events(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl EventSink for MemorySink {
+    fn emit(&self, e: &Event) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e.clone());
+    }
+}
+
+/// Sends every event to each of several sinks.
+pub struct FanOut(pub Vec<Arc<dyn EventSink>>);
+
+impl EventSink for FanOut {
+    fn emit(&self, e: &Event) {
+        for s in &self.0 {
+            s.emit(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_stable_per_attempt_and_type() {
+        let at = Utc::now();
+        let a = Event::new(EventKind::Rotated, "c", "att-1", at, Some(2), "x");
+        let b = Event::new(EventKind::Rotated, "c", "att-1", at, Some(2), "y");
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.id, "att-1:credential.rotated");
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["type"], "credential.rotated");
+    }
+
+    #[test]
+    fn json_lines_sink_appends_private_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let sink = JsonLinesSink::new(path.clone());
+        let at = Utc::now();
+        sink.emit(&Event::new(EventKind::Rotated, "c", "a", at, Some(1), ""));
+        sink.emit(&Event::new(EventKind::Revoked, "c", "a", at, Some(0), ""));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}

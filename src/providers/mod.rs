@@ -1,0 +1,138 @@
+//! Providers: one module per kind of credential, behind one trait.
+//!
+//! Invariant: a provider does IO only with its own backend (the BigCommerce API, or Vault through
+//! [`crate::vault::Vault`]); it never writes the credential's secret path or the rotation state —
+//! that is the rotation driver's job. Errors summarise the provider's answer without secrets.
+
+pub mod bigcommerce_storefront;
+pub mod vault_approle;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::config::{Credential, ProviderConfig};
+use crate::secret::SecretFields;
+use crate::vault::Vault;
+
+/// How a provider rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The daemon mints and revokes through an API.
+    Automatic,
+    /// A person regenerates the credential (control panel) and supplies it.
+    Assisted,
+}
+
+/// What a provider is: the rotation driver adapts to these facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderInfo {
+    pub mode: Mode,
+    /// Minted credentials carry an expiry, so one nobody holds dies on its own.
+    pub credentials_expire: bool,
+    /// A revoke call is accepted before it takes effect: poll until the credential is rejected.
+    pub async_revocation: bool,
+}
+
+/// What the driver tells a provider about the attempt it mints for.
+#[derive(Debug, Clone)]
+pub struct MintRequest {
+    pub attempt_id: String,
+    pub now: DateTime<Utc>,
+    /// For expiring credentials: the new one must expire at this time.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A freshly minted credential.
+#[derive(Debug, Clone)]
+pub struct Minted {
+    pub secret: SecretFields,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Why a provider call did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider answered and said no (401, 403 on a required scope, invalid secret-id).
+    #[error("rejected by the provider: {reason}")]
+    Rejected { reason: String },
+    /// The request was not processed (429, 5xx before processing, connection refused): safe to
+    /// send again after `retry_after` (or a growing backoff).
+    #[error("provider unavailable: {reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The request may or may not have been processed (timeout or connection dropped after it
+    /// was sent). For a mint: a credential may exist that nobody holds.
+    #[error("outcome unknown: {reason}")]
+    UnknownOutcome { reason: String },
+    /// The provider cannot work as configured (parent credential missing in Vault, bad answer).
+    #[error("provider misconfigured: {reason}")]
+    Config { reason: String },
+}
+
+impl ProviderError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Rejected { .. } => "rejected",
+            ProviderError::Transient { .. } => "transient",
+            ProviderError::UnknownOutcome { .. } => "unknown_outcome",
+            ProviderError::Config { .. } => "config",
+        }
+    }
+}
+
+/// One kind of credential. Every call is idempotent or safe to repeat after a crash: revoking a
+/// credential that is already revoked succeeds.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn info(&self) -> ProviderInfo;
+
+    /// For assisted providers: the steps a person takes, in the provider's own words.
+    fn assisted_steps(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Create a new credential.
+    async fn mint(&self, req: &MintRequest) -> Result<Minted, ProviderError>;
+
+    /// `Ok(())`: the provider accepts this credential. `Err(Rejected)`: it does not.
+    async fn verify(&self, secret: &SecretFields) -> Result<(), ProviderError>;
+
+    /// Ask the provider to revoke this credential. Already revoked is success.
+    async fn revoke(&self, secret: &SecretFields) -> Result<(), ProviderError>;
+
+    /// `Ok(true)`: the provider now rejects this credential.
+    async fn verify_revoked(&self, secret: &SecretFields) -> Result<bool, ProviderError> {
+        match self.verify(secret).await {
+            Ok(()) => Ok(false),
+            Err(ProviderError::Rejected { .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Build the provider of a configured credential.
+pub fn build(
+    cred: &Credential,
+    vault: Arc<Vault>,
+    http: reqwest::Client,
+) -> Result<Box<dyn Provider>, ProviderError> {
+    match &cred.provider {
+        ProviderConfig::BigCommerceStorefront(c) => Ok(Box::new(
+            bigcommerce_storefront::StorefrontProvider::new(c.clone(), vault, http),
+        )),
+        ProviderConfig::VaultAppRoleSecretId(c) => Ok(Box::new(
+            vault_approle::AppRoleProvider::new(c.clone(), vault),
+        )),
+        other => Err(ProviderError::Config {
+            reason: format!(
+                "provider {} is assisted and is not rotated automatically yet",
+                other.kind()
+            ),
+        }),
+    }
+}

@@ -1,0 +1,6 @@
+//! Rotation: the pure state machine ([`state`]) and the driver that does its IO ([`driver`]).
+pub mod driver;
+pub mod state;
+
+pub use driver::{Engine, EngineError, EngineSettings, RunResult};
+pub use state::{Attempt, AttemptSummary, Outcome, Phase, StateRecord};
