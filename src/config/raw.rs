@@ -228,7 +228,11 @@ pub(crate) fn read(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>
                 .map(|span| key_at(tree.get_ref(), span.start))
                 .unwrap_or_default();
             let mut problems = unknown_providers;
-            problems.push(Problem::new(key, error.span(), error.message().trim()));
+            problems.push(Problem::new(
+                key,
+                error.span(),
+                plain_message(error.message()),
+            ));
             Err(problems)
         }
     }
@@ -319,5 +323,21 @@ fn find_in_value(value: &DeValue<'_>, offset: usize, path: &mut String) -> bool 
             false
         }
         _ => false,
+    }
+}
+
+/// Serde names the Rust type it expected; say what to write instead.
+fn plain_message(message: &str) -> String {
+    let message = message.trim();
+    if message.contains("expected struct RawVaultField") {
+        // Most likely a secret written where a reference to it belongs. Serde's message quotes the
+        // value it found, so it is dropped: the error must not repeat the secret.
+        return "expected a Vault reference { path = \"...\", key = \"...\" }; secret values do not \
+                belong in this file: store the secret in Vault and reference it here"
+            .to_string();
+    }
+    match message.split_once("expected struct Raw") {
+        Some((before, _)) => format!("{before}expected a table"),
+        None => message.to_string(),
     }
 }

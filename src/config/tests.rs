@@ -683,6 +683,35 @@ id = 1
 }
 
 #[test]
+fn a_secret_written_inline_is_rejected_without_repeating_it() {
+    let errors = parse(
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+[credentials.bigcommerce_storefront]
+store_hash = "abc123"
+access_token = "shpat_0123456789abcdef"
+channel_ids = [1]
+"#,
+        "test.toml",
+        &FakeEnvironment::new(),
+    )
+    .unwrap_err();
+    let error = &errors.errors[0];
+    assert_eq!(errors.errors.len(), 1);
+    assert_eq!(
+        error.key,
+        "credentials[0].bigcommerce_storefront.access_token"
+    );
+    assert_eq!(error.line, 7);
+    assert!(error
+        .message
+        .contains("secret values do not belong in this file"));
+    assert!(!errors.to_string().contains("shpat_"));
+}
+
+#[test]
 fn token_auth_needs_vault_token() {
     let env = FakeEnvironment::new().without_var("VAULT_TOKEN");
     let errors = parse(
