@@ -3,11 +3,13 @@
 //! See ARCHITECTURE.md for the code map and each module's invariant.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod crash;
 pub mod events;
 pub mod policy;
 pub mod providers;
+pub mod report;
 pub mod rotation;
 pub mod secret;
 pub mod vault;
