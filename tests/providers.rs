@@ -6,10 +6,17 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bigcommerce_emulator::{
+    demo, Access, AdminClient, EmulatorConfig, FaultMode, FaultSpec, Resource, RunningEmulator,
+    Scopes, Seed,
+};
 use chrono::Utc;
 use common::{vault_config, OpenBao, ROOT_TOKEN};
 use secrecy::SecretString;
-use secret_rotator::config::AppRoleSecretIdConfig;
+use secret_rotator::config::{
+    AppRoleSecretIdConfig, KvPath, StorefrontConfig, StorefrontTokenKind, VaultField,
+};
+use secret_rotator::providers::bigcommerce_storefront::StorefrontProvider;
 use secret_rotator::providers::vault_approle::AppRoleProvider;
 use secret_rotator::providers::{MintRequest, Provider, ProviderError};
 use secret_rotator::secret::SecretFields;
@@ -272,4 +279,512 @@ async fn half_silent_vault() -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+// ---------------------------------------------------------------------------------------------
+// BigCommerce storefront tokens, against the emulator
+// ---------------------------------------------------------------------------------------------
+
+const STORE: &str = demo::STORE_HASH;
+const ACCESS_TOKEN_PATH: &str = "bigcommerce/abc123/store-api";
+
+/// An OpenBao holding the store's access token, and an emulator with the demo seed.
+struct Storefront {
+    bao: OpenBao,
+    vault: Arc<Vault>,
+    emulator: RunningEmulator,
+    admin: AdminClient,
+    /// The store-level access token the provider reads from Vault.
+    access_token: String,
+}
+
+impl Storefront {
+    async fn start() -> Storefront {
+        let bao = OpenBao::start().await;
+        let emulator = bigcommerce_emulator::start(EmulatorConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            seed: Seed::demo(),
+            state_file: None,
+            admin_token: None,
+        })
+        .await
+        .expect("start the emulator");
+        let admin = AdminClient::new(&emulator.base_url(), emulator.admin_token());
+        // The operator's store-level token, as the control panel shows it.
+        let access_token = admin.api_accounts(STORE).await.unwrap()[0]
+            .access_token
+            .clone();
+        bao.write_secret(
+            "secret",
+            ACCESS_TOKEN_PATH,
+            json!({ "access_token": access_token }),
+        )
+        .await;
+        let vault = vault_as(&bao.addr, ROOT_TOKEN).await;
+        Storefront {
+            bao,
+            vault,
+            emulator,
+            admin,
+            access_token,
+        }
+    }
+
+    fn cfg(&self, kind: StorefrontTokenKind) -> StorefrontConfig {
+        let base = self.emulator.base_url();
+        StorefrontConfig {
+            api_url: base.clone(),
+            storefront_url: format!("{base}/store-{{store_hash}}"),
+            store_hash: STORE.into(),
+            access_token: VaultField {
+                secret: KvPath {
+                    mount: "secret".into(),
+                    path: ACCESS_TOKEN_PATH.into(),
+                },
+                key: "access_token".into(),
+            },
+            kind,
+            channel_ids: vec![1],
+            allowed_cors_origins: match kind {
+                StorefrontTokenKind::Storefront => vec!["https://shop.example.com".into()],
+                _ => vec![],
+            },
+            scopes: match kind {
+                StorefrontTokenKind::Private => vec!["Customer".into()],
+                _ => vec![],
+            },
+        }
+    }
+
+    fn provider(&self, kind: StorefrontTokenKind) -> StorefrontProvider {
+        StorefrontProvider::new(self.cfg(kind), self.vault.clone(), http())
+    }
+
+    async fn fault(&self, endpoint: &str, mode: FaultMode, count: Option<u64>) {
+        let mut spec = FaultSpec::new(endpoint, mode);
+        spec.count = count;
+        self.admin.set_fault(spec).await.unwrap();
+    }
+
+    async fn status_count(&self, status: &str) -> u64 {
+        let c = self.admin.counters().await.unwrap();
+        c.requests_by_status.get(status).copied().unwrap_or(0)
+    }
+
+    /// No error text may carry the JWT or the store's access token.
+    fn assert_clean(&self, err: &ProviderError, token: Option<&str>) {
+        let text = format!("{err} {err:?}");
+        assert!(
+            !text.contains(&self.access_token),
+            "access token in: {text}"
+        );
+        if let Some(t) = token {
+            assert!(!text.contains(t), "JWT in: {text}");
+        }
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn poll_until_revoked(p: &StorefrontProvider, secret: &SecretFields) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        if p.verify_revoked(secret).await.expect("verify_revoked") {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "still accepted 15 s after revoke"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn storefront_mint_verify_revoke_for_every_kind() {
+    let sf = Storefront::start().await;
+    let kinds = [
+        (StorefrontTokenKind::Storefront, "storefront"),
+        (StorefrontTokenKind::Private, "private"),
+        (
+            StorefrontTokenKind::CustomerImpersonation,
+            "customer_impersonation",
+        ),
+    ];
+    for (kind, name) in kinds {
+        let p = sf.provider(kind);
+        let info = p.info();
+        assert!(info.credentials_expire && info.async_revocation);
+
+        let req = mint_request(&format!("attempt-{name}"));
+        let minted = p.mint(&req).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let keys: Vec<&str> = minted.secret.keys().collect();
+        assert_eq!(keys, ["expires_at", "kind", "token"], "{name}");
+        assert_eq!(minted.secret.expose("kind"), Some(name));
+        let expires_at = minted.expires_at.unwrap();
+        assert_eq!(expires_at.timestamp(), req.expires_at.timestamp());
+        assert_eq!(
+            minted.secret.expose("expires_at").unwrap(),
+            expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        let token = minted.secret.expose("token").unwrap().to_string();
+        assert!(token.starts_with("eyJ"), "{name}: a JWT");
+
+        // The emulator issued exactly this token, with the asked-for expiry.
+        let live = sf.admin.live_storefront_tokens(STORE).await.unwrap();
+        let issued = live.last().expect("one live token");
+        assert_eq!(issued.expires_at, req.expires_at.timestamp(), "{name}");
+
+        p.verify(&minted.secret)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        p.revoke(&minted.secret).await.expect("revoke");
+        poll_until_revoked(&p, &minted.secret).await;
+        match p.verify(&minted.secret).await {
+            Err(e @ ProviderError::Rejected { .. }) => {
+                assert!(e.to_string().contains("Unknown JWT token"), "{e}");
+                sf.assert_clean(&e, Some(&token));
+            }
+            other => panic!("{name}: expected Rejected after revocation, got {other:?}"),
+        }
+        // Revoking again (a retry after a crash) is fine.
+        p.revoke(&minted.secret).await.expect("second revoke");
+    }
+    assert!(sf
+        .admin
+        .live_storefront_tokens(STORE)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn storefront_revocation_is_asynchronous() {
+    let sf = Storefront::start().await;
+    sf.admin
+        .set_revocation_delay(STORE, Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let p = sf.provider(StorefrontTokenKind::Storefront);
+    let minted = p.mint(&mint_request("a1")).await.unwrap();
+    p.revoke(&minted.secret).await.unwrap();
+    // Accepted right after the revoke; rejected once the store's delay has passed.
+    assert!(!p.verify_revoked(&minted.secret).await.unwrap());
+    let waited = poll_until_revoked(&p, &minted.secret).await;
+    assert!(waited >= Duration::from_millis(1000), "{waited:?}");
+    p.revoke(&minted.secret)
+        .await
+        .expect("revoke after it took effect");
+}
+
+#[tokio::test]
+async fn storefront_rejects_garbage_foreign_and_expired_tokens() {
+    let sf = Storefront::start().await;
+    let p = sf.provider(StorefrontTokenKind::Storefront);
+
+    // A token issued by another store's emulator (another signing key / unknown id).
+    let other = Storefront::start().await;
+    let foreign = other
+        .provider(StorefrontTokenKind::Storefront)
+        .mint(&mint_request("foreign"))
+        .await
+        .unwrap();
+
+    // A token of this store, past its expiry.
+    let expiring = p.mint(&mint_request("expiring")).await.unwrap();
+    sf.admin
+        .advance_clock(Duration::from_secs(7200))
+        .await
+        .unwrap();
+
+    let cases = [
+        ("garbage", SecretFields::new().with("token", "not-a-jwt")),
+        ("foreign", foreign.secret.clone()),
+        ("expired", expiring.secret.clone()),
+    ];
+    for (name, secret) in cases {
+        let token = secret.expose("token").unwrap().to_string();
+        match p.verify(&secret).await {
+            Err(e @ ProviderError::Rejected { .. }) => sf.assert_clean(&e, Some(&token)),
+            other => panic!("{name}: expected Rejected, got {other:?}"),
+        }
+        // Revoking a token the store does not know or that expired: nothing left to do.
+        p.revoke(&secret)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: revoke: {e}"));
+        assert!(p.verify_revoked(&secret).await.unwrap(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn storefront_parent_token_without_the_scope_is_rejected() {
+    let sf = Storefront::start().await;
+    let minted = sf
+        .provider(StorefrontTokenKind::Storefront)
+        .mint(&mint_request("a0"))
+        .await
+        .unwrap();
+
+    // Swap in an account that can do everything but Storefront API Tokens.
+    let weak = sf
+        .admin
+        .create_api_account(
+            STORE,
+            "no-storefront-scope",
+            Scopes::all(Access::Modify).with(Resource::StorefrontApiTokens, Access::None),
+        )
+        .await
+        .unwrap();
+    sf.bao
+        .write_secret(
+            "secret",
+            ACCESS_TOKEN_PATH,
+            json!({ "access_token": weak.access_token }),
+        )
+        .await;
+    let p = sf.provider(StorefrontTokenKind::Storefront);
+    for (name, result) in [
+        ("mint", p.mint(&mint_request("a1")).await.map(|_| ())),
+        ("revoke", p.revoke(&minted.secret).await),
+    ] {
+        match result {
+            Err(e @ ProviderError::Rejected { .. }) => {
+                assert!(e.to_string().contains("403"), "{name}: {e}");
+                let text = format!("{e:?}");
+                assert!(!text.contains(&weak.access_token), "{name}: {text}");
+                sf.assert_clean(&e, minted.secret.expose("token"));
+            }
+            other => panic!("{name}: expected Rejected, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn storefront_reads_the_parent_token_afresh_for_every_call() {
+    let sf = Storefront::start().await;
+    let p = sf.provider(StorefrontTokenKind::Storefront);
+    p.mint(&mint_request("before")).await.unwrap();
+
+    // The store-level account is rotated by hand: new account in Vault, old one deleted.
+    let fresh = sf
+        .admin
+        .create_api_account(STORE, "replacement", Scopes::all(Access::Modify))
+        .await
+        .unwrap();
+    sf.bao
+        .write_secret(
+            "secret",
+            ACCESS_TOKEN_PATH,
+            json!({ "access_token": fresh.access_token }),
+        )
+        .await;
+    sf.admin
+        .delete_api_account(STORE, demo::CLIENT_ID)
+        .await
+        .unwrap();
+
+    let minted = p
+        .mint(&mint_request("after"))
+        .await
+        .expect("the new token is used");
+    p.revoke(&minted.secret)
+        .await
+        .expect("revoke with the new token");
+
+    // A parent token missing from Vault is a configuration problem.
+    sf.bao
+        .write_secret("secret", ACCESS_TOKEN_PATH, json!({ "other": "x" }))
+        .await;
+    assert!(matches!(
+        p.mint(&mint_request("missing")).await,
+        Err(ProviderError::Config { .. })
+    ));
+}
+
+#[tokio::test]
+async fn storefront_waits_out_rate_limits() {
+    let sf = Storefront::start().await;
+    // A short window so the test waits for hundreds of milliseconds, not 30 s.
+    sf.admin
+        .set_rate_limit(STORE, 150, Duration::from_millis(800))
+        .await
+        .unwrap();
+    let p = sf.provider(StorefrontTokenKind::Storefront);
+
+    // A 429 storm with headers: wait as told, then succeed.
+    sf.fault(
+        "storefront_token_create",
+        FaultMode::RateLimitStorm { with_headers: true },
+        Some(2),
+    )
+    .await;
+    let minted = p
+        .mint(&mint_request("storm"))
+        .await
+        .expect("mint after the storm");
+    assert_eq!(sf.status_count("429").await, 2);
+    p.verify(&minted.secret).await.unwrap();
+
+    // A 429 without headers (platform overload): growing backoff, then succeed.
+    sf.fault(
+        "storefront_token_revoke",
+        FaultMode::RateLimitStorm {
+            with_headers: false,
+        },
+        Some(3),
+    )
+    .await;
+    let start = std::time::Instant::now();
+    p.revoke(&minted.secret)
+        .await
+        .expect("revoke after overload");
+    // 250 + 500 + 1000 ms of backoff.
+    assert!(
+        start.elapsed() >= Duration::from_millis(1700),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(sf.status_count("429").await, 5);
+
+    // A storm that does not end: bounded retries, then Transient with a hint.
+    sf.fault(
+        "storefront_token_create",
+        FaultMode::RateLimitStorm { with_headers: true },
+        None,
+    )
+    .await;
+    match p.mint(&mint_request("endless")).await {
+        Err(ProviderError::Transient { retry_after, .. }) => assert!(retry_after.is_some()),
+        other => panic!("expected Transient, got {other:?}"),
+    }
+    assert_eq!(sf.status_count("429").await, 5 + 7);
+    sf.admin.clear_faults().await.unwrap();
+}
+
+#[tokio::test]
+async fn storefront_waits_for_a_spent_quota_instead_of_hitting_429() {
+    let sf = Storefront::start().await;
+    sf.admin
+        .set_rate_limit(STORE, 2, Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let p = sf.provider(StorefrontTokenKind::Storefront);
+    let start = std::time::Instant::now();
+    for i in 0..3 {
+        p.mint(&mint_request(&format!("q{i}"))).await.unwrap();
+    }
+    // The second answer said "0 left": the third request waited for the window to refresh.
+    assert!(
+        start.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(sf.status_count("429").await, 0);
+}
+
+#[tokio::test]
+async fn storefront_classifies_faults() {
+    let sf = Storefront::start().await;
+    let p = sf.provider(StorefrontTokenKind::Storefront);
+    let good = p.mint(&mint_request("good")).await.unwrap();
+    let good_token = good.secret.expose("token").unwrap().to_string();
+
+    // Minted, then the connection closed without an answer: a live token nobody holds.
+    sf.fault(
+        "storefront_token_create",
+        FaultMode::DropAfterCommit,
+        Some(1),
+    )
+    .await;
+    let live_before = sf.admin.live_storefront_tokens(STORE).await.unwrap().len();
+    match p.mint(&mint_request("dropped")).await {
+        Err(e @ ProviderError::UnknownOutcome { .. }) => sf.assert_clean(&e, None),
+        other => panic!("expected UnknownOutcome, got {other:?}"),
+    }
+    let live = sf.admin.live_storefront_tokens(STORE).await.unwrap();
+    assert_eq!(
+        live.len(),
+        live_before + 1,
+        "the dropped mint created a token"
+    );
+
+    // Status faults, one call each: (endpoint, status, call, expected kind).
+    let cases = [
+        ("storefront_token_create", 500, "mint", "unknown_outcome"),
+        ("storefront_token_create", 502, "mint", "transient"),
+        ("storefront_token_create", 503, "mint", "transient"),
+        ("storefront_token_create", 401, "mint", "rejected"),
+        ("storefront_graphql", 401, "verify", "rejected"),
+        ("storefront_graphql", 503, "verify", "transient"),
+        ("storefront_token_revoke", 503, "revoke", "transient"),
+        ("storefront_token_revoke", 500, "revoke", "transient"),
+        ("storefront_token_revoke", 401, "revoke", "rejected"),
+    ];
+    for (endpoint, status, call, expected) in cases {
+        sf.fault(endpoint, FaultMode::Error { status }, Some(1))
+            .await;
+        let result = match call {
+            "mint" => p.mint(&mint_request("f")).await.map(|_| ()),
+            "verify" => p.verify(&good.secret).await,
+            _ => p.revoke(&good.secret).await,
+        };
+        match result {
+            Err(e) => {
+                assert_eq!(e.kind(), expected, "{endpoint} {status}: {e}");
+                sf.assert_clean(&e, Some(&good_token));
+            }
+            Ok(()) => panic!("{endpoint} {status}: expected {expected}, got Ok"),
+        }
+    }
+    // The injected 401 on GraphQL was a one-off: the token itself is still good.
+    p.verify(&good.secret).await.unwrap();
+}
+
+#[tokio::test]
+async fn storefront_unreachable_or_silent_store() {
+    let sf = Storefront::start().await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut cfg = sf.cfg(StorefrontTokenKind::Storefront);
+    cfg.api_url = format!("http://127.0.0.1:{closed}");
+    cfg.storefront_url = format!("http://127.0.0.1:{closed}/store-{{store_hash}}");
+    let p = StorefrontProvider::new(cfg, sf.vault.clone(), http());
+    let secret = SecretFields::new().with("token", "eyJ.some.token");
+    for (name, result) in [
+        ("mint", p.mint(&mint_request("a")).await.map(|_| ())),
+        ("verify", p.verify(&secret).await),
+        ("revoke", p.revoke(&secret).await),
+    ] {
+        assert!(
+            matches!(result, Err(ProviderError::Transient { .. })),
+            "{name}: {result:?}"
+        );
+    }
+
+    // Latency beyond the client's timeout: a mint may have happened; a verify may be retried.
+    let p = StorefrontProvider::new(
+        sf.cfg(StorefrontTokenKind::Storefront),
+        sf.vault.clone(),
+        reqwest::Client::builder()
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    );
+    sf.fault("*", FaultMode::Latency { latency_ms: 1000 }, Some(2))
+        .await;
+    assert!(matches!(
+        p.mint(&mint_request("slow")).await,
+        Err(ProviderError::UnknownOutcome { .. })
+    ));
+    assert!(matches!(
+        p.verify(&secret).await,
+        Err(ProviderError::Transient { .. })
+    ));
 }

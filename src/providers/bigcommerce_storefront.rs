@@ -528,9 +528,16 @@ mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
 
+    /// Response headers, then the expected `left` and 429 wait.
+    type HeaderCase = (
+        &'static [(&'static str, &'static str)],
+        Option<u64>,
+        Option<Duration>,
+    );
+
     #[test]
     fn rate_headers_say_how_long_to_wait() {
-        let cases: &[(&[(&str, &str)], Option<u64>, Option<Duration>)] = &[
+        let cases: &[HeaderCase] = &[
             (
                 &[
                     ("X-Rate-Limit-Requests-Left", "0"),
