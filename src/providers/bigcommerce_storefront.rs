@@ -148,8 +148,7 @@ impl StorefrontProvider {
                 Err(e) => return Err(self.transport_error(op, &e)),
             };
             let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let rate = RateHeaders::parse(&headers);
+            let rate = RateHeaders::parse(resp.headers());
             if rate.left == Some(0) {
                 if let Some(reset) = rate.reset {
                     close_gate(gate_key, reset);
