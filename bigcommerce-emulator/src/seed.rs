@@ -126,7 +126,8 @@ impl Seed {
     /// with the fixed credentials of [`demo`].
     pub fn demo() -> Seed {
         Seed {
-            rng_seed: Some(1),
+            // Fresh keys each time: two demo emulators must not accept each other's tokens.
+            rng_seed: None,
             stores: vec![StoreSeed {
                 hash: demo::STORE_HASH.to_string(),
                 name: demo::STORE_NAME.to_string(),

@@ -19,6 +19,39 @@ use crate::state::Inner;
 use crate::store::{ApiAccount, Store};
 use crate::storefront::FieldErrors;
 
+/// Why `authorize` refused; answered in the shape of the path's flavor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denied {
+    pub flavor: Flavor,
+    pub reason: DeniedReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeniedReason {
+    NoStore,
+    MissingToken,
+    InvalidToken,
+    MissingScope,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self.reason {
+            DeniedReason::NoStore => api_errors::for_flavor(self.flavor, 404, "Store not found"),
+            DeniedReason::MissingToken => {
+                api_errors::for_flavor(self.flavor, 401, "The X-Auth-Token header is required")
+            }
+            DeniedReason::InvalidToken => {
+                api_errors::for_flavor(self.flavor, 401, api_errors::INVALID_TOKEN)
+            }
+            DeniedReason::MissingScope => match self.flavor {
+                Flavor::V3 => api_errors::v3(403, api_errors::MISSING_SCOPE, &FieldErrors::new()),
+                _ => api_errors::for_flavor(self.flavor, 403, api_errors::MISSING_SCOPE),
+            },
+        }
+    }
+}
+
 /// Checks `X-Auth-Token` (401) then the scope (403). `X-Auth-Client` is ignored.
 pub fn authorize<'a>(
     inner: &'a Inner,
@@ -27,30 +60,18 @@ pub fn authorize<'a>(
     resource: Resource,
     needed: Access,
     flavor: Flavor,
-) -> Result<(&'a Store, &'a ApiAccount), Response> {
-    let Some(store) = inner.stores.get(hash) else {
-        return Err(api_errors::for_flavor(flavor, 404, "Store not found"));
-    };
+) -> Result<(&'a Store, &'a ApiAccount), Denied> {
+    let deny = |reason| Denied { flavor, reason };
+    let store = inner.stores.get(hash).ok_or(deny(DeniedReason::NoStore))?;
     let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok());
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return Err(api_errors::for_flavor(
-            flavor,
-            401,
-            "The X-Auth-Token header is required",
-        ));
-    };
-    let Some(account) = store.account_by_access_token(token) else {
-        return Err(api_errors::for_flavor(
-            flavor,
-            401,
-            api_errors::INVALID_TOKEN,
-        ));
-    };
+    let token = token
+        .filter(|t| !t.is_empty())
+        .ok_or(deny(DeniedReason::MissingToken))?;
+    let account = store
+        .account_by_access_token(token)
+        .ok_or(deny(DeniedReason::InvalidToken))?;
     if !account.scopes.allows(resource, needed) {
-        return Err(match flavor {
-            Flavor::V3 => api_errors::v3(403, api_errors::MISSING_SCOPE, &FieldErrors::new()),
-            _ => api_errors::for_flavor(flavor, 403, api_errors::MISSING_SCOPE),
-        });
+        return Err(deny(DeniedReason::MissingScope));
     }
     Ok((store, account))
 }
@@ -87,7 +108,7 @@ pub async fn v2_time(
         Access::ReadOnly,
         Flavor::V2,
     ) {
-        Err(resp) => resp,
+        Err(denied) => denied.into_response(),
         Ok(_) => Json(json!({"time": inner.now_secs()})).into_response(),
     }
 }
@@ -106,7 +127,7 @@ pub async fn v2_store(
         Access::ReadOnly,
         Flavor::V2,
     ) {
-        Err(resp) => resp,
+        Err(denied) => denied.into_response(),
         Ok((store, _)) => Json(store_info(store)).into_response(),
     }
 }
@@ -125,8 +146,8 @@ fn empty_list(flavor: Flavor) -> Value {
 pub async fn probe_read(i: usize, app: Arc<App>, hash: String, headers: HeaderMap) -> Response {
     let (path, resource, flavor) = PROBES[i];
     let inner = app.inner.lock().await;
-    if let Err(resp) = authorize(&inner, &hash, &headers, resource, Access::ReadOnly, flavor) {
-        return resp;
+    if let Err(denied) = authorize(&inner, &hash, &headers, resource, Access::ReadOnly, flavor) {
+        return denied.into_response();
     }
     let body = if path == "v3/catalog/summary" {
         json!({"data": {"inventory_count": 0, "variant_count": 0, "inventory_value": 0, "primary_category_id": 0, "primary_category_name": ""}, "meta": {}})
@@ -149,8 +170,8 @@ pub async fn probe_write(
     let (_, resource, flavor) = PROBES[i];
     {
         let inner = app.inner.lock().await;
-        if let Err(resp) = authorize(&inner, &hash, &headers, resource, Access::Modify, flavor) {
-            return resp;
+        if let Err(denied) = authorize(&inner, &hash, &headers, resource, Access::Modify, flavor) {
+            return denied.into_response();
         }
     }
     match parse_body(&body) {

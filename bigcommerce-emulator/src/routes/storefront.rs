@@ -67,7 +67,7 @@ async fn create(
     let jti = {
         let mut guard = app.inner.lock().await;
         let inner = &mut *guard;
-        if let Err(resp) = authorize(
+        if let Err(denied) = authorize(
             inner,
             &hash,
             &headers,
@@ -75,7 +75,7 @@ async fn create(
             Access::Modify,
             Flavor::V3,
         ) {
-            return resp;
+            return denied.into_response();
         }
         let value = match parse_body(&body) {
             Ok(v) => v,
@@ -106,7 +106,7 @@ pub async fn revoke(
     {
         let mut guard = app.inner.lock().await;
         let inner = &mut *guard;
-        if let Err(resp) = authorize(
+        if let Err(denied) = authorize(
             inner,
             &hash,
             &headers,
@@ -114,7 +114,7 @@ pub async fn revoke(
             Access::Modify,
             Flavor::V3,
         ) {
-            return resp;
+            return denied.into_response();
         }
         let token = headers
             .get("sf-api-token")
