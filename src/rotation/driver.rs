@@ -154,15 +154,16 @@ impl Engine {
     }
 
     /// How long a minted credential lives, for providers whose credentials expire: longer than
-    /// the rotation period plus grace, so a rotation that is late still finds it alive, and
-    /// bounded, so one that nobody holds dies on its own.
+    /// the rotation period plus the expiry lead plus grace, so the expiry never makes it due
+    /// before its age does and a late rotation still finds it alive; and bounded, so one that
+    /// nobody holds dies on its own.
     pub fn lifetime(cred: &Credential) -> Duration {
         cred.policy.credential_lifetime.unwrap_or_else(|| {
             let period = cred
                 .policy
                 .max_age
                 .unwrap_or(Duration::from_secs(30 * 86_400));
-            period * 2 + cred.policy.grace
+            (period * 2).max(period + cred.policy.expiry_lead) + cred.policy.grace
         })
     }
 

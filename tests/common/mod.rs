@@ -2,6 +2,8 @@
 //! operator would (root token over the HTTP API).
 #![allow(dead_code)]
 
+pub mod stack;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

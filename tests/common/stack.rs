@@ -1,0 +1,253 @@
+//! A whole rotation stack for end-to-end tests: a real OpenBao, the BigCommerce emulator
+//! in-process, a config file pointing the daemon binary at both, and a storefront token written to
+//! Vault by hand as version 1 (as an operator would adopt an existing credential).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bigcommerce_emulator::{demo, AdminClient, EmulatorConfig, RunningEmulator, Seed, TokenState};
+use serde_json::{json, Value};
+
+use super::{OpenBao, ROOT_TOKEN};
+
+pub const STORE: &str = demo::STORE_HASH;
+pub const CRED: &str = "storefront-main";
+pub const SECRET_PATH: &str = "bigcommerce/storefront-main";
+
+pub struct Stack {
+    pub bao: OpenBao,
+    pub emu: RunningEmulator,
+    pub admin: AdminClient,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub events: PathBuf,
+    pub http: reqwest::Client,
+}
+
+/// Options of a stack: the policy's grace and the emulator's revocation delay.
+pub struct StackOptions {
+    pub grace: &'static str,
+    pub revocation_delay_ms: u64,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            grace: "1s",
+            revocation_delay_ms: 300,
+        }
+    }
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Stack::with(StackOptions::default()).await
+    }
+
+    pub async fn with(opts: StackOptions) -> Stack {
+        let bao = OpenBao::start().await;
+        let emu = bigcommerce_emulator::start(EmulatorConfig::new(Seed::demo()))
+            .await
+            .expect("start the emulator");
+        let admin = emu.admin();
+        admin
+            .set_revocation_delay(STORE, Duration::from_millis(opts.revocation_delay_ms))
+            .await
+            .expect("set revocation delay");
+        bao.write_secret(
+            "secret",
+            "bigcommerce/abc123/store-api",
+            json!({ "access_token": demo::ACCESS_TOKEN }),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        let events = dir.path().join("events.jsonl");
+        let base = emu.base_url();
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[vault]
+address = "{bao}"
+[vault.auth]
+method = "token"
+
+[defaults]
+max_age = "1h"
+grace = "{grace}"
+
+[[credentials]]
+name = "{CRED}"
+path = "{SECRET_PATH}"
+[credentials.bigcommerce_storefront]
+store_hash = "{STORE}"
+api_url = "{base}"
+storefront_url = "{base}/store-{{store_hash}}"
+access_token = {{ path = "bigcommerce/abc123/store-api", key = "access_token" }}
+kind = "storefront"
+channel_ids = [1]
+"#,
+                bao = bao.addr,
+                grace = opts.grace,
+            ),
+        )
+        .unwrap();
+        let stack = Stack {
+            bao,
+            emu,
+            admin,
+            dir,
+            config,
+            events,
+            http: reqwest::Client::new(),
+        };
+        let first = stack.mint_by_hand().await;
+        stack
+            .bao
+            .write_secret("secret", SECRET_PATH, json!({ "token": first }))
+            .await;
+        stack
+    }
+
+    /// Mint a storefront token over the API, as an operator did before adopting the daemon.
+    pub async fn mint_by_hand(&self) -> String {
+        let expires = chrono::Utc::now().timestamp() + 30 * 86_400;
+        let resp = self
+            .http
+            .post(format!(
+                "{}/stores/{STORE}/v3/storefront/api-token",
+                self.emu.base_url()
+            ))
+            .header("X-Auth-Token", demo::ACCESS_TOKEN)
+            .json(&json!({ "channel_id": 1, "expires_at": expires }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let v: Value = resp.json().await.unwrap();
+        v["data"]["token"].as_str().unwrap().to_string()
+    }
+
+    /// The GraphQL status a token gets now (200 accepted, 401 rejected).
+    pub async fn graphql_status(&self, token: &str) -> u16 {
+        self.http
+            .post(format!("{}/store-{STORE}/graphql", self.emu.base_url()))
+            .bearer_auth(token)
+            .json(&json!({ "query": "{ site { settings { storeName } } }" }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Poll until the token is rejected (revocation is asynchronous); false after `limit`.
+    pub async fn rejected_within(&self, token: &str, limit: Duration) -> bool {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if self.graphql_status(token).await == 401 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// The secret's current version and token, read as root.
+    pub async fn current(&self) -> (u64, String) {
+        let v = self
+            .bao
+            .root("GET", &format!("secret/data/{SECRET_PATH}"), None)
+            .await;
+        (
+            v["data"]["metadata"]["version"].as_u64().unwrap(),
+            v["data"]["data"]["token"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub async fn token_at(&self, version: u64) -> String {
+        let v = self
+            .bao
+            .root(
+                "GET",
+                &format!("secret/data/{SECRET_PATH}?version={version}"),
+                None,
+            )
+            .await;
+        v["data"]["data"]["token"].as_str().unwrap().to_string()
+    }
+
+    /// Run the daemon binary (async, so the in-process emulator keeps serving).
+    pub async fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = tokio::process::Command::new(super::binary());
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--events-file")
+            .arg(&self.events)
+            .args(args)
+            .env("VAULT_TOKEN", ROOT_TOKEN)
+            .env("SECRET_ROTATOR_INSTANCE_ID", "test-instance")
+            .env_remove("SECRET_ROTATOR_CRASH_AT")
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+            .await
+            .expect("secret-rotator did not finish within 120 s")
+            .expect("run secret-rotator");
+        use std::os::unix::process::ExitStatusExt;
+        Output {
+            code: out.status.code(),
+            signal: out.status.signal(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `history NAME --json`.
+    pub async fn history(&self) -> Value {
+        let out = self.cli(&["history", CRED, "--json"], &[]).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+        serde_json::from_str(&out.stdout).unwrap()
+    }
+
+    /// Every event the daemon appended.
+    pub fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// sha256 hex of each storefront token the emulator has in a given state.
+    pub async fn tokens_in_state(&self, state: TokenState) -> Vec<(String, i64)> {
+        self.admin
+            .storefront_tokens(STORE)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.state == state)
+            .map(|t| (t.sha256, t.expires_at))
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(s.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

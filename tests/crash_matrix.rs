@@ -1,0 +1,153 @@
+//! The crash matrix: the real `secret-rotator` process is killed with SIGKILL at every crash point
+//! of a rotation (built with the `fault-injection` feature), then restarted as the daemon would be
+//! (`run --once` until idle). After recovery, at every point:
+//! - Vault holds exactly one new current version, and it verifies at the emulator;
+//! - the old token is rejected, and it is the only token revoked;
+//! - no token is live at the emulator but the current one, or orphans the history reports, whose
+//!   expiry is bounded;
+//! - the attempt's `credential.rotated` and `credential.revoked` events were emitted.
+
+mod common;
+
+use std::time::Duration;
+
+use bigcommerce_emulator::TokenState;
+use common::stack::{sha256_hex, Stack, CRED};
+use secret_rotator::crash::POINTS;
+use serde_json::Value;
+
+async fn crash_then_recover(point: &str) {
+    let s = Stack::start().await;
+    let (_, old) = s.current().await;
+
+    let out = s
+        .cli(
+            &["rotate", CRED, "--wait"],
+            &[("SECRET_ROTATOR_CRASH_AT", point)],
+        )
+        .await;
+    assert_eq!(
+        out.signal,
+        Some(9),
+        "{point}: the process must die by SIGKILL there: {out:?}"
+    );
+
+    // Restart as the daemon would, until nothing is in flight.
+    let mut passes = 0;
+    loop {
+        let out = s.cli(&["run", "--once"], &[]).await;
+        assert_eq!(out.code, Some(0), "{point}: restart failed: {out:?}");
+        if s.history().await["in_flight"].is_null() {
+            break;
+        }
+        passes += 1;
+        assert!(
+            passes < 20,
+            "{point}: still in flight after {passes} restarts"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let (version, current) = s.current().await;
+    assert_eq!(version, 2, "{point}: exactly one new version");
+    assert_ne!(current, old, "{point}");
+    assert_eq!(
+        s.graphql_status(&current).await,
+        200,
+        "{point}: the current token verifies"
+    );
+    assert!(
+        s.rejected_within(&old, Duration::from_secs(5)).await,
+        "{point}: the old token is rejected"
+    );
+
+    let h = s.history().await;
+    let attempts = h["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{point}: one attempt: {h}");
+    let attempt = &attempts[0];
+    assert_eq!(attempt["outcome"], "rotated", "{point}: {attempt}");
+
+    let revoked: Vec<String> = s
+        .tokens_in_state(TokenState::Revoked)
+        .await
+        .into_iter()
+        .map(|t| t.0)
+        .collect();
+    assert_eq!(
+        revoked,
+        vec![sha256_hex(&old)],
+        "{point}: only the old token is revoked"
+    );
+
+    let orphans = attempt["orphans"].as_array().unwrap();
+    let live = s.tokens_in_state(TokenState::Live).await;
+    let extra: Vec<&(String, i64)> = live
+        .iter()
+        .filter(|t| t.0 != sha256_hex(&current))
+        .collect();
+    assert!(
+        extra.len() <= orphans.len(),
+        "{point}: {} unreported live token(s); orphans {orphans:?}",
+        extra.len() - orphans.len()
+    );
+    for t in extra {
+        let bounded = orphans.iter().any(|o| {
+            o["expires_at"]
+                .as_str()
+                .and_then(|e| e.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                .is_some_and(|e| t.1 <= e.timestamp())
+        });
+        assert!(
+            bounded,
+            "{point}: a live orphan expires at {} beyond every reported bound",
+            t.1
+        );
+    }
+
+    let events: Vec<Value> = s.events();
+    let id = attempt["id"].as_str().unwrap();
+    for kind in ["credential.rotated", "credential.revoked"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["type"] == kind && e["attempt"] == id),
+            "{point}: no {kind} event for the attempt: {events:?}"
+        );
+    }
+    assert!(
+        events.iter().all(|e| e["attempt"] == id),
+        "{point}: events of one attempt only"
+    );
+}
+
+macro_rules! crash_cases {
+    ($($name:ident => $point:literal),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                crash_then_recover($point).await;
+            }
+        )*
+
+        /// Every crash point the engine has is in this matrix: none is skipped.
+        #[test]
+        fn the_matrix_covers_every_crash_point() {
+            let covered = [$($point),*];
+            assert_eq!(covered.as_slice(), POINTS);
+        }
+    };
+}
+
+crash_cases! {
+    killed_after_minting_recorded => "minting-recorded",
+    killed_after_mint_before_recording_it => "minted",
+    killed_after_minted_recorded => "minted-recorded",
+    killed_after_verification => "verified",
+    killed_after_commit => "committed",
+    killed_after_rotated_event => "rotated-emitted",
+    killed_after_notified_recorded => "notified-recorded",
+    killed_after_revoke_sent => "revoke-sent",
+    killed_after_revocation_verified => "revocation-verified",
+    killed_after_revoked_event => "revoked-emitted",
+    killed_after_finished => "finished",
+}

@@ -1,0 +1,425 @@
+//! Rotations end to end, against a real OpenBao and the BigCommerce emulator: the happy path,
+//! rejection and rollback, check-and-set conflicts, unknown outcomes, the write budget, the AppRole
+//! provider, and operator rollback.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bigcommerce_emulator::{Access, FaultMode, FaultSpec, Resource, TokenState};
+use common::stack::{sha256_hex, Stack, StackOptions, CRED, SECRET_PATH, STORE};
+use common::{vault_config, OpenBao, ROOT_TOKEN};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+fn kinds(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_wait_rotates_a_storefront_token_end_to_end() {
+    let s = Stack::start().await;
+    let (v1, old) = s.current().await;
+    assert_eq!(v1, 1);
+
+    let out = s.cli(&["rotate", CRED, "--wait"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+
+    let (v, new) = s.current().await;
+    assert_eq!(v, 2, "Vault holds version n+1");
+    assert_ne!(new, old);
+    assert_eq!(
+        s.graphql_status(&new).await,
+        200,
+        "the new token verifies at the emulator"
+    );
+    assert_eq!(
+        s.graphql_status(&old).await,
+        401,
+        "the old token is rejected"
+    );
+
+    let h = s.history().await;
+    let attempts = h["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{h}");
+    assert_eq!(attempts[0]["outcome"], "rotated");
+    assert_eq!(
+        (
+            attempts[0]["version_before"].as_u64(),
+            attempts[0]["version_after"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    assert!(h["in_flight"].is_null());
+
+    let live = s.tokens_in_state(TokenState::Live).await;
+    assert_eq!(
+        live.iter().map(|t| t.0.clone()).collect::<Vec<_>>(),
+        vec![sha256_hex(&new)],
+        "exactly one live token"
+    );
+    assert_eq!(
+        kinds(&s.events()),
+        ["credential.rotated", "credential.revoked"]
+    );
+
+    // No secret in any output or event.
+    let all = format!(
+        "{}{}{}",
+        out.stdout,
+        out.stderr,
+        std::fs::read_to_string(&s.events).unwrap()
+    );
+    assert!(!all.contains(&new) && !all.contains(&old));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_wait_the_old_token_lives_through_the_grace_period_then_the_daemon_revokes_it() {
+    let s = Stack::with(StackOptions {
+        grace: "2s",
+        revocation_delay_ms: 200,
+    })
+    .await;
+    let (_, old) = s.current().await;
+    let out = s.cli(&["rotate", CRED], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("grace period"), "{}", out.stdout);
+    let (v, new) = s.current().await;
+    assert_eq!(v, 2);
+    assert_eq!(
+        s.graphql_status(&old).await,
+        200,
+        "both live during the grace period"
+    );
+    assert_eq!(s.graphql_status(&new).await, 200);
+    assert_eq!(s.history().await["in_flight"]["phase"], "notified");
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let out = s.cli(&["run", "--once"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(s.graphql_status(&old).await, 401);
+    assert_eq!(s.history().await["attempts"][0]["outcome"], "rotated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_token_the_provider_rejects_is_revoked_and_the_old_one_stays() {
+    let s = Stack::start().await;
+    let (_, old) = s.current().await;
+    // Verification of the new token answers 401.
+    s.admin
+        .set_fault(FaultSpec::new("storefront_graphql", FaultMode::Error { status: 401 }).count(1))
+        .await
+        .unwrap();
+    let out = s.cli(&["rotate", CRED, "--wait"], &[]).await;
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(out.stdout.contains("rolled_back"), "{}", out.stdout);
+
+    let (v, current) = s.current().await;
+    assert_eq!(
+        (v, current.as_str()),
+        (1, old.as_str()),
+        "the old token stays current"
+    );
+    assert_eq!(s.graphql_status(&old).await, 200);
+    let live: Vec<String> = s
+        .tokens_in_state(TokenState::Live)
+        .await
+        .into_iter()
+        .map(|t| t.0)
+        .collect();
+    assert_eq!(
+        live,
+        vec![sha256_hex(&old)],
+        "the rejected new token was revoked"
+    );
+    assert_eq!(kinds(&s.events()), ["rotation.failed"]);
+    assert_eq!(s.history().await["attempts"][0]["outcome"], "rolled_back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_token_without_the_storefront_scope_fails_cleanly() {
+    let s = Stack::start().await;
+    let (_, old) = s.current().await;
+    let account = s.admin.api_accounts(STORE).await.unwrap().remove(0);
+    let mut scopes = account.scopes.clone();
+    scopes.set(Resource::StorefrontApiTokens, Access::None);
+    s.admin
+        .set_scopes(STORE, &account.client_id, scopes)
+        .await
+        .unwrap();
+
+    let out = s.cli(&["rotate", CRED, "--wait"], &[]).await;
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(
+        out.stdout.contains("failed") && out.stdout.contains("403"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(s.current().await, (1, old.clone()));
+    assert_eq!(s.tokens_in_state(TokenState::Live).await.len(), 1);
+    assert_eq!(kinds(&s.events()), ["rotation.failed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_written_by_someone_else_meanwhile_wins_and_ours_is_revoked() {
+    let s = Stack::start().await;
+    // Slow verification leaves a window in which an operator writes the secret.
+    s.admin
+        .set_fault(
+            FaultSpec::new(
+                "storefront_graphql",
+                FaultMode::Latency { latency_ms: 2500 },
+            )
+            .count(1),
+        )
+        .await
+        .unwrap();
+    let theirs = s.mint_by_hand().await;
+    let daemon = s.cli(&["rotate", CRED, "--wait"], &[]);
+    let operator = async {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        s.bao
+            .write_secret("secret", SECRET_PATH, json!({ "token": theirs }))
+            .await
+    };
+    let (out, written) = tokio::join!(daemon, operator);
+    assert_eq!(written, 2);
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(out.stdout.contains("aborted"), "{}", out.stdout);
+
+    assert_eq!(
+        s.current().await,
+        (2, theirs.clone()),
+        "their version is kept"
+    );
+    let h = s.history().await;
+    assert_eq!(h["attempts"][0]["outcome"], "aborted");
+    assert!(h["attempts"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("check-and-set conflict"));
+    // Ours was revoked: the live tokens are the original and theirs.
+    let live: Vec<String> = s
+        .tokens_in_state(TokenState::Live)
+        .await
+        .into_iter()
+        .map(|t| t.0)
+        .collect();
+    assert_eq!(live.len(), 2, "{live:?}");
+    assert!(live.contains(&sha256_hex(&theirs)));
+    assert_eq!(kinds(&s.events()), ["rotation.failed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mint_whose_answer_is_lost_is_an_unknown_outcome_reported_as_a_bounded_orphan() {
+    let s = Stack::start().await;
+    s.admin
+        .set_fault(FaultSpec::new("storefront_token_create", FaultMode::DropAfterCommit).count(1))
+        .await
+        .unwrap();
+    let out = s.cli(&["rotate", CRED, "--wait"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("possible orphan"), "{}", out.stdout);
+
+    let (v, new) = s.current().await;
+    assert_eq!(v, 2);
+    let h = s.history().await;
+    let attempt = &h["attempts"][0];
+    assert_eq!(attempt["outcome"], "rotated");
+    let orphans = attempt["orphans"].as_array().unwrap();
+    assert_eq!(orphans.len(), 1, "{attempt}");
+    let bound: chrono::DateTime<chrono::Utc> =
+        orphans[0]["expires_at"].as_str().unwrap().parse().unwrap();
+
+    // The emulator did mint the lost token: it is live, but expires no later than reported.
+    let live = s.tokens_in_state(TokenState::Live).await;
+    assert_eq!(live.len(), 2, "current + the orphan");
+    let orphan = live
+        .iter()
+        .find(|t| t.0 != sha256_hex(&new))
+        .expect("the orphan");
+    assert!(
+        orphan.1 <= bound.timestamp(),
+        "orphan expires at {} after the reported bound {bound}",
+        orphan.1
+    );
+    // max_age 1h + expiry_lead 7d + grace 1s.
+    assert!(
+        bound < chrono::Utc::now() + chrono::Duration::hours(7 * 24 + 2),
+        "bounded lifetime: {bound}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_common_path_makes_at_most_five_vault_writes() {
+    use secret_rotator::events::MemorySink;
+    use secret_rotator::rotation::{Engine, EngineSettings, RunResult};
+    use secret_rotator::vault::{Login, Vault};
+
+    let s = Stack::start().await;
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let config = secret_rotator::config::parse(
+        &text,
+        "test.toml",
+        &secret_rotator::config::ProcessEnvironment,
+    )
+    .unwrap();
+    let cred = config.credential(CRED).unwrap();
+    let vault = Arc::new(
+        Vault::connect(
+            &vault_config(&s.bao.addr),
+            Login::Token(SecretString::from(ROOT_TOKEN.to_string())),
+        )
+        .await
+        .unwrap(),
+    );
+    let events = Arc::new(MemorySink::default());
+    let engine = Engine {
+        vault: vault.clone(),
+        events: events.clone(),
+        owner: "budget-test".into(),
+        state_mount: "secret".into(),
+        state_prefix: "secret-rotator".into(),
+        settings: EngineSettings::default(),
+    };
+    let provider =
+        secret_rotator::providers::build(cred, vault.clone(), reqwest::Client::new()).unwrap();
+    let before = vault
+        .stats
+        .writes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let result = engine
+        .drive(cred, provider.as_ref(), Some("manual"), true)
+        .await
+        .unwrap();
+    let writes = vault
+        .stats
+        .writes
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - before;
+    assert!(
+        matches!(result, RunResult::Finished(ref f) if f.outcome == secret_rotator::rotation::Outcome::Rotated),
+        "{result:?}"
+    );
+    assert!(writes <= 5, "{writes} Vault writes for one rotation");
+    assert_eq!(writes, 5, "minting, minted, secret, notified, idle");
+    assert_eq!(events.events().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_re_promotes_the_previous_token_during_the_grace_period() {
+    let s = Stack::with(StackOptions {
+        grace: "30m",
+        revocation_delay_ms: 200,
+    })
+    .await;
+    let (_, old) = s.current().await;
+    let out = s.cli(&["rotate", CRED], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let (_, new) = s.current().await;
+
+    let out = s.cli(&["rollback", CRED], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let (v, current) = s.current().await;
+    assert_eq!(
+        (v, current.as_str()),
+        (3, old.as_str()),
+        "version 3 holds the previous token"
+    );
+    assert_eq!(s.graphql_status(&old).await, 200);
+    assert!(
+        s.rejected_within(&new, Duration::from_secs(5)).await,
+        "the newer token is revoked"
+    );
+    assert_eq!(s.history().await["attempts"][0]["outcome"], "reverted");
+
+    // Nothing left to roll back.
+    let out = s.cli(&["rollback", CRED], &[]).await;
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(
+        out.stderr.contains("nothing to roll back"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approle_provider_rotates_a_secret_id_against_openbao() {
+    let bao = OpenBao::start().await;
+    bao.approle_role("app", json!({ "token_ttl": "60s", "secret_id_ttl": "3h" }))
+        .await;
+    let role_id = bao.role_id("app").await;
+    let (old_id, old_accessor) = bao.new_secret_id("app").await;
+    bao.write_secret(
+        "secret",
+        "apps/app",
+        json!({ "role_id": role_id, "secret_id": old_id, "secret_id_accessor": old_accessor }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[vault]\naddress = \"{}\"\n[vault.auth]\nmethod = \"token\"\n[defaults]\nmax_age = \"1h\"\ngrace = \"1s\"\n[[credentials]]\nname = \"app\"\npath = \"apps/app\"\n[credentials.vault_approle_secret_id]\nrole_name = \"app\"\nsecret_id_ttl = \"2h\"\n",
+            bao.addr
+        ),
+    )
+    .unwrap();
+    let events = dir.path().join("events.jsonl");
+    let (code, stdout, stderr) = common::run_cli(
+        &config,
+        &[
+            "--events-file",
+            events.to_str().unwrap(),
+            "rotate",
+            "app",
+            "--wait",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    let v = bao.root("GET", "secret/data/apps/app", None).await;
+    assert_eq!(v["data"]["metadata"]["version"], 2);
+    let new_id = v["data"]["data"]["secret_id"].as_str().unwrap().to_string();
+    let login = |secret_id: String| {
+        let role_id = role_id.clone();
+        let bao = &bao;
+        async move {
+            bao.call_as(
+                "",
+                "POST",
+                "auth/approle/login",
+                Some(json!({ "role_id": role_id, "secret_id": secret_id })),
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(login(new_id).await, 200, "the new secret-id logs in");
+    assert_ne!(login(old_id).await, 200, "the old secret-id is rejected");
+    let (status, _) = bao
+        .call_as(
+            ROOT_TOKEN,
+            "POST",
+            "auth/approle/role/app/secret-id-accessor/lookup",
+            Some(json!({ "secret_id_accessor": old_accessor })),
+        )
+        .await;
+    assert_ne!(status, 200, "the old accessor is gone");
+    let listed = bao
+        .root("LIST", "auth/approle/role/app/secret-id", None)
+        .await;
+    assert_eq!(
+        listed["data"]["keys"].as_array().unwrap().len(),
+        1,
+        "exactly one live secret-id: {listed}"
+    );
+    let text = std::fs::read_to_string(&events).unwrap();
+    assert!(text.contains("credential.rotated") && text.contains("credential.revoked"));
+}
