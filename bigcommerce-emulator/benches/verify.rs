@@ -29,7 +29,10 @@ impl Figures {
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn drive(
@@ -91,7 +94,10 @@ async fn drive(
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .unwrap_or_else(|| {
+            let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            manifest.parent().unwrap_or(&manifest).join("target")
+        })
 }
 
 #[tokio::main]
@@ -190,7 +196,11 @@ async fn main() {
     std::fs::write(&out, serde_json::to_string_pretty(&figures).unwrap()).unwrap();
     println!("figures written to {}", out.display());
     if full {
-        let verdict = if verify.per_second() >= 5000.0 { "meets" } else { "BELOW" };
+        let verdict = if verify.per_second() >= 5000.0 {
+            "meets"
+        } else {
+            "BELOW"
+        };
         println!(
             "verify: {:.0} req/s, {verdict} the 5000 req/s target",
             verify.per_second()
