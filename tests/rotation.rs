@@ -365,7 +365,7 @@ async fn the_approle_provider_rotates_a_secret_id_against_openbao() {
     std::fs::write(
         &config,
         format!(
-            "[vault]\naddress = \"{}\"\n[vault.auth]\nmethod = \"token\"\n[defaults]\nmax_age = \"1h\"\ngrace = \"1s\"\n[[credentials]]\nname = \"app\"\npath = \"apps/app\"\n[credentials.vault_approle_secret_id]\nrole_name = \"app\"\nsecret_id_ttl = \"2h\"\n",
+            "[vault]\naddress = \"{}\"\n[vault.auth]\nmethod = \"token\"\n[defaults]\nmax_age = \"1h\"\ngrace = \"1s\"\n[[credentials]]\nname = \"app\"\npath = \"apps/app\"\nexpiry_lead = \"30m\"\n[credentials.vault_approle_secret_id]\nrole_name = \"app\"\nsecret_id_ttl = \"2h\"\n",
             bao.addr
         ),
     )

@@ -89,6 +89,22 @@ type Expected = &'static [(&'static str, usize, &'static str)];
 /// One malformed config per row: (what is wrong, the file, the errors it must produce).
 const MALFORMED: &[(&str, &str, Expected)] = &[
     (
+        "a secret-id that would be due as soon as it is written",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "app"
+path = "apps/app"
+[credentials.vault_approle_secret_id]
+role_name = "app"
+secret_id_ttl = "2h"
+"#,
+        &[(
+            "credentials[0].vault_approle_secret_id.secret_id_ttl",
+            7,
+            "must be longer than expiry_lead",
+        )],
+    ),
+    (
         "TOML syntax error",
         "vault = { address = \"https://v:8200\"\n",
         &[("", 1, "invalid TOML")],

@@ -773,6 +773,34 @@ impl Validator<'_> {
 
         let provider = self.provider(&prefix, table.clone(), raw, mount.as_deref());
 
+        // A secret-id lives `secret_id_ttl`; rotating `expiry_lead` before its expiry must leave
+        // it some life, or every new secret-id would be due the moment it is written.
+        if let (
+            Some(policy),
+            Some(ProviderConfig::VaultAppRoleSecretId(AppRoleSecretIdConfig {
+                secret_id_ttl: Some(ttl),
+                ..
+            })),
+            Some(approle),
+        ) = (&policy, &provider, &raw.vault_approle_secret_id)
+        {
+            if policy.expiry_lead >= *ttl {
+                let at = approle.get_ref().secret_id_ttl.as_ref().map(|v| Origin {
+                    key: format!("{prefix}.{}.secret_id_ttl", PROVIDERS[1]),
+                    span: v.span(),
+                });
+                self.at(
+                    at,
+                    &format!("{prefix}.{}.secret_id_ttl", PROVIDERS[1]),
+                    format!(
+                        "secret_id_ttl ({}) must be longer than expiry_lead ({}); lower expiry_lead for this credential",
+                        show(*ttl),
+                        show(policy.expiry_lead)
+                    ),
+                );
+            }
+        }
+
         let mut dependents = Some(Vec::new());
         let mut dependent_names: HashMap<String, usize> = HashMap::new();
         for (j, dependent) in raw.dependents.iter().enumerate() {

@@ -158,6 +158,12 @@ impl Engine {
     /// before its age does and a late rotation still finds it alive; and bounded, so one that
     /// nobody holds dies on its own.
     pub fn lifetime(cred: &Credential) -> Duration {
+        // A secret-id's lifetime is set on the provider itself.
+        if let crate::config::ProviderConfig::VaultAppRoleSecretId(c) = &cred.provider {
+            if let Some(ttl) = c.secret_id_ttl {
+                return ttl;
+            }
+        }
         cred.policy.credential_lifetime.unwrap_or_else(|| {
             let period = cred
                 .policy
@@ -502,12 +508,18 @@ impl Engine {
             "a new version is live",
         );
         crash::point("rotated-emitted");
+        // No old credential (the secret was missing): nothing to overlap with, no grace.
+        let grace = if a.old.is_some() {
+            cred.policy.grace
+        } else {
+            Duration::ZERO
+        };
         let a = committed(
             a,
             version,
             &self.owner,
             Utc::now(),
-            cred.policy.grace,
+            grace,
             self.settings.lease,
         );
         self.save_attempt(l, &a).await?;

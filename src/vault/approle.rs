@@ -102,6 +102,10 @@ impl Vault {
             .await
         {
             Ok(_) | Err(VaultError::NotFound { .. }) => Ok(()),
+            // OpenBao answers 500 "failed to find accessor entry" for an accessor already gone.
+            Err(VaultError::Unavailable { reason, .. }) if reason.contains("failed to find") => {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }

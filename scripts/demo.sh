@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The demo: a dev OpenBao and the BigCommerce emulator on free loopback ports, then real rotations
+# of a storefront token and an AppRole secret-id, with `status` and `history` before and after.
+# Everything it starts is stopped on exit. Needs cargo and python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+    t = socket.socket()
+    try:
+        t.bind(("127.0.0.1", p + 1)); print(p); break
+    except OSError: pass'; }
+# Wait until something answers HTTP at $1 (any status).
+wait_http() { for _ in $(seq 1 100); do python3 -c "
+import sys, urllib.request, urllib.error
+try: urllib.request.urlopen('$1', timeout=1)
+except urllib.error.HTTPError: pass" 2>/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+bao="$(scripts/install-openbao.sh)"
+step "building"
+cargo build --quiet --workspace --bins
+bin=target/debug/secret-rotator
+
+vault_port="$(free_port)"; emu_port="$(free_port)"
+export VAULT_ADDR="http://127.0.0.1:$vault_port" VAULT_TOKEN=demo-root BAO_ADDR="http://127.0.0.1:$vault_port" BAO_TOKEN=demo-root
+"$bao" server -dev -dev-root-token-id=demo-root -dev-listen-address="127.0.0.1:$vault_port" >"$work/bao.log" 2>&1 &
+pids+=($!)
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/admin-token"
+target/debug/bigcommerce-emulator --listen "127.0.0.1:$emu_port" --seed config/emulator-seed.toml \
+  --admin-token-file "$work/admin-token" >"$work/emulator.log" 2>&1 &
+pids+=($!)
+wait_http "$VAULT_ADDR/v1/sys/health"
+wait_http "http://127.0.0.1:$emu_port/stores/abc123/v2/time"
+echo "OpenBao dev server at $VAULT_ADDR, BigCommerce emulator at http://127.0.0.1:$emu_port"
+
+# The config: config/demo.toml with this run's ports.
+sed -e "s#127.0.0.1:8200#127.0.0.1:$vault_port#g; s#127.0.0.1:9400#127.0.0.1:$emu_port#g" config/demo.toml >"$work/config.toml"
+export SECRET_ROTATOR_CONFIG="$work/config.toml" SECRET_ROTATOR_EVENTS_FILE="$work/events.jsonl"
+
+step "an operator stores the store-level API token in Vault and creates the AppRole role"
+"$bao" kv put -mount=secret bigcommerce/abc123/store-api access_token=rotatoraccesstoken0000000000001 >/dev/null
+"$bao" auth enable approle >/dev/null
+"$bao" write auth/approle/role/demo-app secret_id_ttl=3h token_ttl=1h >/dev/null
+"$bin" check-config
+
+step "status before: nothing written yet"
+"$bin" status || true
+
+step "rotate demo-storefront --wait (first credential: minted, verified, written as version 1)"
+"$bin" rotate demo-storefront --wait
+step "rotate demo-storefront --wait (a real rotation: version 2, the old token revoked and checked dead)"
+"$bin" rotate demo-storefront --wait
+step "rotate demo-app-secret-id --wait, twice"
+"$bin" rotate demo-app-secret-id --wait
+"$bin" rotate demo-app-secret-id --wait
+
+step "status after"
+"$bin" status
+step "history demo-storefront"
+"$bin" history demo-storefront
+step "history demo-app-secret-id"
+"$bin" history demo-app-secret-id
+step "events (no secret in them)"
+cat "$work/events.jsonl"
+step "the emulator's storefront tokens: one live, one revoked"
+python3 - "$emu_port" "$(cat "$work/admin-token")" <<'PY'
+import json, sys, urllib.request
+port, token = sys.argv[1], sys.argv[2]
+req = urllib.request.Request(f"http://127.0.0.1:{port}/__admin/stores/abc123/storefront-tokens",
+                             headers={"Authorization": f"Bearer {token}"})
+for t in json.load(urllib.request.urlopen(req)):
+    print(f"  jti={t['jti'][:12]}  state={t['state']:<8} sha256={t['sha256'][:16]}")
+PY
+step "plan (dry run)"
+"$bin" plan
+echo
+echo "Done. Run the daemon the same way with: secret-rotator --config FILE run"
