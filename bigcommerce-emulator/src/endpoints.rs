@@ -108,7 +108,7 @@ pub const PROBES: &[(&str, crate::scopes::Resource, Flavor)] = {
         ("v3/themes", R::Themes, Flavor::V3),
         ("v3/sites", R::SitesAndRoutes, Flavor::V3),
         ("v3/channels", R::ChannelSettings, Flavor::V3),
-        ("v3/channels/listings", R::ChannelListings, Flavor::V3),
+        ("v3/channels/1/listings", R::ChannelListings, Flavor::V3),
         (
             "v3/storefront/api-token",
             R::StorefrontApiTokens,
