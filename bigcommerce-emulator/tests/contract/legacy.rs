@@ -195,3 +195,32 @@ async fn created_disabled_and_deleted_accounts() {
         Err(bigcommerce_emulator::AdminClientError::Status { status: 409, .. })
     ));
 }
+
+#[tokio::test]
+async fn a_spent_hourly_quota_is_429() {
+    let mut seed = bigcommerce_emulator::Seed::demo();
+    seed.stores[0].legacy_hourly_quota = 2;
+    let emu = Emu::with(bigcommerce_emulator::EmulatorConfig::new(seed)).await;
+    let mut seen = vec![];
+    for _ in 0..3 {
+        let a = basic(
+            &emu,
+            Method::GET,
+            "time",
+            demo::LEGACY_USERNAME,
+            demo::LEGACY_TOKEN,
+        )
+        .await;
+        seen.push((
+            a.status,
+            a.header("x-bc-apilimit-remaining").map(str::to_string),
+        ));
+    }
+    let expected = [(200, "1"), (200, "0"), (429, "0")];
+    for ((status, remaining), (want_status, want_remaining)) in seen.iter().zip(expected) {
+        assert_eq!(
+            (*status, remaining.as_deref()),
+            (want_status, Some(want_remaining))
+        );
+    }
+}
