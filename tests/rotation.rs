@@ -82,6 +82,7 @@ async fn without_wait_the_old_token_lives_through_the_grace_period_then_the_daem
     let s = Stack::with(StackOptions {
         grace: "2s",
         revocation_delay_ms: 200,
+        ..Default::default()
     })
     .await;
     let (_, old) = s.current().await;
@@ -315,6 +316,7 @@ async fn rollback_re_promotes_the_previous_token_during_the_grace_period() {
     let s = Stack::with(StackOptions {
         grace: "30m",
         revocation_delay_ms: 200,
+        ..Default::default()
     })
     .await;
     let (_, old) = s.current().await;
@@ -422,4 +424,79 @@ async fn the_approle_provider_rotates_a_secret_id_against_openbao() {
     );
     let text = std::fs::read_to_string(&events).unwrap();
     assert!(text.contains("credential.rotated") && text.contains("credential.revoked"));
+    let (code, stdout, _) = common::run_cli(&config, &["history", "app", "--json"], &[]);
+    assert_eq!(code, 0);
+    let h: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(h["attempts"].as_array().unwrap().len(), 1, "{h}");
+    assert_eq!(h["attempts"][0]["outcome"], "rotated");
+    assert!(!stdout.contains(&new_id_for_check(&bao).await));
+}
+
+async fn new_id_for_check(bao: &OpenBao) -> String {
+    let v = bao.root("GET", "secret/data/apps/app", None).await;
+    v["data"]["data"]["secret_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_the_steps_and_writes_nothing() {
+    let s = Stack::start().await;
+    // A credential whose secret is missing is due now.
+    s.bao
+        .root("DELETE", &format!("secret/metadata/{SECRET_PATH}"), None)
+        .await;
+    let out = s.cli(&["plan"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for needle in [
+        "due now (missing)",
+        "mint a new credential",
+        "cas=0",
+        "nothing was written",
+    ] {
+        assert!(
+            out.stdout.contains(needle),
+            "plan lacks {needle:?}: {}",
+            out.stdout
+        );
+    }
+    let (status, _) = s
+        .bao
+        .call_as(
+            ROOT_TOKEN,
+            "GET",
+            &format!("secret/data/{SECRET_PATH}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "plan wrote the secret");
+    let (status, _) = s
+        .bao
+        .call_as(
+            ROOT_TOKEN,
+            "GET",
+            &format!("secret/data/secret-rotator/credentials/{CRED}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "plan wrote a state record");
+    assert!(
+        s.tokens_in_state(TokenState::Live).await.len() == 1,
+        "plan minted a token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_old_version_destroys_it_only_after_the_old_token_is_revoked() {
+    let s = Stack::with(StackOptions {
+        extra_defaults: "destroy_old_version = true",
+        ..Default::default()
+    })
+    .await;
+    let out = s.cli(&["rotate", CRED, "--wait"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let meta = s
+        .bao
+        .root("GET", &format!("secret/metadata/{SECRET_PATH}"), None)
+        .await;
+    assert_eq!(meta["data"]["versions"]["1"]["destroyed"], true, "{meta}");
+    assert_eq!(meta["data"]["versions"]["2"]["destroyed"], false);
 }

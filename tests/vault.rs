@@ -215,3 +215,24 @@ async fn a_bad_approle_secret_id_is_a_login_error() {
     assert!(matches!(err, VaultError::Login { .. }), "{err:?}");
     assert!(!err.to_string().contains("not-a-real-secret-id"));
 }
+
+#[tokio::test]
+async fn tls_is_verified_against_the_configured_ca_and_never_skipped() {
+    let certs = tempfile::tempdir().unwrap();
+    let bao = OpenBao::start_tls(certs.path()).await;
+    bao.write_secret("secret", "tls/x", json!({ "k": "v" }))
+        .await;
+    let token = || Login::Token(SecretString::from(ROOT_TOKEN.to_string()));
+
+    let mut cfg = vault_config(&bao.addr);
+    cfg.ca_file = Some(certs.path().join("vault-ca.pem"));
+    let trusted = Vault::connect(&cfg, token()).await.unwrap();
+    assert_eq!(trusted.read(&kv("tls/x")).await.unwrap().version, 1);
+
+    // Without the CA the server's certificate is not trusted: no silent fallback.
+    let untrusted = Vault::connect(&vault_config(&bao.addr), token())
+        .await
+        .unwrap();
+    let err = untrusted.read(&kv("tls/x")).await.unwrap_err();
+    assert!(matches!(err, VaultError::Unavailable { .. }), "{err:?}");
+}

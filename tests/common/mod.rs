@@ -48,27 +48,56 @@ pub struct OpenBao {
 
 impl OpenBao {
     pub async fn start() -> OpenBao {
+        OpenBao::launch(None).await
+    }
+
+    /// A dev server with TLS (`-dev-tls`): its CA is written to `cert_dir/vault-ca.pem`.
+    pub async fn start_tls(cert_dir: &std::path::Path) -> OpenBao {
+        OpenBao::launch(Some(cert_dir)).await
+    }
+
+    async fn launch(tls: Option<&std::path::Path>) -> OpenBao {
         let bin = bao_binary();
         for _ in 0..5 {
             let port = free_port_pair();
-            let child = Command::new(&bin)
-                .args([
-                    "server",
-                    "-dev",
-                    &format!("-dev-root-token-id={ROOT_TOKEN}"),
-                    &format!("-dev-listen-address=127.0.0.1:{port}"),
-                ])
+            let mut cmd = Command::new(&bin);
+            cmd.args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={ROOT_TOKEN}"),
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ]);
+            if let Some(dir) = tls {
+                cmd.arg("-dev-tls")
+                    .arg(format!("-dev-tls-cert-dir={}", dir.display()));
+            }
+            let child = cmd
                 .env_remove("VAULT_ADDR")
                 .env_remove("BAO_ADDR")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("spawn bao server -dev");
+            let scheme = if tls.is_some() { "https" } else { "http" };
             let mut bao = OpenBao {
-                addr: format!("http://127.0.0.1:{port}"),
+                addr: format!("{scheme}://127.0.0.1:{port}"),
                 child,
                 http: reqwest::Client::new(),
             };
+            if let Some(dir) = tls {
+                // The CA appears once the server has started.
+                let ca = dir.join("vault-ca.pem");
+                let start = Instant::now();
+                while !ca.exists() && start.elapsed() < Duration::from_secs(10) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let pem = std::fs::read(&ca).expect("dev-tls CA");
+                let cert = reqwest::Certificate::from_pem(&pem).unwrap();
+                bao.http = reqwest::Client::builder()
+                    .add_root_certificate(cert)
+                    .build()
+                    .unwrap();
+            }
             if bao.wait_healthy(Duration::from_secs(20)).await {
                 return bao;
             }

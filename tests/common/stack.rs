@@ -28,6 +28,8 @@ pub struct Stack {
 pub struct StackOptions {
     pub grace: &'static str,
     pub revocation_delay_ms: u64,
+    /// More `[defaults]` lines.
+    pub extra_defaults: &'static str,
 }
 
 impl Default for StackOptions {
@@ -35,6 +37,7 @@ impl Default for StackOptions {
         StackOptions {
             grace: "1s",
             revocation_delay_ms: 300,
+            extra_defaults: "",
         }
     }
 }
@@ -76,6 +79,7 @@ method = "token"
 [defaults]
 max_age = "1h"
 grace = "{grace}"
+{extra}
 
 [[credentials]]
 name = "{CRED}"
@@ -90,6 +94,7 @@ channel_ids = [1]
 "#,
                 bao = bao.addr,
                 grace = opts.grace,
+                extra = opts.extra_defaults,
             ),
         )
         .unwrap();
