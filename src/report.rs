@@ -215,53 +215,81 @@ pub fn status_table(rows: &[StatusRow]) -> String {
     )
 }
 
-pub fn history_table(history: &[AttemptSummary], in_flight: Option<&Attempt>) -> String {
-    let mut cells: Vec<Vec<String>> = history
-        .iter()
-        .map(|h| {
-            vec![
-                h.id.chars().take(8).collect(),
-                h.trigger.clone(),
-                h.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                h.marks
-                    .iter()
-                    .map(|m| m.phase.as_str())
-                    .collect::<Vec<_>>()
-                    .join(">"),
-                format!(
-                    "{}->{}",
-                    h.version_before,
-                    h.version_after.map(|v| v.to_string()).unwrap_or("-".into())
-                ),
-                h.outcome.as_str().to_string(),
-                h.orphans.len().to_string(),
-                h.error.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    if let Some(a) = in_flight {
-        cells.push(vec![
-            a.id.chars().take(8).collect(),
-            a.trigger.clone(),
-            a.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-            a.marks
+/// One row of `history`: the fields an attempt shows, finished or in flight.
+struct AttemptRow<'a> {
+    id: &'a str,
+    trigger: &'a str,
+    started_at: DateTime<Utc>,
+    marks: &'a [crate::rotation::state::Mark],
+    version_before: u64,
+    version_after: Option<u64>,
+    outcome: String,
+    orphans: usize,
+    error: Option<&'a str>,
+}
+
+impl AttemptRow<'_> {
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.id.chars().take(8).collect(),
+            self.trigger.to_string(),
+            self.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            self.marks
                 .iter()
                 .map(|m| m.phase.as_str())
                 .collect::<Vec<_>>()
                 .join(">"),
             format!(
                 "{}->{}",
-                a.version_before,
-                a.version_after.map(|v| v.to_string()).unwrap_or("-".into())
+                self.version_before,
+                self.version_after
+                    .map(|v| v.to_string())
+                    .unwrap_or("-".into())
             ),
-            if a.needs_attention {
-                "needs attention".into()
-            } else {
-                "in flight".into()
-            },
-            a.orphans.len().to_string(),
-            a.last_error.clone().unwrap_or_default(),
-        ]);
+            self.outcome.clone(),
+            self.orphans.to_string(),
+            self.error.unwrap_or_default().to_string(),
+        ]
+    }
+}
+
+pub fn history_table(history: &[AttemptSummary], in_flight: Option<&Attempt>) -> String {
+    let mut cells: Vec<Vec<String>> = history
+        .iter()
+        .map(|h| {
+            AttemptRow {
+                id: &h.id,
+                trigger: &h.trigger,
+                started_at: h.started_at,
+                marks: &h.marks,
+                version_before: h.version_before,
+                version_after: h.version_after,
+                outcome: h.outcome.as_str().to_string(),
+                orphans: h.orphans.len(),
+                error: h.error.as_deref(),
+            }
+            .cells()
+        })
+        .collect();
+    if let Some(a) = in_flight {
+        cells.push(
+            AttemptRow {
+                id: &a.id,
+                trigger: &a.trigger,
+                started_at: a.started_at,
+                marks: &a.marks,
+                version_before: a.version_before,
+                version_after: a.version_after,
+                outcome: if a.needs_attention {
+                    "needs attention".into()
+                } else {
+                    format!("in flight ({})", a.phase.as_str())
+                },
+                orphans: a.orphans.len(),
+                error: a.last_error.as_deref(),
+            }
+            .cells(),
+        );
     }
     table(
         &[

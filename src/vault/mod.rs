@@ -174,29 +174,40 @@ impl Vault {
         F: Fn(Arc<VaultClient>) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
+        let op = &op;
+        self.over_nodes(move |node: &Node| async move {
+            op(node.client())
+                .await
+                .map_err(|e| error::classify(e, path, &node.address))
+        })
+        .await
+    }
+
+    /// Try `op` on each node in turn, starting at the active one, while the error says the node
+    /// could not answer (unavailable, sealed); remember the node that answered.
+    async fn over_nodes<'s, T, F, Fut>(&'s self, op: F) -> Result<T, VaultError>
+    where
+        F: Fn(&'s Node) -> Fut,
+        Fut: Future<Output = Result<T, VaultError>>,
+    {
         let n = self.nodes.len();
         let start = self.active.load(Ordering::Relaxed);
         let mut last = None;
         for i in 0..n {
             let idx = (start + i) % n;
             let node = &self.nodes[idx];
-            let result = op(node.client()).await;
-            match result {
+            match op(node).await {
                 Ok(v) => {
                     if idx != start {
                         self.active.store(idx, Ordering::Relaxed);
                     }
                     return Ok(v);
                 }
-                Err(e) => {
-                    let err = error::classify(e, path, &node.address);
-                    if err.is_retryable() && i + 1 < n {
-                        tracing::warn!(address = %node.address, error = %err, "vault node failed; trying the next address");
-                        last = Some(err);
-                        continue;
-                    }
-                    return Err(err);
+                Err(err) if err.is_retryable() && i + 1 < n => {
+                    tracing::warn!(address = %node.address, error = %err, "vault node failed; trying the next address");
+                    last = Some(err);
                 }
+                Err(err) => return Err(err),
             }
         }
         Err(last.unwrap_or(VaultError::Unavailable {
@@ -417,11 +428,8 @@ impl Vault {
         api_path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, VaultError> {
-        let n = self.nodes.len();
-        let start = self.active.load(Ordering::Relaxed);
-        let mut last = None;
-        for i in 0..n {
-            let node = &self.nodes[(start + i) % n];
+        let (method, body) = (&method, &body);
+        self.over_nodes(move |node: &Node| async move {
             let url = format!("{}/v1/{}", node.address, api_path);
             let mut req = self
                 .http
@@ -434,41 +442,29 @@ impl Vault {
             if let Some(b) = &body {
                 req = req.json(b);
             }
-            let err = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let text = resp.text().await.unwrap_or_default();
-                    let value: serde_json::Value =
-                        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-                    if (200..300).contains(&status) {
-                        return Ok(value);
-                    }
-                    let errors: Vec<String> = value
-                        .get("errors")
-                        .and_then(|e| e.as_array())
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|e| e.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    classify_status(status, &errors, api_path, &node.address)
-                }
-                Err(e) => VaultError::Unavailable {
-                    address: node.address.clone(),
-                    reason: error_chain(&e.without_url()),
-                },
-            };
-            if err.is_retryable() && i + 1 < n {
-                last = Some(err);
-                continue;
+            let resp = req.send().await.map_err(|e| VaultError::Unavailable {
+                address: node.address.clone(),
+                reason: error_chain(&e.without_url()),
+            })?;
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            let value: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+            if (200..300).contains(&status) {
+                return Ok(value);
             }
-            return Err(err);
-        }
-        Err(last.unwrap_or(VaultError::Unavailable {
-            address: String::new(),
-            reason: "no address configured".into(),
-        }))
+            let errors: Vec<String> = value
+                .get("errors")
+                .and_then(|e| e.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Err(classify_status(status, &errors, api_path, &node.address))
+        })
+        .await
     }
 }
 
