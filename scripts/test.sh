@@ -4,6 +4,7 @@
 # integration tests against a real OpenBao and the in-repo BigCommerce emulator, crash matrix
 # included).
 set -euo pipefail
+shopt -s inherit_errexit 2>/dev/null || true
 cd "$(dirname "$0")/.."
 command -v python3 >/dev/null || { echo "python3 is required (apt-get install python3 python3-venv)" >&2; exit 1; }
 command -v flock >/dev/null || { echo "flock is required (apt-get install util-linux)" >&2; exit 1; }
@@ -12,4 +13,9 @@ export SECRET_ROTATOR_BAO_BIN
 echo "OpenBao: $("$SECRET_ROTATOR_BAO_BIN" version)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
-cargo test --workspace --all-features -- --test-threads="${TEST_THREADS:-4}"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-features -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log"
+# One closing line for the whole suite (cargo prints one per test binary, doc tests last).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"

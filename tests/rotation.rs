@@ -500,3 +500,53 @@ async fn destroy_old_version_destroys_it_only_after_the_old_token_is_revoked() {
     assert_eq!(meta["data"]["versions"]["1"]["destroyed"], true, "{meta}");
     assert_eq!(meta["data"]["versions"]["2"]["destroyed"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_rotates_when_due_and_stops_cleanly_on_sigterm() {
+    let s = Stack::with(StackOptions {
+        max_age: "4s",
+        grace: "1s",
+        revocation_delay_ms: 200,
+        ..Default::default()
+    })
+    .await;
+    let (_, first) = s.current().await;
+    let mut daemon = tokio::process::Command::new(common::binary())
+        .arg("--config")
+        .arg(&s.config)
+        .arg("--events-file")
+        .arg(&s.events)
+        .args(["run", "--interval", "1s"])
+        .env("VAULT_TOKEN", ROOT_TOKEN)
+        .env("SECRET_ROTATOR_INSTANCE_ID", "daemon-test")
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // Version 1 is due at 4 s; the rotation then takes the 1 s grace and the revocation delay.
+    let start = std::time::Instant::now();
+    while !s.events().iter().any(|e| e["type"] == "credential.revoked") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no rotation by the daemon: {:?}",
+            s.events()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (v, current) = s.current().await;
+    assert!(v >= 2, "version {v}");
+    assert_eq!(s.graphql_status(&current).await, 200);
+    assert_eq!(s.graphql_status(&first).await, 401);
+
+    let pid = daemon.id().expect("running");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), daemon.wait())
+        .await
+        .expect("the daemon stops within 10 s of SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -30,6 +30,7 @@ pub struct StackOptions {
     pub revocation_delay_ms: u64,
     /// More `[defaults]` lines.
     pub extra_defaults: &'static str,
+    pub max_age: &'static str,
 }
 
 impl Default for StackOptions {
@@ -38,6 +39,7 @@ impl Default for StackOptions {
             grace: "1s",
             revocation_delay_ms: 300,
             extra_defaults: "",
+            max_age: "1h",
         }
     }
 }
@@ -77,7 +79,7 @@ address = "{bao}"
 method = "token"
 
 [defaults]
-max_age = "1h"
+max_age = "{max_age}"
 grace = "{grace}"
 {extra}
 
@@ -95,6 +97,7 @@ channel_ids = [1]
                 bao = bao.addr,
                 grace = opts.grace,
                 extra = opts.extra_defaults,
+                max_age = opts.max_age,
             ),
         )
         .unwrap();
