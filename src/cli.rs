@@ -80,8 +80,9 @@ pub struct Cli {
     #[arg(long, global = true, env = "SECRET_ROTATOR_EVENTS_FILE")]
     pub events_file: Option<PathBuf>,
 
-    /// This instance's name in rotation leases; keep it stable across restarts so a restarted
-    /// instance resumes its own attempts at once (default: the host name).
+    /// This instance's name in rotation leases (default: the host name). A process restarted on
+    /// the same machine resumes its attempts at once; another instance takes an attempt over only
+    /// after its lease expires.
     #[arg(long, global = true, env = "SECRET_ROTATOR_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
@@ -212,7 +213,7 @@ async fn app(cli: &Cli) -> Result<App, Failure> {
     let engine = Engine {
         vault: vault.clone(),
         events: Arc::new(FanOut(sinks)),
-        owner: instance_id(cli),
+        owner: crate::instance::owner_id(&instance_id(cli)),
         state_mount: config.vault.state_mount.clone(),
         state_prefix: config.vault.state_prefix.clone(),
         settings: EngineSettings::default(),
@@ -601,7 +602,7 @@ async fn daemon(app: App, once: bool, interval: Duration) -> Result<i32, Failure
         let vault = app.vault.clone();
         tokio::spawn(async move { vault.maintain_token().await })
     };
-    tracing::info!(credentials = app.config.credentials.len(), instance = %app.engine.owner, "secret-rotator running");
+    tracing::info!(credentials = app.config.credentials.len(), owner = %app.engine.owner, "secret-rotator running");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Failure::new(exit::USAGE, format!("cannot watch SIGTERM: {e}")))?;
     let code = loop {

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod crash;
 pub mod events;
+pub mod instance;
 pub mod policy;
 pub mod providers;
 pub mod report;

@@ -550,3 +550,44 @@ async fn the_daemon_rotates_when_due_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_never_rotate_the_same_credential_twice() {
+    let s = Stack::with(StackOptions {
+        grace: "3s",
+        revocation_delay_ms: 200,
+        ..Default::default()
+    })
+    .await;
+    // Both start from idle at once: one wins the check-and-set of the state record.
+    let (a, b) = tokio::join!(
+        s.cli(&["rotate", CRED, "--wait"], &[]),
+        s.cli(&["rotate", CRED, "--wait"], &[])
+    );
+    let mut codes = [a.code, b.code];
+    codes.sort();
+    assert_eq!(
+        codes,
+        [Some(0), Some(5)],
+        "one rotates, the other is fenced: {a:?} {b:?}"
+    );
+    assert_eq!(s.current().await.0, 2);
+    assert_eq!(s.history().await["attempts"].as_array().unwrap().len(), 1);
+
+    // While a live process holds the lease (waiting out the grace), another one stays away.
+    let holder = s.cli(&["rotate", CRED, "--wait"], &[]);
+    let intruder = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        s.cli(&["rotate", CRED, "--wait"], &[]).await
+    };
+    let (holder, intruder) = tokio::join!(holder, intruder);
+    assert_eq!(holder.code, Some(0), "{holder:?}");
+    assert_eq!(intruder.code, Some(5), "{intruder:?}");
+    assert!(
+        intruder.stdout.contains("holds the rotation lease"),
+        "{}",
+        intruder.stdout
+    );
+    assert_eq!(s.current().await.0, 3);
+    assert_eq!(s.history().await["attempts"].as_array().unwrap().len(), 2);
+}

@@ -189,7 +189,9 @@ impl Engine {
         let lease = self.settings.lease;
         let (mut a, mut resumed) = match l.record.attempt.take() {
             Some(a) => {
-                if !may_act(&a, &self.owner, now) {
+                let holder_dead =
+                    a.owner != self.owner && crate::instance::holder_is_dead(&a.owner);
+                if !may_act(&a, &self.owner, now, holder_dead) {
                     return Ok(RunResult::Busy {
                         owner: a.owner,
                         until: a.lease_expires_at,

@@ -198,9 +198,9 @@ pub fn next_step(a: &Attempt, now: DateTime<Utc>) -> Step {
 }
 
 /// May `me` make the next transition of this attempt? The lease holder may; anyone may once the
-/// lease has expired (the holder is presumed dead; its next CAS write will fail).
-pub fn may_act(a: &Attempt, me: &str, now: DateTime<Utc>) -> bool {
-    a.owner == me || now >= a.lease_expires_at
+/// lease has expired or the holder is known to be dead (its next CAS write would fail anyway).
+pub fn may_act(a: &Attempt, me: &str, now: DateTime<Utc>, holder_dead: bool) -> bool {
+    a.owner == me || holder_dead || now >= a.lease_expires_at
 }
 
 /// Everything needed to start an attempt.
@@ -435,17 +435,22 @@ mod tests {
     }
 
     #[test]
-    fn only_the_lease_holder_acts_until_the_lease_expires() {
+    fn only_the_lease_holder_acts_until_the_lease_expires_or_dies() {
         let a = attempt(Phase::Minted); // lease until t(60), owner host-a
         let cases = [
-            ("host-a", t(10), true),
-            ("host-b", t(10), false),
-            ("host-b", t(59), false),
-            ("host-b", t(60), true),
-            ("host-a", t(600), true),
+            ("host-a", t(10), false, true),
+            ("host-b", t(10), false, false),
+            ("host-b", t(59), false, false),
+            ("host-b", t(10), true, true),
+            ("host-b", t(60), false, true),
+            ("host-a", t(600), false, true),
         ];
-        for (me, now, expected) in cases {
-            assert_eq!(may_act(&a, me, now), expected, "{me} at {now}");
+        for (me, now, holder_dead, expected) in cases {
+            assert_eq!(
+                may_act(&a, me, now, holder_dead),
+                expected,
+                "{me} at {now}, holder dead: {holder_dead}"
+            );
         }
     }
 
