@@ -24,8 +24,17 @@
 //!   order is expiry, max age, schedule: the rules with a hard deadline are the better reason to
 //!   report.
 //! - **Jitter.** A deterministic offset in `[0, jitter)`, derived from the seed
-//!   ([`jitter_offset`]), is added to the due time. The same seed always gives the same offset, so
-//!   a restart does not move a plan; different credentials spread out.
+//!   ([`jitter_offset`]), spreads credentials out. The same seed always gives the same offset, so
+//!   a restart does not move a plan. The rules are compared before jitter (jitter never changes
+//!   the reason), and the winning reason decides the direction:
+//!   - max age and expiry: the offset is *subtracted* from the due time, but never before
+//!     `created_time`. These rules have a deadline, and the deadline is a promise: a credential
+//!     is rotated early by up to `jitter`, never late. Adding the offset would start every such
+//!     rotation after the deadline, so `status` would report it overdue before it even began.
+//!   - schedule: the offset is *added*. An occurrence is a start time, not a deadline, so
+//!     starting a little late is fine; but never past the deadline of max age or expiry, when
+//!     one applies (it is then due at that deadline).
+//!   - missing: no jitter (see above).
 //! - **Window.** Rotations start only while the daily window `start..end` (in `policy.timezone`,
 //!   `end` exclusive; `end < start` wraps past midnight; `start == end` is the whole day) is open.
 //!   A due time outside it moves to the next window opening. The window opens once per local date,
@@ -143,11 +152,22 @@ pub fn next_due(
         None => None,
     };
     let (due, reason) = earliest_rule(facts, policy, schedule_at).ok_or(PolicyError::NoRule)?;
-    let jittered = later_by(due, jitter_offset(policy.jitter, jitter_seed));
+    let deadline = deadline(facts, policy);
+    let offset = jitter_offset(policy.jitter, jitter_seed);
+    let jittered = match reason {
+        // A deadline is a promise: spread over the span before it, never past it.
+        DueReason::MaxAge | DueReason::Expiry => earlier_by(due, offset).max(facts.created_time),
+        // An occurrence is a start time: late is fine, but not past another rule's deadline.
+        DueReason::Schedule => {
+            let later = later_by(due, offset);
+            deadline.map_or(later, |deadline| later.min(deadline.max(due)))
+        }
+        DueReason::Missing => due,
+    };
     Ok(Due {
         at: start_time(jittered, policy, now),
         reason,
-        deadline: deadline(facts, policy),
+        deadline,
     })
 }
 

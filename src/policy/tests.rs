@@ -695,43 +695,114 @@ fn jitter_offsets_are_pinned() {
 }
 
 #[test]
-fn jitter_delays_the_due_time_and_then_the_window_applies() {
+fn jitter_moves_deadline_rules_earlier_and_schedules_later() {
+    // Seed 42 over 1 h is 14m35.413s, seed 1 is 7m2.465s (see `jitter_offsets_are_pinned`).
+    let weekly = Setup {
+        max_age: None,
+        schedule: Some("0 3 * * 1"),
+        jitter: "1h",
+        seed: 42,
+        now: "2025-01-02T00:00:00Z",
+        ..BASE
+    };
     check_due(&[
         Case {
-            name: "jitter adds the seed's offset (seed 42, 1 h: 14m35.413s)",
+            name: "max age: jitter subtracts the seed's offset, due before the deadline",
             given: Setup {
                 jitter: "1h",
                 seed: 42,
                 ..BASE
             },
-            at: "2025-01-31T00:14:35.413Z",
+            at: "2025-01-30T23:45:24.587Z",
             reason: DueReason::MaxAge,
             deadline: Some("2025-01-31T00:00:00Z"),
         },
         Case {
-            name: "another seed, another offset (seed 1, 1 h: 7m2.465s)",
+            name: "max age: another seed, another offset",
             given: Setup {
                 jitter: "1h",
                 seed: 1,
                 ..BASE
             },
-            at: "2025-01-31T00:07:02.465Z",
+            at: "2025-01-30T23:52:57.535Z",
             reason: DueReason::MaxAge,
             deadline: Some("2025-01-31T00:00:00Z"),
         },
         Case {
-            name: "jitter pushing the due time past the window's end: next opening",
+            name: "expiry: jitter subtracts the offset from expires_at - expiry_lead",
+            given: Setup {
+                expires: Some("2025-01-20T00:00:00Z"),
+                jitter: "1h",
+                seed: 42,
+                ..BASE
+            },
+            at: "2025-01-12T23:45:24.587Z",
+            reason: DueReason::Expiry,
+            deadline: Some("2025-01-20T00:00:00Z"),
+        },
+        Case {
+            name: "max age: subtracting would go before created_time, clamped to it",
+            given: Setup {
+                max_age: Some("10m"),
+                jitter: "1h",
+                seed: 42,
+                now: "2024-12-31T23:00:00Z", // clock skew: looked at before created
+                ..BASE
+            },
+            at: "2025-01-01T00:00:00Z",
+            reason: DueReason::MaxAge,
+            deadline: Some("2025-01-01T00:10:00Z"),
+        },
+        Case {
+            name: "schedule: jitter adds the offset (an occurrence is a start time)",
+            given: weekly,
+            at: "2025-01-06T03:14:35.413Z",
+            reason: DueReason::Schedule,
+            deadline: None,
+        },
+        Case {
+            name: "rules compared before jitter: the schedule wins and is jittered later",
+            given: Setup {
+                max_age: Some("5d 3h 20m"), // due 2025-01-06T03:20, after the occurrence
+                ..weekly
+            },
+            at: "2025-01-06T03:14:35.413Z",
+            reason: DueReason::Schedule,
+            deadline: Some("2025-01-06T03:20:00Z"),
+        },
+        Case {
+            name: "schedule jitter never passes the max-age deadline",
+            given: Setup {
+                max_age: Some("5d 3h 5m"), // due 2025-01-06T03:05, after the occurrence
+                ..weekly
+            },
+            at: "2025-01-06T03:05:00Z",
+            reason: DueReason::Schedule,
+            deadline: Some("2025-01-06T03:05:00Z"),
+        },
+        Case {
+            name: "max-age jitter before the window's start: that day's opening",
             given: Setup {
                 jitter: "1h",
                 seed: 42,
-                ..due_at("2025-01-01T00:00:00Z", ("00:00", "00:10"))
+                ..due_at("2025-01-01T00:00:00Z", ("23:50", "00:10"))
             },
-            at: "2025-02-01T00:00:00Z",
+            at: "2025-01-30T23:50:00Z",
             reason: DueReason::MaxAge,
             deadline: Some("2025-01-31T00:00:00Z"),
         },
         Case {
-            name: "jitter on a past due time: due now (already spread by when it became due)",
+            name: "schedule jitter past the window's end: next opening",
+            given: Setup {
+                window: Some(("03:00", "03:10")),
+                ..weekly
+            },
+            at: "2025-01-07T03:00:00Z",
+            reason: DueReason::Schedule,
+            deadline: None,
+        },
+        Case {
+            name: "jitter on a past due time: due now",
             given: Setup {
                 jitter: "1h",
                 seed: 42,
@@ -1028,17 +1099,39 @@ proptest! {
     }
 
     #[test]
-    fn jitter_and_window_only_delay(
+    fn jitter_keeps_the_deadline_and_the_window_only_delays(
         (facts, now) in facts_and_now(),
         policy in any_policy(),
         seed in any::<u64>(),
     ) {
-        let plain = Policy { window: None, jitter: Duration::ZERO, ..policy.clone() };
+        let unwindowed = Policy { window: None, ..policy.clone() };
+        let plain = Policy { jitter: Duration::ZERO, ..unwindowed.clone() };
         let bare = next_due(Some(&facts), &plain, now, seed).unwrap();
+        let jittered = next_due(Some(&facts), &unwindowed, now, seed).unwrap();
         let full = next_due(Some(&facts), &policy, now, seed).unwrap();
-        prop_assert!(full.at >= bare.at);
+        // Jitter changes neither the reason nor the deadline.
+        prop_assert_eq!(jittered.reason, bare.reason);
+        prop_assert_eq!(jittered.deadline, bare.deadline);
         prop_assert_eq!(full.reason, bare.reason);
         prop_assert_eq!(full.deadline, bare.deadline);
+        // Without a window, a deadline still ahead is kept (one before `created_time` cannot be:
+        // nothing starts before the secret exists).
+        if let Some(deadline) = jittered.deadline {
+            if deadline >= now && deadline >= facts.created_time {
+                prop_assert!(
+                    jittered.at <= deadline,
+                    "at {} after deadline {} ({:?})", jittered.at, deadline, jittered.reason
+                );
+            }
+        }
+        // Deadline rules only move earlier, schedules only later.
+        match jittered.reason {
+            DueReason::MaxAge | DueReason::Expiry => prop_assert!(jittered.at <= bare.at),
+            DueReason::Schedule => prop_assert!(jittered.at >= bare.at),
+            DueReason::Missing => prop_assert!(false, "facts were given"),
+        }
+        // The window only delays.
+        prop_assert!(full.at >= jittered.at);
     }
 
     #[test]
