@@ -75,7 +75,9 @@ pub struct Policy {
     pub expiry_lead: Duration,
     /// Daily window in `timezone` in which rotations may start. `None`: any time.
     pub window: Option<Window>,
-    /// Random delay in `[0, jitter)` added to a due time, to spread load (default 0).
+    /// A deterministic offset in `[0, jitter)` per credential version, to spread load: rotations
+    /// on max age or expiry start that much earlier (a deadline is a promise), scheduled ones
+    /// that much later (default 0).
     pub jitter: Duration,
     /// How long the old credential stays valid after the new one is committed (default 1 h).
     pub grace: Duration,
