@@ -15,6 +15,7 @@ use crate::events::{EventSink, FanOut, JsonLinesSink, LogSink};
 use crate::policy::{self, SecretFacts};
 use crate::providers::{self, Mode, Provider};
 use crate::report::{self, StatusRow};
+use crate::rotation::state::Step;
 use crate::rotation::{Engine, EngineError, EngineSettings, Outcome, RunResult};
 use crate::vault::{resolve_login, Vault, VaultError};
 
@@ -527,16 +528,25 @@ async fn plan(app: &App) -> Result<i32, Failure> {
         println!("{} ({}, {}):", cred.name, cred.provider.kind(), cred.secret);
         if let Some(a) = &record.attempt {
             println!(
-                "  in flight: attempt {} in phase {}{}; next: {:?}",
+                "  in flight: attempt {} in phase {}{}; next: {}",
                 a.id,
                 a.phase.as_str(),
                 if a.needs_attention {
-                    " (needs attention)"
+                    " (needs attention: `rotate` resumes it)"
                 } else {
                     ""
                 },
-                crate::rotation::state::next_step(a, now)
+                match crate::rotation::state::next_step(a, now) {
+                    Step::Mint => "mint a new credential".to_string(),
+                    Step::VerifyAndCommit => "verify the new credential, then commit it".into(),
+                    Step::WaitUntil(t) =>
+                        format!("revoke the old credential after {}", t.to_rfc3339()),
+                    Step::RevokeOld => "revoke the old credential and check it is rejected".into(),
+                }
             );
+            if let Some(e) = &a.last_error {
+                println!("  last error: {e}");
+            }
             continue;
         }
         match trigger {

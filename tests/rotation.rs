@@ -323,6 +323,13 @@ async fn rollback_re_promotes_the_previous_token_during_the_grace_period() {
     let out = s.cli(&["rotate", CRED], &[]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let (_, new) = s.current().await;
+    let plan = s.cli(&["plan"], &[]).await;
+    assert!(
+        plan.stdout.contains("in flight")
+            && plan.stdout.contains("revoke the old credential after"),
+        "{}",
+        plan.stdout
+    );
 
     let out = s.cli(&["rollback", CRED], &[]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
