@@ -182,7 +182,15 @@ async fn a_secret_written_by_someone_else_meanwhile_wins_and_ours_is_revoked() {
     let theirs = s.mint_by_hand().await;
     let daemon = s.cli(&["rotate", CRED, "--wait"], &[]);
     let operator = async {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // Once the new token is minted and being verified, the operator writes the secret.
+        let state = format!("secret/data/secret-rotator/credentials/{CRED}");
+        loop {
+            let (status, v) = s.bao.call_as(ROOT_TOKEN, "GET", &state, None).await;
+            if status == 200 && v["data"]["data"]["attempt"]["phase"] == "minted" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         s.bao
             .write_secret("secret", SECRET_PATH, json!({ "token": theirs }))
             .await
@@ -584,7 +592,15 @@ async fn two_processes_never_rotate_the_same_credential_twice() {
     // While a live process holds the lease (waiting out the grace), another one stays away.
     let holder = s.cli(&["rotate", CRED, "--wait"], &[]);
     let intruder = async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Wait until the holder has committed and is waiting out the grace period.
+        let state = format!("secret/data/secret-rotator/credentials/{CRED}");
+        loop {
+            let (_, v) = s.bao.call_as(ROOT_TOKEN, "GET", &state, None).await;
+            if v["data"]["data"]["attempt"]["phase"] == "notified" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         s.cli(&["rotate", CRED, "--wait"], &[]).await
     };
     let (holder, intruder) = tokio::join!(holder, intruder);
