@@ -707,20 +707,14 @@ impl Validator<'_> {
         let table = raw.span();
         let raw = raw.get_ref();
 
-        let name = self
-            .required(&raw.name, &key("name"), table.clone())
-            .and_then(|name| self.name(&key("name"), name));
-        if let (Some(name), Some(value)) = (&name, &raw.name) {
-            if let Some(first) = names.get(name) {
-                self.bad(
-                    &key("name"),
-                    value,
-                    format!("duplicate credential name `{name}` (also credentials[{first}])"),
-                );
-            } else {
-                names.insert(name.clone(), index);
-            }
-        }
+        let name = self.unique_name(
+            &key("name"),
+            &raw.name,
+            table.clone(),
+            names,
+            index,
+            "credential",
+        );
 
         let mount = self.kv_path_or(&key("mount"), &raw.mount, DEFAULT_SECRET_MOUNT);
         let path = self
@@ -1129,6 +1123,33 @@ impl Validator<'_> {
         all
     }
 
+    /// A required, well-formed name that no earlier entry of the same list (`{what}s`) has.
+    fn unique_name(
+        &mut self,
+        key: &str,
+        raw: &Option<Spanned<String>>,
+        table: std::ops::Range<usize>,
+        names: &mut HashMap<String, usize>,
+        index: usize,
+        what: &str,
+    ) -> Option<String> {
+        let name = self
+            .required(raw, key, table)
+            .and_then(|name| self.name(key, name));
+        if let (Some(name), Some(value)) = (&name, raw) {
+            if let Some(first) = names.get(name) {
+                self.bad(
+                    key,
+                    value,
+                    format!("duplicate {what} name `{name}` (also {what}s[{first}])"),
+                );
+            } else {
+                names.insert(name.clone(), index);
+            }
+        }
+        name
+    }
+
     fn approle_secret_id(
         &mut self,
         prefix: &str,
@@ -1289,20 +1310,14 @@ impl Validator<'_> {
         let table = raw.span();
         let raw = raw.get_ref();
 
-        let name = self
-            .required(&raw.name, &key("name"), table.clone())
-            .and_then(|name| self.name(&key("name"), name));
-        if let (Some(name), Some(value)) = (&name, &raw.name) {
-            if let Some(first) = names.get(name) {
-                self.bad(
-                    &key("name"),
-                    value,
-                    format!("duplicate dependent name `{name}` (also dependents[{first}])"),
-                );
-            } else {
-                names.insert(name.clone(), index);
-            }
-        }
+        let name = self.unique_name(
+            &key("name"),
+            &raw.name,
+            table.clone(),
+            names,
+            index,
+            "dependent",
+        );
 
         let kind = self.required(&raw.kind, &key("type"), table.clone())?;
         // Where each type-specific key is, to report keys that the chosen type does not use.
