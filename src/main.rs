@@ -1,6 +1,8 @@
 //! The `secret-rotator` binary: parse arguments, set up logging, run the command, map the
 //! outcome to an exit code. Everything else lives in the library.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use secret_rotator::cli::{self, exit, Cli, LogFormat};
 
@@ -9,6 +11,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,vaultrs=off,rustify=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
