@@ -1,0 +1,414 @@
+//! How fast the rotation engine rotates, against a real dev OpenBao and the in-repo BigCommerce
+//! emulator, next to how fast that OpenBao takes check-and-set writes: a storefront-token rotation
+//! on the common path makes exactly 5 Vault writes, so Vault's CAS write rate divided by 5 bounds
+//! the rotation rate, and the ratio of the two shows how close the engine comes to that bound.
+//!
+//! Run: `cargo bench --bench rotation`. In one run, side by side:
+//! 1. raw `Vault::write_cas` on distinct keys (check-and-set 0, one new key per write) at
+//!    concurrency 1 and 8, for `BENCH_SECS` seconds each (default 3);
+//! 2. full rotations with `Engine::drive(.., Some("bench"), true)` in-process, grace 0 and the
+//!    emulator's revocation delay 0, over `BENCH_CREDENTIALS` credentials (default 200) each
+//!    rotated once, at concurrency 1 and 8, counting Vault writes and reads per rotation;
+//! 3. rotations/s ÷ (CAS writes/s ÷ 5) at each concurrency.
+//!
+//! Prints a table and writes `target/bench/rotation.json`. Everything stays on loopback and is
+//! bounded in time and count. Without `--bench` (as under `cargo test --all-targets`) it runs a
+//! smoke pass (0.2 s, 10 credentials) and writes nothing.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::stack::{Stack, StackOptions, STORE};
+use common::{vault_config, ROOT_TOKEN};
+use secrecy::SecretString;
+use secret_rotator::config::{Credential, KvPath};
+use secret_rotator::events::MemorySink;
+use secret_rotator::providers::Provider;
+use secret_rotator::rotation::{Engine, EngineSettings, Outcome, RunResult};
+use secret_rotator::secret::SecretFields;
+use secret_rotator::vault::{Login, Vault};
+use serde_json::{json, Value};
+
+/// Vault writes of one rotation on the common path: minting, minted, the secret, notified, idle.
+const WRITES_PER_ROTATION: f64 = 5.0;
+const CONCURRENCIES: [usize; 2] = [1, 8];
+
+struct Row {
+    operation: &'static str,
+    concurrency: usize,
+    count: u64,
+    errors: u64,
+    seconds: f64,
+    /// Per rotation (rotation rows only).
+    writes_per_rotation: Option<f64>,
+    reads_per_rotation: Option<f64>,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Row {
+    fn per_second(&self) -> f64 {
+        self.count as f64 / self.seconds
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "operation": self.operation,
+            "concurrency": self.concurrency,
+            "count": self.count,
+            "errors": self.errors,
+            "seconds": self.seconds,
+            "per_second": self.per_second(),
+            "vault_writes_per_rotation": self.writes_per_rotation,
+            "vault_reads_per_rotation": self.reads_per_rotation,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+        })
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// (p50, p99) in milliseconds.
+fn percentiles(mut us: Vec<u64>) -> (f64, f64) {
+    us.sort_unstable();
+    let pick = |q: f64| {
+        us.get(((us.len() as f64 * q) as usize).min(us.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    (pick(0.50), pick(0.99))
+}
+
+/// `write_cas` with check-and-set 0 on a new key per write, from `concurrency` tasks, for
+/// `duration`.
+async fn raw_cas(vault: &Arc<Vault>, concurrency: usize, duration: Duration) -> Row {
+    let data = SecretFields::new().with("token", "x".repeat(64));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let vault = vault.clone();
+        let data = data.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut errors) = (Vec::with_capacity(16_384), 0u64);
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let key = KvPath {
+                    mount: "secret".into(),
+                    path: format!("bench/raw/c{concurrency}/w{worker}/k{n}"),
+                };
+                n += 1;
+                let t = Instant::now();
+                match vault.write_cas(&key, &data, 0).await {
+                    Ok(_) => latencies.push(t.elapsed().as_micros() as u64),
+                    Err(_) => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.expect("raw CAS worker");
+        all.extend(l);
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let count = all.len() as u64;
+    let (p50_ms, p99_ms) = percentiles(all);
+    Row {
+        operation: "vault write_cas (new key)",
+        concurrency,
+        count,
+        errors,
+        seconds,
+        writes_per_rotation: None,
+        reads_per_rotation: None,
+        p50_ms,
+        p99_ms,
+    }
+}
+
+/// One generated `[[credentials]]` entry per name, all on the emulator's demo store.
+fn config_text(bao: &str, base: &str, names: &[String]) -> String {
+    let mut text = format!(
+        r#"
+[vault]
+address = "{bao}"
+[vault.auth]
+method = "token"
+
+[defaults]
+max_age = "1h"
+grace = "0s"
+"#
+    );
+    for name in names {
+        text.push_str(&format!(
+            r#"
+[[credentials]]
+name = "{name}"
+path = "bigcommerce/bench/{name}"
+[credentials.bigcommerce_storefront]
+store_hash = "{STORE}"
+api_url = "{base}"
+storefront_url = "{base}/store-{{store_hash}}"
+access_token = {{ path = "bigcommerce/abc123/store-api", key = "access_token" }}
+kind = "storefront"
+channel_ids = [1]
+"#
+        ));
+    }
+    text
+}
+
+/// Rotate each credential once with `Engine::drive`, `concurrency` at a time.
+async fn rotations(
+    engine: &Arc<Engine>,
+    work: Vec<(Credential, Box<dyn Provider>)>,
+    concurrency: usize,
+) -> Row {
+    let vault = engine.vault.clone();
+    let work = Arc::new(work);
+    let next = Arc::new(AtomicUsize::new(0));
+    let writes_before = vault.stats.writes.load(Ordering::Relaxed);
+    let reads_before = vault.stats.reads.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (engine, work, next) = (engine.clone(), work.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut errors) = (Vec::new(), 0u64);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((cred, provider)) = work.get(i) else {
+                    break;
+                };
+                let t = Instant::now();
+                match engine
+                    .drive(cred, provider.as_ref(), Some("bench"), true)
+                    .await
+                {
+                    Ok(RunResult::Finished(f)) if f.outcome == Outcome::Rotated => {
+                        latencies.push(t.elapsed().as_micros() as u64)
+                    }
+                    other => {
+                        if errors == 0 {
+                            eprintln!("{}: not rotated: {other:?}", cred.name);
+                        }
+                        errors += 1;
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.expect("rotation worker");
+        all.extend(l);
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let attempts = work.len().max(1) as f64;
+    let writes = vault.stats.writes.load(Ordering::Relaxed) - writes_before;
+    let reads = vault.stats.reads.load(Ordering::Relaxed) - reads_before;
+    let count = all.len() as u64;
+    let (p50_ms, p99_ms) = percentiles(all);
+    Row {
+        operation: "storefront token rotation",
+        concurrency,
+        count,
+        errors,
+        seconds,
+        writes_per_rotation: Some(writes as f64 / attempts),
+        reads_per_rotation: Some(reads as f64 / attempts),
+        p50_ms,
+        p99_ms,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let secs: f64 = if full { env_or("BENCH_SECS", 3.0) } else { 0.2 };
+    let per_level: usize = if full {
+        env_or("BENCH_CREDENTIALS", 200)
+    } else {
+        10
+    };
+    let duration = Duration::from_secs_f64(secs);
+
+    // OpenBao dev server, emulator (demo store, revocation delay set to 0 over the admin API),
+    // the store access token in Vault; then the store's rate limit lifted.
+    let s = Stack::with(StackOptions {
+        grace: "0s",
+        revocation_delay_ms: 0,
+        ..Default::default()
+    })
+    .await;
+    s.admin
+        .set_rate_limit(STORE, u32::MAX, Duration::from_secs(30))
+        .await
+        .expect("lift the store's rate limit");
+
+    let vault = Arc::new(
+        Vault::connect(
+            &vault_config(&s.bao.addr),
+            Login::Token(SecretString::from(ROOT_TOKEN.to_string())),
+        )
+        .await
+        .expect("connect to OpenBao"),
+    );
+
+    // Credentials: `per_level` per concurrency level, each adopted with a hand-minted token as
+    // version 1 (setup, not timed, not counted in the client's stats).
+    let names: Vec<Vec<String>> = CONCURRENCIES
+        .iter()
+        .map(|c| {
+            (0..per_level)
+                .map(|i| format!("bench-c{c}-{i:04}"))
+                .collect()
+        })
+        .collect();
+    let all_names: Vec<String> = names.iter().flatten().cloned().collect();
+    let text = config_text(&s.bao.addr, &s.emu.base_url(), &all_names);
+    let config = secret_rotator::config::parse(
+        &text,
+        "bench.toml",
+        &secret_rotator::config::ProcessEnvironment,
+    )
+    .unwrap_or_else(|e| panic!("generated config: {e:?}"));
+    for name in &all_names {
+        let token = s.mint_by_hand().await;
+        s.bao
+            .write_secret(
+                "secret",
+                &format!("bigcommerce/bench/{name}"),
+                json!({ "token": token }),
+            )
+            .await;
+    }
+
+    let engine = Arc::new(Engine {
+        vault: vault.clone(),
+        events: Arc::new(MemorySink::default()),
+        owner: "bench".into(),
+        state_mount: "secret".into(),
+        state_prefix: "secret-rotator".into(),
+        settings: EngineSettings::default(),
+    });
+    let http = reqwest::Client::new();
+
+    let mut raw_rows = Vec::new();
+    for c in CONCURRENCIES {
+        raw_rows.push(raw_cas(&vault, c, duration).await);
+    }
+    let mut rotation_rows = Vec::new();
+    for (c, level) in CONCURRENCIES.iter().zip(&names) {
+        let work: Vec<(Credential, Box<dyn Provider>)> = level
+            .iter()
+            .map(|n| {
+                let cred = config.credential(n).expect("generated credential").clone();
+                let provider = secret_rotator::providers::build(&cred, vault.clone(), http.clone())
+                    .expect("build provider");
+                (cred, provider)
+            })
+            .collect();
+        rotation_rows.push(rotations(&engine, work, *c).await);
+    }
+
+    println!();
+    println!(
+        "secret-rotator rotation engine vs. dev OpenBao CAS writes ({} cores, {secs} s per raw \
+         level, {per_level} credentials per rotation level, grace 0, revocation delay 0)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:<28} {:>5} {:>7} {:>7} {:>8} {:>9} {:>13} {:>12} {:>8} {:>8}",
+        "operation",
+        "conc",
+        "count",
+        "errors",
+        "seconds",
+        "per s",
+        "writes/rot",
+        "reads/rot",
+        "p50 ms",
+        "p99 ms"
+    );
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    for r in raw_rows.iter().chain(&rotation_rows) {
+        println!(
+            "{:<28} {:>5} {:>7} {:>7} {:>8.2} {:>9.0} {:>13} {:>12} {:>8.2} {:>8.2}",
+            r.operation,
+            r.concurrency,
+            r.count,
+            r.errors,
+            r.seconds,
+            r.per_second(),
+            opt(r.writes_per_rotation),
+            opt(r.reads_per_rotation),
+            r.p50_ms,
+            r.p99_ms,
+        );
+    }
+    println!();
+    let mut ratios = Vec::new();
+    for (raw, rot) in raw_rows.iter().zip(&rotation_rows) {
+        let bound = raw.per_second() / WRITES_PER_ROTATION;
+        let ratio = rot.per_second() / bound;
+        println!(
+            "concurrency {}: {:.0} rotations/s vs. Vault-write bound {:.0} CAS writes/s / 5 = {:.0}/s: ratio {:.2}",
+            raw.concurrency,
+            rot.per_second(),
+            raw.per_second(),
+            bound,
+            ratio
+        );
+        ratios.push(json!({
+            "concurrency": raw.concurrency,
+            "rotations_per_second": rot.per_second(),
+            "cas_writes_per_second": raw.per_second(),
+            "write_bound_rotations_per_second": bound,
+            "ratio": ratio,
+        }));
+    }
+
+    let figures = json!({
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "raw_seconds_per_level": secs,
+        "credentials_per_rotation_level": per_level,
+        "writes_per_rotation_assumed": WRITES_PER_ROTATION,
+        "rows": raw_rows.iter().chain(&rotation_rows).map(Row::json).collect::<Vec<_>>(),
+        "ratios": ratios,
+    });
+    let failed = rotation_rows.iter().any(|r| r.errors > 0);
+    if full {
+        let dir = target_dir().join("bench");
+        std::fs::create_dir_all(&dir).expect("create target/bench");
+        let out = dir.join("rotation.json");
+        std::fs::write(&out, serde_json::to_string_pretty(&figures).unwrap())
+            .expect("write rotation.json");
+        println!("figures written to {}", out.display());
+    }
+    assert!(!failed, "some rotations did not finish as rotated");
+}
