@@ -136,8 +136,8 @@ pub struct Credential {
 pub enum ProviderConfig {
     BigCommerceStorefront(StorefrontConfig),
     VaultAppRoleSecretId(AppRoleSecretIdConfig),
-    BigCommerceLegacyAccount(LegacyAccountConfig),
-    BigCommerceUserToken(UserTokenConfig),
+    BigCommerceLegacyAccount(BasicAuthAccountConfig),
+    BigCommerceUserToken(BasicAuthAccountConfig),
     BigCommerceStoreAccount(StoreAccountConfig),
 }
 
@@ -188,20 +188,14 @@ pub struct AppRoleSecretIdConfig {
     pub secret_id_num_uses: Option<u32>,
 }
 
-/// `bigcommerce_legacy_account` (assisted): Basic-Auth username + API token + API path.
+/// `bigcommerce_legacy_account` and `bigcommerce_user_token` (both assisted): Basic auth with a
+/// username and an API token on the store's API path; a legacy account's token or a v1-style
+/// user's token.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LegacyAccountConfig {
+pub struct BasicAuthAccountConfig {
     pub store_hash: String,
     pub username: String,
     /// The API path (default `https://store-{store_hash}.mybigcommerce.com/api/v2/`).
-    pub api_path: String,
-}
-
-/// `bigcommerce_user_token` (assisted): a v1-style per-user API token.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UserTokenConfig {
-    pub store_hash: String,
-    pub username: String,
     pub api_path: String,
 }
 

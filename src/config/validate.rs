@@ -894,27 +894,17 @@ impl Validator<'_> {
         }
         if let Some(p) = &raw.bigcommerce_legacy_account {
             let key = format!("{prefix}.{}", PROVIDERS[2]);
-            checked.push(self.basic_auth_account(&key, p).map(
-                |(store_hash, username, api_path)| {
-                    ProviderConfig::BigCommerceLegacyAccount(LegacyAccountConfig {
-                        store_hash,
-                        username,
-                        api_path,
-                    })
-                },
-            ));
+            checked.push(
+                self.basic_auth_account(&key, p)
+                    .map(ProviderConfig::BigCommerceLegacyAccount),
+            );
         }
         if let Some(p) = &raw.bigcommerce_user_token {
             let key = format!("{prefix}.{}", PROVIDERS[3]);
-            checked.push(self.basic_auth_account(&key, p).map(
-                |(store_hash, username, api_path)| {
-                    ProviderConfig::BigCommerceUserToken(UserTokenConfig {
-                        store_hash,
-                        username,
-                        api_path,
-                    })
-                },
-            ));
+            checked.push(
+                self.basic_auth_account(&key, p)
+                    .map(ProviderConfig::BigCommerceUserToken),
+            );
         }
         if let Some(p) = &raw.bigcommerce_store_account {
             let key = format!("{prefix}.{}", PROVIDERS[4]);
@@ -1191,12 +1181,12 @@ impl Validator<'_> {
         })
     }
 
-    /// `bigcommerce_legacy_account` and `bigcommerce_user_token`: (store_hash, username, api_path).
+    /// `bigcommerce_legacy_account` and `bigcommerce_user_token`.
     fn basic_auth_account(
         &mut self,
         prefix: &str,
         raw: &Spanned<RawBasicAuthAccount>,
-    ) -> Option<(String, String, String)> {
+    ) -> Option<BasicAuthAccountConfig> {
         let key = |name: &str| format!("{prefix}.{name}");
         let table = raw.span();
         let raw = raw.get_ref();
@@ -1228,7 +1218,11 @@ impl Validator<'_> {
             )
             // Endpoints are appended to the API path (`{api_path}time`), so it ends in '/'.
             .map(|path| format!("{path}/"));
-        Some((store_hash?, username?, api_path?))
+        Some(BasicAuthAccountConfig {
+            store_hash: store_hash?,
+            username: username?,
+            api_path: api_path?,
+        })
     }
 
     fn store_account(
