@@ -22,6 +22,10 @@ pub enum AdminClientError {
 
 pub type AdminResult<T> = Result<T, AdminClientError>;
 
+/// Route segments of the two kinds of Basic-auth accounts.
+const LEGACY: &str = "legacy-accounts";
+const USERS: &str = "users";
+
 #[derive(Debug, Clone)]
 pub struct AdminClient {
     http: reqwest::Client,
@@ -195,10 +199,13 @@ impl AdminClient {
         .await
     }
 
-    // --- legacy accounts and users -------------------------------------------------------
+    // --- legacy accounts and users ---------------------------------------------------------
+    //
+    // Both are Basic-auth accounts with the same routes under their own segment
+    // (`legacy-accounts`, `users`); the public methods name the control panel's words.
 
     pub async fn legacy_accounts(&self, hash: &str) -> AdminResult<Vec<BasicAccountView>> {
-        self.get(&["stores", hash, "legacy-accounts"]).await
+        self.get(&["stores", hash, LEGACY]).await
     }
 
     /// Permissions default to modify on every resource.
@@ -208,12 +215,7 @@ impl AdminClient {
         username: &str,
         permissions: Option<Scopes>,
     ) -> AdminResult<BasicAccountView> {
-        let body = NewBasicAccount {
-            username: username.to_string(),
-            permissions,
-        };
-        self.send(Method::POST, &["stores", hash, "legacy-accounts"], &body)
-            .await
+        self.create_basic(LEGACY, hash, username, permissions).await
     }
 
     /// "Generate New Token" + Save: the old token dies at once.
@@ -222,12 +224,7 @@ impl AdminClient {
         hash: &str,
         username: &str,
     ) -> AdminResult<BasicAccountView> {
-        self.send(
-            Method::POST,
-            &["stores", hash, "legacy-accounts", username, "regenerate"],
-            &serde_json::json!({}),
-        )
-        .await
+        self.regenerate_basic(LEGACY, hash, username).await
     }
 
     pub async fn set_legacy_permissions(
@@ -236,21 +233,16 @@ impl AdminClient {
         username: &str,
         permissions: Scopes,
     ) -> AdminResult<BasicAccountView> {
-        self.send(
-            Method::PUT,
-            &["stores", hash, "legacy-accounts", username, "permissions"],
-            &SetPermissions { permissions },
-        )
-        .await
-    }
-
-    pub async fn delete_legacy_account(&self, hash: &str, username: &str) -> AdminResult<()> {
-        self.delete(&["stores", hash, "legacy-accounts", username])
+        self.set_basic_permissions(LEGACY, hash, username, permissions)
             .await
     }
 
+    pub async fn delete_legacy_account(&self, hash: &str, username: &str) -> AdminResult<()> {
+        self.delete(&["stores", hash, LEGACY, username]).await
+    }
+
     pub async fn users(&self, hash: &str) -> AdminResult<Vec<BasicAccountView>> {
-        self.get(&["stores", hash, "users"]).await
+        self.get(&["stores", hash, USERS]).await
     }
 
     pub async fn create_user(
@@ -259,12 +251,7 @@ impl AdminClient {
         username: &str,
         permissions: Option<Scopes>,
     ) -> AdminResult<BasicAccountView> {
-        let body = NewBasicAccount {
-            username: username.to_string(),
-            permissions,
-        };
-        self.send(Method::POST, &["stores", hash, "users"], &body)
-            .await
+        self.create_basic(USERS, hash, username, permissions).await
     }
 
     /// "Regenerate API Token" + Save: the old token dies at once.
@@ -273,12 +260,7 @@ impl AdminClient {
         hash: &str,
         username: &str,
     ) -> AdminResult<BasicAccountView> {
-        self.send(
-            Method::POST,
-            &["stores", hash, "users", username, "regenerate"],
-            &serde_json::json!({}),
-        )
-        .await
+        self.regenerate_basic(USERS, hash, username).await
     }
 
     pub async fn set_user_permissions(
@@ -287,9 +269,49 @@ impl AdminClient {
         username: &str,
         permissions: Scopes,
     ) -> AdminResult<BasicAccountView> {
+        self.set_basic_permissions(USERS, hash, username, permissions)
+            .await
+    }
+
+    async fn create_basic(
+        &self,
+        kind: &str,
+        hash: &str,
+        username: &str,
+        permissions: Option<Scopes>,
+    ) -> AdminResult<BasicAccountView> {
+        let body = NewBasicAccount {
+            username: username.to_string(),
+            permissions,
+        };
+        self.send(Method::POST, &["stores", hash, kind], &body)
+            .await
+    }
+
+    async fn regenerate_basic(
+        &self,
+        kind: &str,
+        hash: &str,
+        username: &str,
+    ) -> AdminResult<BasicAccountView> {
+        self.send(
+            Method::POST,
+            &["stores", hash, kind, username, "regenerate"],
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    async fn set_basic_permissions(
+        &self,
+        kind: &str,
+        hash: &str,
+        username: &str,
+        permissions: Scopes,
+    ) -> AdminResult<BasicAccountView> {
         self.send(
             Method::PUT,
-            &["stores", hash, "users", username, "permissions"],
+            &["stores", hash, kind, username, "permissions"],
             &SetPermissions { permissions },
         )
         .await
@@ -310,7 +332,7 @@ impl AdminClient {
     }
 
     pub async fn delete_user(&self, hash: &str, username: &str) -> AdminResult<()> {
-        self.delete(&["stores", hash, "users", username]).await
+        self.delete(&["stores", hash, USERS, username]).await
     }
 
     // --- storefront tokens ---------------------------------------------------------------
