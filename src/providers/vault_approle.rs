@@ -158,20 +158,13 @@ impl Provider for AppRoleProvider {
 
     async fn revoke(&self, secret: &SecretFields) -> Result<(), ProviderError> {
         let accessor = field(secret, "secret_id_accessor")?;
-        // Destroying an accessor that is already gone succeeds (idempotent). OpenBao answers
-        // an unknown accessor with 500 "failed to find accessor entry", which the Vault client
-        // files as Unavailable: that is "already gone", not an outage.
+        // Destroying an accessor that is already gone succeeds (the Vault client says so).
         match self
             .vault
             .approle_destroy_secret_id(&self.cfg.mount, &self.cfg.role_name, accessor)
             .await
         {
             Ok(()) => Ok(()),
-            Err(VaultError::Unavailable { reason, .. })
-                if reason.contains("failed to find accessor entry") =>
-            {
-                Ok(())
-            }
             Err(e) => Err(self.map_err(e, Op::Other)),
         }
     }

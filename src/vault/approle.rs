@@ -92,22 +92,9 @@ impl Vault {
         role: &str,
         accessor: &str,
     ) -> Result<(), VaultError> {
-        let path = format!("auth/{mount}/role/{role}/secret-id-accessor/destroy");
-        match self
-            .raw(
-                reqwest::Method::POST,
-                &path,
-                Some(serde_json::json!({ "secret_id_accessor": accessor })),
-            )
+        self.accessor_call(mount, role, "destroy", accessor)
             .await
-        {
-            Ok(_) | Err(VaultError::NotFound { .. }) => Ok(()),
-            // OpenBao answers 500 "failed to find accessor entry" for an accessor already gone.
-            Err(VaultError::Unavailable { reason, .. }) if reason.contains("failed to find") => {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+            .map(|_| ())
     }
 
     /// Does a secret-id with this accessor still exist?
@@ -117,20 +104,26 @@ impl Vault {
         role: &str,
         accessor: &str,
     ) -> Result<bool, VaultError> {
-        let path = format!("auth/{mount}/role/{role}/secret-id-accessor/lookup");
-        match self
-            .raw(
-                reqwest::Method::POST,
-                &path,
-                Some(serde_json::json!({ "secret_id_accessor": accessor })),
-            )
-            .await
-        {
-            Ok(v) => Ok(!v.get("data").is_none_or(|d| d.is_null())),
-            Err(VaultError::NotFound { .. }) => Ok(false),
-            // Vault answers 500 "failed to find accessor entry" for an unknown accessor.
+        let answer = self.accessor_call(mount, role, "lookup", accessor).await?;
+        Ok(answer.is_some_and(|v| v.get("data").is_some_and(|d| !d.is_null())))
+    }
+
+    /// `POST auth/{mount}/role/{role}/secret-id-accessor/{action}`; `None` when the accessor is
+    /// unknown. OpenBao answers an unknown accessor with 500 "failed to find accessor entry".
+    async fn accessor_call(
+        &self,
+        mount: &str,
+        role: &str,
+        action: &str,
+        accessor: &str,
+    ) -> Result<Option<serde_json::Value>, VaultError> {
+        let path = format!("auth/{mount}/role/{role}/secret-id-accessor/{action}");
+        let body = serde_json::json!({ "secret_id_accessor": accessor });
+        match self.raw(reqwest::Method::POST, &path, Some(body)).await {
+            Ok(v) => Ok(Some(v)),
+            Err(VaultError::NotFound { .. }) => Ok(None),
             Err(VaultError::Unavailable { reason, .. }) if reason.contains("failed to find") => {
-                Ok(false)
+                Ok(None)
             }
             Err(e) => Err(e),
         }
