@@ -204,7 +204,12 @@ async fn rotations(
                 };
                 let t = Instant::now();
                 match engine
-                    .drive(cred, provider.as_ref(), Some("bench"), true)
+                    .drive(
+                        cred,
+                        provider.as_ref(),
+                        Some("bench"),
+                        secret_rotator::rotation::Wait::All,
+                    )
                     .await
                 {
                     Ok(RunResult::Finished(f)) if f.outcome == Outcome::Rotated => {

@@ -16,7 +16,7 @@ use crate::policy::{self, SecretFacts};
 use crate::providers::{self, Mode, Provider};
 use crate::report::{self, StatusRow};
 use crate::rotation::state::Step;
-use crate::rotation::{Engine, EngineError, EngineSettings, Outcome, RunResult};
+use crate::rotation::{Engine, EngineError, EngineSettings, Outcome, RunResult, Wait};
 use crate::vault::{resolve_login, Vault, VaultError};
 
 /// Exit codes, also listed in `--help`.
@@ -37,9 +37,10 @@ pub mod exit {
 const AFTER_HELP: &str = "\
 Exit codes:
   0   success
-  1   status --check: a credential is overdue, missing, unreadable or needs attention
+  1   status --check: a credential is overdue, missing or needs attention (parked)
   2   the configuration is invalid (every error is printed with file:line:column and key)
-  3   Vault/OpenBao unreachable, sealed, or refused a request (the path and status are printed)
+  3   Vault/OpenBao unreachable, sealed, or refused a request (the path and status are printed);
+      also `status` when any credential cannot be read
   4   a rotation did not complete: failed, rolled back, aborted, or needs attention
   5   another instance holds the credential's rotation lease
   64  bad command-line usage
@@ -206,7 +207,14 @@ fn instance_id(cli: &Cli) -> String {
 async fn app(cli: &Cli) -> Result<App, Failure> {
     let config = load_config(&cli.config)?;
     let login = resolve_login(&config.vault.auth, &|k| std::env::var(k).ok())?;
+    let token_login = matches!(login, crate::vault::Login::Token(_));
     let vault = Arc::new(Vault::connect(&config.vault, login).await?);
+    if token_login {
+        // A wrong or expired token is said so, not reported as a missing policy on each path.
+        if let Err(e @ VaultError::Login { .. }) = vault.lookup_self().await {
+            return Err(e.into());
+        }
+    }
     let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(LogSink)];
     if let Some(path) = &cli.events_file {
         sinks.push(Arc::new(JsonLinesSink::new(path.clone())));
@@ -296,15 +304,34 @@ impl App {
     async fn status_rows(&self) -> Vec<StatusRow> {
         let now = Utc::now();
         let mut rows = Vec::new();
+        // A secret on a KV v1 (or any other) mount would read as missing: say what it is.
+        let mut kinds = std::collections::HashMap::new();
         for cred in &self.config.credentials {
+            if !kinds.contains_key(&cred.secret.mount) {
+                let kind = self.vault.mount_kind(&cred.secret.mount).await;
+                kinds.insert(cred.secret.mount.clone(), kind);
+            }
+            let wrong_mount = match &kinds[&cred.secret.mount] {
+                Ok(k) if !k.is_kv2() => Some(format!(
+                    "{}: the mount {}/ is {}; secret-rotator needs KV v2",
+                    cred.secret,
+                    cred.secret.mount,
+                    k.describe()
+                )),
+                Err(VaultError::NotFound { .. }) => Some(format!(
+                    "{}: no secrets engine is mounted at {}/",
+                    cred.secret, cred.secret.mount
+                )),
+                _ => None,
+            };
+            if let Some(e) = wrong_mount {
+                rows.push(report::error_row(cred, e));
+                continue;
+            }
             rows.push(match self.facts(cred).await {
-                Ok((facts, version, record)) => report::status_row(
-                    cred,
-                    facts,
-                    version,
-                    record.as_ref().and_then(|r| r.attempt.as_ref()),
-                    now,
-                ),
+                Ok((facts, version, record)) => {
+                    report::status_row(cred, facts, version, record.as_ref(), now)
+                }
                 Err(e) => report::error_row(cred, e.to_string()),
             });
         }
@@ -362,7 +389,17 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             } else {
                 print!("{}", report::status_table(&rows));
             }
-            Ok(if *check && rows.iter().any(StatusRow::fails_check) {
+            let errors: Vec<&StatusRow> = rows.iter().filter(|r| r.error.is_some()).collect();
+            for r in &errors {
+                eprintln!(
+                    "error: {}: {}",
+                    r.name,
+                    r.error.as_deref().unwrap_or_default()
+                );
+            }
+            Ok(if !errors.is_empty() {
+                exit::VAULT
+            } else if *check && rows.iter().any(StatusRow::fails_check) {
                 exit::CHECK_FAILED
             } else {
                 exit::OK
@@ -378,7 +415,12 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             let provider = app.provider(cred)?;
             let result = app
                 .engine
-                .drive(cred, provider.as_ref(), Some("manual"), *wait)
+                .drive(
+                    cred,
+                    provider.as_ref(),
+                    Some("manual"),
+                    if *wait { Wait::All } else { Wait::Retries },
+                )
                 .await?;
             Ok(print_result(&cred.name, &result))
         }
@@ -415,14 +457,18 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             let app = app(&cli).await?;
             let cred = app.credential(name)?;
             let provider = app.provider(cred)?;
-            let summary = app.engine.rollback(cred, provider.as_ref()).await?;
-            println!(
-                "{}: rolled back: version {} is the previous credential again; {}",
-                cred.name,
-                summary.version_after.unwrap_or_default(),
-                summary.error.unwrap_or_default()
-            );
-            Ok(exit::OK)
+            match app.engine.rollback(cred, provider.as_ref()).await? {
+                RunResult::Finished(s) if s.outcome == Outcome::Reverted => {
+                    println!(
+                        "{}: rolled back: version {} holds the previous credential again; {}",
+                        cred.name,
+                        s.version_after.unwrap_or_default(),
+                        s.error.unwrap_or_default()
+                    );
+                    Ok(exit::OK)
+                }
+                other => Ok(print_result(&cred.name, &other)),
+            }
         }
         Command::Run { once, interval } => {
             let app = app(&cli).await?;
@@ -471,6 +517,28 @@ fn print_result(name: &str, result: &RunResult) -> i32 {
                 until.to_rfc3339()
             );
             exit::OK
+        }
+        RunResult::RetryAt { until, error } => {
+            println!(
+                "{name}: a step failed and is tried again at {} (by the daemon, or `rotate {name}`): {error}",
+                until.to_rfc3339()
+            );
+            exit::ROTATION
+        }
+        RunResult::BackingOff { until } => {
+            println!(
+                "{name}: the last attempt failed; the daemon tries again at {} (`rotate {name}` starts now)",
+                until.to_rfc3339()
+            );
+            exit::ROTATION
+        }
+        RunResult::Parked(p) => {
+            println!(
+                "{name}: parked since {}: {}; `rotate {name}` starts a new attempt",
+                p.since.to_rfc3339(),
+                p.reason
+            );
+            exit::ROTATION
         }
         RunResult::Busy { owner, until } => {
             println!(
@@ -542,6 +610,9 @@ async fn plan(app: &App) -> Result<i32, Failure> {
                     Step::WaitUntil(t) =>
                         format!("revoke the old credential after {}", t.to_rfc3339()),
                     Step::RevokeOld => "revoke the old credential and check it is rejected".into(),
+                    Step::RollBack =>
+                        "write the previous credential back, then revoke the newer one".into(),
+                    Step::RetryAt(t) => format!("try the failed step again at {}", t.to_rfc3339()),
                 }
             );
             if let Some(e) = &a.last_error {
@@ -615,8 +686,9 @@ async fn daemon(app: App, once: bool, interval: Duration) -> Result<i32, Failure
     tracing::info!(credentials = app.config.credentials.len(), owner = %app.engine.owner, "secret-rotator running");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Failure::new(exit::USAGE, format!("cannot watch SIGTERM: {e}")))?;
+    let mut backoff = ErrorBackoff::default();
     let code = loop {
-        let pass = pass(&app);
+        let pass = pass(&app, &mut backoff);
         let next = tokio::select! {
             n = pass => n,
             _ = term.recv() => break exit::OK,
@@ -625,11 +697,12 @@ async fn daemon(app: App, once: bool, interval: Duration) -> Result<i32, Failure
         if once {
             break exit::OK;
         }
+        // Never a hot loop: whatever the credentials say, at least a second between passes.
         let sleep = (next - Utc::now())
             .to_std()
             .unwrap_or_default()
             .min(interval)
-            .max(Duration::from_millis(200));
+            .max(Duration::from_secs(1));
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = term.recv() => break exit::OK,
@@ -643,32 +716,74 @@ async fn daemon(app: App, once: bool, interval: Duration) -> Result<i32, Failure
     Ok(code)
 }
 
+/// Per credential, in memory: errors the state record cannot hold (Vault unreachable, a record
+/// that cannot be read or written) back off with capped exponential delays and jitter.
+#[derive(Default)]
+struct ErrorBackoff(std::collections::HashMap<String, (u32, chrono::DateTime<Utc>)>);
+
+impl ErrorBackoff {
+    const POLICY: crate::rotation::state::Backoff = crate::rotation::state::Backoff {
+        base: Duration::from_secs(2),
+        cap: Duration::from_secs(300),
+    };
+
+    fn waiting_until(
+        &self,
+        name: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> Option<chrono::DateTime<Utc>> {
+        self.0.get(name).map(|e| e.1).filter(|t| *t > now)
+    }
+
+    fn failed(&mut self, name: &str, now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+        let n = self.0.get(name).map_or(1, |e| e.0 + 1);
+        let at = now + Self::POLICY.delay(n, rand::random::<f64>());
+        self.0.insert(name.to_string(), (n, at));
+        at
+    }
+
+    fn succeeded(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+}
+
 /// One pass over every credential; returns when the next one wants attention.
-async fn pass(app: &App) -> chrono::DateTime<Utc> {
+async fn pass(app: &App, backoff: &mut ErrorBackoff) -> chrono::DateTime<Utc> {
     let mut next = Utc::now() + chrono::Duration::hours(1);
     for cred in &app.config.credentials {
         let provider = match app.provider(cred) {
             Ok(p) if p.info().mode == Mode::Automatic => p,
             _ => continue,
         };
-        let (trigger, at) = match due_trigger(app, cred).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(credential = %cred.name, error = %e, "cannot read the credential's state; retrying next pass");
-                continue;
-            }
+        if let Some(t) = backoff.waiting_until(&cred.name, Utc::now()) {
+            next = next.min(t);
+            continue;
+        }
+        let result = match due_trigger(app, cred).await {
+            Ok((trigger, at)) => app
+                .engine
+                .drive(cred, provider.as_ref(), trigger, Wait::No)
+                .await
+                .map(|r| (r, at)),
+            Err(e) => Err(e),
         };
-        next = next.min(at);
-        match app
-            .engine
-            .drive(cred, provider.as_ref(), trigger, false)
-            .await
-        {
-            Ok(RunResult::Waiting { until }) => next = next.min(until),
-            Ok(RunResult::Busy { until, .. }) => next = next.min(until),
-            Ok(_) => {}
+        match result {
+            Ok((r, due_at)) => {
+                backoff.succeeded(&cred.name);
+                match r {
+                    RunResult::Waiting { until }
+                    | RunResult::Busy { until, .. }
+                    | RunResult::RetryAt { until, .. }
+                    | RunResult::BackingOff { until } => next = next.min(until),
+                    RunResult::Idle | RunResult::Finished(_) => next = next.min(due_at),
+                    // Only an operator moves these on: they do not bring the next pass closer.
+                    RunResult::Parked(_) | RunResult::NeedsAttention { .. } => {}
+                }
+            }
             Err(e) => {
-                tracing::error!(credential = %cred.name, error = %e, "rotation step failed; retrying next pass")
+                let at = backoff.failed(&cred.name, Utc::now());
+                next = next.min(at);
+                tracing::error!(credential = %cred.name, error = %e, retry_at = %at.to_rfc3339(), "rotation step failed; trying again later");
             }
         }
     }

@@ -18,6 +18,13 @@ pub const POINTS: &[&str] = &[
     "revocation-verified",
     "revoked-emitted",
     "finished",
+    // A step that failed transiently, recorded with its retry time.
+    "retry-recorded",
+    // `rollback`, in order.
+    "rollback-recorded",
+    "rollback-written",
+    "rollback-emitted",
+    "rollback-revoked",
 ];
 
 #[cfg(feature = "fault-injection")]

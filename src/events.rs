@@ -17,6 +17,9 @@ pub enum EventKind {
     Rotated,
     #[serde(rename = "credential.revoked")]
     Revoked,
+    /// An operator re-promoted the previous credential (`rollback`).
+    #[serde(rename = "credential.rolled_back")]
+    RolledBack,
     #[serde(rename = "rotation.failed")]
     Failed,
     #[serde(rename = "rotation.needs_attention")]
@@ -28,6 +31,7 @@ impl EventKind {
         match self {
             EventKind::Rotated => "credential.rotated",
             EventKind::Revoked => "credential.revoked",
+            EventKind::RolledBack => "credential.rolled_back",
             EventKind::Failed => "rotation.failed",
             EventKind::NeedsAttention => "rotation.needs_attention",
         }

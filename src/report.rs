@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::config::Credential;
 use crate::policy::{self, SecretFacts, Standing};
-use crate::rotation::{Attempt, AttemptSummary};
+use crate::rotation::{Attempt, AttemptSummary, StateRecord};
 
 /// One credential in `status`.
 #[derive(Debug, Clone, Serialize)]
@@ -31,6 +31,11 @@ pub struct StatusRow {
     pub overdue_by_seconds: Option<u64>,
     /// The rotation in flight, if any.
     pub rotation: Option<RotationState>,
+    /// Why an operator must act, when one must: the credential is parked (its failure budget
+    /// is spent) or its attempt in flight gave up retrying.
+    pub needs_attention: Option<String>,
+    /// After a failed attempt: the next one does not start on its own before this time.
+    pub next_attempt_at: Option<DateTime<Utc>>,
     /// Why the row could not be read (Vault error), if it could not.
     pub error: Option<String>,
 }
@@ -58,7 +63,7 @@ impl StatusRow {
     /// Does this row fail `status --check`?
     pub fn fails_check(&self) -> bool {
         matches!(self.state.as_str(), "overdue" | "missing" | "error")
-            || self.rotation.as_ref().is_some_and(|r| r.needs_attention)
+            || self.needs_attention.is_some()
     }
 }
 
@@ -67,9 +72,23 @@ pub fn status_row(
     cred: &Credential,
     facts: Option<SecretFacts>,
     version: Option<u64>,
-    attempt: Option<&Attempt>,
+    record: Option<&StateRecord>,
     now: DateTime<Utc>,
 ) -> StatusRow {
+    let attempt = record.and_then(|r| r.attempt.as_ref());
+    let needs_attention = match (record.and_then(|r| r.parked.as_ref()), attempt) {
+        (_, Some(a)) if a.needs_attention => Some(format!(
+            "rotation stopped in phase {}: {}",
+            a.phase.as_str(),
+            a.last_error.as_deref().unwrap_or("no error recorded")
+        )),
+        (Some(p), _) => Some(format!(
+            "parked since {}: {}",
+            p.since.to_rfc3339(),
+            p.reason
+        )),
+        _ => None,
+    };
     let standing = policy::standing(facts.as_ref(), &cred.policy, now);
     let (state, due_in, overdue_by) = match standing {
         Standing::Ok { due_in } => ("ok", Some(due_in.as_secs()), None),
@@ -90,6 +109,8 @@ pub fn status_row(
         due_in_seconds: due_in.filter(|d| *d != Duration::MAX.as_secs()),
         overdue_by_seconds: overdue_by,
         rotation: attempt.map(RotationState::of),
+        needs_attention,
+        next_attempt_at: record.and_then(|r| r.retry_at).filter(|t| *t > now),
         error: None,
     }
 }
@@ -109,6 +130,8 @@ pub fn error_row(cred: &Credential, error: String) -> StatusRow {
         due_in_seconds: None,
         overdue_by_seconds: None,
         rotation: None,
+        needs_attention: None,
+        next_attempt_at: None,
         error: Some(error),
     }
 }
@@ -187,10 +210,16 @@ pub fn status_table(rows: &[StatusRow]) -> String {
                 (_, Some(d), _) => format!("in {}", short_duration(d)),
                 _ => "-".into(),
             };
-            let state = match &r.rotation {
-                Some(rot) if rot.needs_attention => format!("needs attention ({})", rot.phase),
-                Some(rot) => format!("rotating ({})", rot.phase),
-                None => r.state.clone(),
+            let state = match (&r.rotation, &r.needs_attention, r.next_attempt_at) {
+                (Some(rot), Some(_), _) => format!("NEEDS ATTENTION ({})", rot.phase),
+                (None, Some(_), _) => "NEEDS ATTENTION (parked)".into(),
+                (Some(rot), None, _) => format!("rotating ({})", rot.phase),
+                (None, None, Some(t)) => format!(
+                    "{} (last attempt failed; next at {})",
+                    r.state,
+                    t.format("%Y-%m-%d %H:%M:%SZ")
+                ),
+                (None, None, None) => r.state.clone(),
             };
             vec![
                 r.name.clone(),
@@ -207,12 +236,21 @@ pub fn status_table(rows: &[StatusRow]) -> String {
             ]
         })
         .collect();
-    table(
+    let mut out = table(
         &[
             "NAME", "PROVIDER", "PATH", "VERSION", "AGE", "MAX AGE", "DUE", "STATE",
         ],
         &cells,
-    )
+    );
+    for r in rows {
+        if let Some(why) = &r.needs_attention {
+            out.push_str(&format!(
+                "\n{}: needs attention: {why}\n  `secret-rotator rotate {}` resumes it once the cause is fixed\n",
+                r.name, r.name
+            ));
+        }
+    }
+    out
 }
 
 /// One row of `history`: the fields an attempt shows, finished or in flight.

@@ -203,9 +203,28 @@ async fn vault_errors_name_the_path_and_exit_3() {
         &[("VAULT_TOKEN", "not-a-token")],
     );
     assert_eq!(code, 3, "{stderr}");
+    // A wrong token is reported as such, not as a missing policy on some path.
+    assert!(
+        stderr.contains("rejects the daemon's token") && stderr.contains("403"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-a-token"));
+
+    // A valid token without a policy for the state path: the path and the status are named.
+    let limited = bao
+        .token_with_policy(
+            "nothing",
+            "path \"sys/health\" { capabilities = [\"read\"] }",
+        )
+        .await;
+    let (code, _, stderr) = run_cli(
+        &config,
+        &["history", "by-hand"],
+        &[("VAULT_TOKEN", &limited)],
+    );
+    assert_eq!(code, 3, "{stderr}");
     assert!(
         stderr.contains("secret/secret-rotator/credentials/by-hand") && stderr.contains("403"),
         "{stderr}"
     );
-    assert!(!stderr.contains("not-a-token"));
 }

@@ -370,6 +370,10 @@ fn token_of(secret: &SecretFields) -> Result<&str, ProviderError> {
 
 #[async_trait]
 impl Provider for StorefrontProvider {
+    fn required_fields(&self) -> &'static [&'static str] {
+        &["token"]
+    }
+
     fn info(&self) -> ProviderInfo {
         ProviderInfo {
             mode: Mode::Automatic,

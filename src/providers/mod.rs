@@ -91,6 +91,12 @@ impl ProviderError {
 pub trait Provider: Send + Sync {
     fn info(&self) -> ProviderInfo;
 
+    /// The fields a stored credential of this kind must hold (checked before anything is
+    /// minted, so a malformed secret is refused with its path instead of half-rotated).
+    fn required_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// For assisted providers: the steps a person takes, in the provider's own words.
     fn assisted_steps(&self) -> Vec<String> {
         Vec::new()

@@ -96,6 +96,10 @@ fn field<'a>(secret: &'a SecretFields, name: &str) -> Result<&'a str, ProviderEr
 
 #[async_trait]
 impl Provider for AppRoleProvider {
+    fn required_fields(&self) -> &'static [&'static str] {
+        &["secret_id"]
+    }
+
     fn info(&self) -> ProviderInfo {
         ProviderInfo {
             mode: Mode::Automatic,

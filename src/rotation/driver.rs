@@ -1,20 +1,32 @@
 //! The rotation driver: carries out the steps the state machine names, against Vault and the
 //! provider, writing the state record with check-and-set before each external step.
 //!
-//! Invariants: the state record is only ever written with CAS on the version this driver last
-//! read or wrote (a failed CAS means another instance took over: stop, do nothing more); a secret
-//! value never reaches a log line, an event or an error text; retries are capped and end in a
-//! loud "needs attention" state, never a hot loop.
+//! Invariants:
+//! - the state record is only ever written with CAS on the version this driver last read or
+//!   wrote (a failed CAS means another instance took over: stop, do nothing more);
+//! - nothing is revoked or discarded unless this process still holds the attempt: its lease
+//!   covers the step with room to spare and nobody wrote the record since ([`Engine::hold`]);
+//! - a mint is only called when the record says a mint may be under way (so every credential the
+//!   provider hands out is either recorded or noted as a possible orphan) and an attempt stops
+//!   minting after [`state::MAX_ORPHANS`] possible orphans;
+//! - every provider call has a deadline ([`EngineSettings::step_deadline`]) shorter than the
+//!   lease; transient failures are retried with capped, jittered backoff recorded in the record,
+//!   budgeted by time, never in a hot loop;
+//! - a lost reply is never answered by a blind re-send: a commit whose outcome is unknown is
+//!   decided by reading the secret again ([`commit_check`]);
+//! - a secret value never reaches a log line, an event or an error text.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::state::{
-    self, begin, commit_check, committed, failed_step, finish, may_act, minted, next_step,
-    note_orphan, take_over, Attempt, AttemptSummary, CommitCheck, Outcome, Phase, Start,
-    StateRecord, Step,
+    self, begin, bounded, commit_check, committed, failed_step, finish, may_act, may_start, minted,
+    next_step, note_orphan, orphans_spent, rolling_back, take_over, transient, unpark, Attempt,
+    AttemptSummary, Blocked, CommitCheck, Outcome, Parked, Phase, RetryPolicy, Start, StateRecord,
+    Step,
 };
 use crate::config::{Credential, KvPath};
 use crate::crash;
@@ -23,15 +35,19 @@ use crate::providers::{MintRequest, Provider, ProviderError};
 use crate::secret::SecretFields;
 use crate::vault::{Vault, VaultError};
 
+/// How many versions Vault keeps of a state record (it holds credentials).
+pub const RECORD_VERSIONS: u32 = 5;
+
 /// Tunables of the driver; the defaults suit production.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// How long an instance holds an attempt without writing to it.
     pub lease: Duration,
-    /// Tries of one provider step before the attempt needs attention.
-    pub max_tries: u32,
-    pub backoff_cap: Duration,
-    /// How long to wait for a revoked credential to be rejected.
+    /// The longest one provider call may take; a call without an answer by then has an unknown
+    /// outcome. Well below the lease, so a step never outlives it.
+    pub step_deadline: Duration,
+    pub retry: RetryPolicy,
+    /// How long to wait for a revoked credential to be rejected before trying again later.
     pub revocation_timeout: Duration,
     pub poll_interval: Duration,
 }
@@ -40,12 +56,23 @@ impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             lease: Duration::from_secs(300),
-            max_tries: 6,
-            backoff_cap: Duration::from_secs(30),
+            step_deadline: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
             revocation_timeout: Duration::from_secs(120),
             poll_interval: Duration::from_millis(250),
         }
     }
+}
+
+/// What [`Engine::drive`] waits for in-process instead of returning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Return at the first wait (the daemon schedules the rest).
+    No,
+    /// Sleep through transient-failure backoffs, return at the grace period (`rotate`).
+    Retries,
+    /// Sleep through everything until the attempt ends (`rotate --wait`).
+    All,
 }
 
 /// Where a call to [`Engine::drive`] left the credential.
@@ -57,6 +84,12 @@ pub enum RunResult {
     Finished(Box<AttemptSummary>),
     /// Committed; the old credential is revoked after this time.
     Waiting { until: DateTime<Utc> },
+    /// A step failed transiently; it is tried again after this time.
+    RetryAt { until: DateTime<Utc>, error: String },
+    /// The last attempt failed; no new one starts on its own before this time.
+    BackingOff { until: DateTime<Utc> },
+    /// The failure budget is spent: nothing starts on its own until `rotate NAME`.
+    Parked(Parked),
     /// Another instance holds the attempt's lease.
     Busy { owner: String, until: DateTime<Utc> },
     /// Retries exhausted: an operator must look (`rotate NAME` resumes).
@@ -69,7 +102,7 @@ pub enum EngineError {
     Vault(#[from] VaultError),
     #[error("credential {credential}: the state record was written by another instance; this instance stops (fenced)")]
     Fenced { credential: String },
-    #[error("state record {path} is unreadable: {reason}")]
+    #[error("state record {path} is unusable: {reason}")]
     Corrupt { path: String, reason: String },
     #[error("credential {credential}: {reason}")]
     Refused { credential: String, reason: String },
@@ -91,6 +124,13 @@ struct Loaded {
     version: u64,
 }
 
+/// A step's result: go on with the attempt, or stop with this result.
+type Next = Result<Attempt, RunResult>;
+
+fn unit() -> f64 {
+    rand::random::<f64>()
+}
+
 impl Engine {
     pub fn state_path(&self, credential: &str) -> KvPath {
         KvPath {
@@ -99,17 +139,36 @@ impl Engine {
         }
     }
 
-    /// Read a credential's state record (a fresh one when there is none).
+    /// Read a credential's state record (a fresh one when there is none), checked before use:
+    /// a schema this binary knows, the right credential, the fields its phase needs.
     pub async fn load(&self, credential: &str) -> Result<(StateRecord, u64), EngineError> {
         let path = self.state_path(credential);
+        let corrupt = |reason: String| EngineError::Corrupt {
+            path: path.to_string(),
+            reason,
+        };
         match self.vault.read_json(&path).await? {
-            None => Ok((StateRecord::new(credential), 0)),
+            // Never written, or its latest version deleted: CAS compares against that version.
+            None => Ok((
+                StateRecord::new(credential),
+                self.vault.cas_version_of_unreadable(&path).await?,
+            )),
             Some((value, version)) => {
+                let schema = value.get("schema").and_then(|s| s.as_u64());
+                if schema.is_some_and(|s| s > u64::from(state::SCHEMA)) {
+                    return Err(corrupt(format!(
+                        "field schema: {} is newer than this binary knows ({}); it was written by {}; upgrade secret-rotator",
+                        schema.unwrap_or_default(),
+                        state::SCHEMA,
+                        value
+                            .get("written_by")
+                            .and_then(|w| w.as_str())
+                            .unwrap_or("an unknown program")
+                    )));
+                }
                 let record: StateRecord =
-                    serde_json::from_value(value).map_err(|e| EngineError::Corrupt {
-                        path: path.to_string(),
-                        reason: e.to_string(),
-                    })?;
+                    serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+                record.validate(credential).map_err(corrupt)?;
                 Ok((record, version))
             }
         }
@@ -117,7 +176,19 @@ impl Engine {
 
     async fn save(&self, l: &mut Loaded) -> Result<(), EngineError> {
         let path = self.state_path(&l.record.credential);
-        let body = serde_json::to_value(&l.record).expect("state records serialise");
+        l.record.schema = state::SCHEMA;
+        l.record.written_by = Some(concat!("secret-rotator ", env!("CARGO_PKG_VERSION")).into());
+        let (record, body) = bounded(l.record.clone()).map_err(|e| EngineError::Refused {
+            credential: l.record.credential.clone(),
+            reason: e.to_string(),
+        })?;
+        l.record = record;
+        if l.version == 0 {
+            // A new record: its old versions must not pile up in Vault.
+            if let Err(e) = self.vault.set_max_versions(&path, RECORD_VERSIONS).await {
+                tracing::warn!(path = %path, error = %e, "cannot set max_versions on the state record");
+            }
+        }
         match self.vault.write_json_cas(&path, &body, l.version).await {
             Ok(v) => {
                 l.version = v;
@@ -173,21 +244,108 @@ impl Engine {
         })
     }
 
+    /// The secret's version as check-and-set sees it, and its data when it can be read.
+    async fn read_current(&self, kv: &KvPath) -> Result<(u64, Option<SecretFields>), EngineError> {
+        match self.vault.read_optional(kv).await? {
+            Some(v) => Ok((v.version, Some(v.data))),
+            None => Ok((self.vault.cas_version_of_unreadable(kv).await?, None)),
+        }
+    }
+
+    /// Before anything is minted: the secret's mount and the state mount are KV v2, the token
+    /// may read and write both paths, and the current secret holds what the provider needs.
+    /// `Err(Refused)` names the path and what is missing. Returns the secret as
+    /// [`Engine::read_current`] does.
+    pub async fn preflight(
+        &self,
+        cred: &Credential,
+        provider: &dyn Provider,
+    ) -> Result<(u64, Option<SecretFields>), EngineError> {
+        let refuse = |reason: String| EngineError::Refused {
+            credential: cred.name.clone(),
+            reason,
+        };
+        let state = self.state_path(&cred.name);
+        for kv in [&cred.secret, &state] {
+            let kind = match self.vault.mount_kind(&kv.mount).await {
+                Ok(k) => k,
+                Err(VaultError::NotFound { .. }) => {
+                    return Err(refuse(format!(
+                        "{kv}: no secrets engine is mounted at {}/; secret-rotator needs a KV v2 mount there; nothing was minted",
+                        kv.mount
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if !kind.is_kv2() {
+                return Err(refuse(format!(
+                    "{kv}: the mount {}/ is {}; secret-rotator needs KV v2 (versions and check-and-set); nothing was minted",
+                    kv.mount,
+                    kind.describe()
+                )));
+            }
+        }
+        let api = |kv: &KvPath| format!("{}/data/{}", kv.mount, kv.path);
+        let needs: [(&KvPath, String, &[&str]); 2] = [
+            (&cred.secret, api(&cred.secret), &["read", "update"]),
+            (&state, api(&state), &["read", "create", "update"]),
+        ];
+        let paths: Vec<String> = needs.iter().map(|n| n.1.clone()).collect();
+        let caps = self.vault.capabilities_self(&paths).await?;
+        for (kv, path, needed) in &needs {
+            let have = caps.get(path).cloned().unwrap_or_default();
+            if have.iter().any(|c| c == "root") {
+                continue;
+            }
+            let missing: Vec<&str> = needed
+                .iter()
+                .copied()
+                .filter(|n| !have.iter().any(|c| c == n))
+                .collect();
+            if !missing.is_empty() {
+                return Err(refuse(format!(
+                    "{kv}: the daemon's Vault token lacks {} on {path} (it has: {}); nothing was minted",
+                    missing.join(", "),
+                    if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                )));
+            }
+        }
+        let (version, current) = self.read_current(&cred.secret).await?;
+        if let Some(current) = &current {
+            let missing: Vec<&str> = provider
+                .required_fields()
+                .iter()
+                .copied()
+                .filter(|f| current.expose(f).is_none_or(str::is_empty))
+                .collect();
+            if !missing.is_empty() {
+                return Err(refuse(format!(
+                    "{}: the current secret (version {version}) has no {} field (fields: {}); nothing was minted",
+                    cred.secret,
+                    missing.join(", "),
+                    current.keys().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        Ok((version, current))
+    }
+
     /// Drive the credential's rotation as far as it can go now. `start`: begin an attempt with
-    /// this trigger when none is in flight (and resume one that needs attention). `wait`: sleep
-    /// through the grace period instead of returning [`RunResult::Waiting`].
+    /// this trigger when none is in flight ("manual" also resumes one that needs attention and
+    /// unparks the credential). `wait`: what to sleep through instead of returning.
     pub async fn drive(
         &self,
         cred: &Credential,
         provider: &dyn Provider,
         start: Option<&str>,
-        wait: bool,
+        wait: Wait,
     ) -> Result<RunResult, EngineError> {
         let now = Utc::now();
         let (record, version) = self.load(&cred.name).await?;
         let mut l = Loaded { record, version };
         let lease = self.settings.lease;
-        let (mut a, mut resumed) = match l.record.attempt.take() {
+        let manual = start == Some("manual");
+        let a = match l.record.attempt.take() {
             Some(a) => {
                 let holder_dead =
                     a.owner != self.owner && crate::instance::holder_is_dead(&a.owner);
@@ -197,26 +355,43 @@ impl Engine {
                         until: a.lease_expires_at,
                     });
                 }
-                if a.needs_attention && start.is_none() {
+                if a.needs_attention && !manual {
                     return Ok(RunResult::NeedsAttention {
                         phase: a.phase,
                         error: a.last_error.unwrap_or_default(),
                     });
                 }
                 let mut a = a;
-                if a.owner != self.owner || a.needs_attention {
+                // Taken over, resumed after an operator looked, or our own lease ran out:
+                // renew it (and prove nobody else wrote) before the next step.
+                if a.owner != self.owner || a.needs_attention || now >= a.lease_expires_at {
                     a.needs_attention = false;
+                    if manual {
+                        a.retry = None;
+                    }
                     a = take_over(a, &self.owner, now, lease);
                     self.save_attempt(&mut l, &a).await?;
                 }
                 tracing::info!(credential = %cred.name, attempt = %a.id, phase = a.phase.as_str(), "resuming rotation");
-                (a, true)
+                l.record.attempt = Some(a.clone());
+                a
             }
             None => {
                 let Some(trigger) = start else {
                     return Ok(RunResult::Idle);
                 };
-                let current = self.vault.read_optional(&cred.secret).await?;
+                match may_start(&l.record, now, manual) {
+                    Ok(()) => {}
+                    Err(Blocked::Parked(p)) => return Ok(RunResult::Parked(p)),
+                    Err(Blocked::BackingOff(until)) => return Ok(RunResult::BackingOff { until }),
+                }
+                if manual {
+                    l.record = unpark(std::mem::replace(
+                        &mut l.record,
+                        StateRecord::new(&cred.name),
+                    ));
+                }
+                let (version, current) = self.preflight(cred, provider).await?;
                 let lifetime = provider
                     .info()
                     .credentials_expire
@@ -227,49 +402,158 @@ impl Engine {
                     trigger,
                     now,
                     lease,
-                    current: current.map(|c| (c.version, c.data)),
+                    version,
+                    current,
                     lifetime,
                 });
                 self.save_attempt(&mut l, &a).await?;
                 tracing::info!(credential = %cred.name, attempt = %a.id, trigger, version_before = a.version_before, "rotation started");
                 crash::point("minting-recorded");
-                (a, false)
+                // The record now says a mint may be under way: mint without another write.
+                return self.steps(cred, provider, a, &mut l, wait, false).await;
             }
         };
+        self.steps(cred, provider, a, &mut l, wait, true).await
+    }
 
+    /// Run the attempt's steps until it ends or must wait. A Vault error stops the attempt
+    /// where it is (recorded as its last error when Vault still takes writes).
+    async fn steps(
+        &self,
+        cred: &Credential,
+        provider: &dyn Provider,
+        mut a: Attempt,
+        l: &mut Loaded,
+        wait: Wait,
+        mut resumed: bool,
+    ) -> Result<RunResult, EngineError> {
         loop {
-            match next_step(&a, Utc::now()) {
-                Step::Mint => {
-                    if resumed {
-                        a = note_orphan(
-                            a,
-                            "resumed in phase minting: a credential may have been minted and lost",
-                            Utc::now(),
-                        );
+            let step = next_step(&a, Utc::now());
+            let result = match step {
+                Step::RetryAt(t) => {
+                    if wait == Wait::No {
+                        return Ok(RunResult::RetryAt {
+                            until: t,
+                            error: a.last_error.clone().unwrap_or_default(),
+                        });
                     }
-                    match self.mint(cred, provider, a, &mut l).await? {
-                        Ok(next) => a = next,
-                        Err(done) => return Ok(done),
-                    }
-                }
-                Step::VerifyAndCommit => {
-                    match self.verify_and_commit(cred, provider, a, &mut l).await? {
-                        Ok(next) => a = next,
-                        Err(done) => return Ok(done),
-                    }
+                    tokio::time::sleep((t - Utc::now()).to_std().unwrap_or_default()).await;
+                    continue;
                 }
                 Step::WaitUntil(t) => {
-                    if !wait {
+                    if wait != Wait::All {
                         return Ok(RunResult::Waiting { until: t });
                     }
                     let left = (t - Utc::now()).to_std().unwrap_or_default();
                     tracing::info!(credential = %cred.name, grace_left = %humantime::format_duration(Duration::from_secs(left.as_secs())), "waiting out the grace period before revoking the old credential");
                     tokio::time::sleep(left).await;
+                    continue;
                 }
-                Step::RevokeOld => return self.revoke_old(cred, provider, a, l).await,
-            }
+                Step::Mint => self.mint(cred, provider, a.clone(), l, resumed).await,
+                Step::VerifyAndCommit => self.verify_and_commit(cred, provider, a.clone(), l).await,
+                Step::RevokeOld => self.revoke_old(cred, provider, a.clone(), l).await,
+                Step::RollBack => self.roll_back(cred, provider, a.clone(), l).await,
+            };
             resumed = false;
+            match result {
+                Ok(Ok(next)) => a = next,
+                Ok(Err(done)) => return Ok(done),
+                Err(e @ EngineError::Vault(_)) => {
+                    self.note_error(l, a, &e).await;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
         }
+    }
+
+    /// Record a Vault error as the attempt's last error, when Vault still takes the write (a
+    /// 403 on the secret's path, say). Best effort: the error is returned either way.
+    async fn note_error(&self, l: &mut Loaded, a: Attempt, e: &EngineError) {
+        let current = l.record.attempt.as_ref().map(|r| r.id == a.id);
+        if current != Some(true) {
+            return;
+        }
+        let a = failed_step(
+            a,
+            &e.to_string(),
+            false,
+            &self.owner,
+            Utc::now(),
+            self.settings.lease,
+        );
+        if let Err(err) = self.save_attempt(l, &a).await {
+            tracing::debug!(error = %err, "cannot record the error in the state record");
+        }
+    }
+
+    /// A provider call with the step deadline: no answer in time is an unknown outcome.
+    async fn call<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        match tokio::time::timeout(self.settings.step_deadline, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ProviderError::UnknownOutcome {
+                reason: format!(
+                    "{what}: no answer within {}",
+                    humantime::format_duration(self.settings.step_deadline)
+                ),
+            }),
+        }
+    }
+
+    /// Does this process still hold the attempt? Before an irreversible step: the lease must
+    /// cover the step with room to spare (else it is renewed, a CAS write), and nobody may have
+    /// written the record since this process did (a read). `Err(Fenced)` otherwise.
+    async fn hold(&self, l: &mut Loaded, a: Attempt) -> Result<Attempt, EngineError> {
+        let now = Utc::now();
+        let step = self.settings.step_deadline + self.settings.revocation_timeout;
+        if !state::lease_covers(&a, now, step) {
+            let a = take_over(a, &self.owner, now, self.settings.lease + step);
+            self.save_attempt(l, &a).await?;
+            return Ok(a);
+        }
+        let path = self.state_path(&l.record.credential);
+        let version = match self.vault.read_json(&path).await? {
+            Some((_, v)) => v,
+            None => self.vault.cas_version_of_unreadable(&path).await?,
+        };
+        if version != l.version {
+            return Err(EngineError::Fenced {
+                credential: l.record.credential.clone(),
+            });
+        }
+        Ok(a)
+    }
+
+    /// A step failed transiently: record when to try again (or, with the budget spent, that
+    /// an operator must look).
+    async fn retry_later(
+        &self,
+        cred: &Credential,
+        a: Attempt,
+        l: &mut Loaded,
+        error: String,
+    ) -> Result<Next, EngineError> {
+        let a = transient(
+            a,
+            &error,
+            &self.settings.retry,
+            unit(),
+            &self.owner,
+            Utc::now(),
+            self.settings.lease,
+        );
+        if a.needs_attention {
+            return self.needs_attention(cred, a, l).await.map(Err);
+        }
+        self.save_attempt(l, &a).await?;
+        let until = a.retry.as_ref().map(|r| r.at).unwrap_or_else(Utc::now);
+        tracing::warn!(credential = %cred.name, attempt = %a.id, phase = a.phase.as_str(), error = %error, retry_at = %until.to_rfc3339(), "rotation step failed; trying again later");
+        crash::point("retry-recorded");
+        Ok(Ok(a))
     }
 
     /// Give up on an attempt for now: record the error and stop retrying until an operator acts.
@@ -278,8 +562,8 @@ impl Engine {
         cred: &Credential,
         a: Attempt,
         l: &mut Loaded,
-        error: String,
     ) -> Result<RunResult, EngineError> {
+        let error = a.last_error.clone().unwrap_or_default();
         let a = failed_step(
             a,
             &error,
@@ -289,12 +573,61 @@ impl Engine {
             self.settings.lease,
         );
         self.save_attempt(l, &a).await?;
-        tracing::error!(credential = %cred.name, attempt = %a.id, phase = a.phase.as_str(), error = %error, "rotation needs attention");
+        tracing::error!(credential = %cred.name, attempt = %a.id, phase = a.phase.as_str(), error = %error, "rotation needs attention; `secret-rotator rotate {}` resumes it", cred.name);
         self.emit(EventKind::NeedsAttention, cred, &a, a.version_after, &error);
         Ok(RunResult::NeedsAttention {
             phase: a.phase,
             error,
         })
+    }
+
+    async fn attention(
+        &self,
+        cred: &Credential,
+        a: Attempt,
+        l: &mut Loaded,
+        error: String,
+    ) -> Result<Next, EngineError> {
+        let mut a = a;
+        a.last_error = Some(error);
+        self.needs_attention(cred, a, l).await.map(Err)
+    }
+
+    /// End the attempt in the record; a failed one counts against the failure budget and may
+    /// park the credential.
+    async fn end(
+        &self,
+        cred: &Credential,
+        a: Attempt,
+        l: &mut Loaded,
+        outcome: Outcome,
+        error: Option<String>,
+    ) -> Result<RunResult, EngineError> {
+        let record = std::mem::replace(&mut l.record, StateRecord::new(&cred.name));
+        let was_parked = record.parked.is_some();
+        l.record = finish(
+            record,
+            a,
+            outcome,
+            error,
+            Utc::now(),
+            &self.settings.retry,
+            unit(),
+        );
+        self.save(l).await?;
+        let summary = l.record.history.last().cloned().expect("just finished");
+        if let (false, Some(p)) = (was_parked, &l.record.parked) {
+            tracing::error!(credential = %cred.name, reason = %p.reason, "credential parked: it is not rotated on its own until an operator runs `secret-rotator rotate {}`", cred.name);
+            self.events.emit(&Event::new(
+                EventKind::NeedsAttention,
+                &cred.name,
+                &summary.id,
+                Utc::now(),
+                Some(summary.version_before),
+                format!("parked: {}", p.reason),
+            ));
+        }
+        Ok(RunResult::Finished(Box::new(summary)))
     }
 
     /// End an attempt that changed nothing at the secret's path (failed, rolled back, aborted).
@@ -305,7 +638,7 @@ impl Engine {
         l: &mut Loaded,
         outcome: Outcome,
         error: String,
-    ) -> Result<RunResult, EngineError> {
+    ) -> Result<Next, EngineError> {
         tracing::warn!(credential = %cred.name, attempt = %a.id, outcome = outcome.as_str(), error = %error, "rotation did not complete; the current credential stays");
         self.emit(
             EventKind::Failed,
@@ -314,114 +647,96 @@ impl Engine {
             Some(a.version_before),
             &format!("{}: {error}", outcome.as_str()),
         );
-        let record = std::mem::replace(&mut l.record, StateRecord::new(&cred.name));
-        l.record = finish(record, a, outcome, Some(error), Utc::now());
-        self.save(l).await?;
-        Ok(RunResult::Finished(Box::new(
-            l.record.history.last().cloned().expect("just finished"),
-        )))
+        self.end(cred, a, l, outcome, Some(error)).await.map(Err)
     }
 
-    /// Mint with capped retries. `Ok(Ok(attempt))`: minted and recorded.
+    /// One mint. Called only when the record says a mint may be under way; a resumed attempt
+    /// first records the possible orphan of the mint before (and clears its retry) so that
+    /// this mint's outcome, whatever it is, is accounted for.
     async fn mint(
         &self,
         cred: &Credential,
         provider: &dyn Provider,
         mut a: Attempt,
         l: &mut Loaded,
-    ) -> Result<Result<Attempt, RunResult>, EngineError> {
-        let s = &self.settings;
-        let mut last = String::new();
-        for n in 0..s.max_tries {
-            let now = Utc::now();
-            let req = MintRequest {
-                attempt_id: a.id.clone(),
-                now,
-                expires_at: a
-                    .planned_expires_at
-                    .unwrap_or_else(|| now + Self::lifetime(cred)),
-            };
-            match provider.mint(&req).await {
-                Ok(m) => {
-                    crash::point("minted");
-                    let a = minted(a, m.secret, m.expires_at, &self.owner, Utc::now(), s.lease);
-                    self.save_attempt(l, &a).await?;
-                    tracing::info!(credential = %cred.name, attempt = %a.id, "new credential minted");
-                    crash::point("minted-recorded");
-                    return Ok(Ok(a));
-                }
-                Err(ProviderError::UnknownOutcome { reason }) => {
-                    tracing::warn!(credential = %cred.name, attempt = %a.id, reason = %reason, "mint outcome unknown; a credential may exist that nobody holds (it expires on its own); minting again");
-                    a = note_orphan(a, &format!("mint outcome unknown: {reason}"), Utc::now());
-                    last = reason;
-                    tokio::time::sleep(state::backoff(n, s.backoff_cap)).await;
-                }
-                Err(ProviderError::Transient {
-                    reason,
-                    retry_after,
-                }) => {
-                    let delay = retry_after
-                        .unwrap_or_default()
-                        .max(state::backoff(n, s.backoff_cap));
-                    tracing::warn!(credential = %cred.name, reason = %reason, retry_in_ms = delay.as_millis() as u64, "provider unavailable while minting; retrying");
-                    last = reason;
-                    tokio::time::sleep(delay).await;
-                }
-                Err(e @ (ProviderError::Rejected { .. } | ProviderError::Config { .. })) => {
-                    return self
-                        .end_unchanged(cred, a, l, Outcome::Failed, format!("mint: {e}"))
-                        .await
-                        .map(Err);
-                }
+        resumed: bool,
+    ) -> Result<Next, EngineError> {
+        if resumed || a.retry.is_some() {
+            if a.retry.is_none() {
+                a = note_orphan(
+                    a,
+                    "resumed in phase minting: a credential may have been minted and lost",
+                    Utc::now(),
+                );
             }
+            if orphans_spent(&a) {
+                let n = a.orphans.len();
+                return self
+                    .attention(cred, a, l, format!("{n} mints of this attempt may have created credentials nobody holds (they expire on their own); it mints no more until an operator looks"))
+                    .await;
+            }
+            a.retry = None;
+            a = take_over(a, &self.owner, Utc::now(), self.settings.lease);
+            self.save_attempt(l, &a).await?;
         }
-        self.needs_attention(
-            cred,
-            a,
-            l,
-            format!("mint failed {} times: {last}", s.max_tries),
-        )
-        .await
-        .map(Err)
-    }
-
-    /// Retry a provider call on transient errors, up to `max_tries`.
-    async fn with_retries<T, F, Fut>(&self, what: &str, op: F) -> Result<T, ProviderError>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, ProviderError>>,
-    {
-        let s = &self.settings;
-        let mut n = 0;
-        loop {
-            match op().await {
-                Err(ProviderError::Transient {
-                    reason,
-                    retry_after,
-                }) if n + 1 < s.max_tries => {
-                    let delay = retry_after
-                        .unwrap_or_default()
-                        .max(state::backoff(n, s.backoff_cap));
-                    tracing::warn!(step = what, reason = %reason, retry_in_ms = delay.as_millis() as u64, "provider unavailable; retrying");
-                    tokio::time::sleep(delay).await;
-                    n += 1;
-                }
-                other => return other,
+        let now = Utc::now();
+        let req = MintRequest {
+            attempt_id: a.id.clone(),
+            now,
+            expires_at: a
+                .planned_expires_at
+                .unwrap_or_else(|| now + Self::lifetime(cred)),
+        };
+        match self.call("mint", provider.mint(&req)).await {
+            Ok(m) => {
+                crash::point("minted");
+                let a = minted(
+                    a,
+                    m.secret,
+                    m.expires_at,
+                    &self.owner,
+                    Utc::now(),
+                    self.settings.lease,
+                );
+                // If this write fails the attempt stops here; the next run finds it in
+                // minting and notes this credential as a possible orphan before minting again.
+                self.save_attempt(l, &a).await?;
+                tracing::info!(credential = %cred.name, attempt = %a.id, "new credential minted");
+                crash::point("minted-recorded");
+                Ok(Ok(a))
+            }
+            Err(ProviderError::UnknownOutcome { reason }) => {
+                let a = note_orphan(a, &format!("mint outcome unknown: {reason}"), Utc::now());
+                self.retry_later(cred, a, l, format!("mint: outcome unknown: {reason}"))
+                    .await
+            }
+            Err(e @ ProviderError::Transient { .. }) => {
+                self.retry_later(cred, a, l, format!("mint: {e}")).await
+            }
+            Err(e @ (ProviderError::Rejected { .. } | ProviderError::Config { .. })) => {
+                self.end_unchanged(cred, a, l, Outcome::Failed, format!("mint: {e}"))
+                    .await
             }
         }
     }
 
-    /// Revoke a credential this attempt minted but will not use; failures are noted, not fatal.
-    async fn discard(&self, provider: &dyn Provider, secret: &SecretFields) -> String {
-        match self
-            .with_retries("revoke new", || provider.revoke(secret))
-            .await
-        {
+    /// Revoke a credential this attempt minted but will not use, once this process is known to
+    /// still hold the attempt; failures are noted, not fatal (it expires on its own).
+    async fn discard(
+        &self,
+        provider: &dyn Provider,
+        l: &mut Loaded,
+        a: Attempt,
+        secret: &SecretFields,
+    ) -> Result<(Attempt, String), EngineError> {
+        let a = self.hold(l, a).await?;
+        let note = match self.call("revoke new", provider.revoke(secret)).await {
             Ok(()) => "the new credential was revoked".into(),
             Err(e) => {
                 format!("the new credential could not be revoked ({e}); it expires on its own")
             }
-        }
+        };
+        Ok((a, note))
     }
 
     async fn verify_and_commit(
@@ -430,18 +745,12 @@ impl Engine {
         provider: &dyn Provider,
         a: Attempt,
         l: &mut Loaded,
-    ) -> Result<Result<Attempt, RunResult>, EngineError> {
-        let pending = a
-            .pending
-            .clone()
-            .expect("minted attempts hold the pending credential");
-        match self
-            .with_retries("verify", || provider.verify(&pending))
-            .await
-        {
+    ) -> Result<Next, EngineError> {
+        let pending = a.pending.clone().expect("validated on load");
+        match self.call("verify", provider.verify(&pending)).await {
             Ok(()) => crash::point("verified"),
             Err(e @ ProviderError::Rejected { .. }) => {
-                let note = self.discard(provider, &pending).await;
+                let (a, note) = self.discard(provider, l, a, &pending).await?;
                 return self
                     .end_unchanged(
                         cred,
@@ -450,22 +759,13 @@ impl Engine {
                         Outcome::RolledBack,
                         format!("verify: {e}; {note}"),
                     )
-                    .await
-                    .map(Err);
+                    .await;
             }
-            Err(e) => {
-                return self
-                    .needs_attention(cred, a, l, format!("verify: {e}"))
-                    .await
-                    .map(Err)
-            }
+            Err(e) => return self.retry_later(cred, a, l, format!("verify: {e}")).await,
         }
 
-        let current = self.vault.read_optional(&cred.secret).await?;
-        let (current_version, ours) = match &current {
-            Some(c) => (c.version, c.data.same_as(&pending)),
-            None => (0, false),
-        };
+        let (current_version, current) = self.read_current(&cred.secret).await?;
+        let ours = current.as_ref().is_some_and(|c| c.same_as(&pending));
         let version = match commit_check(a.version_before, current_version, ours) {
             CommitCheck::Write => match self
                 .vault
@@ -473,34 +773,31 @@ impl Engine {
                 .await
             {
                 Ok(v) => v,
-                Err(VaultError::CasMismatch { .. }) => {
-                    return self
-                        .conflict(cred, provider, a, l, &pending, None)
-                        .await
-                        .map(Err)
+                // The write may have landed with its reply lost (or been re-sent): never
+                // decide blind. Read again and let commit_check say what happened.
+                Err(e) => {
+                    let (v, data) = self.read_current(&cred.secret).await?;
+                    let ours = data.as_ref().is_some_and(|c| c.same_as(&pending));
+                    match commit_check(a.version_before, v, ours) {
+                        CommitCheck::AlreadyCommitted(v) => {
+                            tracing::info!(credential = %cred.name, version = v, error = %e, "the commit landed although its reply was an error");
+                            v
+                        }
+                        CommitCheck::Conflict(v) => {
+                            return self.conflict(cred, provider, a, l, &pending, v).await
+                        }
+                        // Not written: the error stands (the attempt resumes from minted).
+                        CommitCheck::Write => return Err(e.into()),
+                    }
                 }
-                Err(e) => return Err(e.into()),
             },
             CommitCheck::AlreadyCommitted(v) => v,
             CommitCheck::Conflict(v) => {
-                return self
-                    .conflict(cred, provider, a, l, &pending, Some(v))
-                    .await
-                    .map(Err)
+                return self.conflict(cred, provider, a, l, &pending, v).await
             }
         };
         crash::point("committed");
 
-        // Read back and compare: what dependents will read is what we verified.
-        match self.vault.read(&cred.secret).await {
-            Ok(back) if back.version == version && back.data.same_as(&pending) => {}
-            Ok(back) => {
-                tracing::warn!(credential = %cred.name, written = version, current = back.version, "the secret changed right after the commit; keeping our version in the history")
-            }
-            Err(e) => {
-                tracing::warn!(credential = %cred.name, error = %e, "cannot read the secret back after the commit")
-            }
-        }
         tracing::info!(credential = %cred.name, attempt = %a.id, version, "new credential committed");
         self.emit(
             EventKind::Rotated,
@@ -536,18 +833,56 @@ impl Engine {
         a: Attempt,
         l: &mut Loaded,
         pending: &SecretFields,
-        theirs: Option<u64>,
-    ) -> Result<RunResult, EngineError> {
-        let note = self.discard(provider, pending).await;
-        let theirs = theirs
-            .map(|v| format!(" (now version {v})"))
-            .unwrap_or_default();
+        theirs: u64,
+    ) -> Result<Next, EngineError> {
+        let (a, note) = self.discard(provider, l, a, pending).await?;
         let error = format!(
-            "check-and-set conflict: {} was written by someone else since version {}{theirs}; their version is kept; {note}",
+            "check-and-set conflict: {} was written by someone else since version {} (now version {theirs}); their version is kept; {note}",
             cred.secret, a.version_before
         );
         self.end_unchanged(cred, a, l, Outcome::Aborted, error)
             .await
+    }
+
+    /// Revoke a credential and wait until the provider rejects it. `Err` is a reason; with
+    /// `retry` true it may pass (try again later), else the provider refused.
+    async fn revoke_and_confirm(
+        &self,
+        provider: &dyn Provider,
+        secret: &SecretFields,
+    ) -> Result<(), (String, bool)> {
+        match self.call("revoke", provider.revoke(secret)).await {
+            Ok(()) => {}
+            Err(e @ ProviderError::Rejected { .. }) | Err(e @ ProviderError::Config { .. }) => {
+                return Err((format!("the provider refused the revocation: {e}"), false))
+            }
+            Err(e) => return Err((format!("revoke: {e}"), true)),
+        }
+        crash::point("revoke-sent");
+        let deadline = tokio::time::Instant::now() + self.settings.revocation_timeout;
+        let mut n = 0;
+        loop {
+            match self
+                .call("check revocation", provider.verify_revoked(secret))
+                .await
+            {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot check the revocation yet"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err((
+                    format!(
+                        "the credential is still accepted {} after it was revoked",
+                        humantime::format_duration(self.settings.revocation_timeout)
+                    ),
+                    true,
+                ));
+            }
+            let delay = self.settings.poll_interval * (1 << n.min(4));
+            tokio::time::sleep(delay).await;
+            n += 1;
+        }
     }
 
     async fn revoke_old(
@@ -555,20 +890,23 @@ impl Engine {
         cred: &Credential,
         provider: &dyn Provider,
         a: Attempt,
-        mut l: Loaded,
-    ) -> Result<RunResult, EngineError> {
+        l: &mut Loaded,
+    ) -> Result<Next, EngineError> {
+        let mut a = a;
         if let Some(old) = a.old.clone() {
-            if let Err(e) = self
-                .with_retries("revoke old", || provider.revoke(&old))
-                .await
-            {
-                return self
-                    .needs_attention(cred, a, &mut l, format!("revoke the old credential: {e}"))
-                    .await;
-            }
-            crash::point("revoke-sent");
-            if let Err(error) = self.await_rejection(provider, &old).await {
-                return self.needs_attention(cred, a, &mut l, error).await;
+            a = self.hold(l, a).await?;
+            match self.revoke_and_confirm(provider, &old).await {
+                Ok(()) => {}
+                Err((e, true)) => {
+                    return self
+                        .retry_later(cred, a, l, format!("revoke the old credential: {e}"))
+                        .await
+                }
+                Err((e, false)) => {
+                    return self
+                        .attention(cred, a, l, format!("revoke the old credential: {e}"))
+                        .await
+                }
             }
             crash::point("revocation-verified");
             tracing::info!(credential = %cred.name, attempt = %a.id, version = a.version_before, "old credential revoked and rejected by the provider");
@@ -590,52 +928,25 @@ impl Engine {
                 tracing::warn!(credential = %cred.name, error = %e, "cannot destroy the old version");
             }
         }
-        let record = std::mem::replace(&mut l.record, StateRecord::new(&cred.name));
-        l.record = finish(record, a, Outcome::Rotated, None, Utc::now());
-        self.save(&mut l).await?;
+        let r = self.end(cred, a, l, Outcome::Rotated, None).await?;
         crash::point("finished");
-        Ok(RunResult::Finished(Box::new(
-            l.record.history.last().cloned().expect("just finished"),
-        )))
-    }
-
-    /// Poll until the provider rejects a revoked credential (revocation may be asynchronous).
-    async fn await_rejection(
-        &self,
-        provider: &dyn Provider,
-        secret: &SecretFields,
-    ) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + self.settings.revocation_timeout;
-        let mut n = 0;
-        loop {
-            match provider.verify_revoked(secret).await {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot check the revocation yet"),
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(format!(
-                    "the old credential is still accepted {} after it was revoked",
-                    humantime::format_duration(self.settings.revocation_timeout)
-                ));
-            }
-            let delay = self.settings.poll_interval * (1 << n.min(4));
-            tokio::time::sleep(delay).await;
-            n += 1;
-        }
+        Ok(Err(r))
     }
 
     /// Re-promote the previous credential while it is still valid (during the grace period of
-    /// the attempt in flight): write it back, revoke the new one.
+    /// the attempt in flight). The intent is recorded first (phase `rolling_back`, CAS on the
+    /// record, which fences out the daemon's revocation of the old credential), then the old
+    /// credential is written back and the new one revoked; a crash anywhere resumes there.
     pub async fn rollback(
         &self,
         cred: &Credential,
         provider: &dyn Provider,
-    ) -> Result<AttemptSummary, EngineError> {
+    ) -> Result<RunResult, EngineError> {
         let refuse = |reason: String| EngineError::Refused {
             credential: cred.name.clone(),
             reason,
         };
+        let now = Utc::now();
         let (record, version) = self.load(&cred.name).await?;
         let mut l = Loaded { record, version };
         let Some(a) = l.record.attempt.take() else {
@@ -649,51 +960,122 @@ impl Engine {
                 None => "nothing to roll back: no rotation recorded".into(),
             }));
         };
-        let (Phase::Notified, Some(old), Some(after), Some(new)) =
-            (a.phase, a.old.clone(), a.version_after, a.pending.clone())
-        else {
+        if a.phase == Phase::RollingBack {
+            // A rollback that stopped half-way: finish it.
+            let holder_dead = a.owner != self.owner && crate::instance::holder_is_dead(&a.owner);
+            if !may_act(&a, &self.owner, now, holder_dead) {
+                return Ok(RunResult::Busy {
+                    owner: a.owner,
+                    until: a.lease_expires_at,
+                });
+            }
+            let a = take_over(a, &self.owner, now, self.settings.lease);
+            self.save_attempt(&mut l, &a).await?;
+            return self.steps(cred, provider, a, &mut l, Wait::All, true).await;
+        }
+        let (Phase::Notified, Some(old)) = (a.phase, a.old.clone()) else {
             return Err(refuse(format!(
                 "the attempt in flight is in phase {}, not waiting out its grace period; nothing was committed to roll back",
                 a.phase.as_str()
             )));
         };
-        if let Err(e) = provider.verify(&old).await {
+        if a.revoke_after.is_some_and(|t| now >= t) {
+            return Err(refuse(
+                "the grace period is over: the previous credential is being revoked".into(),
+            ));
+        }
+        if let Err(e) = self.call("verify", provider.verify(&old)).await {
             return Err(refuse(format!(
                 "the previous credential is no longer valid: {e}"
             )));
         }
-        let v = match self.vault.write_cas(&cred.secret, &old, after).await {
-            Ok(v) => v,
-            Err(VaultError::CasMismatch { .. }) => {
-                return Err(refuse(format!(
-                    "{} changed since version {after}; not overwriting it",
-                    cred.secret
-                )))
-            }
-            Err(e) => return Err(e.into()),
+        // The daemon holds the lease during the grace period; the CAS write fences it out (its
+        // next write or revocation check sees this version and stops).
+        let a = rolling_back(a, &self.owner, Utc::now(), self.settings.lease);
+        self.save_attempt(&mut l, &a).await?;
+        crash::point("rollback-recorded");
+        self.steps(cred, provider, a, &mut l, Wait::All, false)
+            .await
+    }
+
+    /// The rollback step: write the old credential back over our version (CAS), announce it,
+    /// revoke the new one.
+    async fn roll_back(
+        &self,
+        cred: &Credential,
+        provider: &dyn Provider,
+        a: Attempt,
+        l: &mut Loaded,
+    ) -> Result<Next, EngineError> {
+        let (old, new, after) = (
+            a.old.clone().expect("validated on load"),
+            a.pending.clone().expect("validated on load"),
+            a.version_after.expect("validated on load"),
+        );
+        let (current_version, current) = self.read_current(&cred.secret).await?;
+        let is_old = current.as_ref().is_some_and(|c| c.same_as(&old));
+        let version = match commit_check(after, current_version, is_old) {
+            CommitCheck::Write => match self.vault.write_cas(&cred.secret, &old, after).await {
+                Ok(v) => v,
+                Err(e) => {
+                    let (v, data) = self.read_current(&cred.secret).await?;
+                    let is_old = data.as_ref().is_some_and(|c| c.same_as(&old));
+                    match commit_check(after, v, is_old) {
+                        CommitCheck::AlreadyCommitted(v) => v,
+                        CommitCheck::Write => return Err(e.into()),
+                        CommitCheck::Conflict(v) => {
+                            return self.rollback_conflict(cred, a, l, after, v).await
+                        }
+                    }
+                }
+            },
+            CommitCheck::AlreadyCommitted(v) => v,
+            CommitCheck::Conflict(v) => return self.rollback_conflict(cred, a, l, after, v).await,
         };
+        crash::point("rollback-written");
         self.emit(
-            EventKind::Rotated,
+            EventKind::RolledBack,
             cred,
             &a,
-            Some(v),
-            "rolled back to the previous credential",
+            Some(version),
+            "rolled back: the previous credential is current again",
         );
-        let note = match self
-            .with_retries("revoke new", || provider.revoke(&new))
-            .await
-        {
-            Ok(()) => match self.await_rejection(provider, &new).await {
-                Ok(()) => "the newer credential was revoked".to_string(),
-                Err(e) => e,
-            },
-            Err(e) => format!("the newer credential could not be revoked: {e}"),
+        crash::point("rollback-emitted");
+        let a = self.hold(l, a).await?;
+        let note = match self.revoke_and_confirm(provider, &new).await {
+            Ok(()) => "the newer credential was revoked".to_string(),
+            Err((e, true)) => {
+                return self
+                    .retry_later(cred, a, l, format!("revoke the newer credential: {e}"))
+                    .await
+            }
+            Err((e, false)) => format!("the newer credential could not be revoked: {e}"),
         };
+        crash::point("rollback-revoked");
         let mut a = a;
-        a.version_after = Some(v);
-        let record = std::mem::replace(&mut l.record, StateRecord::new(&cred.name));
-        l.record = finish(record, a, Outcome::Reverted, Some(note), Utc::now());
-        self.save(&mut l).await?;
-        Ok(l.record.history.last().cloned().expect("just finished"))
+        a.version_after = Some(version);
+        self.end(cred, a, l, Outcome::Reverted, Some(note))
+            .await
+            .map(Err)
+    }
+
+    async fn rollback_conflict(
+        &self,
+        cred: &Credential,
+        a: Attempt,
+        l: &mut Loaded,
+        after: u64,
+        theirs: u64,
+    ) -> Result<Next, EngineError> {
+        self.attention(
+            cred,
+            a,
+            l,
+            format!(
+                "rollback stopped: {} changed since version {after} (now version {theirs}) by someone else; nothing was revoked",
+                cred.secret
+            ),
+        )
+        .await
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Invariants: no IO, no clock, no randomness (all passed in); every transition returns a new
 //! record that the driver writes with check-and-set before it takes the next external step, so
-//! a crash at any line resumes from the last record written.
+//! a crash at any line resumes from the last record written. The record is bounded in bytes and in
+//! JSON strings ([`bounded`]), far below OpenBao's request-complexity limits, however many attempts
+//! a credential goes through.
 //!
 //! Phases of an attempt (no attempt = idle):
 //!
@@ -12,10 +14,17 @@
 //!                                                                   old rejected--> (idle)
 //!    \--rejected--> Failed   \--rejected: revoke new--> RolledBack
 //!                            \--CAS mismatch: revoke new--> Aborted
+//! Notified --operator: rollback--> RollingBack --old written back, new revoked--> Reverted
 //! ```
 //!
+//! A transient failure (provider unavailable, outcome unknown) keeps the phase and records when
+//! to try again ([`Retry`], capped exponential backoff with jitter, budgeted by time). An attempt
+//! that ends without rotating counts against the credential's failure budget: the next attempt
+//! waits ([`StateRecord::retry_at`]), and after the budget the credential is parked until an
+//! operator runs `rotate NAME`.
+//!
 //! "Verified" and "Committed" are not written as phases of their own: verification is repeated
-//! on resume (it is idempotent), and a commit is detected on resume by comparing the secret's
+//! on resume (it has no side effect), and a commit is detected on resume by comparing the secret's
 //! current version with the pending secret. That keeps the common path at five Vault writes.
 
 use std::time::Duration;
@@ -25,20 +34,43 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::SecretFields;
 
-/// How many finished attempts a record keeps.
-pub const HISTORY_LIMIT: usize = 50;
-pub const SCHEMA: u32 = 1;
+/// The record format this binary writes.
+pub const SCHEMA: u32 = 2;
+/// The record formats this binary reads (1: before the failure budget and bounds).
+pub const OLDEST_SCHEMA: u32 = 1;
+/// At most this many finished attempts are kept in the record (fewer when they are large).
+pub const HISTORY_LIMIT: usize = 10;
+/// Bounds of the record as written, far below OpenBao's defaults (`max_request_json_strings`
+/// 1000; request size in MiB): object keys and string values both count as strings.
+pub const MAX_RECORD_STRINGS: usize = 400;
+pub const MAX_RECORD_BYTES: usize = 16 * 1024;
+/// Possible orphans one attempt may accumulate before it stops minting and asks for an operator.
+pub const MAX_ORPHANS: usize = 3;
+const MAX_MARKS: usize = 12;
+const MAX_ERROR_CHARS: usize = 300;
 
 /// The daemon's record for one credential, kept at `{state_mount}/{state_prefix}/credentials/{name}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StateRecord {
     pub schema: u32,
     pub credential: String,
+    /// The program and version that wrote the record last.
+    #[serde(default)]
+    pub written_by: Option<String>,
     /// The attempt in flight, if any.
     pub attempt: Option<Attempt>,
-    /// Finished attempts, oldest first.
+    /// The latest finished attempts, oldest first (bounded).
     #[serde(default)]
     pub history: Vec<AttemptSummary>,
+    /// Attempts in a row that ended without rotating (failed, rolled back).
+    #[serde(default)]
+    pub failures: u32,
+    /// After a failed attempt: no new attempt starts on its own before this time.
+    #[serde(default)]
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Failure budget spent: nothing starts on its own until an operator runs `rotate NAME`.
+    #[serde(default)]
+    pub parked: Option<Parked>,
 }
 
 impl StateRecord {
@@ -46,10 +78,59 @@ impl StateRecord {
         StateRecord {
             schema: SCHEMA,
             credential: credential.to_string(),
+            written_by: None,
             attempt: None,
             history: Vec::new(),
+            failures: 0,
+            retry_at: None,
+            parked: None,
         }
     }
+
+    /// Check a record read from Vault before anything acts on it: a schema this binary knows,
+    /// the credential it belongs to, and the fields its phase needs. `Err` names the field.
+    pub fn validate(&self, credential: &str) -> Result<(), String> {
+        if !(OLDEST_SCHEMA..=SCHEMA).contains(&self.schema) {
+            return Err(format!(
+                "field schema: {} is not a record format this binary knows ({OLDEST_SCHEMA} to {SCHEMA}); it was written by {}",
+                self.schema,
+                self.written_by.as_deref().unwrap_or("an unknown program")
+            ));
+        }
+        if self.credential != credential {
+            return Err(format!(
+                "field credential: the record names credential {:?}, not {credential:?}",
+                self.credential
+            ));
+        }
+        let Some(a) = &self.attempt else {
+            return Ok(());
+        };
+        let missing = |field: &str| {
+            Err(format!(
+                "field attempt.{field} is null, but phase {} needs it",
+                a.phase.as_str()
+            ))
+        };
+        match a.phase {
+            Phase::Minting => Ok(()),
+            Phase::Minted if a.pending.is_none() => missing("pending"),
+            Phase::Minted => Ok(()),
+            Phase::Notified | Phase::RollingBack if a.pending.is_none() => missing("pending"),
+            Phase::Notified | Phase::RollingBack if a.version_after.is_none() => {
+                missing("version_after")
+            }
+            Phase::RollingBack if a.old.is_none() => missing("old"),
+            Phase::Notified | Phase::RollingBack => Ok(()),
+        }
+    }
+}
+
+/// Why a credential waits for an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parked {
+    pub since: DateTime<Utc>,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +143,8 @@ pub enum Phase {
     /// Committed to the secret's path and announced; waiting out the grace period, then
     /// revoking the old credential.
     Notified,
+    /// An operator asked to re-promote the old credential: write it back, then revoke the new.
+    RollingBack,
 }
 
 impl Phase {
@@ -70,6 +153,7 @@ impl Phase {
             Phase::Minting => "minting",
             Phase::Minted => "minted",
             Phase::Notified => "notified",
+            Phase::RollingBack => "rolling_back",
         }
     }
 }
@@ -91,6 +175,16 @@ pub struct Mark {
     pub at: DateTime<Utc>,
 }
 
+/// A step failed for a reason that may pass (provider or Vault unavailable): when to try again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    /// Failures in a row of the current step.
+    pub tries: u32,
+    /// When the first of them happened: the transient budget counts from here.
+    pub since: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+}
+
 /// The attempt in flight.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
@@ -104,7 +198,8 @@ pub struct Attempt {
     pub trigger: String,
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// The secret's version when the attempt started (0: it did not exist).
+    /// The secret's version when the attempt started (0: it never existed; a deleted latest
+    /// version counts as its own number, which check-and-set compares against).
     pub version_before: u64,
     /// The credential being replaced, kept until it is revoked.
     pub old: Option<SecretFields>,
@@ -122,10 +217,13 @@ pub struct Attempt {
     #[serde(default)]
     pub marks: Vec<Mark>,
     pub last_error: Option<String>,
-    /// Set after capped retries: the daemon stops retrying until an operator acts
+    /// Set when retries are spent: the daemon stops retrying until an operator acts
     /// (`rotate NAME` resumes it).
     #[serde(default)]
     pub needs_attention: bool,
+    /// A transient failure of the current step: when to try again.
+    #[serde(default)]
+    pub retry: Option<Retry>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,10 +281,19 @@ pub enum Step {
     WaitUntil(DateTime<Utc>),
     /// Revoke the old credential and check that it is rejected.
     RevokeOld,
+    /// Write the old credential back, then revoke the new one.
+    RollBack,
+    /// The last try of the current step failed transiently: nothing before this time.
+    RetryAt(DateTime<Utc>),
 }
 
 /// The next step of an attempt at `now`.
 pub fn next_step(a: &Attempt, now: DateTime<Utc>) -> Step {
+    if let Some(r) = &a.retry {
+        if now < r.at {
+            return Step::RetryAt(r.at);
+        }
+    }
     match a.phase {
         Phase::Minting => Step::Mint,
         Phase::Minted => Step::VerifyAndCommit,
@@ -194,6 +301,7 @@ pub fn next_step(a: &Attempt, now: DateTime<Utc>) -> Step {
             Some(t) if now < t => Step::WaitUntil(t),
             _ => Step::RevokeOld,
         },
+        Phase::RollingBack => Step::RollBack,
     }
 }
 
@@ -203,6 +311,91 @@ pub fn may_act(a: &Attempt, me: &str, now: DateTime<Utc>, holder_dead: bool) -> 
     a.owner == me || holder_dead || now >= a.lease_expires_at
 }
 
+/// Before an irreversible external step (revoke, discard) that may last up to `step` (its
+/// deadlines): does the lease outlast it, or must it be renewed (a CAS write) first?
+pub fn lease_covers(a: &Attempt, now: DateTime<Utc>, step: Duration) -> bool {
+    a.lease_expires_at > now + step
+}
+
+/// Capped exponential backoff with jitter: the delay after `failures` failures in a row
+/// (1 or more) is `base * 2^(failures-1)`, capped, of which the second half is random
+/// ("equal jitter": never shorter than half, so retries cannot bunch up at zero). `unit` is a
+/// random number in [0, 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Backoff {
+    pub fn delay(&self, failures: u32, unit: f64) -> Duration {
+        let exp = failures.saturating_sub(1).min(30);
+        let full = self.base.saturating_mul(1u32 << exp).min(self.cap);
+        let half = full / 2;
+        half + half.mul_f64(unit.clamp(0.0, 1.0))
+    }
+}
+
+/// How an attempt and a credential retry: within an attempt, transient failures back off and
+/// give up after `transient_budget`; attempts that end without rotating back off between
+/// themselves and park the credential after `failure_budget` of them in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub step: Backoff,
+    pub transient_budget: Duration,
+    pub attempts: Backoff,
+    pub failure_budget: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            step: Backoff {
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(60),
+            },
+            // Longer than a Vault restart or a provider's bad quarter of an hour.
+            transient_budget: Duration::from_secs(15 * 60),
+            attempts: Backoff {
+                base: Duration::from_secs(60),
+                cap: Duration::from_secs(6 * 3600),
+            },
+            failure_budget: 5,
+        }
+    }
+}
+
+/// Why an attempt may not start on its own now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked {
+    /// The failure budget is spent: an operator must run `rotate NAME`.
+    Parked(Parked),
+    /// The last attempt failed: the next waits until then.
+    BackingOff(DateTime<Utc>),
+}
+
+/// May a new attempt start now? An operator's `rotate` always may (it unparks).
+pub fn may_start(r: &StateRecord, now: DateTime<Utc>, manual: bool) -> Result<(), Blocked> {
+    if manual {
+        return Ok(());
+    }
+    if let Some(p) = &r.parked {
+        return Err(Blocked::Parked(p.clone()));
+    }
+    match r.retry_at {
+        Some(t) if now < t => Err(Blocked::BackingOff(t)),
+        _ => Ok(()),
+    }
+}
+
+/// An operator asked for a rotation: forget the failures and the parking.
+pub fn unpark(mut r: StateRecord) -> StateRecord {
+    r.parked = None;
+    r.failures = 0;
+    r.retry_at = None;
+    r
+}
+
 /// Everything needed to start an attempt.
 pub struct Start<'a> {
     pub id: String,
@@ -210,17 +403,15 @@ pub struct Start<'a> {
     pub trigger: &'a str,
     pub now: DateTime<Utc>,
     pub lease: Duration,
-    /// The secret as read at the start: version and data; `None` when it does not exist.
-    pub current: Option<(u64, SecretFields)>,
+    /// The secret's current version (0: never written; a deleted latest version keeps its
+    /// number) and its data when it can be read.
+    pub version: u64,
+    pub current: Option<SecretFields>,
     /// For providers whose credentials expire: how long the new one lives.
     pub lifetime: Option<Duration>,
 }
 
 pub fn begin(s: Start<'_>) -> Attempt {
-    let (version_before, old) = match s.current {
-        Some((v, data)) => (v, Some(data)),
-        None => (0, None),
-    };
     Attempt {
         id: s.id,
         owner: s.owner.to_string(),
@@ -229,8 +420,8 @@ pub fn begin(s: Start<'_>) -> Attempt {
         trigger: s.trigger.to_string(),
         started_at: s.now,
         updated_at: s.now,
-        version_before,
-        old,
+        version_before: s.version,
+        old: s.current,
         planned_expires_at: s.lifetime.map(|l| s.now + l),
         pending: None,
         pending_expires_at: None,
@@ -243,6 +434,7 @@ pub fn begin(s: Start<'_>) -> Attempt {
         }],
         last_error: None,
         needs_attention: false,
+        retry: None,
     }
 }
 
@@ -251,6 +443,17 @@ fn touched(mut a: Attempt, owner: &str, now: DateTime<Utc>, lease: Duration) -> 
     a.updated_at = now;
     a.lease_expires_at = now + lease;
     a
+}
+
+fn mark(a: &mut Attempt, phase: &str, at: DateTime<Utc>) {
+    a.marks.push(Mark {
+        phase: phase.into(),
+        at,
+    });
+    if a.marks.len() > MAX_MARKS {
+        // Keep the first (the start) and the latest.
+        a.marks.remove(1);
+    }
 }
 
 /// Take an attempt over (lease expired, or resumed by its own owner after a restart).
@@ -263,9 +466,14 @@ pub fn note_orphan(mut a: Attempt, reason: &str, now: DateTime<Utc>) -> Attempt 
     a.orphans.push(Orphan {
         noted_at: now,
         expires_at: a.planned_expires_at,
-        reason: reason.to_string(),
+        reason: clip(reason),
     });
     a
+}
+
+/// Has this attempt noted as many possible orphans as it may? Then it mints no more.
+pub fn orphans_spent(a: &Attempt) -> bool {
+    a.orphans.len() >= MAX_ORPHANS
 }
 
 pub fn minted(
@@ -281,10 +489,8 @@ pub fn minted(
     a.pending = Some(secret);
     a.pending_expires_at = expires_at.or(a.planned_expires_at);
     a.last_error = None;
-    a.marks.push(Mark {
-        phase: Phase::Minted.as_str().into(),
-        at: now,
-    });
+    a.retry = None;
+    mark(&mut a, Phase::Minted.as_str(), now);
     a
 }
 
@@ -304,14 +510,19 @@ pub fn committed(
     a.revoke_after = Some(now + grace);
     a.lease_expires_at = now + grace + lease;
     a.last_error = None;
-    a.marks.push(Mark {
-        phase: "committed".into(),
-        at: now,
-    });
-    a.marks.push(Mark {
-        phase: Phase::Notified.as_str().into(),
-        at: now,
-    });
+    a.retry = None;
+    mark(&mut a, "committed", now);
+    mark(&mut a, Phase::Notified.as_str(), now);
+    a
+}
+
+/// An operator asked to re-promote the old credential: recorded before anything is written.
+pub fn rolling_back(a: Attempt, owner: &str, now: DateTime<Utc>, lease: Duration) -> Attempt {
+    let mut a = touched(a, owner, now, lease);
+    a.phase = Phase::RollingBack;
+    a.retry = None;
+    a.needs_attention = false;
+    mark(&mut a, Phase::RollingBack.as_str(), now);
     a
 }
 
@@ -325,23 +536,81 @@ pub fn failed_step(
     lease: Duration,
 ) -> Attempt {
     let mut a = touched(a, owner, now, lease);
-    a.last_error = Some(error.to_string());
+    a.last_error = Some(clip(error));
     a.needs_attention = attention;
+    if attention {
+        a.retry = None;
+    }
     a
 }
 
-/// End the attempt: move it into the history, leaving the record idle.
+/// A step failed transiently: try again after a backoff, or, once the transient budget is spent,
+/// stop and ask for an operator (`needs_attention`). The lease covers the wait, so this instance
+/// resumes the attempt. `unit` is a random number in [0, 1).
+pub fn transient(
+    a: Attempt,
+    error: &str,
+    policy: &RetryPolicy,
+    unit: f64,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> Attempt {
+    let (tries, since) = match &a.retry {
+        Some(r) => (r.tries + 1, r.since),
+        None => (1, now),
+    };
+    if now - since >= chrono::Duration::from_std(policy.transient_budget).unwrap_or_default() {
+        let spent = format!(
+            "{error} (failing for {}, {tries} tries)",
+            humantime::format_duration(Duration::from_secs(
+                (now - since).num_seconds().max(0) as u64
+            ))
+        );
+        return failed_step(a, &spent, true, owner, now, lease);
+    }
+    let at = now + policy.step.delay(tries, unit);
+    let mut a = failed_step(a, error, false, owner, now, lease);
+    a.retry = Some(Retry { tries, since, at });
+    a.lease_expires_at = at + lease;
+    a
+}
+
+/// End the attempt: move it into the history, leaving the record idle. An attempt that ended
+/// without rotating counts against the failure budget (`unit`: a random number in [0, 1)).
 pub fn finish(
     mut record: StateRecord,
     mut a: Attempt,
     outcome: Outcome,
     error: Option<String>,
     now: DateTime<Utc>,
+    policy: &RetryPolicy,
+    unit: f64,
 ) -> StateRecord {
-    a.marks.push(Mark {
-        phase: outcome.as_str().into(),
-        at: now,
-    });
+    mark(&mut a, outcome.as_str(), now);
+    let error = error.map(|e| clip(&e));
+    match outcome {
+        Outcome::Rotated | Outcome::Reverted => {
+            record.failures = 0;
+            record.retry_at = None;
+        }
+        // Someone else rotated the secret: not this credential's failure.
+        Outcome::Aborted => {}
+        Outcome::Failed | Outcome::RolledBack => {
+            record.failures += 1;
+            record.retry_at = Some(now + policy.attempts.delay(record.failures, unit));
+            if record.failures >= policy.failure_budget {
+                record.parked = Some(Parked {
+                    since: now,
+                    reason: format!(
+                        "{} attempts in a row did not rotate; the last: {}",
+                        record.failures,
+                        error.as_deref().unwrap_or(outcome.as_str())
+                    ),
+                });
+            }
+        }
+    }
     record.history.push(AttemptSummary {
         id: a.id,
         trigger: a.trigger,
@@ -355,12 +624,57 @@ pub fn finish(
         error,
         expires_at: a.pending_expires_at,
     });
-    if record.history.len() > HISTORY_LIMIT {
-        let extra = record.history.len() - HISTORY_LIMIT;
-        record.history.drain(..extra);
-    }
     record.attempt = None;
     record
+}
+
+/// The record is too large to write even with no finished attempt kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the state record needs {strings} JSON strings and {bytes} bytes, over the bound of {MAX_RECORD_STRINGS} strings and {MAX_RECORD_BYTES} bytes (the secret has too many or too large fields)")]
+pub struct TooLarge {
+    pub strings: usize,
+    pub bytes: usize,
+}
+
+/// Strings (object keys and string values) and bytes of a JSON value, as OpenBao counts them.
+pub fn json_size(v: &serde_json::Value) -> (usize, usize) {
+    fn strings(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::String(_) => 1,
+            serde_json::Value::Array(a) => a.iter().map(strings).sum(),
+            serde_json::Value::Object(o) => o.values().map(|v| 1 + strings(v)).sum(),
+            _ => 0,
+        }
+    }
+    (strings(v), v.to_string().len())
+}
+
+/// The record as it will be written: at most [`HISTORY_LIMIT`] finished attempts, fewer when
+/// needed to stay within [`MAX_RECORD_STRINGS`] and [`MAX_RECORD_BYTES`] (the oldest go first).
+pub fn bounded(mut r: StateRecord) -> Result<(StateRecord, serde_json::Value), TooLarge> {
+    if r.history.len() > HISTORY_LIMIT {
+        let extra = r.history.len() - HISTORY_LIMIT;
+        r.history.drain(..extra);
+    }
+    loop {
+        let v = serde_json::to_value(&r).expect("state records serialise");
+        // The write wraps the record in {"data": …, "options": {"cas": n}}: three more strings.
+        let (strings, bytes) = json_size(&v);
+        if strings + 3 <= MAX_RECORD_STRINGS && bytes + 64 <= MAX_RECORD_BYTES {
+            return Ok((r, v));
+        }
+        if r.history.is_empty() {
+            return Err(TooLarge { strings, bytes });
+        }
+        r.history.remove(0);
+    }
+}
+
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(MAX_ERROR_CHARS) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
 }
 
 /// What a resumed commit step finds at the secret's path.
@@ -389,12 +703,6 @@ pub fn commit_check(
     }
 }
 
-/// Delay before retry number `n` (0-based) of a step: 250 ms doubling, capped at `cap`.
-pub fn backoff(n: u32, cap: Duration) -> Duration {
-    let ms = 250u64.saturating_mul(1u64 << n.min(20));
-    Duration::from_millis(ms).min(cap)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,23 +719,54 @@ mod tests {
             trigger: "manual",
             now: t(0),
             lease: Duration::from_secs(60),
-            current: Some((3, SecretFields::new().with("token", "old"))),
+            version: 3,
+            current: Some(SecretFields::new().with("token", "old")),
             lifetime: Some(Duration::from_secs(3600)),
         });
         a.phase = phase;
+        if phase != Phase::Minting {
+            a.pending = Some(SecretFields::new().with("token", "new"));
+        }
+        if matches!(phase, Phase::Notified | Phase::RollingBack) {
+            a.version_after = Some(4);
+        }
         a
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            step: Backoff {
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(8),
+            },
+            transient_budget: Duration::from_secs(60),
+            attempts: Backoff {
+                base: Duration::from_secs(10),
+                cap: Duration::from_secs(100),
+            },
+            failure_budget: 3,
+        }
     }
 
     #[test]
     fn next_step_from_every_recorded_state() {
         let mut notified = attempt(Phase::Notified);
         notified.revoke_after = Some(t(100));
+        let mut retrying = attempt(Phase::Minted);
+        retrying.retry = Some(Retry {
+            tries: 1,
+            since: t(0),
+            at: t(30),
+        });
         let cases: Vec<(Attempt, DateTime<Utc>, Step)> = vec![
             (attempt(Phase::Minting), t(1), Step::Mint),
             (attempt(Phase::Minted), t(1), Step::VerifyAndCommit),
             (notified.clone(), t(50), Step::WaitUntil(t(100))),
             (notified.clone(), t(100), Step::RevokeOld),
             (notified, t(500), Step::RevokeOld),
+            (attempt(Phase::RollingBack), t(1), Step::RollBack),
+            (retrying.clone(), t(10), Step::RetryAt(t(30))),
+            (retrying, t(30), Step::VerifyAndCommit),
         ];
         for (a, now, expected) in cases {
             assert_eq!(next_step(&a, now), expected, "phase {:?} at {now}", a.phase);
@@ -451,6 +790,16 @@ mod tests {
                 expected,
                 "{me} at {now}, holder dead: {holder_dead}"
             );
+        }
+    }
+
+    #[test]
+    fn an_irreversible_step_needs_the_lease_to_outlast_it() {
+        let a = attempt(Phase::Notified); // lease until t(60)
+        let step = Duration::from_secs(20);
+        let cases = [(t(0), true), (t(39), true), (t(40), false), (t(70), false)];
+        for (now, expected) in cases {
+            assert_eq!(lease_covers(&a, now, step), expected, "at {now}");
         }
     }
 
@@ -481,17 +830,19 @@ mod tests {
         assert!(a.old.is_some());
         assert_eq!(a.planned_expires_at, Some(t(3600)));
         assert_eq!(a.lease_expires_at, t(60));
-        let missing = begin(Start {
+        // A soft-deleted latest version: nothing to read, but CAS compares against its number.
+        let deleted = begin(Start {
             id: "a2".into(),
             owner: "h",
             trigger: "missing",
             now: t(0),
             lease: Duration::from_secs(60),
+            version: 7,
             current: None,
             lifetime: None,
         });
-        assert_eq!(missing.version_before, 0);
-        assert!(missing.old.is_none() && missing.planned_expires_at.is_none());
+        assert_eq!(deleted.version_before, 7);
+        assert!(deleted.old.is_none() && deleted.planned_expires_at.is_none());
     }
 
     #[test]
@@ -514,7 +865,15 @@ mod tests {
         assert_eq!(a.phase, Phase::Notified);
         assert_eq!(a.revoke_after, Some(t(50)));
         assert_eq!(a.lease_expires_at, t(110), "lease covers the grace period");
-        let r = finish(StateRecord::new("c"), a, Outcome::Rotated, None, t(60));
+        let r = finish(
+            StateRecord::new("c"),
+            a,
+            Outcome::Rotated,
+            None,
+            t(60),
+            &policy(),
+            0.5,
+        );
         assert!(r.attempt.is_none());
         let h = &r.history[0];
         assert_eq!((h.version_before, h.version_after), (3, Some(4)));
@@ -527,23 +886,220 @@ mod tests {
     }
 
     #[test]
-    fn history_is_bounded() {
-        let mut r = StateRecord::new("c");
-        for i in 0..(HISTORY_LIMIT + 5) {
-            let mut a = attempt(Phase::Minting);
-            a.id = format!("a{i}");
-            r = finish(r, a, Outcome::Failed, Some("x".into()), t(i as i64));
+    fn backoff_doubles_is_capped_and_keeps_half_of_the_delay() {
+        let b = Backoff {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(8),
+        };
+        // (failures, unit, expected ms)
+        let cases = [
+            (1, 0.0, 500),
+            (1, 0.999, 999),
+            (2, 0.0, 1000),
+            (3, 0.5, 3000),
+            (4, 0.0, 4000),
+            (5, 0.0, 4000),
+            (500, 1.0, 8000),
+            (0, 0.0, 500),
+        ];
+        for (n, unit, ms) in cases {
+            assert_eq!(
+                b.delay(n, unit).as_millis(),
+                ms,
+                "{n} failures, unit {unit}"
+            );
         }
-        assert_eq!(r.history.len(), HISTORY_LIMIT);
-        assert_eq!(r.history[0].id, "a5");
     }
 
     #[test]
-    fn backoff_doubles_and_is_capped() {
-        let cap = Duration::from_secs(5);
-        let got: Vec<u64> = (0..8).map(|n| backoff(n, cap).as_millis() as u64).collect();
-        assert_eq!(got, [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
-        assert_eq!(backoff(200, cap), cap);
+    fn transient_failures_back_off_then_ask_for_an_operator_when_the_budget_is_spent() {
+        let p = policy();
+        let lease = Duration::from_secs(60);
+        let mut a = attempt(Phase::Minted);
+        // (now, expected retry at, expected needs attention)
+        let cases = [
+            (t(0), Some(t(1)), false),
+            (t(1), Some(t(3)), false),
+            (t(3), Some(t(7)), false),
+            (t(59), Some(t(67)), false),
+            (t(60), None, true),
+        ];
+        for (now, at, attention) in cases {
+            a = transient(a, "provider unavailable", &p, 1.0, "host-a", now, lease);
+            assert_eq!(a.retry.as_ref().map(|r| r.at), at, "at {now}");
+            assert_eq!(a.needs_attention, attention, "at {now}");
+            if let Some(at) = at {
+                assert_eq!(a.lease_expires_at, at + lease, "the lease covers the wait");
+            }
+        }
+        assert!(a.last_error.unwrap().contains("failing for 1m"));
+    }
+
+    #[test]
+    fn failed_attempts_back_off_and_park_the_credential_after_the_budget() {
+        let p = policy();
+        let mut r = StateRecord::new("c");
+        // (outcome, failures after, retry_at, parked)
+        let cases = [
+            (Outcome::Failed, 1, Some(t(5)), false),
+            (Outcome::Aborted, 1, Some(t(5)), false),
+            (Outcome::RolledBack, 2, Some(t(10)), false),
+            (Outcome::RolledBack, 3, Some(t(20)), true),
+            (Outcome::Rotated, 0, None, true),
+        ];
+        for (outcome, failures, retry_at, parked) in cases {
+            r = finish(r, attempt(Phase::Minted), outcome, None, t(0), &p, 0.0);
+            assert_eq!(r.failures, failures, "{outcome:?}");
+            assert_eq!(r.retry_at, retry_at, "{outcome:?}");
+            assert_eq!(r.parked.is_some(), parked, "{outcome:?}");
+        }
+        let parked = StateRecord {
+            parked: Some(Parked {
+                since: t(0),
+                reason: "x".into(),
+            }),
+            ..StateRecord::new("c")
+        };
+        let backing_off = StateRecord {
+            retry_at: Some(t(100)),
+            ..StateRecord::new("c")
+        };
+        let cases = [
+            (&parked, t(1000), false, Err("parked")),
+            (&parked, t(1000), true, Ok(())),
+            (&backing_off, t(99), false, Err("backing off")),
+            (&backing_off, t(100), false, Ok(())),
+            (&backing_off, t(99), true, Ok(())),
+        ];
+        for (record, now, manual, expected) in cases {
+            let got = may_start(record, now, manual).map_err(|b| match b {
+                Blocked::Parked(_) => "parked",
+                Blocked::BackingOff(_) => "backing off",
+            });
+            assert_eq!(got, expected, "at {now}, manual {manual}");
+        }
+        let r = unpark(parked);
+        assert!(r.parked.is_none() && r.failures == 0 && r.retry_at.is_none());
+    }
+
+    #[test]
+    fn an_attempt_stops_minting_after_its_orphan_budget() {
+        let mut a = attempt(Phase::Minting);
+        for i in 0..MAX_ORPHANS {
+            assert!(!orphans_spent(&a), "after {i} orphans");
+            a = note_orphan(a, "lost", t(i as i64));
+        }
+        assert!(orphans_spent(&a));
+    }
+
+    #[test]
+    fn the_record_stays_within_its_bounds_however_long_the_history() {
+        let p = policy();
+        let long_error = "e".repeat(5000);
+        let mut r = StateRecord::new("c");
+        for i in 0..300 {
+            let mut a = attempt(Phase::Minted);
+            a.id = format!("a{i}");
+            for j in 0..40 {
+                a = transient(a, &long_error, &p, 0.5, "h", t(j), Duration::from_secs(60));
+                if !orphans_spent(&a) {
+                    a = note_orphan(a, &long_error, t(j));
+                }
+                mark(&mut a, "minted", t(j));
+            }
+            let outcome = if i % 2 == 0 {
+                Outcome::Rotated
+            } else {
+                Outcome::RolledBack
+            };
+            r = finish(r, a, outcome, Some(long_error.clone()), t(i), &p, 0.5);
+            let mut with_attempt = r.clone();
+            let mut a = attempt(Phase::Notified);
+            a.last_error = Some(long_error.clone());
+            with_attempt.attempt = Some(a);
+            let (bounded_record, v) = bounded(with_attempt).expect("fits");
+            let (strings, bytes) = json_size(&v);
+            assert!(
+                strings + 3 <= MAX_RECORD_STRINGS,
+                "{strings} strings after {i}"
+            );
+            assert!(bytes <= MAX_RECORD_BYTES, "{bytes} bytes after {i}");
+            assert!(!bounded_record.history.is_empty(), "keeps recent attempts");
+            r = bounded(r).unwrap().0;
+        }
+        assert!(r.history.len() <= HISTORY_LIMIT);
+        assert_eq!(r.history.last().unwrap().id, "a299", "the newest stay");
+    }
+
+    #[test]
+    fn a_record_too_large_to_write_is_refused() {
+        let mut r = StateRecord::new("c");
+        let mut a = attempt(Phase::Minted);
+        let mut huge = SecretFields::new();
+        for i in 0..500 {
+            huge.insert(&format!("field{i}"), "v");
+        }
+        a.old = Some(huge);
+        r.attempt = Some(a);
+        assert!(bounded(r).is_err());
+    }
+
+    #[test]
+    fn validate_names_the_field_a_record_lacks() {
+        let with = |f: &dyn Fn(&mut StateRecord)| {
+            let mut r = StateRecord::new("c");
+            r.attempt = Some(attempt(Phase::Minted));
+            f(&mut r);
+            r.validate("c").err().unwrap_or_default()
+        };
+        let cases: Vec<(&str, String)> = vec![
+            ("", with(&|_| {})),
+            ("field schema: 9", with(&|r| r.schema = 9)),
+            ("field credential", with(&|r| r.credential = "other".into())),
+            (
+                "attempt.pending is null, but phase minted",
+                with(&|r| r.attempt.as_mut().unwrap().pending = None),
+            ),
+            (
+                "attempt.version_after is null, but phase notified",
+                with(&|r| {
+                    let a = r.attempt.as_mut().unwrap();
+                    a.phase = Phase::Notified;
+                }),
+            ),
+            (
+                "attempt.old is null, but phase rolling_back",
+                with(&|r| {
+                    let a = r.attempt.as_mut().unwrap();
+                    a.phase = Phase::RollingBack;
+                    a.version_after = Some(4);
+                    a.old = None;
+                }),
+            ),
+        ];
+        for (expected, got) in cases {
+            if expected.is_empty() {
+                assert_eq!(got, "");
+            } else {
+                assert!(got.contains(expected), "{got:?} should say {expected:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn schema_1_records_are_read() {
+        let v = serde_json::json!({
+            "schema": 1, "credential": "c", "attempt": null,
+            "history": [{
+                "id": "x", "trigger": "manual", "started_at": t(0), "finished_at": t(1),
+                "outcome": "rotated", "version_before": 1, "version_after": 2, "marks": [],
+                "orphans": [], "error": null, "expires_at": null
+            }]
+        });
+        let r: StateRecord = serde_json::from_value(v).unwrap();
+        assert!(r.validate("c").is_ok());
+        assert_eq!(r.history.len(), 1);
+        assert_eq!((r.failures, r.parked.is_none()), (0, true));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod approle;
 mod auth;
 mod error;
+mod extra;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,6 +26,7 @@ use vaultrs::error::ClientError;
 pub use approle::{GeneratedSecretId, SecretIdOptions};
 pub use auth::{resolve_login, Login};
 pub use error::{classify_status, error_chain, VaultError};
+pub use extra::{MountKind, TokenInfo};
 
 use crate::config::{KvPath, VaultConfig};
 use crate::secret::SecretFields;
