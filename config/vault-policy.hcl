@@ -90,6 +90,13 @@ path "auth/approle/role/billing/role-id" {
   capabilities = ["read"]
 }
 
+# Verifying a new secret-id logs in with it once; the daemon then revokes the token that login
+# returned. Without this grant that token stays live until its TTL ends. Not needed when no
+# credential uses `vault_approle_secret_id`.
+path "auth/token/revoke" {
+  capabilities = ["update"]
+}
+
 # --- legacy-export, ops-user-token: assisted rotations (the new token is supplied by a person) --
 path "secret/data/bigcommerce/abc123/legacy-export" {
   capabilities = ["read", "create", "update"]

@@ -288,6 +288,7 @@ fn the_example_policy_grants_what_the_example_config_needs() {
                     needs.push((format!("{role}/{action}"), &["update"]));
                 }
                 needs.push((format!("{role}/role-id"), &["read"]));
+                needs.push(("auth/token/revoke".into(), &["update"]));
             }
             _ => {}
         }
@@ -386,6 +387,7 @@ async fn the_example_policy_moved_onto_a_tests_paths_grants_exactly_this_table()
         ("sys/capabilities-self", caps(&["update"])),
         ("auth/token/lookup-self", caps(&["read"])),
         ("auth/token/renew-self", caps(&["update"])),
+        ("auth/token/revoke", caps(&["update"])),
         // The example's other credentials are left out, and nothing else is granted.
         ("secret/data/bigcommerce/storefront-private", deny.clone()),
         ("secret/data/webhooks/shop-frontend", deny.clone()),
@@ -414,4 +416,86 @@ async fn the_example_policy_moved_onto_a_tests_paths_grants_exactly_this_table()
         .call_as(&token, "GET", "auth/token/lookup-self", None)
         .await;
     assert_eq!(me["data"]["policies"], json!(["rotator"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approle_provider_rotates_with_the_example_policy() {
+    let bao = OpenBao::start().await;
+    bao.approle_role("app", json!({ "token_ttl": "60s", "secret_id_ttl": "3h" }))
+        .await;
+    let role_id = bao.role_id("app").await;
+    let (old_id, old_accessor) = bao.new_secret_id("app").await;
+    bao.write_secret(
+        "secret",
+        "apps/app",
+        json!({ "role_id": role_id, "secret_id": old_id, "secret_id_accessor": old_accessor }),
+    )
+    .await;
+    let policy = common::PolicyPaths::new()
+        .state("secret", "secret-rotator")
+        .secret(
+            ("secret", "approle/billing/secret-id"),
+            ("secret", "apps/app"),
+        )
+        .approle(("approle", "billing"), ("approle", "app"));
+    let token = bao.token_with_exact_policy("rotator", &policy.hcl()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[vault]\naddress = \"{}\"\n[vault.auth]\nmethod = \"token\"\n[defaults]\nmax_age = \"1h\"\ngrace = \"1s\"\n[[credentials]]\nname = \"app\"\npath = \"apps/app\"\nexpiry_lead = \"30m\"\n[credentials.vault_approle_secret_id]\nrole_name = \"app\"\nsecret_id_ttl = \"2h\"\n",
+            bao.addr
+        ),
+    )
+    .unwrap();
+    let tokens_before = bao.root("LIST", "auth/token/accessors", None).await["data"]["keys"]
+        .as_array()
+        .unwrap()
+        .len();
+    let (code, stdout, stderr) = common::run_cli(
+        &config,
+        &["rotate", "app", "--wait"],
+        &[("VAULT_TOKEN", &token)],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let v = bao.root("GET", "secret/data/apps/app", None).await;
+    assert_eq!(v["data"]["metadata"]["version"], 2);
+    let (status, _) = bao
+        .call_as(
+            ROOT_TOKEN,
+            "POST",
+            "auth/approle/role/app/secret-id-accessor/lookup",
+            Some(json!({ "secret_id_accessor": old_accessor })),
+        )
+        .await;
+    assert_ne!(status, 200, "the old secret-id is destroyed");
+    let tokens_after = bao.root("LIST", "auth/token/accessors", None).await["data"]["keys"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(
+        tokens_after, tokens_before,
+        "the token of the verification login was revoked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_runs_the_daemon_with_the_example_policy_and_through_the_proxy_on_request() {
+    use common::stack::{Stack, StackOptions, CRED, SECRET_PATH};
+    let s = Stack::with(StackOptions {
+        proxy: true,
+        ..Default::default()
+    })
+    .await;
+    assert_ne!(s.token, ROOT_TOKEN);
+    let out = s.cli(&["rotate", CRED, "--wait"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(s.current().await.0, 2);
+
+    let proxy = s.proxy.as_ref().unwrap();
+    let secret = format!("secret/data/{SECRET_PATH}");
+    assert_eq!(proxy.count("POST", &secret), 1, "one commit of the secret");
+    assert!(proxy.count("POST", "secret/data/secret-rotator/") >= 2);
+    assert!(proxy.count("GET", &secret) >= 1);
 }
