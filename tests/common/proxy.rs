@@ -151,6 +151,7 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Mu
     let mut connections = JoinSet::new();
     loop {
         let Ok((client, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await; // e.g. out of file descriptors
             continue;
         };
         while connections.try_join_next().is_some() {}
