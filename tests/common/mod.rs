@@ -2,6 +2,7 @@
 //! operator would (root token over the HTTP API).
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod stack;
 
 use std::net::TcpListener;
@@ -172,6 +173,34 @@ impl OpenBao {
         v["data"]["version"].as_u64().unwrap()
     }
 
+    /// The server's `host:port`, for a proxy in front of it.
+    pub fn socket_addr(&self) -> std::net::SocketAddr {
+        let host_port = self
+            .addr
+            .split("://")
+            .nth(1)
+            .expect("an address with a scheme");
+        host_port.parse().expect("a loopback socket address")
+    }
+
+    /// A token that holds exactly this policy: not even OpenBao's `default` policy.
+    pub async fn token_with_exact_policy(&self, name: &str, hcl: &str) -> String {
+        self.root(
+            "PUT",
+            &format!("sys/policies/acl/{name}"),
+            Some(json!({ "policy": hcl })),
+        )
+        .await;
+        let v = self
+            .root(
+                "POST",
+                "auth/token/create",
+                Some(json!({ "policies": [name], "no_default_policy": true, "ttl": "1h" })),
+            )
+            .await;
+        v["auth"]["client_token"].as_str().unwrap().to_string()
+    }
+
     /// A token limited to the given policy HCL.
     pub async fn token_with_policy(&self, name: &str, hcl: &str) -> String {
         self.root(
@@ -278,4 +307,142 @@ pub fn run_cli(
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// One block of a policy file: `path "PATH" { capabilities = [...] }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRule {
+    pub path: String,
+    pub capabilities: Vec<String>,
+}
+
+/// The shipped example policy, `config/vault-policy.hcl`, written for `config/example.toml`.
+pub fn example_policy() -> Vec<PolicyRule> {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/vault-policy.hcl");
+    parse_policy(&std::fs::read_to_string(file).expect("read config/vault-policy.hcl"))
+}
+
+/// The blocks of a policy in the shape the example uses: `path "..." {`, one `capabilities` line,
+/// `}`. Comments are skipped.
+pub fn parse_policy(hcl: &str) -> Vec<PolicyRule> {
+    let quoted =
+        |s: &str| -> Vec<String> { s.split('"').skip(1).step_by(2).map(String::from).collect() };
+    let mut rules = Vec::new();
+    let mut path: Option<String> = None;
+    for line in hcl.lines().map(str::trim) {
+        if line.starts_with("path ") {
+            path = quoted(line).into_iter().next();
+        } else if line.starts_with("capabilities") {
+            let path = path.take().expect("capabilities outside a path block");
+            rules.push(PolicyRule {
+                path,
+                capabilities: quoted(line),
+            });
+        }
+    }
+    rules
+}
+
+/// Render rules back to HCL.
+pub fn policy_hcl(rules: &[PolicyRule]) -> String {
+    rules
+        .iter()
+        .map(|r| {
+            let caps: Vec<String> = r.capabilities.iter().map(|c| format!("{c:?}")).collect();
+            format!(
+                "path {:?} {{\n  capabilities = [{}]\n}}\n",
+                r.path,
+                caps.join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The example policy moved onto a test's own paths: each of the example's secrets, state prefix
+/// and AppRole roles that the test uses is renamed to the test's; the blocks of the example's
+/// other credentials are left out; the daemon-wide blocks (`sys/`, `auth/token/`) are kept as
+/// they are. The capabilities are the file's, unchanged: the file is what the tests exercise.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyPaths {
+    /// (example prefix, test prefix): a rule whose path is the prefix or continues it with `/`.
+    renames: Vec<(String, String)>,
+}
+
+/// The example config's state mount and prefix.
+pub const EXAMPLE_STATE: (&str, &str) = ("secret", "secret-rotator");
+
+impl PolicyPaths {
+    pub fn new() -> PolicyPaths {
+        PolicyPaths::default()
+    }
+
+    /// The state records: the example's `secret` / `secret-rotator` become `mount` / `prefix`.
+    pub fn state(self, mount: &str, prefix: &str) -> PolicyPaths {
+        self.secret(EXAMPLE_STATE, (mount, prefix))
+    }
+
+    /// A KV v2 secret (mount, path) of the example becomes the test's (mount, path): its `data`,
+    /// `metadata` and `destroy` blocks, whatever the example grants there.
+    pub fn secret(mut self, example: (&str, &str), ours: (&str, &str)) -> PolicyPaths {
+        for kind in ["data", "metadata", "destroy"] {
+            self.renames.push((
+                format!("{}/{kind}/{}", example.0, example.1),
+                format!("{}/{kind}/{}", ours.0, ours.1),
+            ));
+        }
+        self
+    }
+
+    /// An AppRole role (auth mount, role name) of the example becomes the test's.
+    pub fn approle(mut self, example: (&str, &str), ours: (&str, &str)) -> PolicyPaths {
+        self.renames.push((
+            format!("auth/{}/role/{}", example.0, example.1),
+            format!("auth/{}/role/{}", ours.0, ours.1),
+        ));
+        self
+    }
+
+    /// The example policy's rules on these paths. Panics when a rename matches no rule of the file
+    /// (the file and the test drifted apart).
+    pub fn rules(&self) -> Vec<PolicyRule> {
+        let example = example_policy();
+        let mut used = vec![false; self.renames.len()];
+        let mut out = Vec::new();
+        for rule in &example {
+            if rule.path.starts_with("sys/") || rule.path.starts_with("auth/token/") {
+                out.push(rule.clone());
+                continue;
+            }
+            for (i, (from, to)) in self.renames.iter().enumerate() {
+                let Some(rest) = rule.path.strip_prefix(from.as_str()) else {
+                    continue;
+                };
+                if rest.is_empty() || rest.starts_with('/') {
+                    used[i] = true;
+                    out.push(PolicyRule {
+                        path: format!("{to}{rest}"),
+                        capabilities: rule.capabilities.clone(),
+                    });
+                }
+            }
+        }
+        let unused: Vec<&str> = self
+            .renames
+            .iter()
+            .zip(&used)
+            .filter(|(r, used)| !**used && !r.0.contains("/destroy/"))
+            .map(|(r, _)| r.0.as_str())
+            .collect();
+        assert!(
+            unused.is_empty(),
+            "config/vault-policy.hcl has no rule for {unused:?}"
+        );
+        out
+    }
+
+    /// The rendered policy, as HCL.
+    pub fn hcl(&self) -> String {
+        policy_hcl(&self.rules())
+    }
 }

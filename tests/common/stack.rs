@@ -1,6 +1,10 @@
 //! A whole rotation stack for end-to-end tests: a real OpenBao, the BigCommerce emulator
 //! in-process, a config file pointing the daemon binary at both, and a storefront token written to
 //! Vault by hand as version 1 (as an operator would adopt an existing credential).
+//!
+//! The daemon runs with a token that holds exactly the shipped example policy
+//! (`config/vault-policy.hcl`), moved onto the stack's paths, unless the options ask for the root
+//! token.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,11 +12,14 @@ use std::time::Duration;
 use bigcommerce_emulator::{demo, AdminClient, EmulatorConfig, RunningEmulator, Seed, TokenState};
 use serde_json::{json, Value};
 
-use super::{OpenBao, ROOT_TOKEN};
+use super::proxy::Proxy;
+use super::{OpenBao, PolicyPaths, ROOT_TOKEN};
 
 pub const STORE: &str = demo::STORE_HASH;
 pub const CRED: &str = "storefront-main";
 pub const SECRET_PATH: &str = "bigcommerce/storefront-main";
+/// Where the storefront credential's parent access token is kept.
+pub const ACCESS_TOKEN_PATH: &str = "bigcommerce/abc123/store-api";
 
 pub struct Stack {
     pub bao: OpenBao,
@@ -22,6 +29,10 @@ pub struct Stack {
     pub config: PathBuf,
     pub events: PathBuf,
     pub http: reqwest::Client,
+    /// The Vault token the daemon runs with (`cli`): the example policy's, or root.
+    pub token: String,
+    /// The proxy between the daemon and OpenBao, when the options ask for one.
+    pub proxy: Option<Proxy>,
 }
 
 /// Options of a stack: the policy's grace and the emulator's revocation delay.
@@ -31,6 +42,10 @@ pub struct StackOptions {
     /// More `[defaults]` lines.
     pub extra_defaults: &'static str,
     pub max_age: &'static str,
+    /// Run the daemon with the root token instead of the example policy's.
+    pub root_token: bool,
+    /// Put a `Proxy` between the daemon and OpenBao (the config's address is the proxy's).
+    pub proxy: bool,
 }
 
 impl Default for StackOptions {
@@ -40,6 +55,8 @@ impl Default for StackOptions {
             revocation_delay_ms: 300,
             extra_defaults: "",
             max_age: "1h",
+            root_token: false,
+            proxy: false,
         }
     }
 }
@@ -61,7 +78,7 @@ impl Stack {
             .expect("set revocation delay");
         bao.write_secret(
             "secret",
-            "bigcommerce/abc123/store-api",
+            ACCESS_TOKEN_PATH,
             json!({ "access_token": demo::ACCESS_TOKEN }),
         )
         .await;
@@ -69,6 +86,18 @@ impl Stack {
         let config = dir.path().join("config.toml");
         let events = dir.path().join("events.jsonl");
         let base = emu.base_url();
+        let proxy = if opts.proxy {
+            Some(Proxy::start(bao.socket_addr()).await)
+        } else {
+            None
+        };
+        let vault_address = proxy.as_ref().map_or(bao.addr.clone(), Proxy::url);
+        let token = if opts.root_token {
+            ROOT_TOKEN.to_string()
+        } else {
+            bao.token_with_exact_policy("secret-rotator", &policy_paths().hcl())
+                .await
+        };
         std::fs::write(
             &config,
             format!(
@@ -90,11 +119,11 @@ path = "{SECRET_PATH}"
 store_hash = "{STORE}"
 api_url = "{base}"
 storefront_url = "{base}/store-{{store_hash}}"
-access_token = {{ path = "bigcommerce/abc123/store-api", key = "access_token" }}
+access_token = {{ path = "{ACCESS_TOKEN_PATH}", key = "access_token" }}
 kind = "storefront"
 channel_ids = [1]
 "#,
-                bao = bao.addr,
+                bao = vault_address,
                 grace = opts.grace,
                 extra = opts.extra_defaults,
                 max_age = opts.max_age,
@@ -109,6 +138,8 @@ channel_ids = [1]
             config,
             events,
             http: reqwest::Client::new(),
+            token,
+            proxy,
         };
         let first = stack.mint_by_hand().await;
         stack
@@ -194,7 +225,7 @@ channel_ids = [1]
             .arg("--events-file")
             .arg(&self.events)
             .args(args)
-            .env("VAULT_TOKEN", ROOT_TOKEN)
+            .env("VAULT_TOKEN", &self.token)
             .env("SECRET_ROTATOR_INSTANCE_ID", "test-instance")
             .env_remove("SECRET_ROTATOR_CRASH_AT")
             .kill_on_drop(true);
@@ -241,6 +272,21 @@ channel_ids = [1]
             .map(|t| (t.sha256, t.expires_at))
             .collect()
     }
+}
+
+/// The example policy on the stack's paths: its state prefix, its credential's secret and the
+/// parent access token (which the example also rotates, so the file grants it writes too).
+pub fn policy_paths() -> PolicyPaths {
+    PolicyPaths::new()
+        .state("secret", "secret-rotator")
+        .secret(
+            ("secret", "bigcommerce/storefront-main"),
+            ("secret", SECRET_PATH),
+        )
+        .secret(
+            ("secret", "bigcommerce/abc123/store-api"),
+            ("secret", ACCESS_TOKEN_PATH),
+        )
 }
 
 #[derive(Debug)]
