@@ -108,6 +108,14 @@ pub enum Command {
         /// Longest sleep between two passes.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         interval: Duration,
+        /// After an attempt that did not rotate (rejected, rolled back), the next waits this
+        /// long, doubling with each failure in a row (with jitter, up to 6h).
+        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+        attempt_backoff: Duration,
+        /// Attempts in a row that may fail before the credential is parked: then it is not
+        /// rotated on its own until an operator runs `rotate NAME` (status shows why).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+        failure_budget: u32,
     },
     /// Show every credential's version, age and due time, read from Vault's KV v2 metadata.
     Status {
@@ -470,8 +478,17 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 other => Ok(print_result(&cred.name, &other)),
             }
         }
-        Command::Run { once, interval } => {
-            let app = app(&cli).await?;
+        Command::Run {
+            once,
+            interval,
+            attempt_backoff,
+            failure_budget,
+        } => {
+            let mut app = app(&cli).await?;
+            let retry = &mut app.engine.settings.retry;
+            retry.attempts.base = *attempt_backoff;
+            retry.attempts.cap = retry.attempts.cap.max(*attempt_backoff);
+            retry.failure_budget = *failure_budget;
             daemon(app, *once, *interval).await
         }
     }

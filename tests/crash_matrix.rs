@@ -6,19 +6,32 @@
 //! - no token is live at the emulator but the current one, or orphans the history reports, whose
 //!   expiry is bounded;
 //! - the attempt's `credential.rotated` and `credential.revoked` events were emitted.
+//!
+//! `retry-recorded` is reached through a verification that fails once (503): the retry and its
+//! backoff are recorded, and the restarted daemon honours them and completes the rotation.
+//!
+//! The rollback matrix kills `rollback` at each of its points, during the grace period of a
+//! committed rotation; the restarted daemon completes the rollback: the previous token is current
+//! again (a new version) and live, the newer one is rejected, and `credential.rolled_back` was
+//! emitted with an id of its own.
 
 mod common;
 
 use std::time::Duration;
 
-use bigcommerce_emulator::TokenState;
-use common::stack::{sha256_hex, Stack, CRED};
+use bigcommerce_emulator::{FaultMode, FaultSpec, TokenState};
+use common::stack::{sha256_hex, Stack, StackOptions, CRED};
 use secret_rotator::crash::POINTS;
 use serde_json::Value;
 
 async fn crash_then_recover(point: &str) {
     let s = Stack::start().await;
     let (_, old) = s.current().await;
+    if point == "retry-recorded" {
+        let mut spec = FaultSpec::new("storefront_graphql", FaultMode::Error { status: 503 });
+        spec.count = Some(1);
+        s.admin.set_fault(spec).await.unwrap();
+    }
 
     let out = s
         .cli(
@@ -32,21 +45,7 @@ async fn crash_then_recover(point: &str) {
         "{point}: the process must die by SIGKILL there: {out:?}"
     );
 
-    // Restart as the daemon would, until nothing is in flight.
-    let mut passes = 0;
-    loop {
-        let out = s.cli(&["run", "--once"], &[]).await;
-        assert_eq!(out.code, Some(0), "{point}: restart failed: {out:?}");
-        if s.history().await["in_flight"].is_null() {
-            break;
-        }
-        passes += 1;
-        assert!(
-            passes < 20,
-            "{point}: still in flight after {passes} restarts"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    recover(&s, point).await;
 
     let (version, current) = s.current().await;
     assert_eq!(version, 2, "{point}: exactly one new version");
@@ -120,19 +119,91 @@ async fn crash_then_recover(point: &str) {
     );
 }
 
+/// Restart as the daemon would, until nothing is in flight.
+async fn recover(s: &Stack, point: &str) {
+    let mut passes = 0;
+    loop {
+        let out = s.cli(&["run", "--once"], &[]).await;
+        assert_eq!(out.code, Some(0), "{point}: restart failed: {out:?}");
+        if s.history().await["in_flight"].is_null() {
+            break;
+        }
+        passes += 1;
+        assert!(
+            passes < 20,
+            "{point}: still in flight after {passes} restarts"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn rollback_crash_then_recover(point: &str) {
+    let s = Stack::with(StackOptions {
+        grace: "30m",
+        ..Default::default()
+    })
+    .await;
+    let (_, old) = s.current().await;
+    let out = s.cli(&["rotate", CRED], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let (v2, new) = s.current().await;
+    assert_eq!(v2, 2);
+
+    let out = s
+        .cli(&["rollback", CRED], &[("SECRET_ROTATOR_CRASH_AT", point)])
+        .await;
+    assert_eq!(out.signal, Some(9), "{point}: must die there: {out:?}");
+    recover(&s, point).await;
+
+    let (version, current) = s.current().await;
+    assert_eq!(version, 3, "{point}: the previous token written back once");
+    assert_eq!(current, old, "{point}");
+    assert_eq!(
+        s.graphql_status(&old).await,
+        200,
+        "{point}: the previous token lives"
+    );
+    assert!(
+        s.rejected_within(&new, Duration::from_secs(5)).await,
+        "{point}: the newer token is rejected"
+    );
+    let h = s.history().await;
+    let attempts = h["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{point}: {h}");
+    assert_eq!(attempts[0]["outcome"], "reverted", "{point}");
+    let events = s.events();
+    let id = attempts[0]["id"].as_str().unwrap();
+    let rolled_back: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "credential.rolled_back")
+        .collect();
+    assert!(!rolled_back.is_empty(), "{point}: {events:?}");
+    assert_eq!(rolled_back[0]["id"], format!("{id}:credential.rolled_back"));
+    assert!(
+        !events.iter().any(|e| e["type"] == "credential.revoked"),
+        "{point}: the previous credential was never announced as revoked"
+    );
+}
+
 macro_rules! crash_cases {
-    ($($name:ident => $point:literal),* $(,)?) => {
+    ($($name:ident => $point:literal),* ; $($rb_name:ident => $rb_point:literal),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 crash_then_recover($point).await;
             }
         )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $rb_name() {
+                rollback_crash_then_recover($rb_point).await;
+            }
+        )*
 
         /// Every crash point the engine has is in this matrix: none is skipped.
         #[test]
         fn the_matrix_covers_every_crash_point() {
-            let covered = [$($point),*];
+            let covered = [$($point),* , $($rb_point),*];
             assert_eq!(covered.as_slice(), POINTS);
         }
     };
@@ -150,4 +221,9 @@ crash_cases! {
     killed_after_revocation_verified => "revocation-verified",
     killed_after_revoked_event => "revoked-emitted",
     killed_after_finished => "finished",
+    killed_after_a_retry_is_recorded => "retry-recorded";
+    rollback_killed_after_its_intent_is_recorded => "rollback-recorded",
+    rollback_killed_after_the_previous_token_is_written_back => "rollback-written",
+    rollback_killed_after_the_rolled_back_event => "rollback-emitted",
+    rollback_killed_after_the_newer_token_is_revoked => "rollback-revoked",
 }
