@@ -1,0 +1,363 @@
+//! The engine under everyday failure, against a real OpenBao and the BigCommerce emulator:
+//! a provider that keeps rejecting (no hot loop, a failure budget, parking, every minted token
+//! accounted for), hundreds of attempts on one credential (the state record stays small), lost
+//! Vault replies (never a blind re-send, never the live credential revoked), and a provider call
+//! that hangs past the lease while a second instance waits (exactly one commit).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bigcommerce_emulator::{FaultMode, FaultSpec, TokenState};
+use common::stack::{sha256_hex, Stack, StackOptions, CRED, SECRET_PATH};
+use secrecy::SecretString;
+use secret_rotator::config::Credential;
+use secret_rotator::events::MemorySink;
+use secret_rotator::providers::Provider;
+use secret_rotator::rotation::state::{json_size, MAX_RECORD_STRINGS};
+use secret_rotator::rotation::{Engine, EngineError, EngineSettings, Outcome, RunResult, Wait};
+use secret_rotator::vault::{Login, Vault};
+use serde_json::Value;
+
+/// The stack's credential, and an engine for it in this process with the stack's own token.
+struct InProcess {
+    vault: Arc<Vault>,
+    cred: Credential,
+    provider: Box<dyn Provider>,
+}
+
+impl InProcess {
+    async fn new(s: &Stack) -> InProcess {
+        let text = std::fs::read_to_string(&s.config).unwrap();
+        let config = secret_rotator::config::parse(
+            &text,
+            "test.toml",
+            &secret_rotator::config::ProcessEnvironment,
+        )
+        .unwrap();
+        let vault = Arc::new(
+            Vault::connect(
+                &config.vault,
+                Login::Token(SecretString::from(s.token.clone())),
+            )
+            .await
+            .unwrap(),
+        );
+        let cred = config.credential(CRED).unwrap().clone();
+        let provider =
+            secret_rotator::providers::build(&cred, vault.clone(), reqwest::Client::new())
+                .unwrap();
+        InProcess {
+            vault,
+            cred,
+            provider,
+        }
+    }
+
+    fn engine(&self, owner: &str, settings: EngineSettings) -> Engine {
+        Engine {
+            vault: self.vault.clone(),
+            events: Arc::new(MemorySink::default()),
+            owner: owner.into(),
+            state_mount: "secret".into(),
+            state_prefix: "secret-rotator".into(),
+            settings,
+        }
+    }
+}
+
+async fn fault(s: &Stack, endpoint: &str, mode: FaultMode, count: Option<u64>) {
+    let mut spec = FaultSpec::new(endpoint, mode);
+    spec.count = count;
+    s.admin.set_fault(spec).await.unwrap();
+}
+
+/// The state record as stored, read as root.
+async fn raw_record(s: &Stack) -> Value {
+    s.bao
+        .root(
+            "GET",
+            &format!("secret/data/secret-rotator/credentials/{CRED}"),
+            None,
+        )
+        .await["data"]["data"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_verify_rejection_spends_the_failure_budget_then_parks_the_credential() {
+    let s = Stack::with(StackOptions {
+        max_age: "1s",
+        revocation_delay_ms: 0,
+        ..Default::default()
+    })
+    .await;
+    let (_, old) = s.current().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // due
+    fault(
+        &s,
+        "storefront_graphql",
+        FaultMode::Error { status: 401 },
+        None,
+    )
+    .await;
+
+    let mut daemon = tokio::process::Command::new(common::binary())
+        .arg("--config")
+        .arg(&s.config)
+        .arg("--events-file")
+        .arg(&s.events)
+        .args(["run", "--attempt-backoff", "2s", "--failure-budget", "3"])
+        .env("VAULT_TOKEN", &s.token)
+        .env("SECRET_ROTATOR_INSTANCE_ID", "hardening")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let pid = daemon.id().expect("running");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), daemon.wait_with_output())
+        .await
+        .expect("stops on SIGTERM")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stderr);
+
+    // At most the budgeted attempts in 60 s, each rolled back, then parked.
+    let h = s.history().await;
+    let attempts = h["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3, "{h}");
+    assert!(attempts.iter().all(|a| a["outcome"] == "rolled_back"), "{h}");
+    assert!(h["in_flight"].is_null(), "{h}");
+
+    // Every minted token is revoked or reported as a possible orphan.
+    let c = s.admin.counters().await.unwrap();
+    let orphans: u64 = attempts
+        .iter()
+        .map(|a| a["orphans"].as_array().unwrap().len() as u64)
+        .sum();
+    assert_eq!(c.tokens_minted, 3, "{c:?}");
+    assert_eq!(c.tokens_minted, c.tokens_revoked + orphans, "{c:?}");
+    let live = s.tokens_in_state(TokenState::Live).await;
+    assert_eq!(
+        live.iter().map(|t| t.0.clone()).collect::<Vec<_>>(),
+        vec![sha256_hex(&old)],
+        "only the original token lives"
+    );
+
+    // Vault never refused a write (no 400: no record too complex, no blind CAS re-send).
+    assert!(!log.contains("400"), "{log}");
+    let (v, current) = s.current().await;
+    assert_eq!((v, current), (1, old));
+
+    // `status` says the credential needs an operator, and why; `--check` fails.
+    let out = s.cli(&["status", "--json", "--check"], &[]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let rows: Value = serde_json::from_str(&out.stdout).unwrap();
+    let why = rows[0]["needs_attention"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("3 attempts in a row") && why.contains("401"),
+        "{rows}"
+    );
+    let out = s.cli(&["status"], &[]).await;
+    assert!(
+        out.stdout.contains("NEEDS ATTENTION") && out.stdout.contains("rotate storefront-main"),
+        "{out:?}"
+    );
+    let parked: Vec<Value> = s
+        .events()
+        .into_iter()
+        .filter(|e| e["type"] == "rotation.needs_attention")
+        .collect();
+    assert_eq!(parked.len(), 1, "one needs_attention event when parked");
+
+    // An operator's `rotate` starts again at once (and still fails, loudly).
+    let out = s.cli(&["rotate", CRED], &[]).await;
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(out.stdout.contains("rolled_back"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_rotations_and_three_hundred_failures_keep_the_record_small() {
+    let s = Stack::with(StackOptions {
+        grace: "0s",
+        revocation_delay_ms: 0,
+        ..Default::default()
+    })
+    .await;
+    let p = InProcess::new(&s).await;
+    let engine = p.engine("bound-test", EngineSettings::default());
+    let mut most = 0;
+    for i in 0..600 {
+        if i == 300 {
+            fault(
+                &s,
+                "storefront_graphql",
+                FaultMode::Error { status: 401 },
+                None,
+            )
+            .await;
+        }
+        let r = engine
+            .drive(&p.cred, p.provider.as_ref(), Some("manual"), Wait::All)
+            .await
+            .unwrap_or_else(|e| panic!("attempt {i}: {e}"));
+        let expected = if i < 300 {
+            Outcome::Rotated
+        } else {
+            Outcome::RolledBack
+        };
+        assert!(
+            matches!(&r, RunResult::Finished(f) if f.outcome == expected),
+            "attempt {i}: {r:?}"
+        );
+        let (strings, _) = json_size(&raw_record(&s).await);
+        most = most.max(strings);
+    }
+    println!("most JSON strings in the record over 600 attempts: {most}");
+    assert!(most + 3 <= MAX_RECORD_STRINGS, "{most}");
+    let meta = s
+        .bao
+        .root(
+            "GET",
+            &format!("secret/metadata/secret-rotator/credentials/{CRED}"),
+            None,
+        )
+        .await;
+    assert_eq!(meta["data"]["max_versions"], 5, "{meta}");
+    assert!(meta["data"]["versions"].as_object().unwrap().len() <= 5);
+    let (v, _) = s.current().await;
+    assert_eq!(v, 301, "300 rotations, then 300 rejected ones changed nothing");
+}
+
+/// Drop Vault's reply to the Nth write of a path: the write lands, the daemon never sees it.
+/// (path fragment, nth write, what it is)
+const LOST_REPLIES: &[(&str, usize, &str)] = &[
+    (SECRET_PATH, 1, "the commit of the new token"),
+    ("secret-rotator/credentials", 1, "the record of the attempt's start"),
+    ("secret-rotator/credentials", 2, "the record of the minted token"),
+    ("secret-rotator/credentials", 3, "the record of the commit"),
+    ("secret-rotator/credentials", 4, "the record of the end"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_vault_reply_never_revokes_the_live_token() {
+    for (path, nth, what) in LOST_REPLIES {
+        let s = Stack::with(StackOptions {
+            proxy: true,
+            revocation_delay_ms: 0,
+            ..Default::default()
+        })
+        .await;
+        let (_, old) = s.current().await;
+        let proxy = s.proxy.as_ref().unwrap();
+        let data_path = format!("/data/{path}");
+        proxy.drop_reply("POST", &data_path, *nth);
+        let out = s.cli(&["rotate", CRED, "--wait"], &[]).await;
+        // The daemon (run --once) finishes what `rotate` could not.
+        for _ in 0..10 {
+            if s.history().await["in_flight"].is_null() {
+                break;
+            }
+            s.cli(&["run", "--once"], &[]).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let (version, current) = s.current().await;
+        assert_eq!(version, 2, "{what}: one new version: {out:?}");
+        assert_eq!(
+            s.graphql_status(&current).await,
+            200,
+            "{what}: the token in Vault is live: {out:?}"
+        );
+        assert!(
+            s.rejected_within(&old, Duration::from_secs(5)).await,
+            "{what}: the old one is revoked"
+        );
+        let revoked = s.tokens_in_state(TokenState::Revoked).await;
+        assert!(
+            revoked.iter().all(|t| t.0 != sha256_hex(&current)),
+            "{what}: the live token was never revoked"
+        );
+        let h = s.history().await;
+        assert_eq!(h["attempts"][0]["outcome"], "rotated", "{what}: {h}");
+        assert_eq!(
+            proxy.count("POST", &format!("/data/{SECRET_PATH}")),
+            1,
+            "{what}: the secret was written once, never re-sent"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_call_hanging_past_the_lease_ends_in_exactly_one_commit() {
+    // (lease, step deadline): as shipped, the deadline is shorter than the lease; the second
+    // row breaks that rule on purpose, and fencing alone must still keep the live token safe.
+    let cases = [
+        (Duration::from_secs(3), Duration::from_secs(1)),
+        (Duration::from_secs(2), Duration::from_secs(30)),
+    ];
+    for (lease, step_deadline) in cases {
+        let s = Stack::with(StackOptions {
+            grace: "0s",
+            revocation_delay_ms: 0,
+            ..Default::default()
+        })
+        .await;
+        let (_, old) = s.current().await;
+        // Verification of the new token hangs for 4 s, once.
+        fault(
+            &s,
+            "storefront_graphql",
+            FaultMode::Latency { latency_ms: 4000 },
+            Some(1),
+        )
+        .await;
+        let p = InProcess::new(&s).await;
+        let settings = EngineSettings {
+            lease,
+            step_deadline,
+            ..EngineSettings::default()
+        };
+        let a = p.engine("instance-a", settings.clone());
+        let b = p.engine("instance-b", settings);
+        let first = a.drive(&p.cred, p.provider.as_ref(), Some("manual"), Wait::All);
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // The second instance retries like the daemon does until nothing is in flight.
+            let mut last = None;
+            for _ in 0..100 {
+                let r = b
+                    .drive(&p.cred, p.provider.as_ref(), None, Wait::All)
+                    .await;
+                let done = matches!(r, Ok(RunResult::Idle) | Ok(RunResult::Finished(_)));
+                last = Some(r);
+                if done {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            last.unwrap()
+        };
+        let (ra, rb) = tokio::join!(first, second);
+        let case = format!("lease {lease:?}, deadline {step_deadline:?}: a {ra:?}, b {rb:?}");
+        assert!(
+            ra.is_ok() || matches!(ra, Err(EngineError::Fenced { .. })),
+            "{case}"
+        );
+        let (version, current) = s.current().await;
+        assert_eq!(version, 2, "exactly one commit: {case}");
+        assert_eq!(s.graphql_status(&current).await, 200, "{case}");
+        let revoked: Vec<String> = s
+            .tokens_in_state(TokenState::Revoked)
+            .await
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        assert_eq!(revoked, vec![sha256_hex(&old)], "only the old token: {case}");
+    }
+}
