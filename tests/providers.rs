@@ -197,7 +197,10 @@ async fn approle_secret_ids_always_expire() {
             .parse()
             .unwrap();
         let off = (expiration - expires_at).num_seconds();
-        assert!((0..5).contains(&off), "{role}: Vault's expiry {expiration} vs {expires_at}");
+        assert!(
+            (0..5).contains(&off),
+            "{role}: Vault's expiry {expiration} vs {expires_at}"
+        );
     }
 }
 

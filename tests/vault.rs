@@ -294,8 +294,12 @@ async fn hangs_up_after_reading() -> (String, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn a_write_whose_reply_is_lost_is_not_sent_again_but_a_read_fails_over() {
     let bao = OpenBao::start().await;
-    bao.write_secret("secret", "lost/x", json!({ "token": "the-live-credential-value" }))
-        .await;
+    bao.write_secret(
+        "secret",
+        "lost/x",
+        json!({ "token": "the-live-credential-value" }),
+    )
+    .await;
     let (silent, requests) = hangs_up_after_reading().await;
     let mut cfg = vault_config(&silent);
     cfg.addresses.push(bao.addr.clone());
@@ -305,7 +309,11 @@ async fn a_write_whose_reply_is_lost_is_not_sent_again_but_a_read_fails_over() {
     )
     .await
     .unwrap();
-    assert_eq!(vault.active_address(), silent, "the silent node claims to be active");
+    assert_eq!(
+        vault.active_address(),
+        silent,
+        "the silent node claims to be active"
+    );
 
     let new = SecretFields::new().with("token", "a-new-credential-value-0123456789");
     let err = vault.write_cas(&kv("lost/x"), &new, 1).await.unwrap_err();
@@ -318,7 +326,11 @@ async fn a_write_whose_reply_is_lost_is_not_sent_again_but_a_read_fails_over() {
     let text = err.to_string();
     assert!(text.contains("may or may not have landed"), "{text}");
     assert!(!text.contains("a-new-credential-value"), "{text}");
-    assert_eq!(requests.load(Ordering::SeqCst), 1, "sent once, to the first node only");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        1,
+        "sent once, to the first node only"
+    );
 
     // The second node never got the write.
     let stored = bao.root("GET", "secret/data/lost/x", None).await;
@@ -350,7 +362,11 @@ async fn a_write_moves_to_the_next_node_when_the_first_did_not_process_it() {
     let data = SecretFields::new().with("token", "v1");
     assert_eq!(vault.write_cas(&kv("moved/x"), &data, 0).await.unwrap(), 1);
     assert_eq!(vault.active_address(), live.addr);
-    assert_eq!(vault.stats.writes.load(Ordering::Relaxed), 1, "one write, counted once");
+    assert_eq!(
+        vault.stats.writes.load(Ordering::Relaxed),
+        1,
+        "one write, counted once"
+    );
     let stored = live.root("GET", "secret/data/moved/x", None).await;
     assert_eq!(stored["data"]["data"]["token"], "v1");
 }
@@ -383,7 +399,10 @@ async fn metadata_listing_and_destroying_versions() {
     assert_eq!(meta.current_version, 3);
     assert_eq!(meta.custom_metadata["owner"], "team-a");
     let flags = |v: u64| (meta.versions[&v].destroyed, meta.versions[&v].deleted);
-    assert_eq!([flags(1), flags(2), flags(3)], [(true, false), (true, false), (false, true)]);
+    assert_eq!(
+        [flags(1), flags(2), flags(3)],
+        [(true, false), (true, false), (false, true)]
+    );
     assert!(meta.current().unwrap().deleted);
 
     let (record, version) = vault.read_json(&kv("dir/sub/b")).await.unwrap().unwrap();

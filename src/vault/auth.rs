@@ -158,7 +158,8 @@ impl Vault {
             return Ok(());
         };
         let api_path = format!("auth/{mount}/login");
-        let body = serde_json::json!({ "role_id": role_id, "secret_id": secret_id.expose_secret() });
+        let body =
+            serde_json::json!({ "role_id": role_id, "secret_id": secret_id.expose_secret() });
         let answer = self
             .send(Request {
                 method: Method::POST,
@@ -317,6 +318,26 @@ mod tests {
         for (ttl, ms) in cases {
             assert_eq!(renewal_delay(ttl), Duration::from_millis(ms), "ttl {ttl}");
         }
+    }
+
+    #[test]
+    fn token_refresh_backs_off_with_jitter_within_a_time_budget() {
+        use backon::BackoffBuilder;
+        let budget = Duration::from_secs(600);
+        let run = || backoff(budget).build().collect::<Vec<Duration>>();
+        let (a, b) = (run(), run());
+        for delays in [&a, &b] {
+            let total: Duration = delays.iter().sum();
+            assert!(total <= budget, "{total:?}");
+            assert!(
+                total >= budget - Duration::from_secs(60),
+                "the budget is used: {total:?}"
+            );
+            assert!(delays[0] >= Duration::from_millis(500) && delays[0] < Duration::from_secs(1));
+            // Capped at 30 s, plus at most as much jitter.
+            assert!(delays.iter().all(|d| *d <= Duration::from_secs(60)));
+        }
+        assert_ne!(a, b, "jitter spreads retries apart");
     }
 
     #[test]

@@ -154,4 +154,16 @@ mod tests {
             check(*status, errors, kind, *retryable);
         }
     }
+
+    #[test]
+    fn an_unknown_outcome_says_the_write_may_have_landed() {
+        let e = VaultError::OutcomeUnknown {
+            path: "secret/app/db".into(),
+            reason: "http://127.0.0.1:8200: operation timed out".into(),
+        };
+        assert_eq!(e.kind(), "outcome_unknown");
+        assert!(e.is_retryable());
+        let text = e.to_string();
+        assert!(text.contains("secret/app/db") && text.contains("may or may not have landed"));
+    }
 }

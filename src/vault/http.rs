@@ -65,9 +65,7 @@ pub(super) fn client(cfg: &VaultConfig) -> Result<reqwest::Client, VaultError> {
         .filter_map(|a| reqwest::Url::parse(a).ok())
         .collect();
     let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-        let allowed = origins
-            .iter()
-            .any(|o| o.origin() == attempt.url().origin());
+        let allowed = origins.iter().any(|o| o.origin() == attempt.url().origin());
         if allowed && attempt.previous().len() < 3 {
             attempt.follow()
         } else {
@@ -228,12 +226,7 @@ impl Vault {
 
 /// A request that got no answer. Never connected: not sent, safe anywhere. Otherwise a read
 /// may go elsewhere, and a write's outcome is unknown.
-fn transport_failure(
-    e: reqwest::Error,
-    address: &str,
-    shown: &str,
-    idempotent: bool,
-) -> Failure {
+fn transport_failure(e: reqwest::Error, address: &str, shown: &str, idempotent: bool) -> Failure {
     let (builder, connect) = (e.is_builder(), e.is_connect());
     let reason = error_chain(&e.without_url());
     if builder {
