@@ -157,7 +157,18 @@ impl Vault {
             .header("X-Vault-Request", "true");
         let token = self.current_token();
         if !token.expose_secret().is_empty() {
-            builder = builder.header("X-Vault-Token", token.expose_secret());
+            let mut value =
+                reqwest::header::HeaderValue::from_str(token.expose_secret()).map_err(|_| {
+                    Failure {
+                        error: VaultError::Login {
+                            reason: "the token holds characters not allowed in a header".into(),
+                        },
+                        try_next: false,
+                    }
+                })?;
+            // Kept out of the Debug output of requests.
+            value.set_sensitive(true);
+            builder = builder.header("X-Vault-Token", value);
         }
         if let Some(ns) = &self.namespace {
             builder = builder.header("X-Vault-Namespace", ns);

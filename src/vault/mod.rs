@@ -87,6 +87,14 @@ impl Vault {
             Login::Token(t) => t.clone(),
             Login::AppRole { .. } => SecretString::from(String::new()),
         };
+        for (i, address) in cfg.addresses.iter().enumerate() {
+            // The message does not repeat the address: it may hold a password.
+            reqwest::Url::parse(address).map_err(|e| VaultError::Other {
+                path: format!("vault.addresses[{i}]"),
+                status: None,
+                message: format!("not a valid URL: {e}"),
+            })?;
+        }
         let vault = Vault {
             addresses: cfg
                 .addresses
