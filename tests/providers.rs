@@ -121,30 +121,110 @@ async fn approle_mint_then_verify_then_revoke() {
 }
 
 #[tokio::test]
-async fn approle_verification_does_not_spend_the_dependents_uses() {
-    let (_bao, vault) = approle_setup("limited").await;
+async fn approle_verification_does_not_spend_a_limited_use_secret_id() {
+    let bao = OpenBao::start().await;
+    bao.approle_role("limited", json!({ "secret_id_num_uses": 1 }))
+        .await;
+    let vault = vault_as(&bao.addr, ROOT_TOKEN).await;
     let cfg = AppRoleSecretIdConfig {
         secret_id_ttl: None,
-        secret_id_num_uses: Some(1),
         ..approle_cfg("limited")
     };
     let p = AppRoleProvider::new(cfg, vault.clone());
-    assert!(!p.info().credentials_expire);
     let minted = p.mint(&mint_request("a1")).await.unwrap();
-    assert!(minted.expires_at.is_none());
 
-    // The driver verifies once; the dependent still has its one login.
-    p.verify(&minted.secret).await.expect("verification login");
+    // The driver verifies (and may check more than once); the dependent keeps its one login.
+    p.verify(&minted.secret).await.expect("verification");
+    p.verify(&minted.secret).await.expect("verification again");
+    assert!(!p.verify_revoked(&minted.secret).await.unwrap());
     let secret_id = SecretString::from(minted.secret.expose("secret_id").unwrap().to_string());
     let role_id = minted.secret.expose("role_id").unwrap();
-    assert!(vault
-        .approle_try_login("approle", role_id, &secret_id)
-        .await
-        .unwrap());
+    assert!(
+        vault
+            .approle_try_login("approle", role_id, &secret_id)
+            .await
+            .unwrap(),
+        "the dependent's one login"
+    );
     assert!(!vault
         .approle_try_login("approle", role_id, &secret_id)
         .await
         .unwrap());
+
+    // Used up: Vault forgets it.
+    assert!(matches!(
+        p.verify(&minted.secret).await,
+        Err(ProviderError::Rejected { .. })
+    ));
+    assert!(p.verify_revoked(&minted.secret).await.unwrap());
+}
+
+#[tokio::test]
+async fn approle_secret_ids_always_expire() {
+    let bao = OpenBao::start().await;
+    let vault = vault_as(&bao.addr, ROOT_TOKEN).await;
+    let hour = Duration::from_secs(3600);
+    // (role settings, configured secret_id_ttl, expected TTL in seconds)
+    let cases = [
+        ("forever", json!({}), None, 3600),
+        ("forever-configured", json!({}), Some(hour * 2), 7200),
+        ("role-ttl", json!({ "secret_id_ttl": "3h" }), None, 10_800),
+    ];
+    for (role, settings, configured, ttl) in cases {
+        bao.approle_role(role, settings).await;
+        let cfg = AppRoleSecretIdConfig {
+            secret_id_ttl: configured,
+            ..approle_cfg(role)
+        };
+        let p = AppRoleProvider::new(cfg, vault.clone());
+        assert!(p.info().credentials_expire, "{role}");
+        let req = mint_request("a1"); // plans a lifetime of one hour
+        let minted = p.mint(&req).await.expect("mint");
+        let expires_at = minted.expires_at.expect("every secret-id expires");
+        assert_eq!((expires_at - req.now).num_seconds(), ttl, "{role}");
+
+        let lookup = bao
+            .root(
+                "POST",
+                &format!("auth/approle/role/{role}/secret-id-accessor/lookup"),
+                Some(json!({ "secret_id_accessor": minted.secret.expose("secret_id_accessor") })),
+            )
+            .await;
+        assert_eq!(lookup["data"]["secret_id_ttl"], ttl, "{role}");
+        let expiration: chrono::DateTime<Utc> = lookup["data"]["expiration_time"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let off = (expiration - expires_at).num_seconds();
+        assert!(
+            (0..5).contains(&off),
+            "{role}: Vault's expiry {expiration} vs {expires_at}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn approle_revokes_a_secret_id_adopted_by_hand() {
+    let (bao, vault) = approle_setup("app").await;
+    let p = AppRoleProvider::new(approle_cfg("app"), vault);
+    let (secret_id, accessor) = bao.new_secret_id("app").await;
+    // An operator stored the secret-id alone: no accessor, no role_id.
+    let adopted = SecretFields::new().with("secret_id", secret_id);
+    p.verify(&adopted).await.expect("a live secret-id");
+
+    p.revoke(&adopted).await.expect("revoke");
+    let (status, _) = bao
+        .call_as(
+            ROOT_TOKEN,
+            "POST",
+            "auth/approle/role/app/secret-id-accessor/lookup",
+            Some(json!({ "secret_id_accessor": accessor })),
+        )
+        .await;
+    assert_eq!(status, 404, "destroyed through the accessor it looked up");
+    assert!(p.verify_revoked(&adopted).await.unwrap());
+    p.revoke(&adopted).await.expect("already gone is success");
 }
 
 #[tokio::test]

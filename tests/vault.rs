@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -235,4 +235,177 @@ async fn tls_is_verified_against_the_configured_ca_and_never_skipped() {
         .unwrap();
     let err = untrusted.read(&kv("tls/x")).await.unwrap_err();
     assert!(matches!(err, VaultError::Unavailable { .. }), "{err:?}");
+}
+
+/// A loopback node that says it is the active node (`sys/health` 200), reads every other request
+/// in full, counts it, and closes the connection without answering: a reply lost after the
+/// request was sent.
+async fn hangs_up_after_reading() -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                if head.starts_with("get /v1/sys/health") {
+                    let body = r#"{"initialized":true,"sealed":false,"standby":false}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                    return;
+                }
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + length {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(sock);
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test]
+async fn a_write_whose_reply_is_lost_is_not_sent_again_but_a_read_fails_over() {
+    let bao = OpenBao::start().await;
+    bao.write_secret(
+        "secret",
+        "lost/x",
+        json!({ "token": "the-live-credential-value" }),
+    )
+    .await;
+    let (silent, requests) = hangs_up_after_reading().await;
+    let mut cfg = vault_config(&silent);
+    cfg.addresses.push(bao.addr.clone());
+    let vault = Vault::connect(
+        &cfg,
+        Login::Token(SecretString::from(ROOT_TOKEN.to_string())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        vault.active_address(),
+        silent,
+        "the silent node claims to be active"
+    );
+
+    let new = SecretFields::new().with("token", "a-new-credential-value-0123456789");
+    let err = vault.write_cas(&kv("lost/x"), &new, 1).await.unwrap_err();
+    assert!(
+        matches!(err, VaultError::OutcomeUnknown { ref path, .. } if path == "secret/lost/x"),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), "outcome_unknown");
+    assert!(err.is_retryable());
+    let text = err.to_string();
+    assert!(text.contains("may or may not have landed"), "{text}");
+    assert!(!text.contains("a-new-credential-value"), "{text}");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        1,
+        "sent once, to the first node only"
+    );
+
+    // The second node never got the write.
+    let stored = bao.root("GET", "secret/data/lost/x", None).await;
+    assert_eq!(stored["data"]["metadata"]["version"], 1);
+    assert_eq!(stored["data"]["data"]["token"], "the-live-credential-value");
+
+    // A read through the same pair moves on and succeeds.
+    let read = vault.read(&kv("lost/x")).await.unwrap();
+    assert_eq!(read.version, 1);
+    assert_eq!(read.data.expose("token"), Some("the-live-credential-value"));
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+    assert_eq!(vault.active_address(), bao.addr);
+}
+
+#[tokio::test]
+async fn a_write_moves_to_the_next_node_when_the_first_did_not_process_it() {
+    let (sealed, live) = (OpenBao::start().await, OpenBao::start().await);
+    let mut cfg = vault_config(&sealed.addr);
+    cfg.addresses.push(live.addr.clone());
+    let vault = Vault::connect(
+        &cfg,
+        Login::Token(SecretString::from(ROOT_TOKEN.to_string())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(vault.active_address(), sealed.addr);
+    sealed.seal().await;
+
+    let data = SecretFields::new().with("token", "v1");
+    assert_eq!(vault.write_cas(&kv("moved/x"), &data, 0).await.unwrap(), 1);
+    assert_eq!(vault.active_address(), live.addr);
+    assert_eq!(
+        vault.stats.writes.load(Ordering::Relaxed),
+        1,
+        "one write, counted once"
+    );
+    let stored = live.root("GET", "secret/data/moved/x", None).await;
+    assert_eq!(stored["data"]["data"]["token"], "v1");
+}
+
+#[tokio::test]
+async fn metadata_listing_and_destroying_versions() {
+    let bao = OpenBao::start().await;
+    let vault = connect(&bao, ROOT_TOKEN).await;
+    for (path, n) in [("dir/a", 3), ("dir/sub/b", 1)] {
+        for i in 0..n {
+            bao.write_secret("secret", path, json!({ "k": format!("v{i}") }))
+                .await;
+        }
+    }
+
+    let mut keys = vault.list("secret", "dir").await.unwrap();
+    keys.sort();
+    assert_eq!(keys, ["a", "sub/"]);
+    assert!(vault.list("secret", "nothing").await.unwrap().is_empty());
+
+    let custom = [("owner".to_string(), "team-a".to_string())].into();
+    vault
+        .set_custom_metadata(&kv("dir/a"), custom)
+        .await
+        .unwrap();
+    vault.destroy_versions(&kv("dir/a"), &[1, 2]).await.unwrap();
+    bao.root("DELETE", "secret/data/dir/a", None).await;
+
+    let meta = vault.read_metadata(&kv("dir/a")).await.unwrap();
+    assert_eq!(meta.current_version, 3);
+    assert_eq!(meta.custom_metadata["owner"], "team-a");
+    let flags = |v: u64| (meta.versions[&v].destroyed, meta.versions[&v].deleted);
+    assert_eq!(
+        [flags(1), flags(2), flags(3)],
+        [(true, false), (true, false), (false, true)]
+    );
+    assert!(meta.current().unwrap().deleted);
+
+    let (record, version) = vault.read_json(&kv("dir/sub/b")).await.unwrap().unwrap();
+    assert_eq!((record["k"].as_str(), version), (Some("v0"), 1));
+    assert!(vault.read_json(&kv("dir/none")).await.unwrap().is_none());
 }

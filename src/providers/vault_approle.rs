@@ -3,16 +3,21 @@
 //!
 //! Secret fields: `role_id`, `secret_id`, `secret_id_accessor`. The accessor is the handle used
 //! to destroy a secret-id without sending the secret-id itself.
+//!
+//! Invariants: every minted secret-id expires (the configured TTL, the role's, or the planned
+//! credential lifetime); verifying never logs in, so a limited-use secret-id keeps its uses.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::Utc;
 use secrecy::SecretString;
 
 use super::{MintRequest, Minted, Mode, Provider, ProviderError, ProviderInfo};
 use crate::config::AppRoleSecretIdConfig;
 use crate::secret::SecretFields;
-use crate::vault::{SecretIdOptions, Vault, VaultError};
+use crate::vault::{SecretIdInfo, SecretIdOptions, Vault, VaultError};
 
 pub struct AppRoleProvider {
     cfg: AppRoleSecretIdConfig,
@@ -25,7 +30,7 @@ impl AppRoleProvider {
     }
 
     /// A zero TTL means "the role's default" to Vault; treat it as not set.
-    fn ttl(&self) -> Option<std::time::Duration> {
+    fn ttl(&self) -> Option<Duration> {
         self.cfg.secret_id_ttl.filter(|t| !t.is_zero())
     }
 
@@ -33,39 +38,34 @@ impl AppRoleProvider {
         format!("approle {}/{}", self.cfg.mount, self.cfg.role_name)
     }
 
-    /// The role-id to log in with: the one stored with the secret-id, else the role's own (a
-    /// secret adopted by hand may hold only the secret-id).
-    async fn role_id_for(&self, secret: &SecretFields) -> Result<String, ProviderError> {
-        if let Some(r) = secret.expose("role_id").filter(|r| !r.is_empty()) {
-            return Ok(r.to_string());
-        }
-        self.vault
-            .approle_role_id(&self.cfg.mount, &self.cfg.role_name)
-            .await
-            .map_err(|e| self.map_err(e, Op::Other))
-    }
-
     /// Classify a Vault error for the rotation driver. The Vault error names a path and a
     /// status, never a secret value, so its text is safe to carry.
     fn map_err(&self, err: VaultError, op: Op) -> ProviderError {
         let reason = format!("{}: {err}", self.what());
         match err {
-            // A transport failure after the generate request may have gone out: Vault may
-            // have created a secret-id that nobody holds. A refused connection never reached it.
-            VaultError::Unavailable { reason: ref r, .. }
-                if op == Op::Generate && !r.starts_with("status ") && !is_connect_failure(r) =>
-            {
+            // The generate request went out and its reply was lost: Vault may have created a
+            // secret-id that nobody holds. (A refused connection is Unavailable: never sent.)
+            VaultError::OutcomeUnknown { .. } if op == Op::Generate => {
                 ProviderError::UnknownOutcome { reason }
             }
+            // Every other call here is safe to repeat (lookups, destroy by accessor).
             e if e.is_retryable() => ProviderError::Transient {
                 reason,
                 retry_after: None,
             },
             // PermissionDenied (the daemon's own token lacks a policy), NotFound (no such role)
-            // and the rest: nothing a retry or another secret-id fixes. A refused login is not
-            // an error here: approle_try_login answers it as Ok(false).
+            // and the rest: nothing a retry or another secret-id fixes.
             _ => ProviderError::Config { reason },
         }
+    }
+
+    /// What Vault says of the secret's secret-id, without spending one of its uses.
+    async fn lookup(&self, secret: &SecretFields) -> Result<Option<SecretIdInfo>, ProviderError> {
+        let secret_id = SecretString::from(field(secret, "secret_id")?.to_string());
+        self.vault
+            .approle_lookup_secret_id(&self.cfg.mount, &self.cfg.role_name, &secret_id)
+            .await
+            .map_err(|e| self.map_err(e, Op::Other))
     }
 }
 
@@ -75,14 +75,22 @@ enum Op {
     Other,
 }
 
-/// reqwest/hyper describe a refused or failed connect as "tcp connect error" / "Connection
-/// refused" / "dns error": the request was never sent.
-fn is_connect_failure(reason: &str) -> bool {
-    let r = reason.to_ascii_lowercase();
-    r.contains("connect error")
-        || r.contains("connection refused")
-        || r.contains("dns error")
-        || r.contains("(connect)")
+/// The `ttl` to ask for when generating a secret-id: the configured one; else none when the
+/// role sets its own; else the credential lifetime the engine planned, so that a secret-id
+/// nobody holds always expires.
+fn requested_ttl(
+    configured: Option<Duration>,
+    role: Option<Duration>,
+    req: &MintRequest,
+) -> Option<Duration> {
+    match (configured, role) {
+        (Some(t), _) => Some(t),
+        (None, Some(_)) => None,
+        (None, None) => {
+            let lifetime = (req.expires_at - req.now).to_std().unwrap_or_default();
+            Some(lifetime.max(Duration::from_secs(1)))
+        }
+    }
 }
 
 fn field<'a>(secret: &'a SecretFields, name: &str) -> Result<&'a str, ProviderError> {
@@ -103,30 +111,38 @@ impl Provider for AppRoleProvider {
     fn info(&self) -> ProviderInfo {
         ProviderInfo {
             mode: Mode::Automatic,
-            credentials_expire: self.ttl().is_some(),
+            // Always: the configured TTL, the role's, or the planned lifetime (see mint).
+            credentials_expire: true,
             async_revocation: false,
         }
     }
 
     async fn mint(&self, req: &MintRequest) -> Result<Minted, ProviderError> {
+        let (mount, role) = (&self.cfg.mount, &self.cfg.role_name);
         let role_id = self
             .vault
-            .approle_role_id(&self.cfg.mount, &self.cfg.role_name)
+            .approle_role_id(mount, role)
             .await
             .map_err(|e| self.map_err(e, Op::Other))?;
+        let role_ttl = match self.ttl() {
+            Some(_) => None,
+            None => self
+                .vault
+                .approle_role_secret_id_ttl(mount, role)
+                .await
+                .map_err(|e| self.map_err(e, Op::Other))?,
+        };
+        let ttl = requested_ttl(self.ttl(), role_ttl, req);
         let opts = SecretIdOptions {
-            ttl: self.ttl(),
-            // verify() logs in once with the new secret-id, which spends one use: add it so the
-            // dependent still gets the number of uses configured. 0 means unlimited.
-            num_uses: self
-                .cfg
-                .secret_id_num_uses
-                .map(|n| if n == 0 { 0 } else { n.saturating_add(1) }),
+            ttl,
+            // verify() looks the secret-id up without logging in: no use is spent, so the
+            // dependent gets exactly the uses configured. 0 means unlimited.
+            num_uses: self.cfg.secret_id_num_uses,
             metadata: vec![("rotation_attempt".to_string(), req.attempt_id.clone())],
         };
         let generated = self
             .vault
-            .approle_generate_secret_id(&self.cfg.mount, &self.cfg.role_name, &opts)
+            .approle_generate_secret_id(mount, role, &opts)
             .await
             .map_err(|e| self.map_err(e, Op::Generate))?;
         let mut secret = SecretFields::new();
@@ -136,64 +152,73 @@ impl Provider for AppRoleProvider {
             secrecy::ExposeSecret::expose_secret(&generated.secret_id).to_string(),
         );
         secret.insert("secret_id_accessor", generated.accessor);
-        let expires_at = self
-            .ttl()
+        // Measured from the request time: never later than the real expiry.
+        let expires_at = generated
+            .ttl
+            .or(ttl)
             .and_then(|t| chrono::Duration::from_std(t).ok())
             .map(|t| req.now + t);
         Ok(Minted { secret, expires_at })
     }
 
+    /// Accepted when the stored role_id is the role's and the secret-id exists for the role and
+    /// has not expired. A lookup, not a login: a limited-use secret-id keeps all its uses.
     async fn verify(&self, secret: &SecretFields) -> Result<(), ProviderError> {
-        let role_id = self.role_id_for(secret).await?;
-        let secret_id = SecretString::from(field(secret, "secret_id")?.to_string());
-        let accepted = self
-            .vault
-            .approle_try_login(&self.cfg.mount, &role_id, &secret_id)
-            .await
-            .map_err(|e| self.map_err(e, Op::Other))?;
-        if accepted {
-            Ok(())
-        } else {
-            Err(ProviderError::Rejected {
-                reason: format!("{}: login with the secret-id was refused", self.what()),
-            })
+        if let Some(stored) = secret.expose("role_id").filter(|r| !r.is_empty()) {
+            let role_id = self
+                .vault
+                .approle_role_id(&self.cfg.mount, &self.cfg.role_name)
+                .await
+                .map_err(|e| self.map_err(e, Op::Other))?;
+            if stored != role_id {
+                return Err(ProviderError::Rejected {
+                    reason: format!("{}: the stored role_id is not the role's", self.what()),
+                });
+            }
+        }
+        match self.lookup(secret).await? {
+            Some(info) if info.usable_at(Utc::now()) => Ok(()),
+            Some(info) => Err(ProviderError::Rejected {
+                reason: format!(
+                    "{}: the secret-id expired at {}",
+                    self.what(),
+                    info.expires_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+                ),
+            }),
+            None => Err(ProviderError::Rejected {
+                reason: format!(
+                    "{}: Vault does not know the secret-id (revoked, expired, used up, or not this role's)",
+                    self.what()
+                ),
+            }),
         }
     }
 
+    /// Destroy by accessor. A secret adopted by hand may hold only the secret-id: its accessor
+    /// is looked up first (gone already is success).
     async fn revoke(&self, secret: &SecretFields) -> Result<(), ProviderError> {
-        let accessor = field(secret, "secret_id_accessor")?;
-        // Destroying an accessor that is already gone succeeds (the Vault client says so).
-        match self
-            .vault
-            .approle_destroy_secret_id(&self.cfg.mount, &self.cfg.role_name, accessor)
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.map_err(e, Op::Other)),
-        }
-    }
-
-    async fn verify_revoked(&self, secret: &SecretFields) -> Result<bool, ProviderError> {
-        match self.verify(secret).await {
-            Ok(()) => return Ok(false),
-            Err(ProviderError::Rejected { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        // A refused login could also mean the uses ran out; the accessor lookup says whether the
-        // secret-id itself is gone. A hand-written secret may have no accessor: login is all we
-        // can check then.
-        let Some(accessor) = secret
+        let accessor = match secret
             .expose("secret_id_accessor")
             .filter(|a| !a.is_empty())
-        else {
-            return Ok(true);
+        {
+            Some(a) => a.to_string(),
+            None => match self.lookup(secret).await? {
+                Some(info) => info.accessor,
+                None => return Ok(()),
+            },
         };
-        let exists = self
-            .vault
-            .approle_secret_id_exists(&self.cfg.mount, &self.cfg.role_name, accessor)
+        self.vault
+            .approle_destroy_secret_id(&self.cfg.mount, &self.cfg.role_name, &accessor)
             .await
-            .map_err(|e| self.map_err(e, Op::Other))?;
-        Ok(!exists)
+            .map_err(|e| self.map_err(e, Op::Other))
+    }
+
+    /// Revoked when Vault no longer knows the secret-id, or it expired. A lookup: no use spent.
+    async fn verify_revoked(&self, secret: &SecretFields) -> Result<bool, ProviderError> {
+        Ok(match self.lookup(secret).await? {
+            Some(info) => !info.usable_at(Utc::now()),
+            None => true,
+        })
     }
 }
 
@@ -202,14 +227,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connect_failures_are_told_apart_from_timeouts() {
+    fn a_secret_id_always_gets_a_ttl_unless_the_role_sets_one() {
+        let now = Utc::now();
+        let req = MintRequest {
+            attempt_id: "a".into(),
+            now,
+            expires_at: now + chrono::Duration::hours(2),
+        };
+        let h = |n: u64| Duration::from_secs(n * 3600);
         let cases = [
-            ("error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)", true),
-            ("error sending request: operation timed out", false),
-            ("error sending request: connection closed before message completed", false),
+            ("configured wins", Some(h(1)), Some(h(5)), Some(h(1))),
+            ("configured, role without", Some(h(1)), None, Some(h(1))),
+            ("role's own applies", None, Some(h(5)), None),
+            ("neither: the planned lifetime", None, None, Some(h(2))),
         ];
-        for (reason, connect) in cases {
-            assert_eq!(is_connect_failure(reason), connect, "{reason}");
+        for (name, configured, role, expected) in cases {
+            assert_eq!(requested_ttl(configured, role, &req), expected, "{name}");
         }
+        let past = MintRequest {
+            expires_at: now - chrono::Duration::hours(1),
+            ..req
+        };
+        assert_eq!(
+            requested_ttl(None, None, &past),
+            Some(Duration::from_secs(1)),
+            "a lifetime already over still expires"
+        );
     }
 }

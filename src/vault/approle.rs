@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use secrecy::SecretString;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{Vault, VaultError};
 
@@ -20,6 +21,26 @@ pub struct SecretIdOptions {
 pub struct GeneratedSecretId {
     pub secret_id: SecretString,
     pub accessor: String,
+    /// The lifetime Vault gave it; `None` when it never expires.
+    pub ttl: Option<Duration>,
+}
+
+/// What `secret-id/lookup` says of an existing secret-id. A secret-id whose uses ran out is
+/// deleted by Vault, so one that exists has uses left.
+#[derive(Debug, Clone)]
+pub struct SecretIdInfo {
+    pub accessor: String,
+    /// `None` when it never expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Logins left; 0 means unlimited.
+    pub uses_left: u64,
+}
+
+impl SecretIdInfo {
+    /// It exists, and has not expired at `now`.
+    pub fn usable_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_none_or(|t| t > now)
+    }
 }
 
 impl Vault {
@@ -79,10 +100,82 @@ impl Vault {
                     message: format!("answer has no {name}"),
                 })
         };
+        let ttl = v
+            .pointer("/data/secret_id_ttl")
+            .and_then(|t| t.as_u64())
+            .filter(|t| *t > 0)
+            .map(Duration::from_secs);
         Ok(GeneratedSecretId {
             secret_id: SecretString::from(field("secret_id")?),
             accessor: field("secret_id_accessor")?,
+            ttl,
         })
+    }
+
+    /// The role's own `secret_id_ttl`; `None` when the role lets secret-ids live forever.
+    pub async fn approle_role_secret_id_ttl(
+        &self,
+        mount: &str,
+        role: &str,
+    ) -> Result<Option<Duration>, VaultError> {
+        let path = format!("auth/{mount}/role/{role}/secret-id-ttl");
+        let v = self.raw(reqwest::Method::GET, &path, None).await?;
+        let ttl = v
+            .pointer("/data/secret_id_ttl")
+            .and_then(|t| t.as_u64())
+            .ok_or_else(|| VaultError::Other {
+                path: path.clone(),
+                status: None,
+                message: "answer has no secret_id_ttl".into(),
+            })?;
+        Ok((ttl > 0).then(|| Duration::from_secs(ttl)))
+    }
+
+    /// Look a secret-id up without logging in (no use is spent). `None`: Vault does not know it
+    /// for this role (revoked, expired and tidied, used up, or never issued).
+    pub async fn approle_lookup_secret_id(
+        &self,
+        mount: &str,
+        role: &str,
+        secret_id: &SecretString,
+    ) -> Result<Option<SecretIdInfo>, VaultError> {
+        let path = format!("auth/{mount}/role/{role}/secret-id/lookup");
+        let body = serde_json::json!({ "secret_id": secret_id.expose_secret() });
+        let v = match self.raw(reqwest::Method::POST, &path, Some(body)).await {
+            Ok(v) => v,
+            Err(VaultError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // OpenBao answers an unknown secret-id with 204 No Content.
+        let Some(data) = v.get("data").filter(|d| d.is_object()) else {
+            return Ok(None);
+        };
+        let bad = |what: &str| VaultError::Other {
+            path: path.clone(),
+            status: None,
+            message: format!("answer has no {what}"),
+        };
+        let accessor = data
+            .get("secret_id_accessor")
+            .and_then(|a| a.as_str())
+            .ok_or_else(|| bad("secret_id_accessor"))?
+            .to_string();
+        let expiration = data
+            .get("expiration_time")
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| bad("expiration_time"))?;
+        let expires_at = DateTime::parse_from_rfc3339(expiration)
+            .map_err(|_| bad("valid expiration_time"))?
+            .with_timezone(&Utc);
+        Ok(Some(SecretIdInfo {
+            accessor,
+            // Vault writes the zero time (year 1) for "never".
+            expires_at: (expires_at.timestamp() > 0).then_some(expires_at),
+            uses_left: data
+                .get("secret_id_num_uses")
+                .and_then(|n| n.as_u64())
+                .unwrap_or(0),
+        }))
     }
 
     /// Destroy a secret-id by its accessor. Already gone is success (idempotent).
@@ -109,7 +202,8 @@ impl Vault {
     }
 
     /// `POST auth/{mount}/role/{role}/secret-id-accessor/{action}`; `None` when the accessor is
-    /// unknown. OpenBao answers an unknown accessor with 500 "failed to find accessor entry".
+    /// unknown. OpenBao answers an unknown accessor with 404, or (older versions) with 500
+    /// "failed to find accessor entry", which a write reports as an unknown outcome.
     async fn accessor_call(
         &self,
         mount: &str,
@@ -122,9 +216,9 @@ impl Vault {
         match self.raw(reqwest::Method::POST, &path, Some(body)).await {
             Ok(v) => Ok(Some(v)),
             Err(VaultError::NotFound { .. }) => Ok(None),
-            Err(VaultError::Unavailable { reason, .. }) if reason.contains("failed to find") => {
-                Ok(None)
-            }
+            Err(
+                VaultError::Unavailable { reason, .. } | VaultError::OutcomeUnknown { reason, .. },
+            ) if reason.contains("failed to find") => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -137,7 +231,6 @@ impl Vault {
         role_id: &str,
         secret_id: &SecretString,
     ) -> Result<bool, VaultError> {
-        use secrecy::ExposeSecret;
         let path = format!("auth/{mount}/login");
         match self
             .raw(

@@ -5,11 +5,14 @@
 //! daemon logs in again where it can (AppRole).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 
+use super::http::Request;
 use super::{error_chain, Vault, VaultError};
 use crate::config::{RoleId, VaultAuth};
 
@@ -114,9 +117,38 @@ pub fn renewal_delay(ttl: u64) -> Duration {
     Duration::from_millis((ttl * 1000 * 2 / 3).max(1000))
 }
 
+/// How long a failed renewal or re-login is retried before the daemon reports it and waits
+/// for the next check: long enough to ride out a Vault outage of several minutes.
+const REFRESH_BUDGET: Duration = Duration::from_secs(15 * 60);
+/// How long the first token lookup is retried.
+const LOOKUP_BUDGET: Duration = Duration::from_secs(60);
+/// When retries ran out: the next check this far away.
+const RECHECK: u64 = 60;
+
+/// Capped exponential backoff with jitter, budgeted by total time rather than tries.
+pub(super) fn backoff(budget: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .with_total_delay(Some(budget))
+}
+
 impl Vault {
-    /// AppRole login; replaces the token of every node's client. A no-op for token auth.
+    /// AppRole login; every later request uses the new token. A no-op for token auth.
     pub async fn log_in(&self) -> Result<(), VaultError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            auth: Auth,
+        }
+        #[derive(Deserialize)]
+        struct Auth {
+            client_token: String,
+            #[serde(default)]
+            lease_duration: u64,
+        }
         let Login::AppRole {
             mount,
             role_id,
@@ -125,81 +157,111 @@ impl Vault {
         else {
             return Ok(());
         };
-        let auth = self
-            .call(
-                &format!("auth/{mount}/login"),
-                |c: std::sync::Arc<vaultrs::client::VaultClient>| async move {
-                    vaultrs::auth::approle::login(&*c, mount, role_id, secret_id.expose_secret())
-                        .await
-                },
-            )
+        let api_path = format!("auth/{mount}/login");
+        let body =
+            serde_json::json!({ "role_id": role_id, "secret_id": secret_id.expose_secret() });
+        let answer = self
+            .send(Request {
+                method: Method::POST,
+                api_path: &api_path,
+                shown: &api_path,
+                body: Some(&body),
+                count: Some(&self.stats.logins),
+            })
             .await
             .map_err(|e| match e {
-                e @ (VaultError::Sealed { .. } | VaultError::Unavailable { .. }) => e,
+                e if e.is_retryable() => e,
                 other => VaultError::Login {
                     reason: other.to_string(),
                 },
             })?;
-        self.stats.logins.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(mount = %mount, ttl_s = auth.lease_duration, "logged in to vault with approle");
-        self.set_token(SecretString::from(auth.client_token)).await;
+        let answer: Answer = serde_json::from_value(answer).map_err(|_| VaultError::Login {
+            reason: format!("{api_path}: the answer holds no token"),
+        })?;
+        tracing::info!(mount = %mount, ttl_s = answer.auth.lease_duration, "logged in to vault with approle");
+        self.set_token(SecretString::from(answer.auth.client_token));
         Ok(())
     }
 
     pub async fn token_ttl(&self) -> Result<TokenTtl, VaultError> {
-        let info = self
-            .call(
-                "auth/token/lookup-self",
-                |c: std::sync::Arc<vaultrs::client::VaultClient>| async move {
-                    vaultrs::token::lookup_self(&*c).await
-                },
-            )
+        #[derive(Deserialize)]
+        struct Data {
+            #[serde(default)]
+            ttl: u64,
+            #[serde(default)]
+            renewable: Option<bool>,
+        }
+        let path = "auth/token/lookup-self";
+        let answer = self
+            .send(Request {
+                method: Method::GET,
+                api_path: path,
+                shown: path,
+                body: None,
+                count: None,
+            })
             .await?;
+        let data: Data = super::data_of(answer, path)?;
         Ok(TokenTtl {
-            ttl: info.ttl,
-            renewable: info.renewable.unwrap_or(false),
+            ttl: data.ttl,
+            renewable: data.renewable.unwrap_or(false),
         })
     }
 
     /// Renew the token once; returns the new TTL in seconds.
     pub async fn renew_token(&self) -> Result<u64, VaultError> {
-        let auth = self
-            .call(
-                "auth/token/renew-self",
-                |c: std::sync::Arc<vaultrs::client::VaultClient>| async move {
-                    vaultrs::token::renew_self(&*c, None).await
-                },
-            )
+        let path = "auth/token/renew-self";
+        let answer = self
+            .send(Request {
+                method: Method::POST,
+                api_path: path,
+                shown: path,
+                body: None,
+                count: Some(&self.stats.renewals),
+            })
             .await?;
-        self.stats.renewals.fetch_add(1, Ordering::Relaxed);
-        Ok(auth.lease_duration)
+        answer
+            .pointer("/auth/lease_duration")
+            .and_then(|d| d.as_u64())
+            .ok_or_else(|| VaultError::Other {
+                path: path.to_string(),
+                status: None,
+                message: "the answer holds no lease_duration".into(),
+            })
     }
 
     /// Keep the token alive until the task is dropped: renew at 2/3 of the TTL; when renewal
     /// fails or the max TTL is near, log in again (AppRole); with a non-renewable static token,
-    /// warn and keep checking. Returns only when the token never expires.
+    /// warn and keep checking. A failure Vault may recover from (unavailable, sealed) is retried
+    /// with capped, jittered exponential backoff for up to [`REFRESH_BUDGET`]. Returns only when
+    /// the token never expires.
     pub async fn maintain_token(&self) {
-        let mut ttl = match self.token_ttl().await {
+        let first = (|| self.token_ttl())
+            .retry(backoff(LOOKUP_BUDGET))
+            .when(VaultError::is_retryable)
+            .notify(|e, wait| tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "cannot look up the vault token; retrying"))
+            .await;
+        let mut ttl = match first {
             Ok(t) if t.ttl == 0 => return,
             Ok(t) => t.ttl,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot look up the vault token; retrying in 10s");
+                tracing::warn!(error = %e, "cannot look up the vault token; trying to renew it in 10s");
                 10
             }
         };
         loop {
             tokio::time::sleep(renewal_delay(ttl)).await;
             let full = ttl;
-            ttl = match self.renew_token().await {
-                // Renewal capped well below what we had: the max TTL is near, log in afresh.
-                Ok(new) if new * 2 < full && self.can_log_in() => self.relogin_ttl(full).await,
-                Ok(new) => {
-                    tracing::debug!(ttl_s = new, "renewed the vault token");
-                    new.max(1)
-                }
+            let refreshed = (|| self.refresh(full))
+                .retry(backoff(REFRESH_BUDGET))
+                .when(VaultError::is_retryable)
+                .notify(|e, wait| tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "cannot refresh the vault token; retrying"))
+                .await;
+            ttl = match refreshed {
+                Ok(new) => new.max(1),
                 Err(e) if self.can_log_in() => {
-                    tracing::info!(error = %e, "cannot renew the vault token; logging in again");
-                    self.relogin_ttl(full).await
+                    tracing::error!(error = %error_chain(&e), "cannot renew the vault token or log in again; checking again in {RECHECK}s");
+                    RECHECK
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot renew the vault token and cannot log in again (token auth); the daemon will stop working when it expires");
@@ -209,21 +271,34 @@ impl Vault {
         }
     }
 
+    /// One refresh: renew the token, or log in afresh (AppRole) when renewal fails or is capped
+    /// well below what the token had (its max TTL is near). Returns the new TTL in seconds.
+    async fn refresh(&self, full: u64) -> Result<u64, VaultError> {
+        match self.renew_token().await {
+            Ok(new) if new * 2 < full && self.can_log_in() => self.relogin(full).await,
+            Ok(new) => {
+                tracing::debug!(ttl_s = new, "renewed the vault token");
+                Ok(new)
+            }
+            Err(e) if self.can_log_in() => {
+                tracing::info!(error = %e, "cannot renew the vault token; logging in again");
+                self.relogin(full).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn can_log_in(&self) -> bool {
         matches!(self.login, Login::AppRole { .. })
     }
 
-    async fn relogin_ttl(&self, fallback: u64) -> u64 {
-        match self.log_in().await {
-            Ok(()) => match self.token_ttl().await {
-                Ok(t) => t.ttl.max(1),
-                Err(_) => fallback.max(1),
-            },
-            Err(e) => {
-                tracing::error!(error = %error_chain(&e), "vault login failed; retrying");
-                5
-            }
-        }
+    /// Log in again; the new token's TTL (or `fallback` when it cannot be looked up).
+    async fn relogin(&self, fallback: u64) -> Result<u64, VaultError> {
+        self.log_in().await?;
+        Ok(match self.token_ttl().await {
+            Ok(t) => t.ttl,
+            Err(_) => fallback,
+        })
     }
 }
 
@@ -243,6 +318,26 @@ mod tests {
         for (ttl, ms) in cases {
             assert_eq!(renewal_delay(ttl), Duration::from_millis(ms), "ttl {ttl}");
         }
+    }
+
+    #[test]
+    fn token_refresh_backs_off_with_jitter_within_a_time_budget() {
+        use backon::BackoffBuilder;
+        let budget = Duration::from_secs(600);
+        let run = || backoff(budget).build().collect::<Vec<Duration>>();
+        let (a, b) = (run(), run());
+        for delays in [&a, &b] {
+            let total: Duration = delays.iter().sum();
+            assert!(total <= budget, "{total:?}");
+            assert!(
+                total >= budget - Duration::from_secs(60),
+                "the budget is used: {total:?}"
+            );
+            assert!(delays[0] >= Duration::from_millis(500) && delays[0] < Duration::from_secs(1));
+            // Capped at 30 s, plus at most as much jitter.
+            assert!(delays.iter().all(|d| *d <= Duration::from_secs(60)));
+        }
+        assert_ne!(a, b, "jitter spreads retries apart");
     }
 
     #[test]

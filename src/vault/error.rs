@@ -2,8 +2,6 @@
 //!
 //! Invariant: an error names the Vault path (or address) and the status, never a secret value.
 
-use vaultrs::error::ClientError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
     #[error("vault {path}: not found (404)")]
@@ -18,6 +16,11 @@ pub enum VaultError {
     Sealed { address: String },
     #[error("vault {address}: unavailable ({reason}); retrying later")]
     Unavailable { address: String, reason: String },
+    /// A write was sent and its reply was lost (timeout, connection reset, a 5xx that does not
+    /// say the node skipped it): it may or may not have been applied. Never re-sent blindly:
+    /// read the state back before acting on it.
+    #[error("vault {path}: outcome unknown ({reason}): the write may or may not have landed; read it back before acting on it")]
+    OutcomeUnknown { path: String, reason: String },
     #[error("vault login failed: {reason}")]
     Login { reason: String },
     #[error("vault {path}: {}{message}", status.map(|s| format!("status {s}: ")).unwrap_or_default())]
@@ -29,11 +32,14 @@ pub enum VaultError {
 }
 
 impl VaultError {
-    /// Worth trying again later (or on another node): the server could not answer now.
+    /// Worth trying again later: the server could not answer now, or (OutcomeUnknown) the
+    /// answer was lost and the caller reads back before it tries again.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            VaultError::Sealed { .. } | VaultError::Unavailable { .. }
+            VaultError::Sealed { .. }
+                | VaultError::Unavailable { .. }
+                | VaultError::OutcomeUnknown { .. }
         )
     }
 
@@ -45,6 +51,7 @@ impl VaultError {
             VaultError::PermissionDenied { .. } => "permission_denied",
             VaultError::Sealed { .. } => "sealed",
             VaultError::Unavailable { .. } => "unavailable",
+            VaultError::OutcomeUnknown { .. } => "outcome_unknown",
             VaultError::Login { .. } => "login",
             VaultError::Other { .. } => "other",
         }
@@ -85,46 +92,8 @@ pub fn classify_status(status: u16, errors: &[String], path: &str, address: &str
     }
 }
 
-/// Classify an error of the vaultrs client.
-pub fn classify(err: ClientError, path: &str, address: &str) -> VaultError {
-    use rustify::errors::ClientError as Rest;
-    match err {
-        ClientError::APIError { code, errors } => classify_status(code, &errors, path, address),
-        ClientError::RestClientError { source } => match source {
-            Rest::ServerResponseError { code, content } => {
-                let errors = content
-                    .as_deref()
-                    .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
-                    .and_then(|v| {
-                        v.get("errors")?.as_array().map(|a| {
-                            a.iter()
-                                .filter_map(|e| e.as_str().map(str::to_string))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .unwrap_or_default();
-                classify_status(code, &errors, path, address)
-            }
-            Rest::RequestError { .. } | Rest::ResponseError { .. } => VaultError::Unavailable {
-                address: address.to_string(),
-                reason: error_chain(&source),
-            },
-            other => VaultError::Other {
-                path: path.to_string(),
-                status: None,
-                message: error_chain(&other),
-            },
-        },
-        other => VaultError::Other {
-            path: path.to_string(),
-            status: None,
-            message: error_chain(&other),
-        },
-    }
-}
-
-/// `a: b: c` from an error and its sources. Vault client errors carry URLs and statuses, not
-/// request bodies, so this is safe to log.
+/// `a: b: c` from an error and its sources. HTTP client errors here carry no URL (stripped)
+/// and never a request body, so this is safe to log.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut cur = err.source();
@@ -184,5 +153,17 @@ mod tests {
         for (status, errors, kind, retryable) in cases {
             check(*status, errors, kind, *retryable);
         }
+    }
+
+    #[test]
+    fn an_unknown_outcome_says_the_write_may_have_landed() {
+        let e = VaultError::OutcomeUnknown {
+            path: "secret/app/db".into(),
+            reason: "http://127.0.0.1:8200: operation timed out".into(),
+        };
+        assert_eq!(e.kind(), "outcome_unknown");
+        assert!(e.is_retryable());
+        let text = e.to_string();
+        assert!(text.contains("secret/app/db") && text.contains("may or may not have landed"));
     }
 }

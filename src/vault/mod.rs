@@ -1,29 +1,28 @@
 //! The only code that talks to Vault/OpenBao: KV v2 reads and check-and-set writes, metadata,
 //! AppRole secret-ids, token login and renewal.
 //!
-//! Invariants: every call goes through [`Vault::call`], which classifies errors into
-//! [`VaultError`] and moves to the next configured address when a node is unavailable or sealed;
-//! every write is counted (the rotation budget is measured in writes); no secret value is logged.
+//! Invariants: every call goes through one HTTP stack ([`http`]), which classifies errors into
+//! [`VaultError`], moves to the next configured address only when that is safe (a write whose
+//! reply was lost is never sent again), and counts requests (the rotation budget is measured in
+//! writes); no secret value is logged.
 
 mod approle;
 mod auth;
 mod error;
 mod extra;
+mod http;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use secrecy::{ExposeSecret, SecretString};
-use vaultrs::api::kv2::requests::{
-    ReadSecretRequest, SetSecretMetadataRequest, SetSecretRequestOptions,
-};
-use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
-use vaultrs::error::ClientError;
+use reqwest::Method;
+use secrecy::SecretString;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
 
-pub use approle::{GeneratedSecretId, SecretIdOptions};
+pub use approle::{GeneratedSecretId, SecretIdInfo, SecretIdOptions};
 pub use auth::{resolve_login, Login};
 pub use error::{classify_status, error_chain, VaultError};
 pub use extra::{MountKind, TokenInfo};
@@ -70,21 +69,10 @@ pub struct VaultStats {
     pub renewals: AtomicU64,
 }
 
-struct Node {
-    address: String,
-    /// Replaced whole when the token changes, so no lock is held across a request.
-    client: std::sync::RwLock<Arc<VaultClient>>,
-}
-
-impl Node {
-    fn client(&self) -> Arc<VaultClient> {
-        self.client.read().expect("client lock poisoned").clone()
-    }
-}
-
 /// A connection to one Vault/OpenBao cluster (one or more node addresses).
 pub struct Vault {
-    nodes: Vec<Node>,
+    /// Node addresses, without a trailing `/`.
+    addresses: Vec<String>,
     /// Index of the node that answered last; calls start there.
     active: AtomicUsize,
     login: Login,
@@ -95,47 +83,29 @@ pub struct Vault {
 }
 
 impl Vault {
-    /// Build clients for every address and log in. Nothing is written.
+    /// Build the HTTP client and log in. Nothing is written.
     pub async fn connect(cfg: &VaultConfig, login: Login) -> Result<Vault, VaultError> {
         let initial_token = match &login {
             Login::Token(t) => t.clone(),
             Login::AppRole { .. } => SecretString::from(String::new()),
         };
-        let mut nodes = Vec::new();
-        for address in &cfg.addresses {
-            let client = build_client(cfg, address, initial_token.expose_secret())?;
-            nodes.push(Node {
-                address: address.trim_end_matches('/').to_string(),
-                client: std::sync::RwLock::new(Arc::new(client)),
-            });
-        }
-        let mut http = reqwest::Client::builder().timeout(cfg.request_timeout);
-        if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| VaultError::Other {
-                path: ca.display().to_string(),
+        for (i, address) in cfg.addresses.iter().enumerate() {
+            // The message does not repeat the address: it may hold a password.
+            reqwest::Url::parse(address).map_err(|e| VaultError::Other {
+                path: format!("vault.addresses[{i}]"),
                 status: None,
-                message: format!("cannot read CA file: {e}"),
+                message: format!("not a valid URL: {e}"),
             })?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| VaultError::Other {
-                    path: ca.display().to_string(),
-                    status: None,
-                    message: format!("cannot parse CA file: {e}"),
-                })?;
-            for c in certs {
-                http = http.add_root_certificate(c);
-            }
         }
-        let http = http.build().map_err(|e| VaultError::Other {
-            path: String::new(),
-            status: None,
-            message: format!("cannot build HTTP client: {e}"),
-        })?;
         let vault = Vault {
-            nodes,
+            addresses: cfg
+                .addresses
+                .iter()
+                .map(|a| a.trim_end_matches('/').to_string())
+                .collect(),
             active: AtomicUsize::new(0),
             login,
-            http,
+            http: http::client(cfg)?,
             namespace: cfg.namespace.clone(),
             token: std::sync::RwLock::new(initial_token),
             stats: VaultStats::default(),
@@ -149,73 +119,7 @@ impl Vault {
 
     /// The address of the node calls start at.
     pub fn active_address(&self) -> &str {
-        &self.nodes[self.active.load(Ordering::Relaxed)].address
-    }
-
-    /// Prefer the active node of an HA cluster: standbys check CAS against a stale copy
-    /// (reference/openbao.md). `sys/health` answers 200 only on the active node.
-    async fn pick_active_node(&self) {
-        if self.nodes.len() < 2 {
-            return;
-        }
-        for (i, node) in self.nodes.iter().enumerate() {
-            let url = format!("{}/v1/sys/health", node.address);
-            if let Ok(resp) = self.http.get(&url).send().await {
-                if resp.status().as_u16() == 200 {
-                    self.active.store(i, Ordering::Relaxed);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Run `op` against the active node, moving on to the next address when a node is
-    /// unavailable or sealed.
-    async fn call<T, F, Fut>(&self, path: &str, op: F) -> Result<T, VaultError>
-    where
-        F: Fn(Arc<VaultClient>) -> Fut,
-        Fut: Future<Output = Result<T, ClientError>>,
-    {
-        let op = &op;
-        self.over_nodes(move |node: &Node| async move {
-            op(node.client())
-                .await
-                .map_err(|e| error::classify(e, path, &node.address))
-        })
-        .await
-    }
-
-    /// Try `op` on each node in turn, starting at the active one, while the error says the node
-    /// could not answer (unavailable, sealed); remember the node that answered.
-    async fn over_nodes<'s, T, F, Fut>(&'s self, op: F) -> Result<T, VaultError>
-    where
-        F: Fn(&'s Node) -> Fut,
-        Fut: Future<Output = Result<T, VaultError>>,
-    {
-        let n = self.nodes.len();
-        let start = self.active.load(Ordering::Relaxed);
-        let mut last = None;
-        for i in 0..n {
-            let idx = (start + i) % n;
-            let node = &self.nodes[idx];
-            match op(node).await {
-                Ok(v) => {
-                    if idx != start {
-                        self.active.store(idx, Ordering::Relaxed);
-                    }
-                    return Ok(v);
-                }
-                Err(err) if err.is_retryable() && i + 1 < n => {
-                    tracing::warn!(address = %node.address, error = %err, "vault node failed; trying the next address");
-                    last = Some(err);
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        Err(last.unwrap_or(VaultError::Unavailable {
-            address: String::new(),
-            reason: "no address configured".into(),
-        }))
+        &self.addresses[self.active.load(Ordering::Relaxed)]
     }
 
     /// Read the current version's data and metadata in one round trip.
@@ -252,10 +156,7 @@ impl Vault {
 
     /// Read the current version's data as JSON, with its version number; `None` when missing.
     /// For the daemon's own structured records.
-    pub async fn read_json(
-        &self,
-        kv: &KvPath,
-    ) -> Result<Option<(serde_json::Value, u64)>, VaultError> {
+    pub async fn read_json(&self, kv: &KvPath) -> Result<Option<(Value, u64)>, VaultError> {
         match self.read_value_at(kv, None).await {
             Ok((v, version, _)) => Ok(Some((v, version))),
             Err(VaultError::NotFound { .. }) => Ok(None),
@@ -267,22 +168,34 @@ impl Vault {
         &self,
         kv: &KvPath,
         version: Option<u64>,
-    ) -> Result<(serde_json::Value, u64, DateTime<Utc>), VaultError> {
-        self.stats.reads.fetch_add(1, Ordering::Relaxed);
+    ) -> Result<(Value, u64, DateTime<Utc>), VaultError> {
+        #[derive(Deserialize)]
+        struct Read {
+            data: Value,
+            metadata: Meta,
+        }
+        #[derive(Deserialize)]
+        struct Meta {
+            version: u64,
+            created_time: String,
+        }
         let shown = kv.to_string();
-        let resp = self
-            .call(&shown, |c: Arc<VaultClient>| async move {
-                let endpoint = ReadSecretRequest::builder()
-                    .mount(kv.mount.as_str())
-                    .path(kv.path.as_str())
-                    .version(version)
-                    .build()
-                    .expect("all fields set");
-                vaultrs::api::exec_with_result(&*c, endpoint).await
+        let mut api_path = format!("{}/data/{}", kv.mount, kv.path);
+        if let Some(v) = version {
+            api_path.push_str(&format!("?version={v}"));
+        }
+        let answer = self
+            .send(http::Request {
+                method: Method::GET,
+                api_path: &api_path,
+                shown: &shown,
+                body: None,
+                count: Some(&self.stats.reads),
             })
             .await?;
-        let created = parse_time(&resp.metadata.created_time, &shown)?;
-        Ok((resp.data, resp.metadata.version, created))
+        let read: Read = data_of(answer, &shown)?;
+        let created = parse_time(&read.metadata.created_time, &shown)?;
+        Ok((read.data, read.metadata.version, created))
     }
 
     /// Read the current version, or `None` when the secret does not exist.
@@ -295,7 +208,8 @@ impl Vault {
     }
 
     /// Check-and-set write: succeeds only if the current version is `expected_version`
-    /// (0: the secret must not exist yet). Returns the new version.
+    /// (0: the secret must not exist yet). Returns the new version. A lost reply is
+    /// [`VaultError::OutcomeUnknown`]: the write is never sent a second time.
     pub async fn write_cas(
         &self,
         kv: &KvPath,
@@ -310,39 +224,57 @@ impl Vault {
     pub async fn write_json_cas(
         &self,
         kv: &KvPath,
-        body: &serde_json::Value,
+        body: &Value,
         expected_version: u64,
     ) -> Result<u64, VaultError> {
-        self.stats.writes.fetch_add(1, Ordering::Relaxed);
-        let cas = u32::try_from(expected_version).map_err(|_| VaultError::Other {
-            path: kv.to_string(),
-            status: None,
-            message: format!("version {expected_version} is out of range for check-and-set"),
-        })?;
-        let meta = self
-            .call(&kv.to_string(), |c: Arc<VaultClient>| async move {
-                vaultrs::kv2::set_with_options(
-                    &*c,
-                    &kv.mount,
-                    &kv.path,
-                    body,
-                    SetSecretRequestOptions { cas },
-                )
-                .await
+        #[derive(Deserialize)]
+        struct Written {
+            version: u64,
+        }
+        let shown = kv.to_string();
+        let request = json!({ "data": body, "options": { "cas": expected_version } });
+        let answer = self
+            .send(http::Request {
+                method: Method::POST,
+                api_path: &format!("{}/data/{}", kv.mount, kv.path),
+                shown: &shown,
+                body: Some(&request),
+                count: Some(&self.stats.writes),
             })
             .await?;
-        Ok(meta.version)
+        let written: Written = data_of(answer, &shown)?;
+        Ok(written.version)
     }
 
     /// The secret's metadata: current version, each version's created_time, custom_metadata.
     pub async fn read_metadata(&self, kv: &KvPath) -> Result<SecretMetadata, VaultError> {
-        self.stats.reads.fetch_add(1, Ordering::Relaxed);
+        #[derive(Deserialize)]
+        struct Metadata {
+            current_version: u64,
+            #[serde(default)]
+            versions: HashMap<String, Version>,
+            #[serde(default)]
+            custom_metadata: Option<HashMap<String, String>>,
+        }
+        #[derive(Deserialize)]
+        struct Version {
+            created_time: String,
+            #[serde(default)]
+            deletion_time: String,
+            #[serde(default)]
+            destroyed: bool,
+        }
         let shown = kv.to_string();
-        let m = self
-            .call(&shown, |c: Arc<VaultClient>| async move {
-                vaultrs::kv2::read_metadata(&*c, &kv.mount, &kv.path).await
+        let answer = self
+            .send(http::Request {
+                method: Method::GET,
+                api_path: &format!("{}/metadata/{}", kv.mount, kv.path),
+                shown: &shown,
+                body: None,
+                count: Some(&self.stats.reads),
             })
             .await?;
+        let m: Metadata = data_of(answer, &shown)?;
         let mut versions = HashMap::new();
         for (v, info) in m.versions {
             let Ok(v) = v.parse::<u64>() else { continue };
@@ -368,134 +300,85 @@ impl Vault {
         kv: &KvPath,
         custom: HashMap<String, String>,
     ) -> Result<(), VaultError> {
-        self.stats.writes.fetch_add(1, Ordering::Relaxed);
-        let custom = &custom;
-        self.call(&kv.to_string(), |c: Arc<VaultClient>| async move {
-            let mut opts = SetSecretMetadataRequest::builder();
-            opts.custom_metadata(custom.clone());
-            vaultrs::kv2::set_metadata(&*c, &kv.mount, &kv.path, Some(&mut opts)).await
+        let request = json!({ "custom_metadata": custom });
+        self.send(http::Request {
+            method: Method::POST,
+            api_path: &format!("{}/metadata/{}", kv.mount, kv.path),
+            shown: &kv.to_string(),
+            body: Some(&request),
+            count: Some(&self.stats.writes),
         })
         .await
+        .map(|_| ())
     }
 
     /// Permanently destroy the given versions' data.
     pub async fn destroy_versions(&self, kv: &KvPath, versions: &[u64]) -> Result<(), VaultError> {
-        self.stats.writes.fetch_add(1, Ordering::Relaxed);
-        self.call(&kv.to_string(), |c: Arc<VaultClient>| async move {
-            vaultrs::kv2::destroy_versions(&*c, &kv.mount, &kv.path, versions.to_vec()).await
+        let request = json!({ "versions": versions });
+        self.send(http::Request {
+            method: Method::PUT,
+            api_path: &format!("{}/destroy/{}", kv.mount, kv.path),
+            shown: &kv.to_string(),
+            body: Some(&request),
+            count: Some(&self.stats.writes),
         })
         .await
+        .map(|_| ())
     }
 
     /// Keys under a folder (names ending in `/` are folders); empty when there is none.
     pub async fn list(&self, mount: &str, path: &str) -> Result<Vec<String>, VaultError> {
-        self.stats.reads.fetch_add(1, Ordering::Relaxed);
-        match self
-            .call(
-                &format!("{mount}/{path}"),
-                |c: Arc<VaultClient>| async move { vaultrs::kv2::list(&*c, mount, path).await },
-            )
-            .await
-        {
-            Ok(keys) => Ok(keys),
+        #[derive(Deserialize)]
+        struct Keys {
+            keys: Vec<String>,
+        }
+        let shown = format!("{mount}/{path}");
+        let answer = self
+            .send(http::Request {
+                method: Method::GET,
+                api_path: &format!("{mount}/metadata/{path}?list=true"),
+                shown: &shown,
+                body: None,
+                count: Some(&self.stats.reads),
+            })
+            .await;
+        match answer {
+            Ok(v) => Ok(data_of::<Keys>(v, &shown)?.keys),
             Err(VaultError::NotFound { .. }) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
     }
 
-    /// Point every node's client at a new token.
-    async fn set_token(&self, token: SecretString) {
-        for node in &self.nodes {
-            let mut settings = node.client().settings.clone();
-            settings.token = token.expose_secret().to_string();
-            match VaultClient::new(settings) {
-                Ok(c) => *node.client.write().expect("client lock poisoned") = Arc::new(c),
-                Err(e) => {
-                    tracing::error!(address = %node.address, error = %error_chain(&e), "cannot rebuild the vault client")
-                }
-            }
-        }
+    /// Use a new token for every later request.
+    fn set_token(&self, token: SecretString) {
         *self.token.write().expect("token lock poisoned") = token;
     }
 
-    /// The current token, for raw calls.
+    /// The current token.
     fn current_token(&self) -> SecretString {
         self.token.read().expect("token lock poisoned").clone()
     }
-
-    /// A raw JSON call for endpoints vaultrs does not model; same error classification.
-    async fn raw(
-        &self,
-        method: reqwest::Method,
-        api_path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value, VaultError> {
-        let (method, body) = (&method, &body);
-        self.over_nodes(move |node: &Node| async move {
-            let url = format!("{}/v1/{}", node.address, api_path);
-            let mut req = self
-                .http
-                .request(method.clone(), &url)
-                .header("X-Vault-Token", self.current_token().expose_secret())
-                .header("X-Vault-Request", "true");
-            if let Some(ns) = &self.namespace {
-                req = req.header("X-Vault-Namespace", ns);
-            }
-            if let Some(b) = &body {
-                req = req.json(b);
-            }
-            let resp = req.send().await.map_err(|e| VaultError::Unavailable {
-                address: node.address.clone(),
-                reason: error_chain(&e.without_url()),
-            })?;
-            let status = resp.status().as_u16();
-            let text = resp.text().await.unwrap_or_default();
-            let value: serde_json::Value =
-                serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-            if (200..300).contains(&status) {
-                return Ok(value);
-            }
-            let errors: Vec<String> = value
-                .get("errors")
-                .and_then(|e| e.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|e| e.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            Err(classify_status(status, &errors, api_path, &node.address))
-        })
-        .await
-    }
 }
 
-fn build_client(cfg: &VaultConfig, address: &str, token: &str) -> Result<VaultClient, VaultError> {
-    let mut settings = VaultClientSettingsBuilder::default();
-    settings
-        .address(address)
-        .token(token)
-        .timeout(Some(cfg.request_timeout))
-        // Set explicitly: the builder's defaults read VAULT_SKIP_VERIFY / VAULT_CACERT.
-        .verify(true)
-        .ca_certs(
-            cfg.ca_file
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect(),
-        );
-    if let Some(ns) = &cfg.namespace {
-        settings.namespace(Some(ns.clone()));
-    }
-    let settings = settings.build().map_err(|e| VaultError::Other {
-        path: address.to_string(),
-        status: None,
-        message: format!("bad Vault client settings: {e}"),
-    })?;
-    VaultClient::new(settings).map_err(|e| VaultError::Other {
-        path: address.to_string(),
-        status: None,
-        message: error_chain(&e),
+/// The `data` object of an answer, in the shape `T`. The error names the path and, at most, a
+/// missing field: never a value (the answer may hold secrets).
+fn data_of<T: DeserializeOwned>(answer: Value, path: &str) -> Result<T, VaultError> {
+    let data = match answer {
+        Value::Object(mut m) => m.remove("data").unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    serde_json::from_value(data).map_err(|e| {
+        let text = e.to_string();
+        let detail = if text.starts_with("missing field") {
+            text
+        } else {
+            "a field has an unexpected type".to_string()
+        };
+        VaultError::Other {
+            path: path.to_string(),
+            status: None,
+            message: format!("unexpected answer from Vault: {detail}"),
+        }
     })
 }
 
