@@ -1,0 +1,215 @@
+//! Checks of single values that the other files share: names, paths, URLs, Vault references.
+
+use toml::Spanned;
+
+use super::Validator;
+use crate::config::model::*;
+use crate::config::raw::*;
+
+impl Validator<'_> {
+    pub(super) fn name(&mut self, key: &str, value: &Spanned<String>) -> Option<String> {
+        let name = value.get_ref();
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            self.bad(
+                key,
+                value,
+                format!("invalid name `{name}`: use letters, digits, '_', '.' and '-'"),
+            );
+            return None;
+        }
+        Some(name.clone())
+    }
+
+    pub(super) fn store_hash(&mut self, key: &str, value: &Spanned<String>) -> Option<String> {
+        let hash = value.get_ref();
+        let ok = !hash.is_empty()
+            && hash
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !ok {
+            self.bad(
+                key,
+                value,
+                format!(
+                    "invalid store hash `{hash}`: lowercase letters and digits only, e.g. `abc123`"
+                ),
+            );
+            return None;
+        }
+        Some(hash.clone())
+    }
+
+    pub(super) fn kv_path(&mut self, key: &str, value: &Spanned<String>) -> Option<String> {
+        match check_kv_path(value.get_ref()) {
+            Ok(()) => Some(value.get_ref().clone()),
+            Err(problem) => {
+                self.bad(
+                    key,
+                    value,
+                    format!("invalid path `{}`: {problem}", value.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn kv_path_or(
+        &mut self,
+        key: &str,
+        value: &Option<Spanned<String>>,
+        default: &str,
+    ) -> Option<String> {
+        match value {
+            None => Some(default.to_string()),
+            Some(value) => self.kv_path(key, value),
+        }
+    }
+
+    pub(super) fn vault_field(
+        &mut self,
+        prefix: &str,
+        raw: &Spanned<RawVaultField>,
+        default_mount: Option<&str>,
+    ) -> Option<VaultField> {
+        let key = |name: &str| format!("{prefix}.{name}");
+        let table = raw.span();
+        let raw = raw.get_ref();
+        let mount = match &raw.mount {
+            Some(mount) => self.kv_path(&key("mount"), mount),
+            // The credential's own mount; if that one is invalid it was reported already.
+            None => default_mount.map(str::to_string),
+        };
+        let path = self
+            .required(&raw.path, &key("path"), table.clone())
+            .and_then(|path| self.kv_path(&key("path"), path));
+        let field = self
+            .required(&raw.key, &key("key"), table)
+            .and_then(|field| {
+                if field.get_ref().trim().is_empty() {
+                    self.bad(&key("key"), field, "must not be empty");
+                    None
+                } else {
+                    Some(field.get_ref().clone())
+                }
+            });
+        Some(VaultField {
+            secret: KvPath {
+                mount: mount?,
+                path: path?,
+            },
+            key: field?,
+        })
+    }
+
+    /// An http(s) URL, without a trailing '/', so paths can be appended with one.
+    pub(super) fn url(&mut self, key: &str, value: &Spanned<String>) -> Option<String> {
+        match check_url(value.get_ref()) {
+            Ok(()) => Some(value.get_ref().trim_end_matches('/').to_string()),
+            Err(problem) => {
+                self.bad(
+                    key,
+                    value,
+                    format!("invalid URL `{}`: {problem}", value.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A URL with an optional `{store_hash}` placeholder, or `default` (which has one) when absent.
+    /// Without a valid store hash there is nothing to check: that problem is reported already.
+    pub(super) fn url_or(
+        &mut self,
+        key: &str,
+        value: &Option<Spanned<String>>,
+        default: &str,
+        store_hash: Option<&str>,
+    ) -> Option<String> {
+        let store_hash = store_hash?;
+        match value {
+            None => Some(
+                default
+                    .replace("{store_hash}", store_hash)
+                    .trim_end_matches('/')
+                    .to_string(),
+            ),
+            Some(value) => {
+                let url = value.get_ref().replace("{store_hash}", store_hash);
+                if url.contains(['{', '}']) {
+                    self.bad(
+                        key,
+                        value,
+                        format!(
+                            "invalid URL `{}`: the only placeholder is {{store_hash}}",
+                            value.get_ref()
+                        ),
+                    );
+                    return None;
+                }
+                self.url(key, &Spanned::new(value.span(), url))
+            }
+        }
+    }
+}
+
+/// `path` equals `prefix` or lies below it.
+pub(super) fn is_under(path: &str, prefix: &str) -> bool {
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// A KV v2 mount or secret path: segments separated by single '/', no '.' or '..' segments.
+pub(super) fn check_kv_path(path: &str) -> Result<(), &'static str> {
+    if path.is_empty() {
+        return Err("must not be empty");
+    }
+    if path.starts_with('/') || path.ends_with('/') {
+        return Err("must not start or end with '/'");
+    }
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace");
+    }
+    for segment in path.split('/') {
+        match segment {
+            "" => return Err("must not contain '//'"),
+            "." | ".." => return Err("must not contain '.' or '..' segments"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// http or https with a host; no whitespace; no user info (which would put a secret in the file).
+pub(super) fn check_url(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with http:// or https://")?;
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace");
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err("must not contain a user name or password");
+    }
+    let host = match authority.rsplit_once(':') {
+        // A port: digits after the last ':' (and not inside an IPv6 literal).
+        Some((host, port)) if !port.contains(']') => {
+            if port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()) {
+                return Err("has an invalid port");
+            }
+            host
+        }
+        _ => authority,
+    };
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    Ok(())
+}
