@@ -7,6 +7,7 @@
 mod error;
 mod model;
 mod raw;
+mod redact;
 mod validate;
 
 #[cfg(test)]
@@ -16,6 +17,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use redact::redact_url;
 
 /// What validation may ask of the outside world; tests pass a map/fake, the binary passes the real one.
 pub trait Environment {

@@ -840,8 +840,11 @@ fn example_config_is_valid() {
         ProviderConfig::BigCommerceStoreAccount(account) => assert_eq!(
             account.required_scopes,
             [
+                (
+                    "information_and_settings".to_string(),
+                    ScopeLevel::ReadOnly
+                ),
                 ("products".to_string(), ScopeLevel::ReadOnly),
-                ("store_v2_information".to_string(), ScopeLevel::ReadOnly),
                 ("storefront_api_tokens".to_string(), ScopeLevel::Modify),
             ]
         ),

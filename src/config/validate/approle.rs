@@ -17,9 +17,7 @@ impl Validator<'_> {
         let table = raw.span();
         let raw = raw.get_ref();
         let mount = self.kv_path_or(&key("mount"), &raw.mount, DEFAULT_APPROLE_MOUNT);
-        let role_name = self
-            .required(&raw.role_name, &key("role_name"), table)
-            .and_then(|name| self.name(&key("role_name"), name));
+        let role_name = self.require(&raw.role_name, &key("role_name"), table, Self::name);
         let secret_id_ttl = match &raw.secret_id_ttl {
             None => Some(None),
             Some(ttl) => self.positive_duration(&key("secret_id_ttl"), ttl).map(Some),

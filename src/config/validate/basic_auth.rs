@@ -15,37 +15,31 @@ impl Validator<'_> {
         prefix: &str,
         raw: &Spanned<RawBasicAuthAccount>,
     ) -> Option<BasicAuthAccountConfig> {
-        let key = |name: &str| format!("{prefix}.{name}");
         let table = raw.span();
         let raw = raw.get_ref();
-        let store_hash = self
-            .required(&raw.store_hash, &key("store_hash"), table.clone())
-            .and_then(|hash| self.store_hash(&key("store_hash"), hash));
-        let username = self
-            .required(&raw.username, &key("username"), table)
-            .and_then(|name| {
+        let (store_hash, api_path) = self.store(
+            prefix,
+            table.clone(),
+            &raw.store_hash,
+            ("api_path", &raw.api_path, DEFAULT_LEGACY_API_PATH),
+        );
+        // Endpoints are appended to the API path (`{api_path}time`), so it ends in '/'.
+        let api_path = api_path.map(|path| format!("{path}/"));
+        let username = self.require(
+            &raw.username,
+            &format!("{prefix}.username"),
+            table,
+            |v, key, name| {
                 // Basic auth joins username and token with ':', so the username cannot hold one.
                 let text = name.get_ref().trim();
                 if text.is_empty() || text.contains(':') {
-                    self.bad(
-                        &key("username"),
-                        name,
-                        "must be non-empty and must not contain ':'",
-                    );
+                    v.bad(key, name, "must be non-empty and must not contain ':'");
                     None
                 } else {
                     Some(text.to_string())
                 }
-            });
-        let api_path = self
-            .url_or(
-                &key("api_path"),
-                &raw.api_path,
-                DEFAULT_LEGACY_API_PATH,
-                store_hash.as_deref(),
-            )
-            // Endpoints are appended to the API path (`{api_path}time`), so it ends in '/'.
-            .map(|path| format!("{path}/"));
+            },
+        );
         Some(BasicAuthAccountConfig {
             store_hash: store_hash?,
             username: username?,

@@ -6,7 +6,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::policy::show;
-use super::values::is_under;
+use super::values::{is_under, quote};
 use super::{Origin, Origins, Validator};
 use crate::config::model::*;
 use crate::config::raw::*;
@@ -40,9 +40,7 @@ impl Validator<'_> {
         );
 
         let mount = self.kv_path_or(&key("mount"), &raw.mount, DEFAULT_SECRET_MOUNT);
-        let path = self
-            .required(&raw.path, &key("path"), table.clone())
-            .and_then(|path| self.kv_path(&key("path"), path));
+        let path = self.require(&raw.path, &key("path"), table.clone(), Self::kv_path);
         let secret = match (&mount, &path) {
             (Some(mount), Some(path)) => Some(KvPath {
                 mount: mount.clone(),
@@ -251,15 +249,16 @@ impl Validator<'_> {
         index: usize,
         what: &str,
     ) -> Option<String> {
-        let name = self
-            .required(raw, key, table)
-            .and_then(|name| self.name(key, name));
+        let name = self.require(raw, key, table, Self::name);
         if let (Some(name), Some(value)) = (&name, raw) {
             if let Some(first) = names.get(name) {
                 self.bad(
                     key,
                     value,
-                    format!("duplicate {what} name `{name}` (also {what}s[{first}])"),
+                    format!(
+                        "duplicate {what} name {} (also {what}s[{first}])",
+                        quote(name)
+                    ),
                 );
             } else {
                 names.insert(name.clone(), index);

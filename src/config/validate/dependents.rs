@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::values::quote;
 use super::Validator;
 use crate::config::model::*;
 use crate::config::raw::*;
@@ -46,7 +47,7 @@ impl Validator<'_> {
         let command = raw.command.as_ref().map(|v| v.span());
 
         let dependent_type = kind.get_ref().as_str();
-        let context = format!("dependent type `{dependent_type}`");
+        let context = format!("dependent type {}", quote(dependent_type));
         match dependent_type {
             "webhook" => {
                 self.unused(
@@ -54,12 +55,13 @@ impl Validator<'_> {
                     &[("path", path), ("field", field), ("command", command)],
                     &context,
                 );
-                let url = self
-                    .required(&raw.url, &key("url"), table.clone())
-                    .and_then(|url| self.url(&key("url"), url));
-                let signing_key = self
-                    .required(&raw.signing_key, &key("signing_key"), table)
-                    .and_then(|field| self.vault_field(&key("signing_key"), field, mount));
+                let url = self.require(&raw.url, &key("url"), table.clone(), Self::url);
+                let signing_key = self.require(
+                    &raw.signing_key,
+                    &key("signing_key"),
+                    table,
+                    |v, key, field| v.vault_field(key, field, mount),
+                );
                 let timeout = self.positive_duration_or(
                     &key("timeout"),
                     &raw.timeout,
@@ -83,20 +85,18 @@ impl Validator<'_> {
                     ],
                     &context,
                 );
-                let path = self
-                    .required(&raw.path, &key("path"), table)
-                    .and_then(|path| {
-                        if Path::new(path.get_ref()).is_absolute() {
-                            Some(PathBuf::from(path.get_ref()))
-                        } else {
-                            self.bad(
-                                &key("path"),
-                                path,
-                                format!("must be an absolute path, got `{}`", path.get_ref()),
-                            );
-                            None
-                        }
-                    });
+                let path = self.require(&raw.path, &key("path"), table, |v, key, path| {
+                    if Path::new(path.get_ref()).is_absolute() {
+                        Some(PathBuf::from(path.get_ref()))
+                    } else {
+                        v.bad(
+                            key,
+                            path,
+                            format!("must be an absolute path, got {}", quote(path.get_ref())),
+                        );
+                        None
+                    }
+                });
                 let field = match &raw.field {
                     None => Some(None),
                     Some(field) if field.get_ref().trim().is_empty() => {
@@ -126,12 +126,10 @@ impl Validator<'_> {
                     ],
                     &context,
                 );
-                let command = self
-                    .required(&raw.command, &key("command"), table)
-                    .and_then(|command| {
+                let command = self.require(&raw.command, &key("command"), table, |v, key, command| {
                         let argv: Vec<String> = command.get_ref().iter().map(|a| a.get_ref().clone()).collect();
                         if argv.first().is_none_or(|program| program.trim().is_empty()) {
-                            self.bad(&key("command"), command, "must name a program: [\"/usr/bin/systemctl\", \"reload\", \"app\"]");
+                            v.bad(key, command, "must name a program: [\"/usr/bin/systemctl\", \"reload\", \"app\"]");
                             None
                         } else {
                             Some(argv)
@@ -150,7 +148,8 @@ impl Validator<'_> {
                     &key("type"),
                     kind,
                     format!(
-                        "unknown dependent type `{other}`; known types: {}",
+                        "unknown dependent type {}; known types: {}",
+                        quote(other),
                         DEPENDENT_TYPES.join(", ")
                     ),
                 );

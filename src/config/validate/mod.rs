@@ -104,6 +104,18 @@ impl Validator<'_> {
         value.as_ref()
     }
 
+    /// A required key, checked by `check` when present: the one shape of nearly every key.
+    fn require<T, U>(
+        &mut self,
+        value: &Option<Spanned<T>>,
+        key: &str,
+        table: Range<usize>,
+        check: impl FnOnce(&mut Self, &str, &Spanned<T>) -> Option<U>,
+    ) -> Option<U> {
+        let value = self.required(value, key, table)?;
+        check(self, key, value)
+    }
+
     /// Reports keys that are present but mean nothing in this context.
     fn unused(&mut self, prefix: &str, present: &[(&str, Option<Range<usize>>)], context: &str) {
         for (name, span) in present {

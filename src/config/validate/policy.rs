@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::NaiveTime;
 use toml::Spanned;
 
+use super::values::quote;
 use super::{Origin, Origins, Validator};
 use crate::config::model::*;
 use crate::config::raw::*;
@@ -75,8 +76,8 @@ impl Validator<'_> {
                         &key("timezone"),
                         value,
                         format!(
-                            "unknown timezone `{}`; use an IANA name such as `UTC` or `Europe/Berlin`",
-                            value.get_ref()
+                            "unknown timezone {}; use an IANA name such as `UTC` or `Europe/Berlin`",
+                            quote(value.get_ref())
                         ),
                     );
                     None
@@ -186,7 +187,10 @@ impl Validator<'_> {
                 self.bad(
                     key,
                     value,
-                    format!("duration `{}` is longer than 10 years", value.get_ref()),
+                    format!(
+                        "duration {} is longer than 10 years",
+                        quote(value.get_ref())
+                    ),
                 );
                 None
             }
@@ -197,8 +201,8 @@ impl Validator<'_> {
                     key,
                     value,
                     format!(
-                        "invalid duration `{}`; write e.g. `90s`, `10m`, `1h`, `7d`",
-                        value.get_ref()
+                        "invalid duration {}; write e.g. `90s`, `10m`, `1h`, `7d`",
+                        quote(value.get_ref())
                     ),
                 );
                 None
@@ -241,7 +245,7 @@ impl Validator<'_> {
                 self.bad(
                     key,
                     value,
-                    format!("invalid cron expression `{expression}`: {error}"),
+                    format!("invalid cron expression {}: {error}", quote(expression)),
                 );
                 None
             }
@@ -260,7 +264,10 @@ impl Validator<'_> {
                 self.bad(
                     key,
                     value,
-                    format!("invalid window `{text}`; write `HH:MM-HH:MM`, e.g. `22:00-04:00`"),
+                    format!(
+                        "invalid window {}; write `HH:MM-HH:MM`, e.g. `22:00-04:00`",
+                        quote(text)
+                    ),
                 );
                 None
             }

@@ -2,7 +2,7 @@
 
 use toml::Spanned;
 
-use super::values::check_url;
+use super::values::{check_url, quote};
 use super::Validator;
 use crate::config::model::*;
 use crate::config::raw::*;
@@ -22,14 +22,11 @@ impl Validator<'_> {
         let table = raw.span();
         let raw = raw.get_ref();
 
-        let store_hash = self
-            .required(&raw.store_hash, &key("store_hash"), table.clone())
-            .and_then(|hash| self.store_hash(&key("store_hash"), hash));
-        let api_url = self.url_or(
-            &key("api_url"),
-            &raw.api_url,
-            DEFAULT_BIGCOMMERCE_API_URL,
-            store_hash.as_deref(),
+        let (store_hash, api_url) = self.store(
+            prefix,
+            table.clone(),
+            &raw.store_hash,
+            ("api_url", &raw.api_url, DEFAULT_BIGCOMMERCE_API_URL),
         );
         let storefront_url = self.url_or(
             &key("storefront_url"),
@@ -37,9 +34,12 @@ impl Validator<'_> {
             DEFAULT_STOREFRONT_URL,
             store_hash.as_deref(),
         );
-        let access_token = self
-            .required(&raw.access_token, &key("access_token"), table.clone())
-            .and_then(|field| self.vault_field(&key("access_token"), field, mount));
+        let access_token = self.require(
+            &raw.access_token,
+            &key("access_token"),
+            table.clone(),
+            |v, key, field| v.vault_field(key, field, mount),
+        );
 
         let kind = match &raw.kind {
             None => Some(StorefrontTokenKind::Storefront),
@@ -51,22 +51,20 @@ impl Validator<'_> {
                     self.bad(
                         &key("kind"),
                         kind,
-                        format!("unknown token kind `{other}`; known kinds: storefront, private, customer_impersonation"),
+                        format!("unknown token kind {}; known kinds: storefront, private, customer_impersonation", quote(other)),
                     );
                     None
                 }
             },
         };
 
-        let channel_ids = self
-            .required(&raw.channel_ids, &key("channel_ids"), table.clone())
-            .and_then(|ids| {
+        let channel_ids = self.require(
+            &raw.channel_ids,
+            &key("channel_ids"),
+            table.clone(),
+            |v, key, ids| {
                 if ids.get_ref().is_empty() {
-                    self.bad(
-                        &key("channel_ids"),
-                        ids,
-                        "must list at least one channel id",
-                    );
+                    v.bad(key, ids, "must list at least one channel id");
                     return None;
                 }
                 let mut all = Some(Vec::new());
@@ -74,7 +72,7 @@ impl Validator<'_> {
                     let checked = match u32::try_from(*id.get_ref()) {
                         Ok(id) if id >= 1 => Some(id),
                         _ => {
-                            self.bad(
+                            v.bad(
                                 &format!("{prefix}.channel_ids[{i}]"),
                                 id,
                                 format!(
@@ -91,7 +89,8 @@ impl Validator<'_> {
                     }
                 }
                 all
-            });
+            },
+        );
 
         let allowed_cors_origins = match &raw.allowed_cors_origins {
             None => Some(Vec::new()),
@@ -186,11 +185,12 @@ impl Validator<'_> {
             let name = scope.get_ref();
             let problem = if !PRIVATE_TOKEN_SCOPES.contains(&name.as_str()) {
                 Some(format!(
-                    "unknown scope `{name}`; known scopes: {}",
+                    "unknown scope {}; known scopes: {}",
+                    quote(name),
                     PRIVATE_TOKEN_SCOPES.join(", ")
                 ))
             } else if all.as_ref().is_some_and(|all| all.contains(name)) {
-                Some(format!("scope `{name}` is listed twice"))
+                Some(format!("scope {} is listed twice", quote(name)))
             } else {
                 None
             };
@@ -222,7 +222,11 @@ impl Validator<'_> {
         };
         match problem {
             Some(problem) => {
-                self.bad(key, value, format!("invalid origin `{origin}`: {problem}"));
+                self.bad(
+                    key,
+                    value,
+                    format!("invalid origin {}: {problem}", quote(origin)),
+                );
                 None
             }
             None => Some(origin.clone()),

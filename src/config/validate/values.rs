@@ -1,10 +1,13 @@
 //! Checks of single values that the other files share: names, paths, URLs, Vault references.
 
+use std::ops::Range;
+
 use toml::Spanned;
 
 use super::Validator;
 use crate::config::model::*;
 use crate::config::raw::*;
+use crate::config::redact_url;
 
 impl Validator<'_> {
     pub(super) fn name(&mut self, key: &str, value: &Spanned<String>) -> Option<String> {
@@ -17,7 +20,10 @@ impl Validator<'_> {
             self.bad(
                 key,
                 value,
-                format!("invalid name `{name}`: use letters, digits, '_', '.' and '-'"),
+                format!(
+                    "invalid name {}: use letters, digits, '_', '.' and '-'",
+                    quote(name)
+                ),
             );
             return None;
         }
@@ -35,7 +41,8 @@ impl Validator<'_> {
                 key,
                 value,
                 format!(
-                    "invalid store hash `{hash}`: lowercase letters and digits only, e.g. `abc123`"
+                    "invalid store hash {}: lowercase letters and digits only, e.g. `abc123`",
+                    quote(hash)
                 ),
             );
             return None;
@@ -50,7 +57,7 @@ impl Validator<'_> {
                 self.bad(
                     key,
                     value,
-                    format!("invalid path `{}`: {problem}", value.get_ref()),
+                    format!("invalid path {}: {problem}", quote(value.get_ref())),
                 );
                 None
             }
@@ -83,19 +90,15 @@ impl Validator<'_> {
             // The credential's own mount; if that one is invalid it was reported already.
             None => default_mount.map(str::to_string),
         };
-        let path = self
-            .required(&raw.path, &key("path"), table.clone())
-            .and_then(|path| self.kv_path(&key("path"), path));
-        let field = self
-            .required(&raw.key, &key("key"), table)
-            .and_then(|field| {
-                if field.get_ref().trim().is_empty() {
-                    self.bad(&key("key"), field, "must not be empty");
-                    None
-                } else {
-                    Some(field.get_ref().clone())
-                }
-            });
+        let path = self.require(&raw.path, &key("path"), table.clone(), Self::kv_path);
+        let field = self.require(&raw.key, &key("key"), table, |v, key, field| {
+            if field.get_ref().trim().is_empty() {
+                v.bad(key, field, "must not be empty");
+                None
+            } else {
+                Some(field.get_ref().clone())
+            }
+        });
         Some(VaultField {
             secret: KvPath {
                 mount: mount?,
@@ -103,6 +106,30 @@ impl Validator<'_> {
             },
             key: field?,
         })
+    }
+
+    /// What every BigCommerce provider table starts with: the required store hash, and a base URL
+    /// (`name`, as written or `default`) that may name it as `{store_hash}`.
+    pub(super) fn store(
+        &mut self,
+        prefix: &str,
+        table: Range<usize>,
+        store_hash: &Option<Spanned<String>>,
+        (name, url, default): (&str, &Option<Spanned<String>>, &str),
+    ) -> (Option<String>, Option<String>) {
+        let store_hash = self.require(
+            store_hash,
+            &format!("{prefix}.store_hash"),
+            table,
+            Self::store_hash,
+        );
+        let url = self.url_or(
+            &format!("{prefix}.{name}"),
+            url,
+            default,
+            store_hash.as_deref(),
+        );
+        (store_hash, url)
     }
 
     /// An http(s) URL, without a trailing '/', so paths can be appended with one.
@@ -113,7 +140,7 @@ impl Validator<'_> {
                 self.bad(
                     key,
                     value,
-                    format!("invalid URL `{}`: {problem}", value.get_ref()),
+                    format!("invalid URL {}: {problem}", quote(value.get_ref())),
                 );
                 None
             }
@@ -144,8 +171,8 @@ impl Validator<'_> {
                         key,
                         value,
                         format!(
-                            "invalid URL `{}`: the only placeholder is {{store_hash}}",
-                            value.get_ref()
+                            "invalid URL {}: the only placeholder is {{store_hash}}",
+                            quote(value.get_ref())
                         ),
                     );
                     return None;
@@ -212,4 +239,44 @@ pub(super) fn check_url(url: &str) -> Result<(), &'static str> {
         return Err("has no host");
     }
     Ok(())
+}
+
+/// A value as quoted in a message: in backticks, with what could be a URL's secret parts hidden.
+/// Every value a message repeats goes through here: a URL's password or a token in its query string
+/// must not reach a terminal or a log.
+pub(super) fn quote(value: &str) -> String {
+    format!("`{}`", redact_url(value))
+}
+
+/// The known name closest to `name`, when one is close enough to be a likely typo, or shares a
+/// whole word with it (`store_v2_products` -> `products`).
+pub(super) fn nearest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    let close = known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(distance, _)| *distance <= (name.chars().count() / 3).max(2))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| k);
+    close.or_else(|| {
+        let words: Vec<&str> = name.split('_').filter(|w| w.len() >= 4).collect();
+        known
+            .iter()
+            .find(|k| k.split('_').any(|w| words.contains(&w)))
+            .copied()
+    })
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }

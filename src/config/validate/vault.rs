@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::values::check_kv_path;
+use super::values::{check_kv_path, quote};
 use super::Validator;
 use crate::config::model::*;
 use crate::config::raw::*;
+use crate::config::redact_url;
 
 pub(super) const DEFAULT_STATE_MOUNT: &str = "secret";
 pub(super) const DEFAULT_STATE_PREFIX: &str = "secret-rotator";
@@ -185,9 +186,12 @@ impl Validator<'_> {
                         None
                     }
                 };
-                let secret_id_file = self
-                    .required(&raw.secret_id_file, "vault.auth.secret_id_file", table)
-                    .and_then(|file| self.credential_file("vault.auth.secret_id_file", file));
+                let secret_id_file = self.require(
+                    &raw.secret_id_file,
+                    "vault.auth.secret_id_file",
+                    table,
+                    Self::credential_file,
+                );
                 Some(VaultAuth::AppRole {
                     mount: mount?,
                     role_id: role_id?,
@@ -199,7 +203,8 @@ impl Validator<'_> {
                     "vault.auth.method",
                     method,
                     format!(
-                        "unknown auth method `{other}`; known methods: token, token_file, approle"
+                        "unknown auth method {}; known methods: token, token_file, approle",
+                        quote(other)
                     ),
                 );
                 None
@@ -233,8 +238,8 @@ impl Validator<'_> {
                         key,
                         value,
                         format!(
-                            "relative path `{}` is resolved against ${CREDENTIALS_DIRECTORY}, which is not set (use an absolute path, or LoadCredential= in the unit)",
-                            path.display()
+                            "relative path {} is resolved against ${CREDENTIALS_DIRECTORY}, which is not set (use an absolute path, or LoadCredential= in the unit)",
+                            quote(&path.display().to_string())
                         ),
                     );
                     return None;
@@ -245,7 +250,10 @@ impl Validator<'_> {
             self.bad(
                 key,
                 value,
-                format!("file not found: {}", resolved.display()),
+                format!(
+                    "file not found: {}",
+                    redact_url(&resolved.display().to_string())
+                ),
             );
             return None;
         }
@@ -262,12 +270,22 @@ impl Validator<'_> {
             self.bad(
                 key,
                 value,
-                format!("must be an absolute path, got `{}`", path.display()),
+                format!(
+                    "must be an absolute path, got {}",
+                    quote(&path.display().to_string())
+                ),
             );
             return None;
         }
         if !self.env.file_exists(path) {
-            self.bad(key, value, format!("file not found: {}", path.display()));
+            self.bad(
+                key,
+                value,
+                format!(
+                    "file not found: {}",
+                    redact_url(&path.display().to_string())
+                ),
+            );
             return None;
         }
         Some(path.to_path_buf())
