@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::policy::show;
 use super::values::{is_under, quote};
-use super::{Origin, Origins, Validator};
+use super::{Home, Origin, Origins, Validator};
 use crate::config::model::*;
 use crate::config::raw::*;
 
@@ -53,13 +53,20 @@ impl Validator<'_> {
                 self.bad(
                     &key("path"),
                     value,
-                    format!("`{secret}` is inside the daemon's own state prefix `{state}`"),
+                    format!(
+                        "{} is inside the daemon's own state prefix {}",
+                        quote(&secret.to_string()),
+                        quote(&state.to_string())
+                    ),
                 );
             } else if let Some(first) = secrets.get(secret) {
                 self.bad(
                     &key("path"),
                     value,
-                    format!("secret `{secret}` is already used by credentials[{first}]"),
+                    format!(
+                        "secret {} is already used by credentials[{first}]",
+                        quote(&secret.to_string())
+                    ),
                 );
             } else {
                 secrets.insert(secret.clone(), index);
@@ -86,7 +93,12 @@ impl Validator<'_> {
                     policy
                 });
 
-        let provider = self.provider(&prefix, table.clone(), raw, mount.as_deref());
+        let home = Home {
+            mount: mount.as_deref(),
+            secret: secret.as_ref(),
+            state,
+        };
+        let provider = self.provider(&prefix, table.clone(), raw, home);
 
         // A secret-id lives `secret_id_ttl`; rotating `expiry_lead` before its expiry must leave
         // it some life, or every new secret-id would be due the moment it is written.
@@ -122,7 +134,7 @@ impl Validator<'_> {
             let checked = self.dependent(
                 &format!("{prefix}.dependents[{j}]"),
                 dependent,
-                mount.as_deref(),
+                home,
                 &mut dependent_names,
                 j,
             );
@@ -146,7 +158,7 @@ impl Validator<'_> {
         prefix: &str,
         table: Range<usize>,
         raw: &RawCredential,
-        mount: Option<&str>,
+        home: Home<'_>,
     ) -> Option<ProviderConfig> {
         let present: Vec<(&str, Range<usize>)> = [
             (
@@ -202,7 +214,7 @@ impl Validator<'_> {
         if let Some(p) = &raw.bigcommerce_storefront {
             let key = format!("{prefix}.{}", PROVIDERS[0]);
             checked.push(
-                self.storefront(&key, p, mount)
+                self.storefront(&key, p, home)
                     .map(ProviderConfig::BigCommerceStorefront),
             );
         }

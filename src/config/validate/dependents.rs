@@ -7,7 +7,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::values::quote;
-use super::Validator;
+use super::{Home, Validator};
 use crate::config::model::*;
 use crate::config::raw::*;
 
@@ -20,7 +20,7 @@ impl Validator<'_> {
         &mut self,
         prefix: &str,
         raw: &Spanned<RawDependent>,
-        mount: Option<&str>,
+        home: Home<'_>,
         names: &mut HashMap<String, usize>,
         index: usize,
     ) -> Option<Dependent> {
@@ -60,7 +60,7 @@ impl Validator<'_> {
                     &raw.signing_key,
                     &key("signing_key"),
                     table,
-                    |v, key, field| v.vault_field(key, field, mount),
+                    |v, key, field| v.vault_field(key, field, home),
                 );
                 let timeout = self.positive_duration_or(
                     &key("timeout"),

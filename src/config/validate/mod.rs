@@ -52,6 +52,7 @@ struct Origins {
     schedule: Option<Origin>,
     expiry_lead: Option<Origin>,
     grace: Option<Origin>,
+    jitter: Option<Origin>,
     credential_lifetime: Option<Origin>,
 }
 
@@ -68,6 +69,18 @@ impl Origin {
             span: value.span(),
         })
     }
+}
+
+/// The credential a Vault reference (`access_token`, `signing_key`) is written in: the mount the
+/// reference defaults to, and the secrets it must not point at.
+#[derive(Debug, Clone, Copy)]
+struct Home<'a> {
+    /// The credential's mount; `None` when it is invalid (reported already).
+    mount: Option<&'a str>,
+    /// The credential's own secret; `None` when it is invalid (reported already).
+    secret: Option<&'a KvPath>,
+    /// The daemon's state location, `state_mount` + `state_prefix`.
+    state: &'a KvPath,
 }
 
 struct Validator<'e> {

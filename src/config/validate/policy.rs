@@ -97,7 +97,10 @@ impl Validator<'_> {
         };
         let jitter = match &raw.jitter {
             None => Some(base.jitter),
-            Some(value) => self.duration(&key("jitter"), value),
+            Some(value) => {
+                origins.jitter = Origin::of(&key("jitter"), value);
+                self.duration(&key("jitter"), value)
+            }
         };
         let grace = match &raw.grace {
             None => Some(base.grace),
@@ -151,6 +154,23 @@ impl Validator<'_> {
                     format!(
                         "grace ({}) must be shorter than max_age ({})",
                         show(policy.grace),
+                        show(max_age)
+                    ),
+                );
+            }
+        }
+        // The jitter offset moves a rotation on max age up to `jitter` earlier. At `max_age` or
+        // more, a credential could be due the moment it is written: a rotation loop. An error, not
+        // a warning: no value in that range spreads load any better than one just below it.
+        if let Some(max_age) = policy.max_age {
+            if policy.jitter >= max_age && (here(&origins.jitter) || here(&origins.max_age)) {
+                let at = pick_here(&origins.jitter, &origins.max_age, prefix);
+                self.at(
+                    at,
+                    prefix,
+                    format!(
+                        "jitter ({}) must be shorter than max_age ({})",
+                        show(policy.jitter),
                         show(max_age)
                     ),
                 );
@@ -238,9 +258,31 @@ impl Validator<'_> {
     pub(super) fn cron(&mut self, key: &str, value: &Spanned<String>) -> Option<CronSchedule> {
         let expression = value.get_ref().trim();
         match croner::Cron::from_str(expression) {
-            Ok(_) => Some(CronSchedule {
-                expression: expression.to_string(),
-            }),
+            Ok(cron) => {
+                // A valid expression may name a date that does not exist (`0 4 30 2 *`, 30
+                // February): it parses, and never fires. An error, not a warning: whoever means
+                // "never" writes `never`. Ten years, the longest duration allowed anywhere, still
+                // finds 29 February across the skipped leap year of 2100.
+                let now = self.env.now();
+                let horizon = now + chrono::TimeDelta::days(10 * 365 + 3);
+                let fires = cron
+                    .find_next_occurrence(&now, false)
+                    .is_ok_and(|next| next <= horizon);
+                if !fires {
+                    self.bad(
+                        key,
+                        value,
+                        format!(
+                            "cron expression {} never fires: no occurrence in the next 10 years",
+                            quote(expression)
+                        ),
+                    );
+                    return None;
+                }
+                Some(CronSchedule {
+                    expression: expression.to_string(),
+                })
+            }
             Err(error) => {
                 self.bad(
                     key,

@@ -3,7 +3,7 @@
 use toml::Spanned;
 
 use super::values::{check_url, quote};
-use super::Validator;
+use super::{Home, Validator};
 use crate::config::model::*;
 use crate::config::raw::*;
 
@@ -16,7 +16,7 @@ impl Validator<'_> {
         &mut self,
         prefix: &str,
         raw: &Spanned<RawStorefront>,
-        mount: Option<&str>,
+        home: Home<'_>,
     ) -> Option<StorefrontConfig> {
         let key = |name: &str| format!("{prefix}.{name}");
         let table = raw.span();
@@ -38,7 +38,7 @@ impl Validator<'_> {
             &raw.access_token,
             &key("access_token"),
             table.clone(),
-            |v, key, field| v.vault_field(key, field, mount),
+            |v, key, field| v.vault_field(key, field, home),
         );
 
         let kind = match &raw.kind {

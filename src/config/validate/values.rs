@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::Validator;
+use super::{Home, Validator};
 use crate::config::model::*;
 use crate::config::raw::*;
 use crate::config::redact_url;
@@ -80,15 +80,16 @@ impl Validator<'_> {
         &mut self,
         prefix: &str,
         raw: &Spanned<RawVaultField>,
-        default_mount: Option<&str>,
+        home: Home<'_>,
     ) -> Option<VaultField> {
         let key = |name: &str| format!("{prefix}.{name}");
+        let raw_table = raw;
         let table = raw.span();
         let raw = raw.get_ref();
         let mount = match &raw.mount {
             Some(mount) => self.kv_path(&key("mount"), mount),
             // The credential's own mount; if that one is invalid it was reported already.
-            None => default_mount.map(str::to_string),
+            None => home.mount.map(str::to_string),
         };
         let path = self.require(&raw.path, &key("path"), table.clone(), Self::kv_path);
         let field = self.require(&raw.key, &key("key"), table, |v, key, field| {
@@ -99,11 +100,38 @@ impl Validator<'_> {
                 Some(field.get_ref().clone())
             }
         });
+        let secret = KvPath {
+            mount: mount?,
+            path: path?,
+        };
+        // Both are errors, not warnings. The state prefix holds the daemon's records, which it
+        // overwrites; and a credential's own secret is replaced on every rotation, so a parent
+        // credential or a signing key kept there would be lost or rotated along with it.
+        if secret.mount == home.state.mount && is_under(&secret.path, &home.state.path) {
+            self.bad(
+                prefix,
+                raw_table,
+                format!(
+                    "{} is inside the daemon's own state prefix {}",
+                    quote(&secret.to_string()),
+                    quote(&home.state.to_string())
+                ),
+            );
+            return None;
+        }
+        if home.secret == Some(&secret) {
+            self.bad(
+                prefix,
+                raw_table,
+                format!(
+                    "{} is this credential's own secret, which every rotation replaces; keep it in a secret of its own",
+                    quote(&secret.to_string())
+                ),
+            );
+            return None;
+        }
         Some(VaultField {
-            secret: KvPath {
-                mount: mount?,
-                path: path?,
-            },
+            secret,
             key: field?,
         })
     }
