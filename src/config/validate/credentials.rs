@@ -49,7 +49,7 @@ impl Validator<'_> {
             _ => None,
         };
         if let (Some(secret), Some(value)) = (&secret, &raw.path) {
-            if secret.mount == state.mount && is_under(&secret.path, &state.path) {
+            if is_under(secret, state) {
                 self.bad(
                     &key("path"),
                     value,

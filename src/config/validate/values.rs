@@ -83,7 +83,6 @@ impl Validator<'_> {
         home: Home<'_>,
     ) -> Option<VaultField> {
         let key = |name: &str| format!("{prefix}.{name}");
-        let raw_table = raw;
         let table = raw.span();
         let raw = raw.get_ref();
         let mount = match &raw.mount {
@@ -92,7 +91,7 @@ impl Validator<'_> {
             None => home.mount.map(str::to_string),
         };
         let path = self.require(&raw.path, &key("path"), table.clone(), Self::kv_path);
-        let field = self.require(&raw.key, &key("key"), table, |v, key, field| {
+        let field = self.require(&raw.key, &key("key"), table.clone(), |v, key, field| {
             if field.get_ref().trim().is_empty() {
                 v.bad(key, field, "must not be empty");
                 None
@@ -107,10 +106,10 @@ impl Validator<'_> {
         // Both are errors, not warnings. The state prefix holds the daemon's records, which it
         // overwrites; and a credential's own secret is replaced on every rotation, so a parent
         // credential or a signing key kept there would be lost or rotated along with it.
-        if secret.mount == home.state.mount && is_under(&secret.path, &home.state.path) {
-            self.bad(
+        if is_under(&secret, home.state) {
+            self.error(
                 prefix,
-                raw_table,
+                Some(table.clone()),
                 format!(
                     "{} is inside the daemon's own state prefix {}",
                     quote(&secret.to_string()),
@@ -120,9 +119,9 @@ impl Validator<'_> {
             return None;
         }
         if home.secret == Some(&secret) {
-            self.bad(
+            self.error(
                 prefix,
-                raw_table,
+                Some(table.clone()),
                 format!(
                     "{} is this credential's own secret, which every rotation replaces; keep it in a secret of its own",
                     quote(&secret.to_string())
@@ -211,12 +210,14 @@ impl Validator<'_> {
     }
 }
 
-/// `path` equals `prefix` or lies below it.
-pub(super) fn is_under(path: &str, prefix: &str) -> bool {
-    path == prefix
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('/'))
+/// `secret` is `prefix` (a mount and a path prefix) or lies below it.
+pub(super) fn is_under(secret: &KvPath, prefix: &KvPath) -> bool {
+    secret.mount == prefix.mount
+        && (secret.path == prefix.path
+            || secret
+                .path
+                .strip_prefix(&prefix.path)
+                .is_some_and(|rest| rest.starts_with('/')))
 }
 
 /// A KV v2 mount or secret path: segments separated by single '/', no '.' or '..' segments.
