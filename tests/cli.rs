@@ -90,6 +90,81 @@ fn check_config_accepts_the_example_and_rejects_bad_files_with_located_errors() 
     }
 }
 
+/// Runs `check-config PATH` without a Vault token; returns the exit code and stdout + stderr.
+fn check_config(path: &std::path::Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(common::binary())
+        .args(["check-config"])
+        .arg(path)
+        .env_remove("VAULT_TOKEN")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), all)
+}
+
+#[test]
+fn check_config_never_prints_a_url_password_or_query_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leaky.toml");
+    std::fs::write(
+        &path,
+        r#"[vault]
+address = "https://root:hunter2@vault.internal:8200"
+[vault.auth]
+method = "token"
+
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "webhook"
+name = "hook"
+url = "https://hooks.internal:80x/in?token=s3cr3t"
+signing_key = { path = "hooks", key = "k" }
+"#,
+    )
+    .unwrap();
+    let (code, all) = check_config(&path);
+    assert_eq!(code, Some(2), "{all}");
+    for secret in ["hunter2", "s3cr3t"] {
+        assert!(!all.contains(secret), "{secret:?} in {all}");
+    }
+    for needle in ["https://***@vault.internal:8200", "hooks.internal"] {
+        assert!(all.contains(needle), "expected {needle:?} in {all}");
+    }
+}
+
+#[test]
+fn check_config_refuses_dev_zero_at_once_and_a_directory_without_a_fake_position() {
+    let started = std::time::Instant::now();
+    let (code, all) = check_config(std::path::Path::new("/dev/zero"));
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(code, Some(2), "{all}");
+    assert!(all.contains("/dev/zero: is a character device"), "{all}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (code, all) = check_config(dir.path());
+    assert_eq!(code, Some(2), "{all}");
+    let expected = format!("{}: is a directory", dir.path().display());
+    assert!(all.contains(&expected), "expected {expected:?} in {all}");
+    assert!(!all.contains(":0:0:"), "{all}");
+
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, "#".repeat(2 * 1024 * 1024)).unwrap();
+    let (code, all) = check_config(&big);
+    assert_eq!(code, Some(2), "{all}");
+    assert!(all.contains("larger than 1 MiB"), "{all}");
+}
+
 #[test]
 fn usage_errors_exit_64_and_help_lists_exit_codes() {
     let out = std::process::Command::new(common::binary())

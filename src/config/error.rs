@@ -24,12 +24,17 @@ pub struct ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// `source:line:column: key: message`; without a position (a whole-file problem, a missing
+    /// table) `source: key: message`, and without a key `source:line:column: message`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}: {}",
-            self.source, self.line, self.column, self.key, self.message
-        )
+        write!(f, "{}", self.source)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
     }
 }
 

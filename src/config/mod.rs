@@ -7,6 +7,7 @@
 mod error;
 mod model;
 mod raw;
+mod redact;
 mod validate;
 
 #[cfg(test)]
@@ -14,13 +15,21 @@ mod tests;
 
 use std::path::Path;
 
+use chrono::{DateTime, Utc};
+
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use redact::redact_url;
 
 /// What validation may ask of the outside world; tests pass a map/fake, the binary passes the real one.
 pub trait Environment {
     fn var(&self, name: &str) -> Option<String>;
     fn file_exists(&self, path: &Path) -> bool;
+
+    /// The current time: a schedule must fire at some point after it.
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
 }
 
 /// The real process environment and file system.
@@ -47,19 +56,63 @@ pub fn parse(text: &str, source: &str, env: &dyn Environment) -> Result<Config, 
     validate::validate(raw, problems, env).map_err(located)
 }
 
-/// Reads and validates a configuration file. An unreadable file is one error naming the path.
+/// The largest configuration file read. A configuration is a few KB; the cap keeps a wrong path
+/// (`/dev/zero`, a log file) from filling memory.
+const MAX_FILE_SIZE: u64 = 1024 * 1024;
+
+/// Reads and validates a configuration file. A file that cannot be read (missing, a directory or a
+/// device, larger than 1 MiB, not UTF-8) is one error naming the path, without a position.
 pub fn load(path: &Path, env: &dyn Environment) -> Result<Config, ConfigErrors> {
     let source = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    match read_file(path) {
         Ok(text) => parse(&text, &source, env),
-        Err(error) => Err(ConfigErrors {
+        Err(message) => Err(ConfigErrors {
             errors: vec![ConfigError {
                 source,
                 line: 0,
                 column: 0,
                 key: String::new(),
-                message: format!("cannot read the configuration file: {error}"),
+                message,
             }],
         }),
     }
+}
+
+/// The file's text, or what is wrong with it. Reads at most `MAX_FILE_SIZE` + 1 bytes, whatever
+/// the file says its size is: devices, pipes and files in /proc report none, or a wrong one.
+fn read_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+
+    let cannot_read =
+        |error: std::io::Error| format!("cannot read the configuration file: {error}");
+    let file = std::fs::File::open(path).map_err(cannot_read)?;
+    let kind = file.metadata().map_err(cannot_read)?.file_type();
+    // A pipe is read, under the same cap: `--config <(render-config)` and `--config /dev/stdin`
+    // are ways to pass a file. A device or a socket never holds one.
+    let not_a_file = if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        None
+    };
+    if let Some(what) = not_a_file {
+        return Err(format!("is {what}, not a configuration file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(format!(
+            "is larger than {} MiB, far more than any configuration file",
+            MAX_FILE_SIZE / (1024 * 1024)
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_string())
 }

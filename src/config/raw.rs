@@ -14,6 +14,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::error::Problem;
+use super::redact_url;
 
 /// Provider table names, in the order the documentation lists them.
 pub(crate) const PROVIDERS: [&str; 5] = [
@@ -213,7 +214,7 @@ pub(crate) fn read(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>
     let mut document = match DeTable::parse(text) {
         Ok(document) => document,
         Err(error) => {
-            let message = format!("invalid TOML: {}", error.message().trim());
+            let message = format!("invalid TOML: {}", redact_quoted(error.message().trim()));
             return Err(vec![Problem::new("", error.span(), message)]);
         }
     };
@@ -336,8 +337,36 @@ fn plain_message(message: &str) -> String {
                 belong in this file: store the secret in Vault and reference it here"
             .to_string();
     }
-    match message.split_once("expected struct Raw") {
+    let message = match message.split_once("expected struct Raw") {
         Some((before, _)) => format!("{before}expected a table"),
         None => message.to_string(),
+    };
+    redact_quoted(&message)
+}
+
+/// Serde and the TOML parser quote the value they found (`invalid type: string "..."`); a URL's
+/// user info or query string in it must not reach the output.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = &rest[open..open + 1];
+        let inner = &rest[open + 1..];
+        // Serde quotes strings with `{:?}`, so an escaped quote does not end the value.
+        let close = inner
+            .char_indices()
+            .find(|&(i, c)| c.to_string() == quote && !inner[..i].ends_with('\\'))
+            .map(|(i, _)| i);
+        out.push_str(&rest[..=open]);
+        let Some(close) = close else {
+            // No end in sight: everything after the opening quote may be the value.
+            out.push_str(&redact_url(inner));
+            return out;
+        };
+        out.push_str(&redact_url(&inner[..close]));
+        out.push_str(quote);
+        rest = &inner[close + 1..];
     }
+    out.push_str(rest);
+    out
 }

@@ -54,6 +54,10 @@ impl Environment for FakeEnvironment {
     fn file_exists(&self, path: &Path) -> bool {
         self.files.contains(path)
     }
+
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        "2025-06-01T12:00:00Z".parse().unwrap()
+    }
 }
 
 /// Parses `toml` and asserts that exactly the `expected` errors come out, in order:
@@ -622,6 +626,151 @@ url = "https://example.com/hook"
             "missing required key `signing_key`",
         )],
     ),
+    (
+        "a store account scope that does not exist: names the nearest known one",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+[credentials.bigcommerce_store_account]
+store_hash = "abc123"
+required_scopes = { prodcts = "read-only",
+  store_v2_information = "read-only", teleport = "modify" }
+"#,
+        &[
+            (
+                "credentials[0].bigcommerce_store_account.required_scopes.prodcts",
+                7,
+                "unknown scope `prodcts` (did you mean `products`?)",
+            ),
+            (
+                "credentials[0].bigcommerce_store_account.required_scopes.store_v2_information",
+                8,
+                "(did you mean `information_and_settings`?)",
+            ),
+            (
+                "credentials[0].bigcommerce_store_account.required_scopes.teleport",
+                8,
+                "unknown scope `teleport`; known scopes: content, customers,",
+            ),
+        ],
+    ),
+    (
+        "a schedule that never fires (30 February)",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[defaults]
+schedule = "0 4 30 2 *"
+"#,
+        &[("defaults.schedule", 3, "never fires")],
+    ),
+    (
+        "a schedule that fires only on 29 February is fine",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[defaults]
+schedule = "0 4 29 2 *"
+"#,
+        &[],
+    ),
+    (
+        "jitter not shorter than max_age",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+max_age = "2h"
+grace = "1m"
+jitter = "2h"
+vault_approle_secret_id = { role_name = "a" }
+"#,
+        &[(
+            "credentials[0].jitter",
+            7,
+            "jitter (2h) must be shorter than max_age (2h)",
+        )],
+    ),
+    (
+        "jitter in [defaults] against a credential's short max_age: reported at the max_age",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[defaults]
+jitter = "1d"
+[[credentials]]
+name = "a"
+path = "a"
+max_age = "12h"
+vault_approle_secret_id = { role_name = "a" }
+"#,
+        &[(
+            "credentials[0].max_age",
+            7,
+            "jitter (1day) must be shorter than max_age (12h)",
+        )],
+    ),
+    (
+        "an access token kept inside the daemon's state prefix",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+[credentials.bigcommerce_storefront]
+store_hash = "abc123"
+channel_ids = [1]
+access_token = { path = "secret-rotator/store-api", key = "access_token" }
+"#,
+        &[(
+            "credentials[0].bigcommerce_storefront.access_token",
+            8,
+            "`secret/secret-rotator/store-api` is inside the daemon's own state prefix",
+        )],
+    ),
+    (
+        "an access token kept in the credential's own secret",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+mount = "kv"
+path = "shop/token"
+[credentials.bigcommerce_storefront]
+store_hash = "abc123"
+channel_ids = [1]
+access_token = { path = "shop/token", key = "access_token" }
+"#,
+        &[(
+            "credentials[0].bigcommerce_storefront.access_token",
+            9,
+            "`kv/shop/token` is this credential's own secret",
+        )],
+    ),
+    (
+        "a webhook signing key inside a moved state prefix, and one in the credential's own secret",
+        r#"vault = { address = "https://v:8200", state_mount = "ops", state_prefix = "rot", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "webhook"
+name = "one"
+url = "https://hooks.example/one"
+signing_key = { mount = "ops", path = "rot/keys/one", key = "k" }
+[[credentials.dependents]]
+type = "webhook"
+name = "two"
+url = "https://hooks.example/two"
+signing_key = { mount = "secret", path = "a", key = "k" }
+"#,
+        &[
+            (
+                "credentials[0].dependents[0].signing_key",
+                10,
+                "inside the daemon's own state prefix `ops/rot`",
+            ),
+            (
+                "credentials[0].dependents[1].signing_key",
+                15,
+                "`secret/a` is this credential's own secret",
+            ),
+        ],
+    ),
 ];
 
 #[test]
@@ -840,8 +989,8 @@ fn example_config_is_valid() {
         ProviderConfig::BigCommerceStoreAccount(account) => assert_eq!(
             account.required_scopes,
             [
+                ("information_and_settings".to_string(), ScopeLevel::ReadOnly),
                 ("products".to_string(), ScopeLevel::ReadOnly),
-                ("store_v2_information".to_string(), ScopeLevel::ReadOnly),
                 ("storefront_api_tokens".to_string(), ScopeLevel::Modify),
             ]
         ),
@@ -897,7 +1046,7 @@ fn errors_display_as_source_line_column_key_message() {
     .unwrap_err();
     assert_eq!(
         errors.to_string(),
-        "/etc/secret-rotator/config.toml:0:0: vault: missing required table [vault]\n\
+        "/etc/secret-rotator/config.toml: vault: missing required table [vault]\n\
          /etc/secret-rotator/config.toml:2:11: defaults.max_age: invalid duration `5 fortnights`; \
          write e.g. `90s`, `10m`, `1h`, `7d`"
     );
@@ -927,4 +1076,149 @@ fn an_unreadable_file_is_one_error_naming_it() {
         "/nonexistent/secret-rotator/config.toml"
     );
     assert!(errors.errors[0].message.contains("cannot read"));
+}
+
+/// Configs that quote a URL holding a password (`hunter2`) or a query token (`s3cr3t`) in a value
+/// the validation rejects. No error may repeat either; each still names the host.
+const URLS_WITH_SECRETS: &[(&str, &str)] = &[
+    (
+        "vault address with a password",
+        r#"vault = { address = "https://root:hunter2@vault.internal:8200", auth = { method = "token" } }"#,
+    ),
+    (
+        "vault address with a query token and a bad port",
+        r#"vault = { addresses = ["https://vault.internal:82x0/?token=s3cr3t"], auth = { method = "token" } }"#,
+    ),
+    (
+        "a password that holds a '/'",
+        r#"vault = { address = "https://root:hun/ter2@vault.internal:8200", auth = { method = "token" } }"#,
+    ),
+    (
+        "api_url and storefront_url of a storefront token",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+[credentials.bigcommerce_storefront]
+store_hash = "abc123"
+api_url = "https://ops:hunter2@api.internal?token=s3cr3t"
+storefront_url = "https://store.internal/{shop}?token=s3cr3t"
+access_token = { path = "store-api", key = "access_token" }
+channel_ids = [1]
+allowed_cors_origins = ["https://shop.internal/x?token=s3cr3t"]
+"#,
+    ),
+    (
+        "a webhook URL with a token in its query and a space",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "webhook"
+name = "hook"
+url = "https://hooks.internal/in ?token=s3cr3t"
+signing_key = { path = "hooks", key = "k" }
+"#,
+    ),
+    (
+        "an API path with a password",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+bigcommerce_legacy_account = { store_hash = "abc123", username = "ops", api_path = "https://ops:hunter2@legacy.internal/api/v2/" }
+"#,
+    ),
+    (
+        "a URL written where a Vault path belongs",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "https://root:hunter2@vault.internal/v1/secret?token=s3cr3t"
+vault_approle_secret_id = { role_name = "a" }
+"#,
+    ),
+    (
+        "a URL written where a number belongs (a type error)",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+[credentials.bigcommerce_storefront]
+store_hash = "abc123"
+access_token = { path = "store-api", key = "access_token" }
+channel_ids = ["https://root:hunter2@vault.internal/?token=s3cr3t"]
+"#,
+    ),
+];
+
+#[test]
+fn no_error_repeats_a_password_or_a_query_token_of_a_url() {
+    for (what, toml) in URLS_WITH_SECRETS {
+        let errors = parse(toml, "test.toml", &FakeEnvironment::new())
+            .err()
+            .unwrap_or_else(|| panic!("{what}: expected errors"));
+        let text = errors.to_string();
+        for secret in ["hunter2", "hun/ter2", "s3cr3t"] {
+            assert!(!text.contains(secret), "{what}: {secret:?} in\n{text}");
+        }
+        assert!(
+            text.contains(".internal"),
+            "{what}: the host is gone:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_url_in_an_error_keeps_its_host_and_hides_its_user_info() {
+    check(
+        r#"vault = { address = "ftp://root:hunter2@vault.internal:8200/", auth = { method = "token" } }"#,
+        &[(
+            "vault.address",
+            1,
+            "invalid URL `ftp://***@vault.internal:8200/`",
+        )],
+    );
+}
+
+#[test]
+fn whole_file_errors_have_no_position_or_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().display().to_string();
+    let errors = load(dir.path(), &FakeEnvironment::new()).unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        format!("{source}: is a directory, not a configuration file")
+    );
+}
+
+#[test]
+fn a_file_larger_than_1_mib_is_refused_without_reading_it_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, "#".repeat(1024 * 1024 + 1)).unwrap();
+    let errors = load(&big, &FakeEnvironment::new()).unwrap_err();
+    assert_eq!(errors.errors.len(), 1);
+    assert!(
+        errors.errors[0].message.contains("larger than 1 MiB"),
+        "{errors}"
+    );
+
+    let just_fits = dir.path().join("fits.toml");
+    let mut text =
+        "vault = { address = \"https://v:8200\", auth = { method = \"token\" } }\n".to_string();
+    text.push_str(&"#".repeat(1024 * 1024 - text.len()));
+    std::fs::write(&just_fits, text).unwrap();
+    load(&just_fits, &FakeEnvironment::new()).expect("a file of exactly 1 MiB is read");
+}
+
+#[test]
+fn devices_are_refused_before_reading() {
+    let errors = load(Path::new("/dev/zero"), &FakeEnvironment::new()).unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        "/dev/zero: is a character device, not a configuration file"
+    );
 }
