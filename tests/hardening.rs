@@ -103,7 +103,7 @@ async fn a_permanent_verify_rejection_spends_the_failure_budget_then_parks_the_c
     )
     .await;
 
-    let mut daemon = tokio::process::Command::new(common::binary())
+    let daemon = tokio::process::Command::new(common::binary())
         .arg("--config")
         .arg(&s.config)
         .arg("--events-file")
