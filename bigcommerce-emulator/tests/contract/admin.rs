@@ -185,7 +185,11 @@ async fn a_restarted_emulator_keeps_stores_keys_and_tokens() {
     let tokens_before = first.admin.storefront_tokens("abc123").await.unwrap();
     let creds_before = first.admin.credentials("abc123").await.unwrap();
     first.running.shutdown().await;
-    assert_eq!(files_in(dir.path()), vec!["state.json"], "no temporary file left");
+    assert_eq!(
+        files_in(dir.path()),
+        vec!["state.json"],
+        "no temporary file left"
+    );
     assert_eq!(mode(&state), 0o600, "the state file holds keys and tokens");
     // As a umask of 022 would have left it: the next write tightens it again.
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o644)).unwrap();
