@@ -372,14 +372,15 @@ fn summarise(status: u16, body: &Value, secrets: &[&str]) -> String {
             parts.push(m.to_string());
         }
     }
-    let mut text = if parts.is_empty() {
-        format!("status {status}")
-    } else {
-        format!("status {status}: {}", parts.join("; "))
-    };
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
-        text = text.replace(s, "[REDACTED]");
+    if parts.is_empty() {
+        return format!("status {status}");
     }
+    // Only what the server wrote is redacted: a short secret must not eat the status code.
+    let mut said = parts.join("; ");
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        said = said.replace(s, "[REDACTED]");
+    }
+    let mut text = format!("status {status}: {said}");
     // A message is a summary, not a dump.
     if text.len() > 300 {
         let mut cut = 300;
@@ -605,11 +606,7 @@ mod tests {
                 None,
                 Some(Duration::from_secs(2)),
             ),
-            (
-                &[("Retry-After", "3")],
-                None,
-                Some(Duration::from_secs(3)),
-            ),
+            (&[("Retry-After", "3")], None, Some(Duration::from_secs(3))),
             (
                 &[("X-Rate-Limit-Time-Reset-Ms", "999999999")],
                 None,
@@ -685,5 +682,11 @@ mod tests {
         for (status, body, expected) in cases {
             assert_eq!(summarise(status, &body, &[jwt]), expected);
         }
+        // A secret that looks like a status code leaves the status alone.
+        let body = json!({"title":"Input is invalid","errors":{"Sf-Api-Token":"42 is not a JWT"}});
+        assert_eq!(
+            summarise(422, &body, &["42"]),
+            "status 422: Input is invalid; Sf-Api-Token: [REDACTED] is not a JWT"
+        );
     }
 }
