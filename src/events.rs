@@ -200,7 +200,14 @@ mod tests {
         std::fs::write(&path, "").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let sink = JsonLinesSink::new(path.clone());
-        sink.emit(&Event::new(EventKind::Rotated, "c", "a", Utc::now(), Some(1), ""));
+        sink.emit(&Event::new(
+            EventKind::Rotated,
+            "c",
+            "a",
+            Utc::now(),
+            Some(1),
+            "",
+        ));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
