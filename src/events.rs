@@ -88,7 +88,8 @@ impl EventSink for LogSink {
     }
 }
 
-/// Appends each event as one JSON line to a file (created 0600), synced before returning.
+/// Appends each event as one JSON line to a file, synced before returning. The file is kept
+/// 0600: created so, and narrowed back to 0600 on each append if it was found looser.
 pub struct JsonLinesSink {
     path: PathBuf,
     lock: Mutex<()>,
@@ -103,13 +104,17 @@ impl JsonLinesSink {
     }
 
     fn append(&self, line: &str) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(&self.path)?;
+        // `mode` applies only when the file is created; an existing file keeps its own.
+        if f.metadata()?.permissions().mode() & 0o177 != 0 {
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
         f.write_all(line.as_bytes())?;
         f.write_all(b"\n")?;
         f.sync_data()
@@ -188,5 +193,27 @@ mod tests {
         assert_eq!(text.lines().count(), 2);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn json_lines_sink_narrows_an_existing_looser_file_to_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        // What a plain create under a umask of 022 leaves.
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let sink = JsonLinesSink::new(path.clone());
+        sink.emit(&Event::new(
+            EventKind::Rotated,
+            "c",
+            "a",
+            Utc::now(),
+            Some(1),
+            "",
+        ));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
     }
 }

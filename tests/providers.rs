@@ -582,23 +582,63 @@ async fn storefront_rejects_garbage_foreign_and_expired_tokens() {
         .await
         .unwrap();
 
+    // (name, secret, whether the store accepts its revocation)
     let cases = [
-        ("garbage", SecretFields::new().with("token", "not-a-jwt")),
-        ("foreign", foreign.secret.clone()),
-        ("expired", expiring.secret.clone()),
+        (
+            "garbage",
+            SecretFields::new().with("token", "not-a-jwt"),
+            false,
+        ),
+        ("foreign", foreign.secret.clone(), false),
+        ("expired", expiring.secret.clone(), true),
     ];
-    for (name, secret) in cases {
+    for (name, secret, revocable) in cases {
         let token = secret.expose("token").unwrap().to_string();
         match p.verify(&secret).await {
             Err(e @ ProviderError::Rejected { .. }) => sf.assert_clean(&e, Some(&token)),
             other => panic!("{name}: expected Rejected, got {other:?}"),
         }
-        // Revoking a token the store does not know or that expired: nothing left to do.
-        p.revoke(&secret)
-            .await
-            .unwrap_or_else(|e| panic!("{name}: revoke: {e}"));
         assert!(p.verify_revoked(&secret).await.unwrap(), "{name}");
+        // A token the store does not know is not one it revoked: an error, never "revoked".
+        match (p.revoke(&secret).await, revocable) {
+            (Ok(()), true) => {}
+            (Err(e @ ProviderError::Rejected { .. }), false) => {
+                assert!(e.to_string().contains("status 422"), "{name}: {e}");
+                sf.assert_clean(&e, Some(&token));
+            }
+            (other, _) => panic!("{name}: revoke gave {other:?}"),
+        }
     }
+}
+
+#[tokio::test]
+async fn storefront_a_revoke_the_store_refuses_is_an_error() {
+    let sf = Storefront::start().await;
+    let p = sf.provider(StorefrontTokenKind::Storefront);
+    let revoked_before = sf.admin.counters().await.unwrap().tokens_revoked;
+    let refused = SecretFields::new()
+        .with("token", "42")
+        .with("expires_at", "2999-01-01T00:00:00Z");
+    match p.revoke(&refused).await {
+        Err(e @ ProviderError::Rejected { .. }) => {
+            let text = format!("{e} {e:?}");
+            assert!(text.contains("status 422"), "{text}");
+            assert!(text.contains("may still be live"), "{text}");
+            assert!(!text.contains(&sf.emulator.base_url()), "no URL in: {text}");
+            sf.assert_clean(&e, None);
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    assert_eq!(
+        sf.admin.counters().await.unwrap().tokens_revoked,
+        revoked_before
+    );
+
+    // Past its recorded expiry a token is dead whatever the store says about it.
+    let expired = SecretFields::new()
+        .with("token", "42")
+        .with("expires_at", "2001-01-01T00:00:00Z");
+    p.revoke(&expired).await.expect("nothing left to revoke");
 }
 
 #[tokio::test]
@@ -686,64 +726,119 @@ async fn storefront_reads_the_parent_token_afresh_for_every_call() {
     ));
 }
 
+/// Spends the store's whole quota from outside the provider (another client of the store).
+async fn spend_quota(sf: &Storefront, quota: u32) {
+    let url = format!("{}/stores/{STORE}/v2/time", sf.emulator.base_url());
+    for _ in 0..quota {
+        let resp = http()
+            .get(&url)
+            .header("X-Auth-Token", &sf.access_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+}
+
 #[tokio::test]
-async fn storefront_waits_out_rate_limits() {
+async fn storefront_sends_once_and_paces_rate_limits_within_the_call_deadline() {
     let sf = Storefront::start().await;
-    // A short window so the test waits for hundreds of milliseconds, not 30 s.
+    let p = sf.provider(StorefrontTokenKind::Storefront);
+    let minted = p.mint(&mint_request("good")).await.unwrap();
+
+    // A 429 without headers (platform overload), or with them: each call sends once and leaves
+    // the retrying to its caller, with the store's wait when it gave one.
     sf.admin
-        .set_rate_limit(STORE, 150, Duration::from_millis(800))
+        .set_rate_limit(STORE, 150, Duration::from_millis(500))
         .await
         .unwrap();
-    let p = sf.provider(StorefrontTokenKind::Storefront);
-
-    // A 429 storm with headers: wait as told, then succeed.
-    sf.fault(
-        "storefront_token_create",
-        FaultMode::RateLimitStorm { with_headers: true },
-        Some(2),
-    )
-    .await;
-    let minted = p
-        .mint(&mint_request("storm"))
-        .await
-        .expect("mint after the storm");
-    assert_eq!(sf.status_count("429").await, 2);
-    p.verify(&minted.secret).await.unwrap();
-
-    // A 429 without headers (platform overload): growing backoff, then succeed.
-    sf.fault(
-        "storefront_token_revoke",
-        FaultMode::RateLimitStorm {
-            with_headers: false,
-        },
-        Some(3),
-    )
-    .await;
-    let start = std::time::Instant::now();
-    p.revoke(&minted.secret)
-        .await
-        .expect("revoke after overload");
-    // 250 + 500 + 1000 ms of backoff.
-    assert!(
-        start.elapsed() >= Duration::from_millis(1700),
-        "{:?}",
-        start.elapsed()
-    );
-    assert_eq!(sf.status_count("429").await, 5);
-
-    // A storm that does not end: bounded retries, then Transient with a hint.
-    sf.fault(
-        "storefront_token_create",
-        FaultMode::RateLimitStorm { with_headers: true },
-        None,
-    )
-    .await;
-    match p.mint(&mint_request("endless")).await {
-        Err(ProviderError::Transient { retry_after, .. }) => assert!(retry_after.is_some()),
-        other => panic!("expected Transient, got {other:?}"),
+    for with_headers in [false, true] {
+        sf.fault(
+            "storefront_token_revoke",
+            FaultMode::RateLimitStorm { with_headers },
+            None,
+        )
+        .await;
+        let before = sf.status_count("429").await;
+        match p.revoke(&minted.secret).await {
+            Err(ProviderError::Transient { retry_after, .. }) => {
+                assert_eq!(retry_after.is_some(), with_headers, "{retry_after:?}")
+            }
+            other => panic!("expected Transient, got {other:?}"),
+        }
+        assert_eq!(sf.status_count("429").await, before + 1, "{with_headers}");
+        sf.admin.clear_faults().await.unwrap();
     }
-    assert_eq!(sf.status_count("429").await, 5 + 7);
-    sf.admin.clear_faults().await.unwrap();
+
+    // A real 429 (another client spent the quota): Transient with the wait the store asked for.
+    sf.admin
+        .set_rate_limit(STORE, 1, Duration::from_millis(800))
+        .await
+        .unwrap();
+    // Past the current window, so that the one request below opens a fresh one.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    spend_quota(&sf, 1).await;
+    let before = sf.status_count("429").await;
+    let wait = match p.mint(&mint_request("limited")).await {
+        Err(ProviderError::Transient {
+            retry_after: Some(w),
+            reason,
+        }) => {
+            assert!(reason.contains("429"), "{reason}");
+            w
+        }
+        other => panic!("expected Transient with a wait, got {other:?}"),
+    };
+    assert!(
+        wait > Duration::from_millis(500) && wait <= Duration::from_millis(800),
+        "{wait:?}"
+    );
+    assert_eq!(sf.status_count("429").await, before + 1);
+    // The next call waits that short time out before sending, well within its deadline.
+    let start = std::time::Instant::now();
+    let paced = p
+        .mint(&mint_request("paced"))
+        .await
+        .expect("mint after the wait");
+    assert!(start.elapsed() >= wait / 2, "{:?}", start.elapsed());
+    assert_eq!(sf.status_count("429").await, before + 1, "no second 429");
+    p.verify(&paced.secret).await.unwrap();
+}
+
+#[tokio::test]
+async fn storefront_a_wait_longer_than_the_call_deadline_returns_transient_at_once() {
+    let sf = Storefront::start().await;
+    // The 429 says 5 s; the call may wait 300 ms: it returns at once with that wait, and the
+    // next call returns at once too, sending nothing.
+    sf.admin
+        .set_rate_limit(STORE, 1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    spend_quota(&sf, 1).await;
+    let short = sf
+        .provider(StorefrontTokenKind::Storefront)
+        .with_call_deadline(Duration::from_millis(300));
+    let creates = || async {
+        let counters = sf.admin.counters().await.unwrap();
+        counters
+            .requests_by_endpoint
+            .get("storefront_token_create")
+            .copied()
+            .unwrap_or(0)
+    };
+    for (call, sends) in [("429", 1), ("paced", 0)] {
+        let sent_before = creates().await;
+        let start = std::time::Instant::now();
+        match short.mint(&mint_request("too-long")).await {
+            Err(ProviderError::Transient {
+                retry_after: Some(w),
+                ..
+            }) => assert!(w > Duration::from_secs(3), "{call}: {w:?}"),
+            other => panic!("{call}: expected Transient with a wait, got {other:?}"),
+        }
+        assert!(start.elapsed() < Duration::from_millis(300), "{call}");
+        assert_eq!(creates().await, sent_before + sends, "{call}");
+    }
 }
 
 #[tokio::test]
@@ -833,8 +928,10 @@ async fn storefront_unreachable_or_silent_store() {
         l.local_addr().unwrap().port()
     };
     let mut cfg = sf.cfg(StorefrontTokenKind::Storefront);
-    cfg.api_url = format!("http://127.0.0.1:{closed}");
-    cfg.storefront_url = format!("http://127.0.0.1:{closed}/store-{{store_hash}}");
+    // URLs with a password and a query: neither may reach an error.
+    cfg.api_url = format!("http://user:hunter2@127.0.0.1:{closed}");
+    cfg.storefront_url =
+        format!("http://user:hunter2@127.0.0.1:{closed}/store-{{store_hash}}?key=sekrit");
     let p = StorefrontProvider::new(cfg, sf.vault.clone(), http());
     let secret = SecretFields::new().with("token", "eyJ.some.token");
     for (name, result) in [
@@ -842,10 +939,14 @@ async fn storefront_unreachable_or_silent_store() {
         ("verify", p.verify(&secret).await),
         ("revoke", p.revoke(&secret).await),
     ] {
-        assert!(
-            matches!(result, Err(ProviderError::Transient { .. })),
-            "{name}: {result:?}"
-        );
+        let Err(e @ ProviderError::Transient { .. }) = result else {
+            panic!("{name}: expected Transient, got {result:?}");
+        };
+        let text = format!("{e} {e:?}");
+        for leak in ["hunter2", "sekrit", "127.0.0.1", "eyJ.some.token"] {
+            assert!(!text.contains(leak), "{name}: {leak} in {text}");
+        }
+        sf.assert_clean(&e, None);
     }
 
     // Latency beyond the client's timeout: a mint may have happened; a verify may be retried.

@@ -13,13 +13,14 @@ use hyper_util::rt::TokioIo;
 use rand::SeedableRng;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Mutex, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tower::Service;
 
 use crate::credentials;
+use crate::routes::ConnectionKill;
 use crate::seed::Seed;
-use crate::state::{Inner, Persister, StateError};
+use crate::state::{App, Inner, StateError};
 
 /// How to start an emulator.
 #[derive(Debug, Clone)]
@@ -58,30 +59,6 @@ pub enum Error {
     #[error("the admin token must not be empty")]
     EmptyAdminToken,
 }
-
-/// State shared by every request.
-pub struct App {
-    pub inner: Mutex<Inner>,
-    pub admin_token: String,
-    /// `http://127.0.0.1:PORT`
-    pub base_url: String,
-    persister: Option<Persister>,
-}
-
-impl App {
-    /// Writes the state file if there is one. Called after each change, before answering.
-    pub async fn persist(&self) {
-        if let Some(p) = &self.persister {
-            if let Err(e) = p.save(&self.inner).await {
-                tracing::error!(error = %e, "state file not written");
-            }
-        }
-    }
-}
-
-/// Asks the connection loop to close one connection without answering.
-#[derive(Clone)]
-pub struct ConnectionKill(pub Arc<Notify>);
 
 /// A running emulator; stop it with [`RunningEmulator::shutdown`].
 pub struct RunningEmulator {
@@ -142,12 +119,12 @@ pub async fn start(cfg: EmulatorConfig) -> Result<RunningEmulator, Error> {
         source,
     })?;
     inner.counters = Default::default();
-    let app = Arc::new(App {
-        inner: Mutex::new(inner),
+    let app = Arc::new(App::new(
+        inner,
         admin_token,
-        base_url: format!("http://{addr}"),
-        persister: cfg.state_file.clone().map(Persister::new),
-    });
+        format!("http://{addr}"),
+        cfg.state_file.clone(),
+    ));
     if cfg.state_file.is_some() && !from_state {
         app.persist().await;
     }

@@ -1,7 +1,9 @@
-//! The emulator's shared state, its clock, and the state file.
+//! The emulator's shared state ([`App`], the [`Inner`] behind its lock), its clock, and the
+//! state file.
 //!
-//! Invariant: only this module touches the state file; it writes a temporary file and renames
-//! it over the old one, so a reader never sees half a file.
+//! Invariant: only this module touches the state file; it writes a temporary file (mode 0600,
+//! in the same directory) and renames it over the old one, so a reader never sees half a file
+//! and the file never has a looser mode, whatever the umask.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +49,41 @@ struct Persisted {
     version: u32,
     clock_offset_ms: i64,
     stores: Vec<Store>,
+}
+
+/// State shared by every request.
+pub struct App {
+    pub inner: Mutex<Inner>,
+    pub admin_token: String,
+    /// `http://127.0.0.1:PORT`
+    pub base_url: String,
+    persister: Option<Persister>,
+}
+
+impl App {
+    /// `state_file`: where [`App::persist`] writes; None keeps everything in memory.
+    pub fn new(
+        inner: Inner,
+        admin_token: String,
+        base_url: String,
+        state_file: Option<PathBuf>,
+    ) -> App {
+        App {
+            inner: Mutex::new(inner),
+            admin_token,
+            base_url,
+            persister: state_file.map(Persister::new),
+        }
+    }
+
+    /// Writes the state file if there is one. Called after each change, before answering.
+    pub async fn persist(&self) {
+        if let Some(p) = &self.persister {
+            if let Err(e) = p.save(&self.inner).await {
+                tracing::error!(error = %e, "state file not written");
+            }
+        }
+    }
 }
 
 /// Everything behind the one lock.
@@ -185,24 +222,64 @@ impl Persister {
     }
 }
 
+/// Writes `text` to `path` through a temporary file created with mode 0600 in the same
+/// directory: fsync, rename over `path`, fsync the directory.
 fn write_atomically(path: &Path, text: &str) -> Result<(), StateError> {
     use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
     let err = |source| StateError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let mut file = std::fs::File::create(&tmp).map_err(err)?;
-    file.write_all(text.as_bytes()).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(err)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".emulator-state-")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(err)?;
+    tmp.write_all(text.as_bytes()).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_state_file_is_written_0600_even_over_a_looser_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        // What a umask of 022 gives a plain create.
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        write_atomically(&path, "new").unwrap();
+
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(mode(&path), 0o600);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn a_new_state_file_is_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomically(&path, "{}").unwrap();
+        assert_eq!(mode(&path), 0o600);
+    }
 }

@@ -5,15 +5,17 @@
 //!
 //! Invariants: the access token is read from Vault for every call that needs it and kept no
 //! longer than that call, so a rotated parent token is picked up at once; every request goes
-//! through [`StorefrontProvider::send`], which honours the store's rate limit; no error carries
-//! the JWT or the access token (messages are summarised from status + title, then redacted).
+//! through [`StorefrontProvider::send`], which sends it once (retrying is the caller's business),
+//! waits for a spent quota only within the call's deadline, and turns a 429 into
+//! [`ProviderError::Transient`] with the wait the store asked for; no error carries a URL, the
+//! JWT or the access token (messages are summarised from status + title, then redacted).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{json, Value};
@@ -24,13 +26,9 @@ use crate::config::{StorefrontConfig, StorefrontTokenKind};
 use crate::secret::SecretFields;
 use crate::vault::Vault;
 
-/// How many times one call is sent again after a 429 before giving up with `Transient`.
-const MAX_RATE_LIMIT_RETRIES: u32 = 6;
-/// Backoff for a 429 without rate-limit headers (platform overload): doubles from here...
-const OVERLOAD_BACKOFF_START: Duration = Duration::from_millis(250);
-/// ...up to here.
-const OVERLOAD_BACKOFF_CAP: Duration = Duration::from_secs(4);
-/// Never sleep longer than this on the word of a header (BigCommerce windows are 30 s).
+/// The longest one call takes, waiting for a spent quota included.
+pub const DEFAULT_CALL_DEADLINE: Duration = Duration::from_secs(30);
+/// Never believe a header asking for a longer wait than this (BigCommerce windows are 30 s).
 const MAX_HEADER_WAIT: Duration = Duration::from_secs(60);
 
 const GRAPHQL_PROBE: &str = "{ site { settings { storeName } } }";
@@ -64,17 +62,32 @@ impl Op {
 struct Answer {
     status: u16,
     body: Value,
+    /// What `X-Rate-Limit-Time-Reset-Ms` / `Retry-After` asked for, if anything.
+    retry_after: Option<Duration>,
 }
 
 pub struct StorefrontProvider {
     cfg: StorefrontConfig,
     vault: Arc<Vault>,
     http: reqwest::Client,
+    call_deadline: Duration,
 }
 
 impl StorefrontProvider {
     pub fn new(cfg: StorefrontConfig, vault: Arc<Vault>, http: reqwest::Client) -> Self {
-        StorefrontProvider { cfg, vault, http }
+        StorefrontProvider {
+            cfg,
+            vault,
+            http,
+            call_deadline: DEFAULT_CALL_DEADLINE,
+        }
+    }
+
+    /// The longest one call may take, waiting for a spent quota included
+    /// ([`DEFAULT_CALL_DEADLINE`] unless set).
+    pub fn with_call_deadline(mut self, deadline: Duration) -> Self {
+        self.call_deadline = deadline;
+        self
     }
 
     fn api_base(&self) -> String {
@@ -129,74 +142,70 @@ impl StorefrontProvider {
         }
     }
 
-    /// Send one request, honouring the store's rate limit: wait while the quota is spent, and
-    /// send again after a 429 (as long as the headers say, or a growing backoff when they say
-    /// nothing). `build` makes a fresh request for every try. Transport failures are
+    /// Sends one request, once. A spent quota (an earlier answer said 0 left, or a 429) is
+    /// waited out first when it refreshes within the call's deadline; otherwise, or on a 429,
+    /// the call ends with `Transient` and the wait the store asked for. Transport failures are
     /// classified here; every other answer is returned for the caller to judge.
     async fn send(
         &self,
         op: Op,
         gate_key: &str,
-        build: impl Fn() -> RequestBuilder,
+        request: RequestBuilder,
     ) -> Result<Answer, ProviderError> {
-        let mut backoff = OVERLOAD_BACKOFF_START;
-        let mut retries = 0;
-        loop {
-            wait_for_quota(gate_key).await;
-            let resp = match build().send().await {
-                Ok(r) => r,
-                Err(e) => return Err(self.transport_error(op, &e)),
-            };
-            let status = resp.status().as_u16();
-            let rate = RateHeaders::parse(resp.headers());
-            if rate.left == Some(0) {
-                if let Some(reset) = rate.reset {
-                    close_gate(gate_key, reset);
-                }
+        let deadline = Instant::now() + self.call_deadline;
+        if let Some(until) = quota_gate(gate_key) {
+            if until > deadline {
+                return Err(ProviderError::Transient {
+                    reason: format!(
+                        "{}: the store's rate limit quota is spent for longer than the call may wait",
+                        self.what(op)
+                    ),
+                    retry_after: Some(until.saturating_duration_since(Instant::now())),
+                });
             }
-            if status == 429 {
-                let wait = match rate.retry_wait() {
-                    Some(w) => w,
-                    None => {
-                        // No headers: the platform is overloaded, not our quota spent.
-                        let w = backoff;
-                        backoff = (backoff * 2).min(OVERLOAD_BACKOFF_CAP);
-                        w
-                    }
-                };
-                if retries >= MAX_RATE_LIMIT_RETRIES {
-                    return Err(ProviderError::Transient {
-                        reason: format!(
-                            "{}: still rate limited (429) after {retries} retries",
-                            self.what(op)
-                        ),
-                        retry_after: Some(wait),
-                    });
-                }
-                retries += 1;
-                tracing::debug!(
-                    store = %self.cfg.store_hash,
-                    op = op.name(),
-                    wait_ms = wait.as_millis() as u64,
-                    "rate limited; waiting before sending again"
-                );
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            let text = match resp.text().await {
-                Ok(t) => t,
-                // The status line arrived but the body did not: for a mint, a 200 would have
-                // carried the only copy of the token.
-                Err(e) => return Err(self.transport_error(op, &e)),
-            };
-            let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-            return Ok(Answer { status, body });
+            tokio::time::sleep_until(until).await;
         }
+        let resp = match tokio::time::timeout_at(deadline, request.send()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(self.transport_error(op, e)),
+            Err(_) => return Err(self.deadline_error(op)),
+        };
+        let status = resp.status().as_u16();
+        let rate = RateHeaders::parse(resp.headers());
+        if status == 429 {
+            let retry_after = rate.retry_wait();
+            if let Some(wait) = retry_after {
+                close_gate(gate_key, wait);
+            }
+            return Err(ProviderError::Transient {
+                reason: format!("{}: rate limited (429)", self.what(op)),
+                retry_after,
+            });
+        }
+        if rate.left == Some(0) {
+            if let Some(reset) = rate.reset {
+                close_gate(gate_key, reset);
+            }
+        }
+        let text = match tokio::time::timeout_at(deadline, resp.text()).await {
+            Ok(Ok(t)) => t,
+            // The status line arrived but the body did not: for a mint, a 200 would have
+            // carried the only copy of the token.
+            Ok(Err(e)) => return Err(self.transport_error(op, e)),
+            Err(_) => return Err(self.deadline_error(op)),
+        };
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Answer {
+            status,
+            body,
+            retry_after: rate.retry_wait(),
+        })
     }
 
     /// No answer. A refused connect never reached the server: safe to send again. Anything
-    /// else (timeout, connection closed) may have been processed.
-    fn transport_error(&self, op: Op, e: &reqwest::Error) -> ProviderError {
+    /// else (timeout, connection closed) may have been processed. The text names the cause but
+    /// never the URL.
+    fn transport_error(&self, op: Op, e: reqwest::Error) -> ProviderError {
         let what = if e.is_connect() {
             "cannot connect"
         } else if e.is_timeout() {
@@ -204,8 +213,22 @@ impl StorefrontProvider {
         } else {
             "connection lost before the answer"
         };
-        let reason = format!("{}: {what}", self.what(op));
-        if op == Op::Mint && !e.is_connect() {
+        let never_sent = e.is_connect();
+        let reason = format!("{}: {what} ({})", self.what(op), root_cause(e));
+        self.no_answer(op, reason, never_sent)
+    }
+
+    fn deadline_error(&self, op: Op) -> ProviderError {
+        let reason = format!(
+            "{}: no answer within the call's deadline of {}",
+            self.what(op),
+            humantime::format_duration(self.call_deadline)
+        );
+        self.no_answer(op, reason, false)
+    }
+
+    fn no_answer(&self, op: Op, reason: String, never_sent: bool) -> ProviderError {
+        if op == Op::Mint && !never_sent {
             ProviderError::UnknownOutcome {
                 reason: format!("{reason}; a token may have been created"),
             }
@@ -267,7 +290,18 @@ fn create_path(kind: StorefrontTokenKind) -> &'static str {
     }
 }
 
-/// What the `X-Rate-Limit-*` / `X-Retry-After` headers of one answer say.
+/// The innermost cause of a transport error (e.g. "Connection refused (os error 111)"), taken
+/// from the error without its URL, so that no userinfo, query or path reaches a message.
+fn root_cause(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// What the `X-Rate-Limit-*` / `Retry-After` headers of one answer say.
 #[derive(Debug, Default, PartialEq)]
 struct RateHeaders {
     left: Option<u64>,
@@ -281,7 +315,9 @@ impl RateHeaders {
         RateHeaders {
             left: num("x-rate-limit-requests-left"),
             reset: num("x-rate-limit-time-reset-ms").map(Duration::from_millis),
-            retry_after: num("x-retry-after").map(Duration::from_secs),
+            retry_after: num("x-retry-after")
+                .or_else(|| num("retry-after"))
+                .map(Duration::from_secs),
         }
     }
 
@@ -293,17 +329,14 @@ impl RateHeaders {
     }
 }
 
-async fn wait_for_quota(key: &str) {
+/// Until when the store's quota is known to be spent, if it still is.
+fn quota_gate(key: &str) -> Option<Instant> {
     let until = quota_gates()
         .lock()
         .expect("quota gate lock poisoned")
         .get(key)
-        .copied();
-    if let Some(until) = until {
-        if until > Instant::now() {
-            tokio::time::sleep_until(until).await;
-        }
-    }
+        .copied()?;
+    (until > Instant::now()).then_some(until)
 }
 
 fn close_gate(key: &str, reset: Duration) {
@@ -339,14 +372,15 @@ fn summarise(status: u16, body: &Value, secrets: &[&str]) -> String {
             parts.push(m.to_string());
         }
     }
-    let mut text = if parts.is_empty() {
-        format!("status {status}")
-    } else {
-        format!("status {status}: {}", parts.join("; "))
-    };
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
-        text = text.replace(s, "[REDACTED]");
+    if parts.is_empty() {
+        return format!("status {status}");
     }
+    // Only what the server wrote is redacted: a short secret must not eat the status code.
+    let mut said = parts.join("; ");
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        said = said.replace(s, "[REDACTED]");
+    }
+    let mut text = format!("status {status}: {said}");
     // A message is a summary, not a dump.
     if text.len() > 300 {
         let mut cut = 300;
@@ -357,6 +391,14 @@ fn summarise(status: u16, body: &Value, secrets: &[&str]) -> String {
         text.push('…');
     }
     text
+}
+
+/// Does the secret's `expires_at` say the token has expired? False when it says nothing.
+fn expired(secret: &SecretFields, now: DateTime<Utc>) -> bool {
+    secret
+        .expose("expires_at")
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|t| t <= now)
 }
 
 fn token_of(secret: &SecretFields) -> Result<&str, ProviderError> {
@@ -387,14 +429,16 @@ impl Provider for StorefrontProvider {
         let access_token = self.access_token().await?;
         let url = format!("{}/{}", self.api_base(), create_path(self.cfg.kind));
         let answer = self
-            .send(Op::Mint, &self.gate_key(&self.cfg.api_url), || {
+            .send(
+                Op::Mint,
+                &self.gate_key(&self.cfg.api_url),
                 self.http
                     .request(Method::POST, &url)
                     .header("X-Auth-Token", &access_token)
                     .header(ACCEPT, "application/json")
                     .header(CONTENT_TYPE, "application/json")
-                    .json(&body)
-            })
+                    .json(&body),
+            )
             .await?;
         let status = answer.status;
         let reason = || {
@@ -443,7 +487,7 @@ impl Provider for StorefrontProvider {
             500 => Err(ProviderError::UnknownOutcome { reason: reason() }),
             501..=599 => Err(ProviderError::Transient {
                 reason: reason(),
-                retry_after: None,
+                retry_after: answer.retry_after,
             }),
             // 400/422: bad body (channel unknown, expiry in the past...); 404: no such store.
             _ => Err(ProviderError::Config { reason: reason() }),
@@ -454,14 +498,16 @@ impl Provider for StorefrontProvider {
         let token = token_of(secret)?;
         let url = self.graphql_url();
         let answer = self
-            .send(Op::Verify, &self.gate_key(&self.cfg.storefront_url), || {
+            .send(
+                Op::Verify,
+                &self.gate_key(&self.cfg.storefront_url),
                 self.http
                     .request(Method::POST, &url)
                     .bearer_auth(token)
                     .header(ACCEPT, "application/json")
                     .header(CONTENT_TYPE, "application/json")
-                    .json(&json!({ "query": GRAPHQL_PROBE }))
-            })
+                    .json(&json!({ "query": GRAPHQL_PROBE })),
+            )
             .await?;
         let status = answer.status;
         let reason = || {
@@ -480,7 +526,7 @@ impl Provider for StorefrontProvider {
             401 | 403 => Err(ProviderError::Rejected { reason: reason() }),
             500..=599 => Err(ProviderError::Transient {
                 reason: reason(),
-                retry_after: None,
+                retry_after: answer.retry_after,
             }),
             _ => Err(ProviderError::Config { reason: reason() }),
         }
@@ -491,14 +537,16 @@ impl Provider for StorefrontProvider {
         let access_token = self.access_token().await?;
         let url = format!("{}/api-token", self.api_base());
         let answer = self
-            .send(Op::Revoke, &self.gate_key(&self.cfg.api_url), || {
+            .send(
+                Op::Revoke,
+                &self.gate_key(&self.cfg.api_url),
                 self.http
                     .request(Method::DELETE, &url)
                     .header("X-Auth-Token", &access_token)
                     .header("Sf-Api-Token", token)
                     .header(ACCEPT, "application/json")
-                    .header(CONTENT_TYPE, "application/json")
-            })
+                    .header(CONTENT_TYPE, "application/json"),
+            )
             .await?;
         let status = answer.status;
         let reason = || {
@@ -511,15 +559,22 @@ impl Provider for StorefrontProvider {
         match status {
             // "Revocation has been scheduled": verify_revoked polls until it took effect.
             200..=299 => Ok(()),
-            // The JWT is invalid, unknown or expired: nothing left to revoke.
-            422 => {
-                tracing::debug!(store = %self.cfg.store_hash, "revoke: token already invalid");
+            // "The JWT is missing or invalid": the store does not take it for one of its tokens.
+            // Past its expiry it is dead anyway; otherwise nothing says it is not live.
+            422 if expired(secret, Utc::now()) => {
+                tracing::debug!(store = %self.cfg.store_hash, "revoke refused for a token past its expiry");
                 Ok(())
             }
+            422 => Err(ProviderError::Rejected {
+                reason: format!(
+                    "{}; the store refused to revoke the token, which may still be live",
+                    reason()
+                ),
+            }),
             401 | 403 => Err(ProviderError::Rejected { reason: reason() }),
             500..=599 => Err(ProviderError::Transient {
                 reason: reason(),
-                retry_after: None,
+                retry_after: answer.retry_after,
             }),
             _ => Err(ProviderError::Config { reason: reason() }),
         }
@@ -555,6 +610,7 @@ mod tests {
                 None,
                 Some(Duration::from_secs(2)),
             ),
+            (&[("Retry-After", "3")], None, Some(Duration::from_secs(3))),
             (
                 &[("X-Rate-Limit-Time-Reset-Ms", "999999999")],
                 None,
@@ -574,6 +630,25 @@ mod tests {
             let r = RateHeaders::parse(&h);
             assert_eq!(r.left, *left, "{headers:?}");
             assert_eq!(r.retry_wait(), *wait, "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn a_token_past_its_recorded_expiry_is_expired() {
+        let now = Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap();
+        let cases = [
+            (Some("2030-01-01T11:59:59Z"), true),
+            (Some("2030-01-01T12:00:00Z"), true),
+            (Some("2030-01-01T12:00:01Z"), false),
+            (Some("soon"), false),
+            (None, false),
+        ];
+        for (expires_at, expected) in cases {
+            let mut secret = SecretFields::new().with("token", "t");
+            if let Some(e) = expires_at {
+                secret.insert("expires_at", e);
+            }
+            assert_eq!(expired(&secret, now), expected, "{expires_at:?}");
         }
     }
 
@@ -611,5 +686,11 @@ mod tests {
         for (status, body, expected) in cases {
             assert_eq!(summarise(status, &body, &[jwt]), expected);
         }
+        // A secret that looks like a status code leaves the status alone.
+        let body = json!({"title":"Input is invalid","errors":{"Sf-Api-Token":"42 is not a JWT"}});
+        assert_eq!(
+            summarise(422, &body, &["42"]),
+            "status 422: Input is invalid; Sf-Api-Token: [REDACTED] is not a JWT"
+        );
     }
 }

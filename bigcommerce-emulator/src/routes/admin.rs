@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::admin_api::*;
 use crate::scopes::{Access, Scopes};
-use crate::server::App;
+use crate::state::App;
 use crate::state::Inner;
 use crate::store::{AccountError, ApiAccount, BasicAccount, Store, TokenState};
 

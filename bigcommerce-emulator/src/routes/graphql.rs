@@ -11,7 +11,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::api_errors;
-use crate::server::App;
+use crate::state::App;
 use crate::store::StorefrontAuthError;
 use crate::storefront::TokenKind;
 

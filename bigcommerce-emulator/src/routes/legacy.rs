@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::api_errors;
 use crate::routes::rest::{parse_body, store_info};
 use crate::scopes::{Access, Resource};
-use crate::server::App;
+use crate::state::App;
 use crate::store::BasicAuth;
 
 /// The resource a legacy path belongs to; None for paths the emulator does not know.

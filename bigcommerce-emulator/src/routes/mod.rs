@@ -22,7 +22,12 @@ use crate::api_errors;
 use crate::endpoints::{classify, Flavor, PROBES};
 use crate::faults::{EarlyAnswer, FaultPlan};
 use crate::rate_limit::{Decision, RateStatus};
-use crate::server::{App, ConnectionKill};
+use crate::state::App;
+
+/// Asks the connection loop to close one connection without answering. The server puts one
+/// in every request's extensions; the pipeline uses it for the drop-after-commit fault.
+#[derive(Clone)]
+pub struct ConnectionKill(pub Arc<tokio::sync::Notify>);
 
 pub fn router(app: Arc<App>) -> Router {
     let mut api = Router::new()

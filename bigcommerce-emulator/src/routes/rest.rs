@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::api_errors;
 use crate::endpoints::{Flavor, PROBES};
 use crate::scopes::{Access, Resource};
-use crate::server::App;
+use crate::state::App;
 use crate::state::Inner;
 use crate::store::{ApiAccount, Store};
 use crate::storefront::FieldErrors;

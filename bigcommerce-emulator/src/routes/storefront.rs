@@ -14,7 +14,7 @@ use crate::credentials::fingerprint;
 use crate::endpoints::Flavor;
 use crate::routes::rest::{authorize, parse_body};
 use crate::scopes::{Access, Resource};
-use crate::server::App;
+use crate::state::App;
 use crate::storefront::{validate, FieldErrors, TokenKind};
 
 pub async fn create_storefront(

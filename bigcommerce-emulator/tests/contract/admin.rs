@@ -1,5 +1,6 @@
 //! The control panel: admin auth, accounts, counters, clock, settings, the state file.
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use bigcommerce_emulator::credentials::is_access_token;
@@ -184,8 +185,14 @@ async fn a_restarted_emulator_keeps_stores_keys_and_tokens() {
     let tokens_before = first.admin.storefront_tokens("abc123").await.unwrap();
     let creds_before = first.admin.credentials("abc123").await.unwrap();
     first.running.shutdown().await;
-    assert!(state.exists());
-    assert!(!dir.path().join("state.json.tmp").exists());
+    assert_eq!(
+        files_in(dir.path()),
+        vec!["state.json"],
+        "no temporary file left"
+    );
+    assert_eq!(mode(&state), 0o600, "the state file holds keys and tokens");
+    // As a umask of 022 would have left it: the next write tightens it again.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     // A different seed: the state file wins.
     let second = Emu::with(EmulatorConfig {
@@ -246,5 +253,20 @@ async fn a_restarted_emulator_keeps_stores_keys_and_tokens() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), jtis.len());
+    second.running.shutdown().await;
+    assert_eq!(mode(&state), 0o600);
     let _ = json!({});
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
