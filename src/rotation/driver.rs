@@ -271,7 +271,7 @@ impl Engine {
                 Ok(k) => k,
                 Err(VaultError::NotFound { .. }) => {
                     return Err(refuse(format!(
-                        "{kv}: no secrets engine is mounted at {}/; secret-rotator needs a KV v2 mount there; nothing was minted",
+                        "{kv}: no secrets engine is mounted at {}/ (or the daemon's token may not use it); secret-rotator needs a KV v2 mount there; nothing was minted",
                         kv.mount
                     )))
                 }

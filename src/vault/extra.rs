@@ -45,11 +45,21 @@ pub struct TokenInfo {
 }
 
 impl Vault {
-    /// The engine behind `mount`. `NotFound` when nothing is mounted there.
+    /// The engine behind `mount`. `NotFound` when nothing is mounted there, or when the token
+    /// may not use the mount: OpenBao answers 403 to both, so that mounts cannot be probed.
     pub async fn mount_kind(&self, mount: &str) -> Result<MountKind, VaultError> {
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
         let path = format!("sys/internal/ui/mounts/{}", mount.trim_matches('/'));
-        let v = self.raw(Method::GET, &path, None).await?;
+        let v = match self.raw(Method::GET, &path, None).await {
+            Err(VaultError::PermissionDenied { .. }) => {
+                return Err(VaultError::NotFound {
+                    path: format!(
+                        "{mount}/ (nothing is mounted there, or the token may not use it)"
+                    ),
+                })
+            }
+            other => other?,
+        };
         let data = &v["data"];
         let engine = data["type"].as_str().unwrap_or_default().to_string();
         if engine.is_empty() {
