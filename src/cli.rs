@@ -706,13 +706,14 @@ async fn daemon(app: App, once: bool, interval: Duration) -> Result<i32, Failure
     let mut backoff = ErrorBackoff::default();
     let code = loop {
         let pass = pass(&app, &mut backoff);
-        let next = tokio::select! {
+        let (next, errors) = tokio::select! {
             n = pass => n,
             _ = term.recv() => break exit::OK,
             _ = tokio::signal::ctrl_c() => break exit::OK,
         };
         if once {
-            break exit::OK;
+            // For cron and monitoring: a pass that could not handle a credential fails.
+            break if errors > 0 { exit::VAULT } else { exit::OK };
         }
         // Never a hot loop: whatever the credentials say, at least a second between passes.
         let sleep = (next - Utc::now())
@@ -764,9 +765,11 @@ impl ErrorBackoff {
     }
 }
 
-/// One pass over every credential; returns when the next one wants attention.
-async fn pass(app: &App, backoff: &mut ErrorBackoff) -> chrono::DateTime<Utc> {
+/// One pass over every credential; returns when the next one wants attention, and how many
+/// credentials failed with an error the state record could not hold.
+async fn pass(app: &App, backoff: &mut ErrorBackoff) -> (chrono::DateTime<Utc>, usize) {
     let mut next = Utc::now() + chrono::Duration::hours(1);
+    let mut errors = 0;
     for cred in &app.config.credentials {
         let provider = match app.provider(cred) {
             Ok(p) if p.info().mode == Mode::Automatic => p,
@@ -798,11 +801,12 @@ async fn pass(app: &App, backoff: &mut ErrorBackoff) -> chrono::DateTime<Utc> {
                 }
             }
             Err(e) => {
+                errors += 1;
                 let at = backoff.failed(&cred.name, Utc::now());
                 next = next.min(at);
                 tracing::error!(credential = %cred.name, error = %e, retry_at = %at.to_rfc3339(), "rotation step failed; trying again later");
             }
         }
     }
-    next
+    (next, errors)
 }

@@ -253,7 +253,6 @@ async fn record_in_flight(s: &Stack) -> Value {
 /// `run --once` is one pass of the daemon for cron and tests: a credential it could not act on
 /// must show in its exit code, as it does for `rotate`, `status` and `history`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run --once exits 0 after logging an unusable record (src/cli.rs: pass() only logs)"]
 async fn run_once_exits_non_zero_on_an_unusable_record() {
     let s = Stack::start().await;
     let mut record = record_in_flight(&s).await;

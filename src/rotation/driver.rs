@@ -183,14 +183,15 @@ impl Engine {
             reason: e.to_string(),
         })?;
         l.record = record;
-        if l.version == 0 {
-            // A new record: its old versions must not pile up in Vault.
-            if let Err(e) = self.vault.set_max_versions(&path, RECORD_VERSIONS).await {
-                tracing::warn!(path = %path, error = %e, "cannot set max_versions on the state record");
-            }
-        }
         match self.vault.write_json_cas(&path, &body, l.version).await {
             Ok(v) => {
+                if l.version == 0 {
+                    // A new record: its old versions must not pile up in Vault (they hold
+                    // credentials). Set once, after the record exists (an update, not a create).
+                    if let Err(e) = self.vault.set_max_versions(&path, RECORD_VERSIONS).await {
+                        tracing::warn!(path = %path, error = %e, "cannot set max_versions on the state record");
+                    }
+                }
                 l.version = v;
                 Ok(())
             }
