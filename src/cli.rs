@@ -49,7 +49,7 @@ Environment:
   SECRET_ROTATOR_CONFIG   configuration file (default /etc/secret-rotator/config.toml)
   VAULT_TOKEN             the daemon's Vault token when vault.auth.method = \"token\"
   CREDENTIALS_DIRECTORY   where relative credential files are found (systemd LoadCredential=)
-  SECRET_ROTATOR_LOG      log filter, e.g. \"info\" or \"debug,vaultrs=warn\" (default info)
+  SECRET_ROTATOR_LOG      log filter, e.g. \"info\" or \"debug,reqwest=warn\" (default info)
 
 Examples:
   secret-rotator check-config --config config/example.toml

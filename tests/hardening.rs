@@ -66,6 +66,25 @@ impl InProcess {
     }
 }
 
+/// A stack without grace or revocation delay: many attempts in little time.
+async fn quick_stack() -> Stack {
+    Stack::with(StackOptions {
+        grace: "0s",
+        revocation_delay_ms: 0,
+        ..Default::default()
+    })
+    .await
+}
+
+/// The sha256 of every token the emulator has revoked.
+async fn revoked(s: &Stack) -> Vec<String> {
+    s.tokens_in_state(TokenState::Revoked)
+        .await
+        .into_iter()
+        .map(|t| t.0)
+        .collect()
+}
+
 async fn fault(s: &Stack, endpoint: &str, mode: FaultMode, count: Option<u64>) {
     let mut spec = FaultSpec::new(endpoint, mode);
     spec.count = count;
@@ -189,12 +208,7 @@ async fn a_permanent_verify_rejection_spends_the_failure_budget_then_parks_the_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_rotations_and_three_hundred_failures_keep_the_record_small() {
-    let s = Stack::with(StackOptions {
-        grace: "0s",
-        revocation_delay_ms: 0,
-        ..Default::default()
-    })
-    .await;
+    let s = quick_stack().await;
     let p = InProcess::new(&s).await;
     let engine = p.engine("bound-test", EngineSettings::default());
     let mut most = 0;
@@ -294,9 +308,8 @@ async fn a_lost_vault_reply_never_revokes_the_live_token() {
             s.rejected_within(&old, Duration::from_secs(5)).await,
             "{what}: the old one is revoked"
         );
-        let revoked = s.tokens_in_state(TokenState::Revoked).await;
         assert!(
-            revoked.iter().all(|t| t.0 != sha256_hex(&current)),
+            !revoked(&s).await.contains(&sha256_hex(&current)),
             "{what}: the live token was never revoked"
         );
         let h = s.history().await;
@@ -318,12 +331,7 @@ async fn a_provider_call_hanging_past_the_lease_ends_in_exactly_one_commit() {
         (Duration::from_secs(2), Duration::from_secs(30)),
     ];
     for (lease, step_deadline) in cases {
-        let s = Stack::with(StackOptions {
-            grace: "0s",
-            revocation_delay_ms: 0,
-            ..Default::default()
-        })
-        .await;
+        let s = quick_stack().await;
         let (_, old) = s.current().await;
         // Verification of the new token hangs for 4 s, once.
         fault(
@@ -366,16 +374,81 @@ async fn a_provider_call_hanging_past_the_lease_ends_in_exactly_one_commit() {
         let (version, current) = s.current().await;
         assert_eq!(version, 2, "exactly one commit: {case}");
         assert_eq!(s.graphql_status(&current).await, 200, "{case}");
-        let revoked: Vec<String> = s
-            .tokens_in_state(TokenState::Revoked)
-            .await
-            .into_iter()
-            .map(|t| t.0)
-            .collect();
         assert_eq!(
-            revoked,
+            revoked(&s).await,
             vec![sha256_hex(&old)],
             "only the old token: {case}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_outage_within_the_transient_budget_ends_in_a_completed_rotation() {
+    use secret_rotator::rotation::state::{Backoff, RetryPolicy};
+    // The shipped budget is 15 minutes (a 10-minute outage completes); scaled down here:
+    // (outage, budget, expected)
+    let cases = [
+        (Duration::from_secs(6), Duration::from_secs(20), "rotated"),
+        (
+            Duration::from_secs(30),
+            Duration::from_secs(5),
+            "needs attention",
+        ),
+    ];
+    for (outage, budget, expected) in cases {
+        let s = quick_stack().await;
+        let (_, old) = s.current().await;
+        // The store answers 503 to every token creation during the outage.
+        fault(
+            &s,
+            "storefront_token_create",
+            FaultMode::Error { status: 503 },
+            None,
+        )
+        .await;
+        let admin = s.admin.clone();
+        let end_outage = tokio::spawn(async move {
+            tokio::time::sleep(outage).await;
+            admin.clear_faults().await.unwrap();
+        });
+        let p = InProcess::new(&s).await;
+        let settings = EngineSettings {
+            retry: RetryPolicy {
+                step: Backoff {
+                    base: Duration::from_millis(200),
+                    cap: Duration::from_secs(2),
+                },
+                transient_budget: budget,
+                ..RetryPolicy::default()
+            },
+            ..EngineSettings::default()
+        };
+        let engine = p.engine("outage", settings);
+        let r = engine
+            .drive(&p.cred, p.provider.as_ref(), Some("manual"), Wait::All)
+            .await
+            .unwrap();
+        let case = format!("outage {outage:?}, budget {budget:?}: {r:?}");
+        match expected {
+            "rotated" => {
+                assert!(
+                    matches!(&r, RunResult::Finished(f) if f.outcome == Outcome::Rotated),
+                    "{case}"
+                );
+                let (v, current) = s.current().await;
+                assert_eq!(v, 2, "{case}");
+                assert_ne!(current, old, "{case}");
+            }
+            _ => {
+                assert!(
+                    matches!(&r, RunResult::NeedsAttention { error, .. } if error.contains("503")),
+                    "{case}"
+                );
+                let out = s.cli(&["status", "--json"], &[]).await;
+                assert!(out.stdout.contains("503"), "status shows why: {out:?}");
+                assert_eq!(s.current().await.0, 1, "{case}");
+            }
+        }
+        end_outage.abort();
     }
 }
