@@ -387,13 +387,14 @@ async fn a_provider_outage_within_the_transient_budget_ends_in_a_completed_rotat
     use secret_rotator::rotation::state::{Backoff, RetryPolicy};
     // The shipped budget is 15 minutes (a 10-minute outage completes); scaled down here:
     // (outage, budget, expected)
+    // An outage of `None` does not end.
     let cases = [
-        (Duration::from_secs(6), Duration::from_secs(20), "rotated"),
         (
-            Duration::from_secs(30),
-            Duration::from_secs(5),
-            "needs attention",
+            Some(Duration::from_secs(6)),
+            Duration::from_secs(20),
+            "rotated",
         ),
+        (None, Duration::from_secs(5), "needs attention"),
     ];
     for (outage, budget, expected) in cases {
         let s = quick_stack().await;
@@ -408,8 +409,10 @@ async fn a_provider_outage_within_the_transient_budget_ends_in_a_completed_rotat
         .await;
         let admin = s.admin.clone();
         let end_outage = tokio::spawn(async move {
-            tokio::time::sleep(outage).await;
-            admin.clear_faults().await.unwrap();
+            if let Some(outage) = outage {
+                tokio::time::sleep(outage).await;
+                admin.clear_faults().await.unwrap();
+            }
         });
         let p = InProcess::new(&s).await;
         let settings = EngineSettings {

@@ -127,6 +127,14 @@ struct Loaded {
 /// A step's result: go on with the attempt, or stop with this result.
 type Next = Result<Attempt, RunResult>;
 
+/// The wait a provider asked for with a transient error (rate limits).
+fn asked_wait(e: &ProviderError) -> Option<Duration> {
+    match e {
+        ProviderError::Transient { retry_after, .. } => *retry_after,
+        _ => None,
+    }
+}
+
 fn unit() -> f64 {
     rand::random::<f64>()
 }
@@ -537,10 +545,12 @@ impl Engine {
         a: Attempt,
         l: &mut Loaded,
         error: String,
+        asked: Option<Duration>,
     ) -> Result<Next, EngineError> {
         let a = transient(
             a,
             &error,
+            asked,
             &self.settings.retry,
             unit(),
             &self.owner,
@@ -651,9 +661,10 @@ impl Engine {
         self.end(cred, a, l, outcome, Some(error)).await.map(Err)
     }
 
-    /// One mint. Called only when the record says a mint may be under way; a resumed attempt
-    /// first records the possible orphan of the mint before (and clears its retry) so that
-    /// this mint's outcome, whatever it is, is accounted for.
+    /// One mint. Called only when the record says a mint may be under way (`mint_settled`
+    /// false); a resumed attempt whose last mint is not settled first records it as a possible
+    /// orphan, so that every mint's outcome, whatever it is, is accounted for. The retry (its
+    /// count and the time of the first failure) is kept, so backoff and budget go on growing.
     async fn mint(
         &self,
         cred: &Credential,
@@ -662,8 +673,8 @@ impl Engine {
         l: &mut Loaded,
         resumed: bool,
     ) -> Result<Next, EngineError> {
-        if resumed || a.retry.is_some() {
-            if a.retry.is_none() {
+        if resumed || a.mint_settled {
+            if !a.mint_settled {
                 a = note_orphan(
                     a,
                     "resumed in phase minting: a credential may have been minted and lost",
@@ -676,7 +687,7 @@ impl Engine {
                     .attention(cred, a, l, format!("{n} mints of this attempt may have created credentials nobody holds (they expire on their own); it mints no more until an operator looks"))
                     .await;
             }
-            a.retry = None;
+            a.mint_settled = false;
             a = take_over(a, &self.owner, Utc::now(), self.settings.lease);
             self.save_attempt(l, &a).await?;
         }
@@ -708,11 +719,15 @@ impl Engine {
             }
             Err(ProviderError::UnknownOutcome { reason }) => {
                 let a = note_orphan(a, &format!("mint outcome unknown: {reason}"), Utc::now());
-                self.retry_later(cred, a, l, format!("mint: outcome unknown: {reason}"))
+                self.retry_later(cred, a, l, format!("mint: outcome unknown: {reason}"), None)
                     .await
             }
-            Err(e @ ProviderError::Transient { .. }) => {
-                self.retry_later(cred, a, l, format!("mint: {e}")).await
+            Err(ProviderError::Transient {
+                reason,
+                retry_after,
+            }) => {
+                self.retry_later(cred, a, l, format!("mint: {reason}"), retry_after)
+                    .await
             }
             Err(e @ (ProviderError::Rejected { .. } | ProviderError::Config { .. })) => {
                 self.end_unchanged(cred, a, l, Outcome::Failed, format!("mint: {e}"))
@@ -762,7 +777,12 @@ impl Engine {
                     )
                     .await;
             }
-            Err(e) => return self.retry_later(cred, a, l, format!("verify: {e}")).await,
+            Err(e) => {
+                let asked = asked_wait(&e);
+                return self
+                    .retry_later(cred, a, l, format!("verify: {e}"), asked)
+                    .await;
+            }
         }
 
         let (current_version, current) = self.read_current(&cred.secret).await?;
@@ -900,7 +920,7 @@ impl Engine {
                 Ok(()) => {}
                 Err((e, true)) => {
                     return self
-                        .retry_later(cred, a, l, format!("revoke the old credential: {e}"))
+                        .retry_later(cred, a, l, format!("revoke the old credential: {e}"), None)
                         .await
                 }
                 Err((e, false)) => {
@@ -1047,7 +1067,13 @@ impl Engine {
             Ok(()) => "the newer credential was revoked".to_string(),
             Err((e, true)) => {
                 return self
-                    .retry_later(cred, a, l, format!("revoke the newer credential: {e}"))
+                    .retry_later(
+                        cred,
+                        a,
+                        l,
+                        format!("revoke the newer credential: {e}"),
+                        None,
+                    )
                     .await
             }
             Err((e, false)) => format!("the newer credential could not be revoked: {e}"),

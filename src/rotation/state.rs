@@ -224,6 +224,11 @@ pub struct Attempt {
     /// A transient failure of the current step: when to try again.
     #[serde(default)]
     pub retry: Option<Retry>,
+    /// In phase minting: no mint is under way, the outcome of every mint so far is recorded
+    /// (minted, failed, or noted as a possible orphan). False from the start of an attempt and
+    /// while a mint is sent, so that a resume knows to note a possible orphan first.
+    #[serde(default)]
+    pub mint_settled: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -435,6 +440,7 @@ pub fn begin(s: Start<'_>) -> Attempt {
         last_error: None,
         needs_attention: false,
         retry: None,
+        mint_settled: false,
     }
 }
 
@@ -544,12 +550,15 @@ pub fn failed_step(
     a
 }
 
-/// A step failed transiently: try again after a backoff, or, once the transient budget is spent,
-/// stop and ask for an operator (`needs_attention`). The lease covers the wait, so this instance
-/// resumes the attempt. `unit` is a random number in [0, 1).
+/// A step failed transiently: try again after a backoff (at least `asked`, the wait the provider
+/// asked for), or, once the transient budget is spent, stop and ask for an operator
+/// (`needs_attention`). The lease covers the wait, so this instance resumes the attempt. `unit`
+/// is a random number in [0, 1).
+#[allow(clippy::too_many_arguments)]
 pub fn transient(
     a: Attempt,
     error: &str,
+    asked: Option<Duration>,
     policy: &RetryPolicy,
     unit: f64,
     owner: &str,
@@ -567,11 +576,15 @@ pub fn transient(
                 (now - since).num_seconds().max(0) as u64
             ))
         );
-        return failed_step(a, &spent, true, owner, now, lease);
+        let mut a = failed_step(a, &spent, true, owner, now, lease);
+        a.mint_settled = true;
+        return a;
     }
-    let at = now + policy.step.delay(tries, unit);
+    let delay = policy.step.delay(tries, unit);
+    let at = now + asked.map_or(delay, |w| w.min(policy.step.cap).max(delay));
     let mut a = failed_step(a, error, false, owner, now, lease);
     a.retry = Some(Retry { tries, since, at });
+    a.mint_settled = true;
     a.lease_expires_at = at + lease;
     a
 }
@@ -925,13 +938,23 @@ mod tests {
             (t(60), None, true),
         ];
         for (now, at, attention) in cases {
-            a = transient(a, "provider unavailable", &p, 1.0, "host-a", now, lease);
+            a = transient(
+                a,
+                "provider unavailable",
+                None,
+                &p,
+                1.0,
+                "host-a",
+                now,
+                lease,
+            );
             assert_eq!(a.retry.as_ref().map(|r| r.at), at, "at {now}");
             assert_eq!(a.needs_attention, attention, "at {now}");
             if let Some(at) = at {
                 assert_eq!(a.lease_expires_at, at + lease, "the lease covers the wait");
             }
         }
+        assert!(a.mint_settled, "a recorded failure settles the mint");
         assert!(a.last_error.unwrap().contains("failing for 1m"));
     }
 
@@ -1001,7 +1024,16 @@ mod tests {
             let mut a = attempt(Phase::Minted);
             a.id = format!("a{i}");
             for j in 0..40 {
-                a = transient(a, &long_error, &p, 0.5, "h", t(j), Duration::from_secs(60));
+                a = transient(
+                    a,
+                    &long_error,
+                    Some(Duration::from_secs(2)),
+                    &p,
+                    0.5,
+                    "h",
+                    t(j),
+                    Duration::from_secs(60),
+                );
                 if !orphans_spent(&a) {
                     a = note_orphan(a, &long_error, t(j));
                 }
