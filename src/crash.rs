@@ -25,6 +25,8 @@ pub const POINTS: &[&str] = &[
     "rollback-written",
     "rollback-emitted",
     "rollback-revoked",
+    // The failure budget spent: the credential parked.
+    "parked-recorded",
 ];
 
 #[cfg(feature = "fault-injection")]

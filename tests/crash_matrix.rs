@@ -14,6 +14,9 @@
 //! committed rotation; the restarted daemon completes the rollback: the previous token is current
 //! again (a new version) and live, the newer one is rejected, and `credential.rolled_back` was
 //! emitted with an id of its own.
+//!
+//! The parking case kills the daemon right after it parks a credential whose verification keeps
+//! failing: the parking stands, was announced, and the rejected token was revoked.
 
 mod common;
 
@@ -185,8 +188,61 @@ async fn rollback_crash_then_recover(point: &str) {
     );
 }
 
+/// The daemon parks a credential whose verification keeps failing, killed right after.
+async fn park_crash_then_recover(point: &str) {
+    let s = Stack::with(StackOptions {
+        max_age: "2s",
+        revocation_delay_ms: 0,
+        ..Default::default()
+    })
+    .await;
+    let (_, old) = s.current().await;
+    tokio::time::sleep(Duration::from_millis(2100)).await; // due
+    s.admin
+        .set_fault(FaultSpec::new(
+            "storefront_graphql",
+            FaultMode::Error { status: 401 },
+        ))
+        .await
+        .unwrap();
+    let before = s.admin.counters().await.unwrap();
+    let out = s
+        .cli(
+            &["run", "--once", "--failure-budget", "1"],
+            &[("SECRET_ROTATOR_CRASH_AT", point)],
+        )
+        .await;
+    assert_eq!(out.signal, Some(9), "{point}: must die there: {out:?}");
+    let out = s
+        .cli(&["run", "--once", "--failure-budget", "1"], &[])
+        .await;
+    assert_eq!(out.code, Some(0), "{point}: {out:?}");
+
+    let after = s.admin.counters().await.unwrap();
+    assert_eq!(
+        after.tokens_minted - before.tokens_minted,
+        1,
+        "{point}: one attempt"
+    );
+    assert_eq!(
+        after.tokens_revoked - before.tokens_revoked,
+        1,
+        "{point}: its token revoked"
+    );
+    assert_eq!(s.current().await, (1, old), "{point}: the secret unchanged");
+    let out = s.cli(&["status", "--json", "--check"], &[]).await;
+    assert_eq!(out.code, Some(1), "{point}: {out:?}");
+    assert!(out.stdout.contains("parked since"), "{point}: {out:?}");
+    assert!(
+        s.events()
+            .iter()
+            .any(|e| e["type"] == "rotation.needs_attention"),
+        "{point}: the parking was announced"
+    );
+}
+
 macro_rules! crash_cases {
-    ($($name:ident => $point:literal),* ; $($rb_name:ident => $rb_point:literal),* $(,)?) => {
+    ($($name:ident => $point:literal),* ; $($rb_name:ident => $rb_point:literal),* ; $($p_name:ident => $p_point:literal),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
@@ -200,10 +256,17 @@ macro_rules! crash_cases {
             }
         )*
 
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $p_name() {
+                park_crash_then_recover($p_point).await;
+            }
+        )*
+
         /// Every crash point the engine has is in this matrix: none is skipped.
         #[test]
         fn the_matrix_covers_every_crash_point() {
-            let covered = [$($point),* , $($rb_point),*];
+            let covered = [$($point),* , $($rb_point),* , $($p_point),*];
             assert_eq!(covered.as_slice(), POINTS);
         }
     };
@@ -225,5 +288,6 @@ crash_cases! {
     rollback_killed_after_its_intent_is_recorded => "rollback-recorded",
     rollback_killed_after_the_previous_token_is_written_back => "rollback-written",
     rollback_killed_after_the_rolled_back_event => "rollback-emitted",
-    rollback_killed_after_the_newer_token_is_revoked => "rollback-revoked",
+    rollback_killed_after_the_newer_token_is_revoked => "rollback-revoked";
+    killed_right_after_parking_a_credential => "parked-recorded",
 }

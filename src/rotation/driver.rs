@@ -625,8 +625,9 @@ impl Engine {
             &self.settings.retry,
             unit(),
         );
-        self.save(l).await?;
         let summary = l.record.history.last().cloned().expect("just finished");
+        // Announced before the record says so, like every event: a crash in between announces
+        // it again with the same id, never not at all.
         if let (false, Some(p)) = (was_parked, &l.record.parked) {
             tracing::error!(credential = %cred.name, reason = %p.reason, "credential parked: it is not rotated on its own until an operator runs `secret-rotator rotate {}`", cred.name);
             self.events.emit(&Event::new(
@@ -637,6 +638,10 @@ impl Engine {
                 Some(summary.version_before),
                 format!("parked: {}", p.reason),
             ));
+        }
+        self.save(l).await?;
+        if l.record.parked.is_some() && !was_parked {
+            crash::point("parked-recorded");
         }
         Ok(RunResult::Finished(Box::new(summary)))
     }
