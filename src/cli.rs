@@ -701,6 +701,7 @@ async fn daemon(app: App, once: bool, interval: Duration) -> Result<i32, Failure
         tokio::spawn(async move { vault.maintain_token().await })
     };
     tracing::info!(credentials = app.config.credentials.len(), owner = %app.engine.owner, "secret-rotator running");
+    preflight_all(&app).await;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Failure::new(exit::USAGE, format!("cannot watch SIGTERM: {e}")))?;
     let mut backoff = ErrorBackoff::default();
@@ -732,6 +733,28 @@ async fn daemon(app: App, once: bool, interval: Duration) -> Result<i32, Failure
     );
     keeper.abort();
     Ok(code)
+}
+
+/// At start-up, say at once what would stop a rotation later (wrong mount, missing
+/// capabilities, a malformed secret); each attempt checks again before it mints.
+async fn preflight_all(app: &App) {
+    for cred in &app.config.credentials {
+        let Ok(provider) = app.provider(cred) else {
+            continue;
+        };
+        if provider.info().mode != Mode::Automatic {
+            continue;
+        }
+        match app.engine.preflight(cred, provider.as_ref()).await {
+            Ok(_) => {}
+            Err(e @ EngineError::Refused { .. }) => {
+                tracing::error!(credential = %cred.name, error = %e, "this credential cannot be rotated until this is fixed")
+            }
+            Err(e) => {
+                tracing::warn!(credential = %cred.name, error = %e, "cannot check this credential at start-up")
+            }
+        }
+    }
 }
 
 /// Per credential, in memory: errors the state record cannot hold (Vault unreachable, a record

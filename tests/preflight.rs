@@ -423,6 +423,16 @@ async fn preflight_refuses_before_anything_is_minted_and_names_the_path_and_what
             "{what}: nothing minted, revoked or written"
         );
 
+        // The daemon says so at start-up, before anything is due.
+        if !matches!(fault, Fault::WrongVaultToken) {
+            let out = s.cli(&["run", "--once"], &[]).await;
+            assert!(
+                out.stderr.contains("cannot be rotated until this is fixed")
+                    && out.stderr.contains(rotate_needles[0]),
+                "{what}: run at start-up: {out:?}"
+            );
+        }
+
         let out = s.cli(&["status", "--json"], &[]).await;
         expect(
             &out,
