@@ -8,6 +8,7 @@ pub mod config;
 pub mod crash;
 pub mod events;
 pub mod instance;
+pub mod notify;
 pub mod policy;
 pub mod providers;
 pub mod report;
