@@ -760,6 +760,42 @@ impl Engine {
         Ok((a, note))
     }
 
+    /// Make `data` the secret's version after `expected`, once: `Ok(Ok(v))` when it is (written
+    /// now, or found written by an earlier try whose reply was lost), `Ok(Err(theirs))` when
+    /// someone else wrote the secret since. Never decides blind: after any failed write it reads
+    /// the secret again and lets [`commit_check`] say what happened; a write that did not land
+    /// returns its error (the step is tried again from the record).
+    async fn write_once(
+        &self,
+        kv: &KvPath,
+        data: &SecretFields,
+        expected: u64,
+    ) -> Result<Result<u64, u64>, EngineError> {
+        let decide = |version: u64, current: Option<SecretFields>| {
+            let ours = current.as_ref().is_some_and(|c| c.same_as(data));
+            commit_check(expected, version, ours)
+        };
+        let (version, current) = self.read_current(kv).await?;
+        match decide(version, current) {
+            CommitCheck::AlreadyCommitted(v) => return Ok(Ok(v)),
+            CommitCheck::Conflict(v) => return Ok(Err(v)),
+            CommitCheck::Write => {}
+        }
+        let error = match self.vault.write_cas(kv, data, expected).await {
+            Ok(v) => return Ok(Ok(v)),
+            Err(e) => e,
+        };
+        let (version, current) = self.read_current(kv).await?;
+        match decide(version, current) {
+            CommitCheck::AlreadyCommitted(v) => {
+                tracing::info!(path = %kv, version = v, error = %error, "the write landed although its reply was an error");
+                Ok(Ok(v))
+            }
+            CommitCheck::Conflict(v) => Ok(Err(v)),
+            CommitCheck::Write => Err(error.into()),
+        }
+    }
+
     async fn verify_and_commit(
         &self,
         cred: &Credential,
@@ -790,37 +826,12 @@ impl Engine {
             }
         }
 
-        let (current_version, current) = self.read_current(&cred.secret).await?;
-        let ours = current.as_ref().is_some_and(|c| c.same_as(&pending));
-        let version = match commit_check(a.version_before, current_version, ours) {
-            CommitCheck::Write => match self
-                .vault
-                .write_cas(&cred.secret, &pending, a.version_before)
-                .await
-            {
-                Ok(v) => v,
-                // The write may have landed with its reply lost (or been re-sent): never
-                // decide blind. Read again and let commit_check say what happened.
-                Err(e) => {
-                    let (v, data) = self.read_current(&cred.secret).await?;
-                    let ours = data.as_ref().is_some_and(|c| c.same_as(&pending));
-                    match commit_check(a.version_before, v, ours) {
-                        CommitCheck::AlreadyCommitted(v) => {
-                            tracing::info!(credential = %cred.name, version = v, error = %e, "the commit landed although its reply was an error");
-                            v
-                        }
-                        CommitCheck::Conflict(v) => {
-                            return self.conflict(cred, provider, a, l, &pending, v).await
-                        }
-                        // Not written: the error stands (the attempt resumes from minted).
-                        CommitCheck::Write => return Err(e.into()),
-                    }
-                }
-            },
-            CommitCheck::AlreadyCommitted(v) => v,
-            CommitCheck::Conflict(v) => {
-                return self.conflict(cred, provider, a, l, &pending, v).await
-            }
+        let version = match self
+            .write_once(&cred.secret, &pending, a.version_before)
+            .await?
+        {
+            Ok(v) => v,
+            Err(theirs) => return self.conflict(cred, provider, a, l, &pending, theirs).await,
         };
         crash::point("committed");
 
@@ -1038,25 +1049,9 @@ impl Engine {
             a.pending.clone().expect("validated on load"),
             a.version_after.expect("validated on load"),
         );
-        let (current_version, current) = self.read_current(&cred.secret).await?;
-        let is_old = current.as_ref().is_some_and(|c| c.same_as(&old));
-        let version = match commit_check(after, current_version, is_old) {
-            CommitCheck::Write => match self.vault.write_cas(&cred.secret, &old, after).await {
-                Ok(v) => v,
-                Err(e) => {
-                    let (v, data) = self.read_current(&cred.secret).await?;
-                    let is_old = data.as_ref().is_some_and(|c| c.same_as(&old));
-                    match commit_check(after, v, is_old) {
-                        CommitCheck::AlreadyCommitted(v) => v,
-                        CommitCheck::Write => return Err(e.into()),
-                        CommitCheck::Conflict(v) => {
-                            return self.rollback_conflict(cred, a, l, after, v).await
-                        }
-                    }
-                }
-            },
-            CommitCheck::AlreadyCommitted(v) => v,
-            CommitCheck::Conflict(v) => return self.rollback_conflict(cred, a, l, after, v).await,
+        let version = match self.write_once(&cred.secret, &old, after).await? {
+            Ok(v) => v,
+            Err(theirs) => return self.rollback_conflict(cred, a, l, after, theirs).await,
         };
         crash::point("rollback-written");
         self.emit(
