@@ -1,4 +1,5 @@
-//! Telling dependents: the event payload and the sinks that deliver it (webhook, file, exec).
+//! Telling dependents: the event payload, the sinks that deliver it (webhook, file, exec) and the
+//! outbox that orders and retries deliveries and gates revocation on acks (pure).
 //!
 //! Invariant: a payload never carries a secret; only the `file` sink writes a secret value, and
 //! only to the file the operator configured (0600, atomic). Each sink reports delivered or not,
@@ -6,5 +7,6 @@
 
 pub mod exec_sink;
 pub mod file_sink;
+pub mod outbox;
 pub mod payload;
 pub mod webhook;
