@@ -784,13 +784,11 @@ name = "out"
 path = "/run/app/token"
 format = "yaml"
 "#,
-        &[
-            (
-                "credentials[0].dependents[0].format",
-                10,
-                "known formats: field, json, env",
-            ),
-        ],
+        &[(
+            "credentials[0].dependents[0].format",
+            10,
+            "known formats: field, json, env",
+        )],
     ),
     (
         "format field without the field to write",
@@ -805,13 +803,7 @@ name = "out"
 path = "/run/app/token"
 format = "field"
 "#,
-        &[
-            (
-                "credentials[0].dependents[0].field",
-                6,
-                "needs `field`",
-            ),
-        ],
+        &[("credentials[0].dependents[0].field", 6, "needs `field`")],
     ),
     (
         "a field with a format that writes all fields",
@@ -827,13 +819,11 @@ path = "/run/app/token"
 format = "json"
 field = "token"
 "#,
-        &[
-            (
-                "credentials[0].dependents[0].field",
-                11,
-                "not used by format `json`",
-            ),
-        ],
+        &[(
+            "credentials[0].dependents[0].field",
+            11,
+            "not used by format `json`",
+        )],
     ),
     (
         "an env prefix without the env format",
@@ -848,13 +838,11 @@ name = "out"
 path = "/run/app/token"
 env_prefix = "APP_"
 "#,
-        &[
-            (
-                "credentials[0].dependents[0].env_prefix",
-                10,
-                "not used by format `json`",
-            ),
-        ],
+        &[(
+            "credentials[0].dependents[0].env_prefix",
+            10,
+            "not used by format `json`",
+        )],
     ),
     (
         "an env prefix that is not an env name",
@@ -870,13 +858,11 @@ path = "/run/app/token"
 format = "env"
 env_prefix = "1-APP"
 "#,
-        &[
-            (
-                "credentials[0].dependents[0].env_prefix",
-                11,
-                "invalid env_prefix",
-            ),
-        ],
+        &[(
+            "credentials[0].dependents[0].env_prefix",
+            11,
+            "invalid env_prefix",
+        )],
     ),
     (
         "a file mode that is not octal",
@@ -891,13 +877,7 @@ name = "out"
 path = "/run/app/token"
 mode = "rw-------"
 "#,
-        &[
-            (
-                "credentials[0].dependents[0].mode",
-                10,
-                "invalid mode",
-            ),
-        ],
+        &[("credentials[0].dependents[0].mode", 10, "invalid mode")],
     ),
     (
         "a group-writable file mode",
@@ -912,13 +892,11 @@ name = "out"
 path = "/run/app/token"
 mode = "0660"
 "#,
-        &[
-            (
-                "credentials[0].dependents[0].mode",
-                10,
-                "lets others than the owner write",
-            ),
-        ],
+        &[(
+            "credentials[0].dependents[0].mode",
+            10,
+            "lets others than the owner write",
+        )],
     ),
     (
         "a world-writable file mode",
@@ -933,13 +911,11 @@ name = "out"
 path = "/run/app/token"
 mode = "602"
 "#,
-        &[
-            (
-                "credentials[0].dependents[0].mode",
-                10,
-                "lets others than the owner write",
-            ),
-        ],
+        &[(
+            "credentials[0].dependents[0].mode",
+            10,
+            "lets others than the owner write",
+        )],
     ),
     (
         "a setuid file mode",
@@ -954,13 +930,11 @@ name = "out"
 path = "/run/app/token"
 mode = "4600"
 "#,
-        &[
-            (
-                "credentials[0].dependents[0].mode",
-                10,
-                "setuid, setgid or sticky",
-            ),
-        ],
+        &[(
+            "credentials[0].dependents[0].mode",
+            10,
+            "setuid, setgid or sticky",
+        )],
     ),
     (
         "an owner and a group that are neither names nor ids",
@@ -977,16 +951,8 @@ owner = ""
 group = "web server"
 "#,
         &[
-            (
-                "credentials[0].dependents[0].owner",
-                10,
-                "invalid user",
-            ),
-            (
-                "credentials[0].dependents[0].group",
-                11,
-                "invalid group",
-            ),
+            ("credentials[0].dependents[0].owner", 10, "invalid user"),
+            ("credentials[0].dependents[0].group", 11, "invalid group"),
         ],
     ),
     (
@@ -1002,13 +968,11 @@ name = "out"
 path = "/run/app/token"
 exec = []
 "#,
-        &[
-            (
-                "credentials[0].dependents[0].exec",
-                10,
-                "must name a program",
-            ),
-        ],
+        &[(
+            "credentials[0].dependents[0].exec",
+            10,
+            "must name a program",
+        )],
     ),
     (
         "an exec timeout without an exec",
@@ -1023,13 +987,11 @@ name = "out"
 path = "/run/app/token"
 exec_timeout = "5s"
 "#,
-        &[
-            (
-                "credentials[0].dependents[0].exec_timeout",
-                10,
-                "not used by a file dependent without `exec`",
-            ),
-        ],
+        &[(
+            "credentials[0].dependents[0].exec_timeout",
+            10,
+            "not used by a file dependent without `exec`",
+        )],
     ),
     (
         "an exec dependent with file keys",

@@ -207,6 +207,8 @@ impl ExecSink {
                     // The group may be gone already; nothing else to do then.
                     let _ = killpg(pgid, Signal::SIGKILL);
                 }
+                // The child itself, in case its group could not be signalled.
+                let _ = child.start_kill();
                 let _ = child.wait().await;
                 Delivery::failed(
                     true,

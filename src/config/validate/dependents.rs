@@ -251,7 +251,10 @@ impl Validator<'_> {
                 Some(FileFormat::Env { prefix: prefix? })
             }
             other => {
-                let format = raw.format.as_ref().expect("only a written format can be unknown");
+                let format = raw
+                    .format
+                    .as_ref()
+                    .expect("only a written format can be unknown");
                 self.bad(
                     &key("format"),
                     format,
