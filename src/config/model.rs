@@ -225,12 +225,21 @@ pub enum Dependent {
         signing_key: VaultField,
         timeout: Duration,
     },
-    /// Render the secret into a file (0600, atomic).
+    /// Render the secret into a file (0600 unless configured, replaced atomically).
     File {
         name: String,
         path: PathBuf,
-        /// Which field of the secret to write; all fields as JSON when absent.
-        field: Option<String>,
+        format: FileFormat,
+        /// Permission bits (default 0o600). Never group- or world-writable, no special bits.
+        mode: u32,
+        /// Owner of the file: a user name or a numeric uid, resolved when the file is written.
+        owner: Option<String>,
+        /// Group of the file: a group name or a numeric gid, resolved when the file is written.
+        group: Option<String>,
+        /// A command (argv, no shell) run after the file is in place, e.g. to reload the reader.
+        exec: Option<Vec<String>>,
+        /// How long `exec` may run (default 30 s).
+        exec_timeout: Duration,
     },
     /// Run a command (argv, no shell) with a timeout.
     Exec {
@@ -238,4 +247,16 @@ pub enum Dependent {
         command: Vec<String>,
         timeout: Duration,
     },
+}
+
+/// How a `file` dependent renders the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileFormat {
+    /// One field's value, bare: no quotes, no trailing newline.
+    Field(String),
+    /// All fields as one JSON object of strings.
+    Json,
+    /// `KEY=value` lines, one per field. A name is `prefix` followed by the field name
+    /// upper-cased, with every character other than A-Z and 0-9 turned into `_`.
+    Env { prefix: String },
 }

@@ -186,6 +186,13 @@ pub(crate) struct RawDependent {
     pub path: Text,
     pub field: Text,
     pub command: Option<Spanned<Vec<Spanned<String>>>>,
+    pub format: Text,
+    pub env_prefix: Text,
+    pub mode: Text,
+    pub owner: Text,
+    pub group: Text,
+    pub exec: Option<Spanned<Vec<Spanned<String>>>>,
+    pub exec_timeout: Text,
 }
 
 /// Keys of a credential table that are not provider tables.

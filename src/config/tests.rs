@@ -771,6 +771,255 @@ signing_key = { mount = "secret", path = "a", key = "k" }
             ),
         ],
     ),
+    (
+        "a file format nobody reads",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "out"
+path = "/run/app/token"
+format = "yaml"
+"#,
+        &[(
+            "credentials[0].dependents[0].format",
+            10,
+            "known formats: field, json, env",
+        )],
+    ),
+    (
+        "format field without the field to write",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "out"
+path = "/run/app/token"
+format = "field"
+"#,
+        &[("credentials[0].dependents[0].field", 6, "needs `field`")],
+    ),
+    (
+        "a field with a format that writes all fields",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "out"
+path = "/run/app/token"
+format = "json"
+field = "token"
+"#,
+        &[(
+            "credentials[0].dependents[0].field",
+            11,
+            "not used by format `json`",
+        )],
+    ),
+    (
+        "an env prefix without the env format",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "out"
+path = "/run/app/token"
+env_prefix = "APP_"
+"#,
+        &[(
+            "credentials[0].dependents[0].env_prefix",
+            10,
+            "not used by format `json`",
+        )],
+    ),
+    (
+        "an env prefix that is not an env name",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "out"
+path = "/run/app/token"
+format = "env"
+env_prefix = "1-APP"
+"#,
+        &[(
+            "credentials[0].dependents[0].env_prefix",
+            11,
+            "invalid env_prefix",
+        )],
+    ),
+    (
+        "a file mode that is not octal",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "out"
+path = "/run/app/token"
+mode = "rw-------"
+"#,
+        &[("credentials[0].dependents[0].mode", 10, "invalid mode")],
+    ),
+    (
+        "a group-writable file mode",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "out"
+path = "/run/app/token"
+mode = "0660"
+"#,
+        &[(
+            "credentials[0].dependents[0].mode",
+            10,
+            "lets others than the owner write",
+        )],
+    ),
+    (
+        "a world-writable file mode",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "out"
+path = "/run/app/token"
+mode = "602"
+"#,
+        &[(
+            "credentials[0].dependents[0].mode",
+            10,
+            "lets others than the owner write",
+        )],
+    ),
+    (
+        "a setuid file mode",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "out"
+path = "/run/app/token"
+mode = "4600"
+"#,
+        &[(
+            "credentials[0].dependents[0].mode",
+            10,
+            "setuid, setgid or sticky",
+        )],
+    ),
+    (
+        "an owner and a group that are neither names nor ids",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "out"
+path = "/run/app/token"
+owner = ""
+group = "web server"
+"#,
+        &[
+            ("credentials[0].dependents[0].owner", 10, "invalid user"),
+            ("credentials[0].dependents[0].group", 11, "invalid group"),
+        ],
+    ),
+    (
+        "a file exec that names no program",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "out"
+path = "/run/app/token"
+exec = []
+"#,
+        &[(
+            "credentials[0].dependents[0].exec",
+            10,
+            "must name a program",
+        )],
+    ),
+    (
+        "an exec timeout without an exec",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "out"
+path = "/run/app/token"
+exec_timeout = "5s"
+"#,
+        &[(
+            "credentials[0].dependents[0].exec_timeout",
+            10,
+            "not used by a file dependent without `exec`",
+        )],
+    ),
+    (
+        "an exec dependent with file keys",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "exec"
+name = "reload"
+command = ["/bin/true"]
+mode = "0600"
+exec = ["/bin/true"]
+"#,
+        &[
+            (
+                "credentials[0].dependents[0].mode",
+                10,
+                "not used by dependent type `exec`",
+            ),
+            (
+                "credentials[0].dependents[0].exec",
+                11,
+                "not used by dependent type `exec`",
+            ),
+        ],
+    ),
 ];
 
 #[test]
@@ -944,6 +1193,79 @@ secret_id_file = "secret-id"
             secret_id_file: "/run/credentials/secret-rotator.service/secret-id".into(),
         }
     );
+}
+
+#[test]
+fn file_dependents_default_to_json_0600_and_take_every_file_key() {
+    let config = parse_ok(
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "all"
+path = "/run/app/secret.json"
+[[credentials.dependents]]
+type = "file"
+name = "one"
+path = "/run/app/token"
+field = "token"
+[[credentials.dependents]]
+type = "file"
+name = "env"
+path = "/run/app/env"
+format = "env"
+env_prefix = "APP_"
+mode = "0640"
+owner = "0"
+group = "www-data"
+exec = ["/usr/bin/systemctl", "reload", "app.service"]
+exec_timeout = "5s"
+"#,
+        &FakeEnvironment::new(),
+    );
+    let dependents = &config.credential("a").unwrap().dependents;
+    let expected = [
+        Dependent::File {
+            name: "all".to_string(),
+            path: "/run/app/secret.json".into(),
+            format: FileFormat::Json,
+            mode: 0o600,
+            owner: None,
+            group: None,
+            exec: None,
+            exec_timeout: Duration::from_secs(30),
+        },
+        Dependent::File {
+            name: "one".to_string(),
+            path: "/run/app/token".into(),
+            format: FileFormat::Field("token".to_string()),
+            mode: 0o600,
+            owner: None,
+            group: None,
+            exec: None,
+            exec_timeout: Duration::from_secs(30),
+        },
+        Dependent::File {
+            name: "env".to_string(),
+            path: "/run/app/env".into(),
+            format: FileFormat::Env {
+                prefix: "APP_".to_string(),
+            },
+            mode: 0o640,
+            owner: Some("0".to_string()),
+            group: Some("www-data".to_string()),
+            exec: Some(vec![
+                "/usr/bin/systemctl".to_string(),
+                "reload".to_string(),
+                "app.service".to_string(),
+            ]),
+            exec_timeout: Duration::from_secs(5),
+        },
+    ];
+    assert_eq!(dependents.as_slice(), expected.as_slice());
 }
 
 #[test]
