@@ -67,6 +67,12 @@ path "auth/approle/role/billing/secret-id" {
   capabilities = ["update"]
 }
 
+# The role's own secret_id_ttl: when neither the role nor the config sets one, the daemon asks
+# for the credential's lifetime, so a secret-id nobody holds still expires.
+path "auth/approle/role/billing/secret-id-ttl" {
+  capabilities = ["read"]
+}
+
 # Look up and destroy a secret-id by its accessor.
 path "auth/approle/role/billing/secret-id-accessor/lookup" {
   capabilities = ["update"]
@@ -88,13 +94,6 @@ path "auth/approle/role/billing/secret-id/destroy" {
 # The role id, stored beside the secret-id (an identifier, not a secret).
 path "auth/approle/role/billing/role-id" {
   capabilities = ["read"]
-}
-
-# Verifying a new secret-id logs in with it once; the daemon then revokes the token that login
-# returned. Without this grant that token stays live until its TTL ends. Not needed when no
-# credential uses `vault_approle_secret_id`.
-path "auth/token/revoke" {
-  capabilities = ["update"]
 }
 
 # --- legacy-export, ops-user-token: assisted rotations (the new token is supplied by a person) --
