@@ -290,7 +290,7 @@ impl App {
             Err(VaultError::NotFound { .. }) => None,
             Err(e) => return Err(e.into()),
         };
-        let (record, _) = self.engine.load(&cred.name).await?;
+        let record = self.engine.record(&cred.name).await?;
         let current = meta.as_ref().and_then(|m| {
             m.current()
                 .filter(|v| !v.deleted && !v.destroyed)
@@ -435,7 +435,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::History { name, json } => {
             let app = app(&cli).await?;
             let cred = app.credential(name)?;
-            let (record, _) = app.engine.load(&cred.name).await?;
+            let record = app.engine.record(&cred.name).await?;
             if *json {
                 let value = serde_json::json!({
                     "credential": cred.name,
@@ -607,7 +607,7 @@ async fn due_trigger(
 async fn plan(app: &App) -> Result<i32, Failure> {
     let now = Utc::now();
     for cred in &app.config.credentials {
-        let (record, _) = app.engine.load(&cred.name).await?;
+        let record = app.engine.record(&cred.name).await?;
         let provider = providers::build(cred, app.vault.clone(), app.http.clone());
         let (trigger, at) = due_trigger(app, cred).await?;
         println!("{} ({}, {}):", cred.name, cred.provider.kind(), cred.secret);

@@ -423,16 +423,7 @@ async fn the_example_policy_moved_onto_a_tests_paths_grants_exactly_this_table()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_approle_provider_rotates_with_the_example_policy() {
     let bao = OpenBao::start().await;
-    bao.approle_role("app", json!({ "token_ttl": "60s", "secret_id_ttl": "3h" }))
-        .await;
-    let role_id = bao.role_id("app").await;
-    let (old_id, old_accessor) = bao.new_secret_id("app").await;
-    bao.write_secret(
-        "secret",
-        "apps/app",
-        json!({ "role_id": role_id, "secret_id": old_id, "secret_id_accessor": old_accessor }),
-    )
-    .await;
+    let (_, _, old_accessor) = bao.adopted_approle_secret_id().await;
     let policy = common::PolicyPaths::new()
         .state("secret", "secret-rotator")
         .secret(

@@ -230,17 +230,7 @@ fn credential() -> Credential {
             secret_id_ttl: None,
             secret_id_num_uses: None,
         }),
-        policy: Policy {
-            max_age: Some(Duration::from_secs(30 * 86400)),
-            schedule: None,
-            timezone: chrono_tz::UTC,
-            expiry_lead: Duration::from_secs(7 * 86400),
-            window: None,
-            jitter: Duration::ZERO,
-            grace: Duration::from_secs(3600),
-            destroy_old_version: false,
-            credential_lifetime: None,
-        },
+        policy: Policy::default(),
         dependents: vec![],
     }
 }

@@ -383,16 +383,7 @@ async fn rollback_re_promotes_the_previous_token_during_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_approle_provider_rotates_a_secret_id_against_openbao() {
     let bao = OpenBao::start().await;
-    bao.approle_role("app", json!({ "token_ttl": "60s", "secret_id_ttl": "3h" }))
-        .await;
-    let role_id = bao.role_id("app").await;
-    let (old_id, old_accessor) = bao.new_secret_id("app").await;
-    bao.write_secret(
-        "secret",
-        "apps/app",
-        json!({ "role_id": role_id, "secret_id": old_id, "secret_id_accessor": old_accessor }),
-    )
-    .await;
+    let (role_id, old_id, old_accessor) = bao.adopted_approle_secret_id().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(

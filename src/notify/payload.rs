@@ -306,7 +306,6 @@ impl Payload {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-    use std::time::Duration;
 
     use chrono::TimeZone;
     use serde_json::Value;
@@ -347,17 +346,7 @@ mod tests {
                 allowed_cors_origins: vec![],
                 scopes: vec![],
             }),
-            policy: Policy {
-                max_age: Some(Duration::from_secs(30 * 86400)),
-                schedule: None,
-                timezone: chrono_tz::UTC,
-                expiry_lead: Duration::from_secs(7 * 86400),
-                window: None,
-                jitter: Duration::ZERO,
-                grace: Duration::from_secs(3600),
-                destroy_old_version: false,
-                credential_lifetime: None,
-            },
+            policy: Policy::default(),
             dependents: vec![],
         }
     }

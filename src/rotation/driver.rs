@@ -147,39 +147,60 @@ impl Engine {
         }
     }
 
-    /// Read a credential's state record (a fresh one when there is none), checked before use:
-    /// a schema this binary knows, the right credential, the fields its phase needs.
+    /// Read a credential's state record for the engine (a fresh one when there is none), with
+    /// the version to check-and-set against: a record never written, or whose latest version
+    /// was deleted, is at the version its metadata says.
     pub async fn load(&self, credential: &str) -> Result<(StateRecord, u64), EngineError> {
+        match self.read_record(credential).await? {
+            Some(found) => Ok(found),
+            None => Ok((
+                StateRecord::new(credential),
+                self.vault
+                    .cas_version_of_unreadable(&self.state_path(credential))
+                    .await?,
+            )),
+        }
+    }
+
+    /// Read a credential's state record to show it (`status`, `history`, `plan`): no version,
+    /// so no metadata read when there is no record.
+    pub async fn record(&self, credential: &str) -> Result<StateRecord, EngineError> {
+        Ok(self
+            .read_record(credential)
+            .await?
+            .map_or_else(|| StateRecord::new(credential), |(r, _)| r))
+    }
+
+    /// The stored record and its version, checked before use: a schema this binary knows, the
+    /// right credential, the fields its phase needs. `None` when it cannot be read.
+    async fn read_record(
+        &self,
+        credential: &str,
+    ) -> Result<Option<(StateRecord, u64)>, EngineError> {
         let path = self.state_path(credential);
         let corrupt = |reason: String| EngineError::Corrupt {
             path: path.to_string(),
             reason,
         };
-        match self.vault.read_json(&path).await? {
-            // Never written, or its latest version deleted: CAS compares against that version.
-            None => Ok((
-                StateRecord::new(credential),
-                self.vault.cas_version_of_unreadable(&path).await?,
-            )),
-            Some((value, version)) => {
-                let schema = value.get("schema").and_then(|s| s.as_u64());
-                if schema.is_some_and(|s| s > u64::from(state::SCHEMA)) {
-                    return Err(corrupt(format!(
-                        "field schema: {} is newer than this binary knows ({}); it was written by {}; upgrade secret-rotator",
-                        schema.unwrap_or_default(),
-                        state::SCHEMA,
-                        value
-                            .get("written_by")
-                            .and_then(|w| w.as_str())
-                            .unwrap_or("an unknown program")
-                    )));
-                }
-                let record: StateRecord =
-                    serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
-                record.validate(credential).map_err(corrupt)?;
-                Ok((record, version))
-            }
+        let Some((value, version)) = self.vault.read_json(&path).await? else {
+            return Ok(None);
+        };
+        let schema = value.get("schema").and_then(|s| s.as_u64());
+        if schema.is_some_and(|s| s > u64::from(state::SCHEMA)) {
+            return Err(corrupt(format!(
+                "field schema: {} is newer than this binary knows ({}); it was written by {}; upgrade secret-rotator",
+                schema.unwrap_or_default(),
+                state::SCHEMA,
+                value
+                    .get("written_by")
+                    .and_then(|w| w.as_str())
+                    .unwrap_or("an unknown program")
+            )));
         }
+        let record: StateRecord =
+            serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        record.validate(credential).map_err(corrupt)?;
+        Ok(Some((record, version)))
     }
 
     async fn save(&self, l: &mut Loaded) -> Result<(), EngineError> {

@@ -185,24 +185,15 @@ impl OpenBao {
 
     /// A token that holds exactly this policy: not even OpenBao's `default` policy.
     pub async fn token_with_exact_policy(&self, name: &str, hcl: &str) -> String {
-        self.root(
-            "PUT",
-            &format!("sys/policies/acl/{name}"),
-            Some(json!({ "policy": hcl })),
-        )
-        .await;
-        let v = self
-            .root(
-                "POST",
-                "auth/token/create",
-                Some(json!({ "policies": [name], "no_default_policy": true, "ttl": "1h" })),
-            )
-            .await;
-        v["auth"]["client_token"].as_str().unwrap().to_string()
+        self.token_for_policy(name, hcl, false).await
     }
 
-    /// A token limited to the given policy HCL.
+    /// A token limited to the given policy HCL (plus OpenBao's `default` policy).
     pub async fn token_with_policy(&self, name: &str, hcl: &str) -> String {
+        self.token_for_policy(name, hcl, true).await
+    }
+
+    async fn token_for_policy(&self, name: &str, hcl: &str, default_policy: bool) -> String {
         self.root(
             "PUT",
             &format!("sys/policies/acl/{name}"),
@@ -213,7 +204,11 @@ impl OpenBao {
             .root(
                 "POST",
                 "auth/token/create",
-                Some(json!({ "policies": [name], "ttl": "1h" })),
+                Some(json!({
+                    "policies": [name],
+                    "no_default_policy": !default_policy,
+                    "ttl": "1h",
+                })),
             )
             .await;
         v["auth"]["client_token"].as_str().unwrap().to_string()
@@ -255,6 +250,22 @@ impl OpenBao {
                 .unwrap()
                 .to_string(),
         )
+    }
+
+    /// An AppRole role `app` whose secret-id is kept, as an operator would adopt it, at
+    /// `secret/apps/app` (role_id, secret_id, accessor): version 1. Returns those three.
+    pub async fn adopted_approle_secret_id(&self) -> (String, String, String) {
+        self.approle_role("app", json!({ "token_ttl": "60s", "secret_id_ttl": "3h" }))
+            .await;
+        let role_id = self.role_id("app").await;
+        let (secret_id, accessor) = self.new_secret_id("app").await;
+        self.write_secret(
+            "secret",
+            "apps/app",
+            json!({ "role_id": role_id, "secret_id": secret_id, "secret_id_accessor": accessor }),
+        )
+        .await;
+        (role_id, secret_id, accessor)
     }
 
     pub async fn seal(&self) {

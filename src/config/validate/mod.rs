@@ -28,8 +28,6 @@ use super::model::*;
 use super::raw::*;
 use super::Environment;
 
-pub(crate) use policy::builtin_policy;
-
 /// Validates the raw config. `problems` holds what reading already found; it is extended here.
 pub(crate) fn validate(
     raw: RawConfig,
@@ -151,7 +149,7 @@ impl Validator<'_> {
             }
         };
 
-        let builtin = builtin_policy();
+        let builtin = Policy::default();
         let defaults = match &raw.defaults {
             Some(defaults) => self.policy(defaults, "defaults", &builtin, &Origins::default()),
             None => Some((builtin.clone(), Origins::default())),

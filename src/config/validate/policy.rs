@@ -19,17 +19,19 @@ const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * DAY);
 const NEVER: &str = "never";
 
 /// The built-in policy, before `[defaults]` and the credential's own keys are applied.
-pub(crate) fn builtin_policy() -> Policy {
-    Policy {
-        max_age: Some(Duration::from_secs(30 * DAY)),
-        schedule: None,
-        timezone: chrono_tz::UTC,
-        expiry_lead: Duration::from_secs(7 * DAY),
-        window: None,
-        jitter: Duration::ZERO,
-        grace: Duration::from_secs(60 * 60),
-        destroy_old_version: false,
-        credential_lifetime: None,
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_age: Some(Duration::from_secs(30 * DAY)),
+            schedule: None,
+            timezone: chrono_tz::UTC,
+            expiry_lead: Duration::from_secs(7 * DAY),
+            window: None,
+            jitter: Duration::ZERO,
+            grace: Duration::from_secs(60 * 60),
+            destroy_old_version: false,
+            credential_lifetime: None,
+        }
     }
 }
 
