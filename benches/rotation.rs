@@ -320,6 +320,7 @@ async fn main() {
         state_mount: "secret".into(),
         state_prefix: "secret-rotator".into(),
         settings: EngineSettings::default(),
+        wakeup: Default::default(),
     });
     let http = reqwest::Client::new();
 

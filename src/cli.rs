@@ -234,6 +234,7 @@ async fn app(cli: &Cli) -> Result<App, Failure> {
         state_mount: config.vault.state_mount.clone(),
         state_prefix: config.vault.state_prefix.clone(),
         settings: EngineSettings::default(),
+        wakeup: Default::default(),
     };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

@@ -62,6 +62,7 @@ impl InProcess {
             state_mount: "secret".into(),
             state_prefix: "secret-rotator".into(),
             settings,
+            wakeup: Default::default(),
         }
     }
 }

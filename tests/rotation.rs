@@ -294,6 +294,7 @@ async fn the_common_path_makes_at_most_five_vault_writes() {
         state_mount: "secret".into(),
         state_prefix: "secret-rotator".into(),
         settings: EngineSettings::default(),
+        wakeup: Default::default(),
     };
     let provider =
         secret_rotator::providers::build(cred, vault.clone(), reqwest::Client::new()).unwrap();

@@ -217,17 +217,48 @@ pub enum ScopeLevel {
 
 /// Something that must learn about a new or revoked credential.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Dependent {
+pub struct Dependent {
+    /// Unique within its credential.
+    pub name: String,
+    /// Whether the old credential waits for this dependent's ack of the new one.
+    pub ack: Ack,
+    pub sink: Sink,
+}
+
+/// `require_ack`, `ack_timeout`, `on_ack_timeout` of a dependent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// The old credential is not revoked before this dependent accepted `credential.rotated`
+    /// (default: true for `file`, false for the others).
+    pub required: bool,
+    /// How long past the grace period the old credential waits for the ack (default 1 h).
+    pub timeout: Duration,
+    /// What happens then (default `hold`).
+    pub on_timeout: OnAckTimeout,
+}
+
+/// What happens when a required ack has not come by `ack_timeout` after the grace period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnAckTimeout {
+    /// Revoke anyway and report it.
+    Revoke,
+    /// Keep the old credential alive and ask for an operator.
+    Hold,
+}
+
+/// How a dependent is told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sink {
     /// Standard Webhooks-signed POST; the signing key is read from Vault.
     Webhook {
-        name: String,
         url: String,
         signing_key: VaultField,
         timeout: Duration,
+        /// A PEM bundle trusted besides the system's roots.
+        ca_file: Option<PathBuf>,
     },
     /// Render the secret into a file (0600 unless configured, replaced atomically).
     File {
-        name: String,
         path: PathBuf,
         format: FileFormat,
         /// Permission bits (default 0o600). Never group- or world-writable, no special bits.
@@ -243,10 +274,20 @@ pub enum Dependent {
     },
     /// Run a command (argv, no shell) with a timeout.
     Exec {
-        name: String,
         command: Vec<String>,
         timeout: Duration,
     },
+}
+
+impl Sink {
+    /// The `type` key's value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Sink::Webhook { .. } => "webhook",
+            Sink::File { .. } => "file",
+            Sink::Exec { .. } => "exec",
+        }
+    }
 }
 
 /// How a `file` dependent renders the secret.

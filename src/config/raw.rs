@@ -193,6 +193,10 @@ pub(crate) struct RawDependent {
     pub group: Text,
     pub exec: Option<Spanned<Vec<Spanned<String>>>>,
     pub exec_timeout: Text,
+    pub ca_file: Text,
+    pub require_ack: Option<Spanned<bool>>,
+    pub ack_timeout: Text,
+    pub on_ack_timeout: Text,
 }
 
 /// Keys of a credential table that are not provider tables.

@@ -1223,13 +1223,29 @@ owner = "0"
 group = "www-data"
 exec = ["/usr/bin/systemctl", "reload", "app.service"]
 exec_timeout = "5s"
+require_ack = false
+[[credentials.dependents]]
+type = "exec"
+name = "cmd"
+command = ["/usr/local/bin/reload"]
+require_ack = true
+ack_timeout = "10m"
+on_ack_timeout = "revoke"
 "#,
         &FakeEnvironment::new(),
     );
     let dependents = &config.credential("a").unwrap().dependents;
+    let dependent = |name: &str, required: bool, sink: Sink| Dependent {
+        name: name.to_string(),
+        ack: Ack {
+            required,
+            timeout: Duration::from_secs(3600),
+            on_timeout: OnAckTimeout::Hold,
+        },
+        sink,
+    };
     let expected = [
-        Dependent::File {
-            name: "all".to_string(),
+        dependent("all", true, Sink::File {
             path: "/run/app/secret.json".into(),
             format: FileFormat::Json,
             mode: 0o600,
@@ -1237,9 +1253,8 @@ exec_timeout = "5s"
             group: None,
             exec: None,
             exec_timeout: Duration::from_secs(30),
-        },
-        Dependent::File {
-            name: "one".to_string(),
+        }),
+        dependent("one", true, Sink::File {
             path: "/run/app/token".into(),
             format: FileFormat::Field("token".to_string()),
             mode: 0o600,
@@ -1247,9 +1262,8 @@ exec_timeout = "5s"
             group: None,
             exec: None,
             exec_timeout: Duration::from_secs(30),
-        },
-        Dependent::File {
-            name: "env".to_string(),
+        }),
+        dependent("env", false, Sink::File {
             path: "/run/app/env".into(),
             format: FileFormat::Env {
                 prefix: "APP_".to_string(),
@@ -1263,6 +1277,18 @@ exec_timeout = "5s"
                 "app.service".to_string(),
             ]),
             exec_timeout: Duration::from_secs(5),
+        }),
+        Dependent {
+            name: "cmd".to_string(),
+            ack: Ack {
+                required: true,
+                timeout: Duration::from_secs(600),
+                on_timeout: OnAckTimeout::Revoke,
+            },
+            sink: Sink::Exec {
+                command: vec!["/usr/local/bin/reload".to_string()],
+                timeout: Duration::from_secs(30),
+            },
         },
     ];
     assert_eq!(dependents.as_slice(), expected.as_slice());

@@ -16,7 +16,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 use secrecy::zeroize::Zeroizing;
 
 use super::exec_sink::{Delivery, ExecEvent, ExecSink};
-use crate::config::{Dependent, FileFormat};
+use crate::config::{FileFormat, Sink};
 use crate::secret::SecretFields;
 
 /// Why a secret could not be rendered. Names fields, never values.
@@ -304,9 +304,9 @@ pub struct FileSink {
 
 impl FileSink {
     /// The sink of a `file` dependent; `None` for other types.
-    pub fn from_config(dependent: &Dependent) -> Option<FileSink> {
-        match dependent {
-            Dependent::File {
+    pub fn from_config(sink: &Sink) -> Option<FileSink> {
+        match sink {
+            Sink::File {
                 path,
                 format,
                 mode,

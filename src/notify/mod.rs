@@ -6,6 +6,7 @@
 //! with a reason fit for a log line; it never retries by itself (the outbox owns retries).
 
 pub mod exec_sink;
+pub mod deliver;
 pub mod file_sink;
 pub mod outbox;
 pub mod payload;

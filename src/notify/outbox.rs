@@ -1,19 +1,25 @@
 //! The outbox of one credential, pure: which events each dependent has yet to receive, in what
 //! order, when to try again, and whether the old credential may be revoked yet (acks).
 //!
-//! It is meant to live in the credential's state record (written with check-and-set like the
-//! rest of it), so a delivery survives a crash and is repeated with the same id afterwards
-//! (at-least-once; receivers deduplicate by id).
+//! It lives in two records, so that the rotation and the deliveries never contend for one
+//! check-and-set version:
+//! - the [`EventLog`], inside the credential's state record: the engine appends each event in the
+//!   write it makes anyway after emitting it (no extra Vault write);
+//! - the [`Deliveries`] record, beside it: how far each dependent got in that log, its failures
+//!   and the notices the deliveries themselves raise (a dependent that needs attention, an
+//!   expiring credential). Only the delivery worker writes it.
 //!
 //! Invariants:
 //! - pure: time and randomness are passed in;
-//! - per dependent, events leave in the order they entered, one at a time: the head blocks the
-//!   rest, so a dependent never gets `revoked` before `rotated`;
-//! - enqueueing is idempotent by event id (a re-emission after a crash adds nothing);
+//! - per dependent, events leave in log order, one at a time: the first undelivered one blocks
+//!   the rest, so a dependent never gets `revoked` before `rotated`;
+//! - appending is idempotent by event id (a re-emission after a crash adds nothing), and
+//!   delivery is at-least-once: a dependent's cursor moves only once it accepted the event;
 //! - a failed delivery backs off (capped exponential with jitter); after the failure budget, or
-//!   a failure that cannot pass, the dependent needs attention and is not tried on its own again;
-//! - bounded: at most [`MAX_QUEUE`] events wait per dependent and [`MAX_REMEMBERED`] delivered
-//!   ids are kept (for acks and deduplication).
+//!   a failure that cannot pass, the dependent needs attention (a notice to the others) and is
+//!   not tried on its own again;
+//! - bounded: at most [`LOG_LIMIT`] events and [`NOTICE_LIMIT`] notices are kept; a dependent
+//!   so far behind that events left the log before it got them counts them as `missed`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,46 +27,197 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::payload::Payload;
+use super::payload::{Payload, PayloadData, PayloadType};
+use crate::config::Credential;
 use crate::rotation::state::Backoff;
 
-/// Events waiting per dependent; more means the dependent is far behind (it needs attention
-/// long before), and the oldest are dropped with a note.
-pub const MAX_QUEUE: usize = 8;
-/// Delivered event ids remembered per dependent.
-pub const MAX_REMEMBERED: usize = 4;
+/// Events kept in a state record's log.
+pub const LOG_LIMIT: usize = 8;
+/// Notices kept in a deliveries record.
+pub const NOTICE_LIMIT: usize = 4;
+/// Characters of a reason or error kept.
+const MAX_TEXT: usize = 200;
+/// Schema of the deliveries record.
+pub const DELIVERIES_SCHEMA: u32 = 1;
 
-/// One event waiting for one dependent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    /// The idempotency key (`webhook-id`): `{attempt}:{type}`.
+/// One event as a record keeps it: enough to rebuild its payload with the credential's config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logged {
+    /// Position in its log, from 1.
+    pub seq: u64,
+    /// The idempotency key (`webhook-id`).
     pub id: String,
-    pub payload: Payload,
+    #[serde(rename = "type")]
+    pub kind: PayloadType,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_after: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
+    /// A notice about one dependent is not sent to that dependent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub about: Option<String>,
+    pub reason: String,
 }
 
-/// What one dependent has yet to receive, and how its deliveries go.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Queue {
-    /// Oldest first; the head is the next to deliver.
-    pub pending: Vec<Entry>,
-    /// Failed deliveries of the head in a row.
+impl Logged {
+    /// An event of `kind` with the fields every type has; the rest default to none.
+    pub fn new(
+        id: String,
+        kind: PayloadType,
+        at: DateTime<Utc>,
+        version: Option<u64>,
+        attempt: Option<&str>,
+        reason: &str,
+    ) -> Logged {
+        Logged {
+            seq: 0,
+            id,
+            kind,
+            at,
+            version,
+            previous_version: None,
+            revoke_after: None,
+            expires_at: None,
+            attempt: attempt.map(str::to_string),
+            about: None,
+            reason: clip(reason),
+        }
+    }
+
+    /// The payload a dependent of `credential` receives.
+    pub fn payload(&self, credential: &Credential) -> Payload {
+        Payload {
+            kind: self.kind,
+            timestamp: self.at,
+            data: PayloadData {
+                credential: credential.name.clone(),
+                provider: credential.provider.kind().to_string(),
+                mount: credential.secret.mount.clone(),
+                path: credential.secret.path.clone(),
+                version: self.version,
+                previous_version: self.previous_version,
+                revoke_after: self.revoke_after,
+                expires_at: self.expires_at,
+                attempt: self.attempt.clone(),
+                reason: self.reason.clone(),
+            },
+        }
+    }
+}
+
+/// A bounded, append-only list of events, numbered from 1.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventLog {
+    /// The number of the latest event appended (0: none yet).
+    #[serde(default)]
+    pub last_seq: u64,
+    /// The latest events, oldest first.
+    #[serde(default)]
+    pub entries: Vec<Logged>,
+}
+
+impl EventLog {
+    pub fn is_empty(&self) -> bool {
+        self.last_seq == 0
+    }
+
+    /// Append `event` unless one with its id is kept already (a re-emission); keeps the newest
+    /// [`LOG_LIMIT`] (or `limit`). Returns whether it was added.
+    pub fn append(&mut self, event: Logged, limit: usize) -> bool {
+        if self.find(&event.id).is_some() {
+            return false;
+        }
+        self.last_seq += 1;
+        self.entries.push(Logged {
+            seq: self.last_seq,
+            ..event
+        });
+        if self.entries.len() > limit {
+            let extra = self.entries.len() - limit;
+            self.entries.drain(..extra);
+        }
+        true
+    }
+
+    pub fn find(&self, id: &str) -> Option<&Logged> {
+        self.entries.iter().find(|e| e.id == id)
+    }
+
+    /// The first kept event after `seq` that `dependent` should get.
+    fn next_after(&self, seq: u64, dependent: &str) -> Option<&Logged> {
+        self.entries
+            .iter()
+            .find(|e| e.seq > seq && e.about.as_deref() != Some(dependent))
+    }
+}
+
+/// How far one dependent got, and how its deliveries go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependentState {
+    /// Events of the state record's log delivered (or skipped as not for it) up to this number.
+    #[serde(default)]
+    pub through: u64,
+    /// Notices delivered up to this number.
+    #[serde(default)]
+    pub notices_through: u64,
+    /// Failed deliveries of the current event in a row.
+    #[serde(default)]
     pub failures: u32,
     /// No delivery before this time.
+    #[serde(default)]
     pub next_try: Option<DateTime<Utc>>,
+    #[serde(default)]
     pub last_error: Option<String>,
     /// The failure budget is spent (or the failure cannot pass): not tried on its own again
-    /// until an operator retries it.
+    /// until an operator retries it (`test-dependent`, or `rotate`).
+    #[serde(default)]
     pub needs_attention: bool,
-    /// The latest delivered event ids, newest last.
-    pub delivered: Vec<String>,
-    /// Events dropped because the queue was full.
-    pub dropped: u32,
+    /// The latest event it accepted, and when.
+    #[serde(default)]
+    pub last_delivered: Option<String>,
+    #[serde(default)]
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Delivery tries so far, successful or not.
+    #[serde(default)]
+    pub tries: u64,
+    /// Events that left the log before this dependent got them.
+    #[serde(default)]
+    pub missed: u64,
 }
 
-/// The outbox of one credential: a queue per dependent, by name.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Outbox {
-    pub dependents: BTreeMap<String, Queue>,
+/// The deliveries record of one credential, kept at
+/// `{state_mount}/{state_prefix}/deliveries/{name}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deliveries {
+    pub schema: u32,
+    pub credential: String,
+    /// The instance that delivers this credential's events, while its lease runs: another one
+    /// leaves them alone (a crashed holder's lease runs out).
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub dependents: BTreeMap<String, DependentState>,
+    /// Events raised by the deliveries (a dependent needs attention) or the daemon (a credential
+    /// expiring), delivered after the state record's events.
+    #[serde(default)]
+    pub notices: EventLog,
+}
+
+/// One delivery to make: the dependent and the event, and which log it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub dependent: String,
+    pub event: Logged,
+    pub notice: bool,
 }
 
 /// How deliveries retry.
@@ -87,25 +244,20 @@ impl Default for DeliveryPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckRule {
     pub dependent: String,
-    /// How long after the commit the old credential may wait for this dependent's ack.
+    /// How long after the grace period the old credential may wait for this dependent's ack.
     pub timeout: Duration,
     pub on_timeout: OnAckTimeout,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnAckTimeout {
-    /// Revoke anyway and report it.
-    Revoke,
-    /// Keep the old credential alive and ask for an operator.
-    Hold,
-}
+pub use crate::config::OnAckTimeout;
 
 /// May the old credential be revoked now?
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gate {
     /// Every dependent that must ack has accepted `credential.rotated`.
     Open,
-    /// Some have not, and their ack timeout has not passed: look again at this time.
+    /// Some have not, and their ack timeout has not passed: look again at this time at the
+    /// latest (sooner when an ack comes).
     Wait { until: DateTime<Utc> },
     /// Their ack timeout has passed: `revoke` lists those revoked over (report them), `hold`
     /// those that keep the old credential alive (needs attention).
@@ -119,121 +271,199 @@ pub enum Gate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterFailure {
     RetryAt(DateTime<Utc>),
-    /// The dependent needs attention now (tell the others, show it in `status`).
+    /// The dependent needs attention now (the others are told, `status` shows it).
     NeedsAttention,
 }
 
-impl Outbox {
-    /// Queue `entry` for each of `dependents`, unless it is already queued or delivered there.
-    pub fn enqueue(&mut self, dependents: &[&str], entry: &Entry) {
-        for name in dependents {
-            let q = self.dependents.entry(name.to_string()).or_default();
-            if q.pending.iter().any(|e| e.id == entry.id) || q.delivered.contains(&entry.id) {
-                continue;
-            }
-            q.pending.push(entry.clone());
-            if q.pending.len() > MAX_QUEUE {
-                q.pending.remove(0);
-                q.dropped += 1;
-            }
+impl Deliveries {
+    pub fn new(credential: &str) -> Deliveries {
+        Deliveries {
+            schema: DELIVERIES_SCHEMA,
+            credential: credential.to_string(),
+            ..Deliveries::default()
         }
     }
 
-    /// The deliveries to make now: the head of every queue that is due and not waiting for an
-    /// operator, with its dependent's name.
-    pub fn due(&self, now: DateTime<Utc>) -> Vec<(&str, &Entry)> {
+    /// Another live instance delivers these events now.
+    pub fn held_by_other(&self, me: &str, now: DateTime<Utc>) -> bool {
+        match (&self.owner, self.lease_expires_at) {
+            (Some(owner), Some(until)) => owner != me && until > now,
+            _ => false,
+        }
+    }
+
+    /// Note that `me` delivers, until `now + lease` (written with the next save).
+    pub fn claim(&mut self, me: &str, now: DateTime<Utc>, lease: Duration) {
+        self.owner = Some(me.to_string());
+        self.lease_expires_at = Some(now + lease);
+    }
+
+    /// Forget dependents the configuration no longer has.
+    pub fn retain(&mut self, dependents: &[&str]) {
         self.dependents
+            .retain(|name, _| dependents.contains(&name.as_str()));
+    }
+
+    /// The next event `dependent` should get, from the state record's `log` first, then the
+    /// notices; `None` when it has all of them.
+    pub fn next_for(&self, dependent: &str, log: &EventLog) -> Option<Due> {
+        let d = self.dependents.get(dependent).cloned().unwrap_or_default();
+        if let Some(e) = log.next_after(d.through, dependent) {
+            return Some(Due {
+                dependent: dependent.to_string(),
+                event: e.clone(),
+                notice: false,
+            });
+        }
+        self.notices
+            .next_after(d.notices_through, dependent)
+            .map(|e| Due {
+                dependent: dependent.to_string(),
+                event: e.clone(),
+                notice: true,
+            })
+    }
+
+    /// The deliveries to make now: the next event of every listed dependent that is due and
+    /// not waiting for an operator.
+    pub fn due(&self, dependents: &[&str], log: &EventLog, now: DateTime<Utc>) -> Vec<Due> {
+        dependents
             .iter()
-            .filter(|(_, q)| !q.needs_attention && q.next_try.is_none_or(|t| t <= now))
-            .filter_map(|(name, q)| q.pending.first().map(|e| (name.as_str(), e)))
+            .filter(|name| {
+                self.dependents
+                    .get(**name)
+                    .is_none_or(|d| !d.needs_attention && d.next_try.is_none_or(|t| t <= now))
+            })
+            .filter_map(|name| self.next_for(name, log))
             .collect()
     }
 
-    /// When the next delivery is due, if any is waiting (for the planner).
-    pub fn next_due(&self) -> Option<DateTime<Utc>> {
-        self.dependents
-            .values()
-            .filter(|q| !q.needs_attention && !q.pending.is_empty())
-            .map(|q| q.next_try.unwrap_or(DateTime::<Utc>::MIN_UTC))
+    /// When the next delivery is due, if any is waiting and not on an operator.
+    pub fn next_due(&self, dependents: &[&str], log: &EventLog) -> Option<DateTime<Utc>> {
+        dependents
+            .iter()
+            .filter(|name| self.next_for(name, log).is_some())
+            .filter_map(|name| match self.dependents.get(*name) {
+                Some(d) if d.needs_attention => None,
+                Some(d) => Some(d.next_try.unwrap_or(DateTime::<Utc>::MIN_UTC)),
+                None => Some(DateTime::<Utc>::MIN_UTC),
+            })
             .min()
     }
 
-    /// `dependent` accepted event `id` (the head of its queue).
-    pub fn delivered(&mut self, dependent: &str, id: &str) {
-        let Some(q) = self.dependents.get_mut(dependent) else {
-            return;
+    /// `due.dependent` accepted `due.event` at `now`.
+    pub fn delivered(&mut self, due: &Due, now: DateTime<Utc>) {
+        let d = self.dependents.entry(due.dependent.clone()).or_default();
+        let cursor = if due.notice {
+            &mut d.notices_through
+        } else {
+            &mut d.through
         };
-        if q.pending.first().is_some_and(|e| e.id == id) {
-            q.pending.remove(0);
+        if due.event.seq <= *cursor {
+            return; // delivered again after a crash or by another round: nothing moves back
         }
-        q.failures = 0;
-        q.next_try = None;
-        q.last_error = None;
-        if !q.delivered.iter().any(|d| d == id) {
-            q.delivered.push(id.to_string());
-            if q.delivered.len() > MAX_REMEMBERED {
-                q.delivered.remove(0);
-            }
+        if !due.notice {
+            d.missed += due.event.seq - *cursor - 1;
         }
+        *cursor = due.event.seq;
+        d.tries += 1;
+        d.failures = 0;
+        d.next_try = None;
+        d.last_error = None;
+        d.last_delivered = Some(due.event.id.clone());
+        d.delivered_at = Some(now);
     }
 
-    /// A delivery to `dependent` failed. `retryable` false: it cannot pass by waiting (a 4xx, a
-    /// command that does not exist). `unit`: a random number in [0, 1).
+    /// A delivery to `due.dependent` failed. `retryable` false: it cannot pass by waiting (a
+    /// 4xx, a command that does not exist). `unit`: a random number in [0, 1). When the
+    /// dependent needs attention, a notice is queued for the others.
     pub fn failed(
         &mut self,
-        dependent: &str,
+        due: &Due,
         reason: &str,
         retryable: bool,
         now: DateTime<Utc>,
         policy: &DeliveryPolicy,
         unit: f64,
     ) -> AfterFailure {
-        let q = self.dependents.entry(dependent.to_string()).or_default();
-        q.failures += 1;
-        q.last_error = Some(reason.chars().take(300).collect());
-        if !retryable || q.failures >= policy.budget {
-            q.needs_attention = true;
-            q.next_try = None;
-            return AfterFailure::NeedsAttention;
+        let d = self.dependents.entry(due.dependent.clone()).or_default();
+        d.tries += 1;
+        d.failures += 1;
+        d.last_error = Some(clip(reason));
+        if retryable && d.failures < policy.budget {
+            let at = now + policy.backoff.delay(d.failures, unit);
+            d.next_try = Some(at);
+            return AfterFailure::RetryAt(at);
         }
-        let at = now + policy.backoff.delay(q.failures, unit);
-        q.next_try = Some(at);
-        AfterFailure::RetryAt(at)
+        d.needs_attention = true;
+        d.next_try = None;
+        let failures = d.failures;
+        let id = format!(
+            "{}:{}:{}:{}",
+            self.credential,
+            due.dependent,
+            now.timestamp(),
+            PayloadType::NeedsAttention.as_str()
+        );
+        let mut notice = Logged::new(
+            id,
+            PayloadType::NeedsAttention,
+            now,
+            due.event.version,
+            due.event.attempt.as_deref(),
+            &format!(
+                "dependent {} needs attention: {failures} failed deliveries of {}; the last: {reason}",
+                due.dependent,
+                due.event.kind.as_str()
+            ),
+        );
+        notice.about = Some(due.dependent.clone());
+        self.notices.append(notice, NOTICE_LIMIT);
+        AfterFailure::NeedsAttention
+    }
+
+    /// Queue a notice (an expiring credential) unless it was queued already.
+    pub fn notice(&mut self, event: Logged) -> bool {
+        self.notices.append(event, NOTICE_LIMIT)
     }
 
     /// An operator asked to try a dependent again now.
     pub fn retry_now(&mut self, dependent: &str) {
-        if let Some(q) = self.dependents.get_mut(dependent) {
-            q.needs_attention = false;
-            q.failures = 0;
-            q.next_try = None;
+        if let Some(d) = self.dependents.get_mut(dependent) {
+            d.needs_attention = false;
+            d.failures = 0;
+            d.next_try = None;
         }
     }
 
-    /// Has `dependent` accepted event `id`?
-    pub fn accepted(&self, dependent: &str, id: &str) -> bool {
+    /// Has `dependent` accepted event `id` of the state record's `log`?
+    pub fn accepted(&self, dependent: &str, log: &EventLog, id: &str) -> bool {
+        let Some(e) = log.find(id) else {
+            return false;
+        };
         self.dependents
             .get(dependent)
-            .is_some_and(|q| q.delivered.iter().any(|d| d == id))
+            .is_some_and(|d| d.through >= e.seq)
     }
 
     /// May the old credential be revoked at `now`, given the dependents that must ack
-    /// `rotated_id` (committed at `committed_at`)?
+    /// `rotated_id`, whose grace period ends at `revoke_after`?
     pub fn revocation_gate(
         &self,
+        log: &EventLog,
         rotated_id: &str,
         rules: &[AckRule],
-        committed_at: DateTime<Utc>,
+        revoke_after: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Gate {
         let mut until: Option<DateTime<Utc>> = None;
         let (mut revoke, mut hold) = (Vec::new(), Vec::new());
         for rule in rules {
-            if self.accepted(&rule.dependent, rotated_id) {
+            if self.accepted(&rule.dependent, log, rotated_id) {
                 continue;
             }
             let deadline =
-                committed_at + chrono::Duration::from_std(rule.timeout).unwrap_or_default();
+                revoke_after + chrono::Duration::from_std(rule.timeout).unwrap_or_default();
             if now < deadline {
                 until = Some(until.map_or(deadline, |u| u.min(deadline)));
                 continue;
@@ -255,38 +485,65 @@ impl Outbox {
         }
         Gate::Open
     }
+
+    /// Fold what this round did (`mine`, started from `base`) into a record another instance
+    /// wrote meanwhile (`self`): per dependent, the one further along wins; notices are merged
+    /// by id.
+    pub fn merge(&mut self, base: &Deliveries, mine: &Deliveries) {
+        for (name, m) in &mine.dependents {
+            if base.dependents.get(name) == Some(m) {
+                continue; // untouched by this round
+            }
+            let theirs = self.dependents.entry(name.clone()).or_default();
+            if (m.through, m.notices_through, m.tries)
+                >= (theirs.through, theirs.notices_through, theirs.tries)
+            {
+                *theirs = m.clone();
+            }
+        }
+        for n in &mine.notices.entries {
+            if base.notices.find(&n.id).is_none() {
+                self.notices.append(n.clone(), NOTICE_LIMIT);
+            }
+        }
+        self.owner = mine.owner.clone();
+        self.lease_expires_at = mine.lease_expires_at;
+    }
+}
+
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(MAX_TEXT) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::payload::{PayloadData, PayloadType};
     use chrono::TimeZone;
 
     fn t(s: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
     }
 
-    fn entry(attempt: &str, kind: PayloadType) -> Entry {
-        Entry {
-            id: format!("{attempt}:{}", kind.as_str()),
-            payload: Payload {
-                kind,
-                timestamp: t(0),
-                data: PayloadData {
-                    credential: "c".into(),
-                    provider: "p".into(),
-                    mount: "secret".into(),
-                    path: "x".into(),
-                    version: Some(2),
-                    previous_version: None,
-                    revoke_after: None,
-                    expires_at: None,
-                    attempt: Some(attempt.into()),
-                    reason: "r".into(),
-                },
-            },
+    fn event(attempt: &str, kind: PayloadType) -> Logged {
+        Logged::new(
+            format!("{attempt}:{}", kind.as_str()),
+            kind,
+            t(0),
+            Some(2),
+            Some(attempt),
+            "r",
+        )
+    }
+
+    fn log(events: &[Logged]) -> EventLog {
+        let mut l = EventLog::default();
+        for e in events {
+            l.append(e.clone(), LOG_LIMIT);
         }
+        l
     }
 
     fn policy() -> DeliveryPolicy {
@@ -299,43 +556,50 @@ mod tests {
         }
     }
 
-    fn ids(o: &Outbox, now: DateTime<Utc>) -> Vec<(String, String)> {
-        o.due(now)
+    fn ids(d: &Deliveries, deps: &[&str], log: &EventLog, now: DateTime<Utc>) -> Vec<String> {
+        d.due(deps, log, now)
             .into_iter()
-            .map(|(d, e)| (d.to_string(), e.id.clone()))
+            .map(|due| format!("{}<-{}", due.dependent, due.event.id))
             .collect()
     }
 
+    const DEPS: &[&str] = &["file", "hook"];
+
     #[test]
     fn each_dependent_gets_events_in_order_one_at_a_time_and_once() {
-        let mut o = Outbox::default();
-        let rotated = entry("a1", PayloadType::Rotated);
-        let revoked = entry("a1", PayloadType::Revoked);
-        o.enqueue(&["hook", "file"], &rotated);
-        o.enqueue(&["hook", "file"], &revoked);
-        o.enqueue(&["hook", "file"], &rotated); // re-emitted after a crash: nothing new
-        let r = |d: &str, id: &Entry| (d.to_string(), id.id.clone());
+        let rotated = event("a1", PayloadType::Rotated);
+        let revoked = event("a1", PayloadType::Revoked);
+        // Re-emitted after a crash: nothing new.
+        let l = log(&[rotated.clone(), revoked.clone(), rotated.clone()]);
+        assert_eq!(l.entries.len(), 2);
+        let mut d = Deliveries::new("c");
         assert_eq!(
-            ids(&o, t(0)),
-            vec![r("file", &rotated), r("hook", &rotated)]
+            ids(&d, DEPS, &l, t(0)),
+            ["file<-a1:credential.rotated", "hook<-a1:credential.rotated"]
         );
-        o.delivered("hook", &rotated.id);
+        for due in d.due(&["hook"], &l, t(0)) {
+            d.delivered(&due, t(1));
+        }
         assert_eq!(
-            ids(&o, t(0)),
-            vec![r("file", &rotated), r("hook", &revoked)]
+            ids(&d, DEPS, &l, t(1)),
+            ["file<-a1:credential.rotated", "hook<-a1:credential.revoked"]
         );
-        o.delivered("hook", &revoked.id);
-        o.enqueue(&["hook"], &revoked); // delivered already: not again
-        assert_eq!(ids(&o, t(0)), vec![r("file", &rotated)]);
-        assert!(o.accepted("hook", &rotated.id) && !o.accepted("file", &rotated.id));
+        for due in d.due(&["hook"], &l, t(1)) {
+            d.delivered(&due, t(2));
+            // The same delivery reported twice moves nothing back.
+            d.delivered(&due, t(2));
+        }
+        assert_eq!(ids(&d, DEPS, &l, t(2)), ["file<-a1:credential.rotated"]);
+        assert!(d.accepted("hook", &l, &rotated.id) && !d.accepted("file", &l, &rotated.id));
+        assert_eq!(d.dependents["hook"].tries, 2);
     }
 
     #[test]
-    fn failures_back_off_then_need_attention_and_a_retry_starts_over() {
+    fn failures_back_off_then_need_attention_tell_the_others_and_a_retry_starts_over() {
         let p = policy();
-        let mut o = Outbox::default();
-        let e = entry("a1", PayloadType::Rotated);
-        o.enqueue(&["hook"], &e);
+        let l = log(&[event("a1", PayloadType::Rotated)]);
+        let mut d = Deliveries::new("c");
+        let due = d.due(&["hook"], &l, t(0)).remove(0);
         // (now, retryable, expected)
         let cases = [
             (t(0), true, AfterFailure::RetryAt(t(2))),
@@ -343,58 +607,68 @@ mod tests {
             (t(6), true, AfterFailure::NeedsAttention),
         ];
         for (now, retryable, expected) in cases {
-            assert_eq!(o.failed("hook", "500", retryable, now, &p, 1.0), expected);
+            assert_eq!(d.failed(&due, "500", retryable, now, &p, 1.0), expected);
         }
-        assert!(ids(&o, t(1000)).is_empty(), "not tried on its own again");
-        assert_eq!(o.next_due(), None);
-        o.retry_now("hook");
-        assert_eq!(ids(&o, t(7)).len(), 1);
+        assert!(d.due(&["hook"], &l, t(1000)).is_empty(), "not tried again");
+        assert_eq!(d.next_due(&["hook"], &l), None);
+        // The others hear of it; the failing dependent does not.
+        let others = ids(&d, DEPS, &l, t(7));
+        assert_eq!(others.len(), 1);
+        assert!(others[0].starts_with("file<-a1:"), "{others:?}");
+        let file = d.next_for("file", &l).unwrap();
+        d.delivered(&file, t(7));
+        let notice = d.next_for("file", &l).unwrap();
+        assert!(notice.notice && notice.event.reason.contains("dependent hook needs attention"));
+        d.retry_now("hook");
+        assert_eq!(ids(&d, &["hook"], &l, t(7)), ["hook<-a1:credential.rotated"]);
         // A failure that cannot pass needs attention at once.
         assert_eq!(
-            o.failed("hook", "410", false, t(8), &p, 0.0),
+            d.failed(&due, "410", false, t(8), &p, 0.0),
             AfterFailure::NeedsAttention
         );
     }
 
     #[test]
     fn a_waiting_delivery_is_not_due_before_its_time() {
-        let mut o = Outbox::default();
-        o.enqueue(&["hook"], &entry("a1", PayloadType::Rotated));
-        o.failed("hook", "503", true, t(0), &policy(), 1.0);
-        assert!(ids(&o, t(1)).is_empty());
-        assert_eq!(ids(&o, t(2)).len(), 1);
-        assert_eq!(o.next_due(), Some(t(2)));
+        let l = log(&[event("a1", PayloadType::Rotated)]);
+        let mut d = Deliveries::new("c");
+        let due = d.due(&["hook"], &l, t(0)).remove(0);
+        d.failed(&due, "503", true, t(0), &policy(), 1.0);
+        assert!(d.due(&["hook"], &l, t(1)).is_empty());
+        assert_eq!(d.due(&["hook"], &l, t(2)).len(), 1);
+        assert_eq!(d.next_due(&["hook"], &l), Some(t(2)));
+        assert_eq!(d.next_due(&["file"], &l), Some(DateTime::<Utc>::MIN_UTC));
     }
 
     #[test]
-    fn queues_and_memories_are_bounded() {
-        let mut o = Outbox::default();
-        for i in 0..(MAX_QUEUE + 3) {
-            o.enqueue(&["hook"], &entry(&format!("a{i}"), PayloadType::Failed));
-        }
-        let q = &o.dependents["hook"];
-        assert_eq!(q.pending.len(), MAX_QUEUE);
-        assert_eq!(q.dropped, 3);
-        assert_eq!(q.pending[0].id, "a3:rotation.failed");
-        for i in 0..(MAX_REMEMBERED + 2) {
-            o.delivered("hook", &format!("x{i}"));
-        }
-        assert_eq!(o.dependents["hook"].delivered.len(), MAX_REMEMBERED);
+    fn logs_are_bounded_and_a_dependent_far_behind_counts_what_it_missed() {
+        let events: Vec<Logged> = (0..LOG_LIMIT + 3)
+            .map(|i| event(&format!("a{i}"), PayloadType::Failed))
+            .collect();
+        let l = log(&events);
+        assert_eq!(l.entries.len(), LOG_LIMIT);
+        assert_eq!(l.last_seq, (LOG_LIMIT + 3) as u64);
+        let mut d = Deliveries::new("c");
+        let due = d.next_for("hook", &l).unwrap();
+        assert_eq!(due.event.id, "a3:rotation.failed");
+        d.delivered(&due, t(0));
+        assert_eq!(d.dependents["hook"].missed, 3);
     }
 
     #[test]
     fn acks_gate_the_revocation() {
-        let rotated = entry("a1", PayloadType::Rotated);
+        let rotated = event("a1", PayloadType::Rotated);
+        let l = log(&[rotated.clone()]);
         let rule = |d: &str, secs: u64, on: OnAckTimeout| AckRule {
             dependent: d.into(),
             timeout: Duration::from_secs(secs),
             on_timeout: on,
         };
-        let mut acked = Outbox::default();
-        acked.enqueue(&["hook", "app"], &rotated);
-        acked.delivered("hook", &rotated.id);
+        let mut acked = Deliveries::new("c");
+        let due = acked.next_for("hook", &l).unwrap();
+        acked.delivered(&due, t(0));
         let waiting = acked.clone();
-        // (outbox, rules, now, expected); committed at t(0).
+        // (deliveries, rules, now, expected); the grace period ends at t(0).
         let cases = [
             (&acked, vec![], t(0), Gate::Open),
             (
@@ -437,12 +711,37 @@ mod tests {
                 Gate::Wait { until: t(600) },
             ),
         ];
-        for (outbox, rules, now, expected) in cases {
+        for (deliveries, rules, now, expected) in cases {
             assert_eq!(
-                outbox.revocation_gate(&rotated.id, &rules, t(0), now),
+                deliveries.revocation_gate(&l, &rotated.id, &rules, t(0), now),
                 expected,
                 "{rules:?} at {now}"
             );
         }
+    }
+
+    #[test]
+    fn a_concurrent_write_is_merged_the_further_dependent_wins() {
+        let l = log(&[
+            event("a1", PayloadType::Rotated),
+            event("a1", PayloadType::Revoked),
+        ]);
+        let base = Deliveries::new("c");
+        let mut mine = base.clone();
+        let mut theirs = base.clone();
+        let hook = mine.next_for("hook", &l).unwrap();
+        mine.delivered(&hook, t(1));
+        let file = theirs.next_for("file", &l).unwrap();
+        theirs.delivered(&file, t(1));
+        let again = theirs.next_for("file", &l).unwrap();
+        theirs.delivered(&again, t(1));
+        mine.claim("me", t(1), Duration::from_secs(60));
+        theirs.merge(&base, &mine);
+        assert_eq!(theirs.dependents["hook"].through, 1);
+        assert_eq!(theirs.dependents["file"].through, 2);
+        assert_eq!(theirs.owner.as_deref(), Some("me"));
+        assert!(!theirs.held_by_other("me", t(2)));
+        assert!(theirs.held_by_other("other", t(2)));
+        assert!(!theirs.held_by_other("other", t(62)));
     }
 }

@@ -153,6 +153,9 @@ pub enum PayloadType {
     /// failing).
     #[serde(rename = "credential.expiring")]
     Expiring,
+    /// `secret-rotator test-dependent`: a signed test delivery, about nothing.
+    #[serde(rename = "ping")]
+    Ping,
 }
 
 impl PayloadType {
@@ -164,6 +167,7 @@ impl PayloadType {
             PayloadType::Failed => "rotation.failed",
             PayloadType::NeedsAttention => "rotation.needs_attention",
             PayloadType::Expiring => "credential.expiring",
+            PayloadType::Ping => "ping",
         }
     }
 }

@@ -155,6 +155,11 @@ impl WebhookSink {
 
     /// Sends `payload`, signed with each of `keys` (`whsec_<base64>`).
     pub async fn deliver(&self, payload: &Payload, keys: &[SecretString]) -> Outcome {
+        self.deliver_as(&payload.id(), &payload.body(), keys).await
+    }
+
+    /// Sends `body` as `id`, signed with each of `keys` (`whsec_<base64>`).
+    pub async fn deliver_as(&self, id: &str, body: &[u8], keys: &[SecretString]) -> Outcome {
         let mut parsed = Vec::with_capacity(keys.len());
         for (n, key) in keys.iter().enumerate() {
             match SigningKey::parse(key) {
@@ -167,7 +172,7 @@ impl WebhookSink {
                 }
             }
         }
-        self.post(&payload.id(), &payload.body(), &parsed).await
+        self.post(id, body, &parsed).await
     }
 
     /// Sends `body` as `id`, signed with each of `keys`, timestamped now.

@@ -31,6 +31,9 @@ use super::state::{
 use crate::config::{Credential, KvPath};
 use crate::crash;
 use crate::events::{Event, EventKind, EventSink};
+use crate::notify::deliver::Wakeup;
+use crate::notify::outbox::{self, Deliveries, Gate, Logged};
+use crate::notify::payload::PayloadType;
 use crate::providers::{MintRequest, Provider, ProviderError};
 use crate::secret::SecretFields;
 use crate::vault::{Vault, VaultError};
@@ -116,13 +119,37 @@ pub struct Engine {
     pub state_mount: String,
     pub state_prefix: String,
     pub settings: EngineSettings,
+    /// Tells the delivery worker of a credential that its record holds new events.
+    pub wakeup: Wakeup,
 }
 
 /// The record as read, with the version to CAS against.
 struct Loaded {
     record: StateRecord,
     version: u64,
+    /// Events were appended since the last write.
+    new_events: bool,
 }
+
+impl Loaded {
+    fn new(record: StateRecord, version: u64) -> Loaded {
+        Loaded {
+            record,
+            version,
+            new_events: false,
+        }
+    }
+}
+
+/// What an event carries besides its kind, version and reason.
+#[derive(Debug, Clone, Copy, Default)]
+struct Extra {
+    previous_version: Option<u64>,
+    revoke_after: Option<DateTime<Utc>>,
+}
+
+/// How often a revocation held for acks looks at the deliveries record again.
+const ACK_RECHECK: Duration = Duration::from_secs(5);
 
 /// A step's result: go on with the attempt, or stop with this result.
 type Next = Result<Attempt, RunResult>;
@@ -222,6 +249,9 @@ impl Engine {
                     }
                 }
                 l.version = v;
+                if std::mem::take(&mut l.new_events) {
+                    self.wakeup.wake(&l.record.credential);
+                }
                 Ok(())
             }
             Err(VaultError::CasMismatch { .. }) => Err(EngineError::Fenced {
@@ -236,22 +266,36 @@ impl Engine {
         self.save(l).await
     }
 
+    /// Announce an event: to the event sinks now, and to the dependents through the record's
+    /// event log, written with the record's next save (which every caller makes).
     fn emit(
         &self,
+        l: &mut Loaded,
         kind: EventKind,
         cred: &Credential,
-        a: &Attempt,
+        attempt: &str,
         version: Option<u64>,
         detail: &str,
+        extra: Extra,
     ) {
-        self.events.emit(&Event::new(
-            kind,
-            &cred.name,
-            &a.id,
-            Utc::now(),
+        let event = Event::new(kind, &cred.name, attempt, Utc::now(), version, detail);
+        self.events.emit(&event);
+        if cred.dependents.is_empty() {
+            return;
+        }
+        let mut logged = Logged::new(
+            event.id.clone(),
+            PayloadType::from(kind),
+            event.at,
             version,
+            Some(attempt),
             detail,
-        ));
+        );
+        logged.previous_version = extra.previous_version;
+        logged.revoke_after = extra.revoke_after;
+        if l.record.events.append(logged, outbox::LOG_LIMIT) {
+            l.new_events = true;
+        }
     }
 
     /// How long a minted credential lives, for providers whose credentials expire: longer than
@@ -372,7 +416,7 @@ impl Engine {
     ) -> Result<RunResult, EngineError> {
         let now = Utc::now();
         let (record, version) = self.load(&cred.name).await?;
-        let mut l = Loaded { record, version };
+        let mut l = Loaded::new(record, version);
         let lease = self.settings.lease;
         let manual = start == Some("manual");
         let a = match l.record.attempt.take() {
@@ -487,6 +531,11 @@ impl Engine {
             resumed = false;
             match result {
                 Ok(Ok(next)) => a = next,
+                Ok(Err(RunResult::Waiting { until })) if wait == Wait::All => {
+                    // Held for acks: the deliveries go on meanwhile.
+                    tokio::time::sleep((until - Utc::now()).to_std().unwrap_or_default()).await;
+                    a = l.record.attempt.clone().unwrap_or(a);
+                }
                 Ok(Err(done)) => return Ok(done),
                 Err(e @ EngineError::Vault(_)) => {
                     self.note_error(l, a, &e).await;
@@ -604,9 +653,17 @@ impl Engine {
             Utc::now(),
             self.settings.lease,
         );
-        self.save_attempt(l, &a).await?;
         tracing::error!(credential = %cred.name, attempt = %a.id, phase = a.phase.as_str(), error = %error, "rotation needs attention; `secret-rotator rotate {}` resumes it", cred.name);
-        self.emit(EventKind::NeedsAttention, cred, &a, a.version_after, &error);
+        self.emit(
+            l,
+            EventKind::NeedsAttention,
+            cred,
+            &a.id,
+            a.version_after,
+            &error,
+            Extra::default(),
+        );
+        self.save_attempt(l, &a).await?;
         Ok(RunResult::NeedsAttention {
             phase: a.phase,
             error,
@@ -651,14 +708,16 @@ impl Engine {
         // it again with the same id, never not at all.
         if let (false, Some(p)) = (was_parked, &l.record.parked) {
             tracing::error!(credential = %cred.name, reason = %p.reason, "credential parked: it is not rotated on its own until an operator runs `secret-rotator rotate {}`", cred.name);
-            self.events.emit(&Event::new(
+            let reason = format!("parked: {}", p.reason);
+            self.emit(
+                l,
                 EventKind::NeedsAttention,
-                &cred.name,
+                cred,
                 &summary.id,
-                Utc::now(),
                 Some(summary.version_before),
-                format!("parked: {}", p.reason),
-            ));
+                &reason,
+                Extra::default(),
+            );
         }
         self.save(l).await?;
         if l.record.parked.is_some() && !was_parked {
@@ -678,11 +737,13 @@ impl Engine {
     ) -> Result<Next, EngineError> {
         tracing::warn!(credential = %cred.name, attempt = %a.id, outcome = outcome.as_str(), error = %error, "rotation did not complete; the current credential stays");
         self.emit(
+            l,
             EventKind::Failed,
             cred,
-            &a,
+            &a.id,
             Some(a.version_before),
             &format!("{}: {error}", outcome.as_str()),
+            Extra::default(),
         );
         self.end(cred, a, l, outcome, Some(error)).await.map(Err)
     }
@@ -857,28 +918,27 @@ impl Engine {
         crash::point("committed");
 
         tracing::info!(credential = %cred.name, attempt = %a.id, version, "new credential committed");
-        self.emit(
-            EventKind::Rotated,
-            cred,
-            &a,
-            Some(version),
-            "a new version is live",
-        );
-        crash::point("rotated-emitted");
         // No old credential (the secret was missing): nothing to overlap with, no grace.
         let grace = if a.old.is_some() {
             cred.policy.grace
         } else {
             Duration::ZERO
         };
-        let a = committed(
-            a,
-            version,
-            &self.owner,
-            Utc::now(),
-            grace,
-            self.settings.lease,
+        let now = Utc::now();
+        let a = committed(a, version, &self.owner, now, grace, self.settings.lease);
+        self.emit(
+            l,
+            EventKind::Rotated,
+            cred,
+            &a.id,
+            Some(version),
+            "a new version is live",
+            Extra {
+                previous_version: (a.version_before > 0).then_some(a.version_before),
+                revoke_after: a.revoke_after,
+            },
         );
+        crash::point("rotated-emitted");
         self.save_attempt(l, &a).await?;
         crash::point("notified-recorded");
         Ok(Ok(a))
@@ -951,6 +1011,16 @@ impl Engine {
         l: &mut Loaded,
     ) -> Result<Next, EngineError> {
         let mut a = a;
+        let mut revoked_over = None;
+        if a.old.is_some() {
+            match self.ack_gate(cred, a, l).await? {
+                Ok((next, over)) => {
+                    a = next;
+                    revoked_over = over;
+                }
+                Err(wait) => return Ok(Err(wait)),
+            }
+        }
         if let Some(old) = a.old.clone() {
             a = self.hold(l, a).await?;
             match self.revoke_and_confirm(provider, &old).await {
@@ -968,12 +1038,18 @@ impl Engine {
             }
             crash::point("revocation-verified");
             tracing::info!(credential = %cred.name, attempt = %a.id, version = a.version_before, "old credential revoked and rejected by the provider");
+            let reason = match &revoked_over {
+                None => "the previous version is revoked".to_string(),
+                Some(r) => format!("the previous version is revoked; {r}"),
+            };
             self.emit(
+                l,
                 EventKind::Revoked,
                 cred,
-                &a,
+                &a.id,
                 Some(a.version_before),
-                "the previous version is revoked",
+                &reason,
+                Extra::default(),
             );
             crash::point("revoked-emitted");
         }
@@ -991,6 +1067,89 @@ impl Engine {
         Ok(Err(r))
     }
 
+    /// Before revoking the old credential: have the dependents with `require_ack` accepted
+    /// `credential.rotated`? `Ok` to revoke (with a note naming those revoked over after their
+    /// ack timeout), `Err(Waiting)` to look again later; a hold past the ack timeout is recorded
+    /// once (`held`) and raises needs_attention, and revocation follows once the acks come.
+    async fn ack_gate(
+        &self,
+        cred: &Credential,
+        a: Attempt,
+        l: &mut Loaded,
+    ) -> Result<Result<(Attempt, Option<String>), RunResult>, EngineError> {
+        let rules: Vec<outbox::AckRule> = cred
+            .dependents
+            .iter()
+            .filter(|d| d.ack.required)
+            .map(|d| outbox::AckRule {
+                dependent: d.name.clone(),
+                timeout: d.ack.timeout,
+                on_timeout: d.ack.on_timeout,
+            })
+            .collect();
+        if rules.is_empty() {
+            return Ok(Ok((a, None)));
+        }
+        let deliveries = match self.vault.read_json(&self.deliveries_path(&cred.name)).await? {
+            Some((v, _)) => serde_json::from_value(v).unwrap_or_else(|e| {
+                tracing::warn!(credential = %cred.name, error = %e, "the deliveries record is unreadable; no ack is counted");
+                Deliveries::new(&cred.name)
+            }),
+            None => Deliveries::new(&cred.name),
+        };
+        let now = Utc::now();
+        let rotated = format!("{}:{}", a.id, EventKind::Rotated.as_str());
+        let revoke_after = a.revoke_after.unwrap_or(now);
+        let recheck = now + ACK_RECHECK;
+        match deliveries.revocation_gate(&l.record.events, &rotated, &rules, revoke_after, now) {
+            Gate::Open => Ok(Ok((a, None))),
+            Gate::Wait { until } => {
+                tracing::info!(credential = %cred.name, attempt = %a.id, until = %until.to_rfc3339(), "the old credential waits for dependents to acknowledge the new one");
+                Ok(Err(RunResult::Waiting {
+                    until: until.min(recheck),
+                }))
+            }
+            Gate::TimedOut { revoke, hold } if hold.is_empty() => {
+                let note = format!(
+                    "revoked without the ack of {} (ack_timeout passed)",
+                    revoke.join(", ")
+                );
+                tracing::error!(credential = %cred.name, attempt = %a.id, dependents = %revoke.join(", "), "revoking the old credential although these dependents have not acknowledged the new one (on_ack_timeout = \"revoke\")");
+                Ok(Ok((a, Some(note))))
+            }
+            Gate::TimedOut { hold, .. } => {
+                if a.held.is_none() {
+                    let reason = format!(
+                        "the old credential is held: {} did not acknowledge the new one within ack_timeout (on_ack_timeout = \"hold\"); it is revoked once they do",
+                        hold.join(", ")
+                    );
+                    tracing::error!(credential = %cred.name, attempt = %a.id, "{reason}");
+                    let mut a = a;
+                    a.held = Some(reason.clone());
+                    self.emit(
+                        l,
+                        EventKind::NeedsAttention,
+                        cred,
+                        &a.id,
+                        a.version_after,
+                        &reason,
+                        Extra::default(),
+                    );
+                    self.save_attempt(l, &a).await?;
+                }
+                Ok(Err(RunResult::Waiting { until: recheck }))
+            }
+        }
+    }
+
+    /// Where the delivery worker keeps a credential's deliveries record.
+    pub fn deliveries_path(&self, credential: &str) -> KvPath {
+        KvPath {
+            mount: self.state_mount.clone(),
+            path: format!("{}/deliveries/{}", self.state_prefix, credential),
+        }
+    }
+
     /// Re-promote the previous credential while it is still valid (during the grace period of
     /// the attempt in flight). The intent is recorded first (phase `rolling_back`, CAS on the
     /// record, which fences out the daemon's revocation of the old credential), then the old
@@ -1006,7 +1165,7 @@ impl Engine {
         };
         let now = Utc::now();
         let (record, version) = self.load(&cred.name).await?;
-        let mut l = Loaded { record, version };
+        let mut l = Loaded::new(record, version);
         let Some(a) = l.record.attempt.take() else {
             let last = l.record.history.last();
             return Err(refuse(match last {
@@ -1076,11 +1235,16 @@ impl Engine {
         };
         crash::point("rollback-written");
         self.emit(
+            l,
             EventKind::RolledBack,
             cred,
-            &a,
+            &a.id,
             Some(version),
             "rolled back: the previous credential is current again",
+            Extra {
+                previous_version: Some(after),
+                revoke_after: None,
+            },
         );
         crash::point("rollback-emitted");
         let a = self.hold(l, a).await?;

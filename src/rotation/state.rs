@@ -32,10 +32,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::notify::outbox::EventLog;
 use crate::secret::SecretFields;
 
 /// The record format this binary writes.
-pub const SCHEMA: u32 = 2;
+pub const SCHEMA: u32 = 3;
 /// The record formats this binary reads (1: before the failure budget and bounds).
 pub const OLDEST_SCHEMA: u32 = 1;
 /// At most this many finished attempts are kept in the record (fewer when they are large).
@@ -71,6 +72,10 @@ pub struct StateRecord {
     /// Failure budget spent: nothing starts on its own until an operator runs `rotate NAME`.
     #[serde(default)]
     pub parked: Option<Parked>,
+    /// The latest events for dependents (appended in the write that follows their emission;
+    /// delivered from here by the delivery worker). Schema 3.
+    #[serde(default, skip_serializing_if = "EventLog::is_empty")]
+    pub events: EventLog,
 }
 
 impl StateRecord {
@@ -84,6 +89,7 @@ impl StateRecord {
             failures: 0,
             retry_at: None,
             parked: None,
+            events: EventLog::default(),
         }
     }
 
@@ -229,6 +235,11 @@ pub struct Attempt {
     /// while a mint is sent, so that a resume knows to note a possible orphan first.
     #[serde(default)]
     pub mint_settled: bool,
+    /// Phase notified: the old credential is kept alive past the grace period because
+    /// dependents with `require_ack` and `on_ack_timeout = "hold"` have not acknowledged the
+    /// new one (the reason, naming them). Revocation follows once they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -441,6 +452,7 @@ pub fn begin(s: Start<'_>) -> Attempt {
         needs_attention: false,
         retry: None,
         mint_settled: false,
+        held: None,
     }
 }
 

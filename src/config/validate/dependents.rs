@@ -15,7 +15,9 @@ use crate::config::raw::*;
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_FILE_MODE: u32 = 0o600;
+const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEPENDENT_TYPES: [&str; 3] = ["webhook", "file", "exec"];
+const ON_ACK_TIMEOUT: [&str; 2] = ["hold", "revoke"];
 const FILE_FORMATS: [&str; 3] = ["field", "json", "env"];
 
 impl Validator<'_> {
@@ -41,14 +43,80 @@ impl Validator<'_> {
         );
 
         let kind = self.required(&raw.kind, &key("type"), table.clone())?;
-        // Where each type-specific key is, to report keys that the chosen type does not use.
+
+        let dependent_type = kind.get_ref().as_str();
+        let context = format!("dependent type {}", quote(dependent_type));
+        let ca_file = raw.ca_file.as_ref().map(|v| v.span());
+        if dependent_type != "webhook" {
+            self.unused(prefix, &[("ca_file", ca_file)], &context);
+        }
+        let ack = self.ack(prefix, raw, dependent_type == "file");
+        let sink = self.sink(prefix, raw, table, home, &kind);
+        Some(Dependent {
+            name: name?,
+            ack: ack?,
+            sink: sink?,
+        })
+    }
+
+    /// `require_ack`, `ack_timeout`, `on_ack_timeout`: the timeout keys mean nothing without
+    /// a required ack.
+    fn ack(&mut self, prefix: &str, raw: &RawDependent, file: bool) -> Option<Ack> {
+        let key = |name: &str| format!("{prefix}.{name}");
+        let required = raw.require_ack.as_ref().map_or(file, |v| *v.get_ref());
+        if !required {
+            self.unused(
+                prefix,
+                &[
+                    ("ack_timeout", raw.ack_timeout.as_ref().map(|v| v.span())),
+                    ("on_ack_timeout", raw.on_ack_timeout.as_ref().map(|v| v.span())),
+                ],
+                "a dependent without `require_ack = true`",
+            );
+        }
+        let timeout =
+            self.positive_duration_or(&key("ack_timeout"), &raw.ack_timeout, DEFAULT_ACK_TIMEOUT);
+        let on_timeout = match &raw.on_ack_timeout {
+            None => Some(OnAckTimeout::Hold),
+            Some(v) => match v.get_ref().as_str() {
+                "hold" => Some(OnAckTimeout::Hold),
+                "revoke" => Some(OnAckTimeout::Revoke),
+                other => {
+                    self.bad(
+                        &key("on_ack_timeout"),
+                        v,
+                        format!(
+                            "must be one of {}, got {}",
+                            ON_ACK_TIMEOUT.join(", "),
+                            quote(other)
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        Some(Ack {
+            required,
+            timeout: timeout?,
+            on_timeout: on_timeout?,
+        })
+    }
+
+    fn sink(
+        &mut self,
+        prefix: &str,
+        raw: &RawDependent,
+        table: Range<usize>,
+        home: Home<'_>,
+        kind: &Spanned<String>,
+    ) -> Option<Sink> {
+        let key = |name: &str| format!("{prefix}.{name}");
         let url = raw.url.as_ref().map(|v| v.span());
         let signing_key = raw.signing_key.as_ref().map(|v| v.span());
         let timeout = raw.timeout.as_ref().map(|v| v.span());
         let path = raw.path.as_ref().map(|v| v.span());
         let field = raw.field.as_ref().map(|v| v.span());
         let command = raw.command.as_ref().map(|v| v.span());
-        // Keys of the `file` type only.
         let file_keys = [
             ("format", raw.format.as_ref().map(|v| v.span())),
             ("env_prefix", raw.env_prefix.as_ref().map(|v| v.span())),
@@ -58,7 +126,6 @@ impl Validator<'_> {
             ("exec", raw.exec.as_ref().map(|v| v.span())),
             ("exec_timeout", raw.exec_timeout.as_ref().map(|v| v.span())),
         ];
-
         let dependent_type = kind.get_ref().as_str();
         let context = format!("dependent type {}", quote(dependent_type));
         match dependent_type {
@@ -81,11 +148,15 @@ impl Validator<'_> {
                     &raw.timeout,
                     DEFAULT_WEBHOOK_TIMEOUT,
                 );
-                Some(Dependent::Webhook {
-                    name: name?,
+                let ca_file = match &raw.ca_file {
+                    None => Some(None),
+                    Some(v) => self.absolute_path(&key("ca_file"), v).map(Some),
+                };
+                Some(Sink::Webhook {
                     url: url?,
                     signing_key: signing_key?,
                     timeout: timeout?,
+                    ca_file: ca_file?,
                 })
             }
             "file" => {
@@ -99,18 +170,12 @@ impl Validator<'_> {
                     ],
                     &context,
                 );
-                let path = self.require(&raw.path, &key("path"), table.clone(), |v, key, path| {
-                    if Path::new(path.get_ref()).is_absolute() {
-                        Some(PathBuf::from(path.get_ref()))
-                    } else {
-                        v.bad(
-                            key,
-                            path,
-                            format!("must be an absolute path, got {}", quote(path.get_ref())),
-                        );
-                        None
-                    }
-                });
+                let path = self.require(
+                    &raw.path,
+                    &key("path"),
+                    table.clone(),
+                    Self::absolute_path,
+                );
                 let format = self.file_format(prefix, raw, table.clone());
                 let mode = match &raw.mode {
                     None => Some(DEFAULT_FILE_MODE),
@@ -140,8 +205,7 @@ impl Validator<'_> {
                     &raw.exec_timeout,
                     DEFAULT_EXEC_TIMEOUT,
                 );
-                Some(Dependent::File {
-                    name: name?,
+                Some(Sink::File {
                     path: path?,
                     format: format?,
                     mode: mode?,
@@ -166,8 +230,7 @@ impl Validator<'_> {
                 let command = self.require(&raw.command, &key("command"), table, Self::argv);
                 let timeout =
                     self.positive_duration_or(&key("timeout"), &raw.timeout, DEFAULT_EXEC_TIMEOUT);
-                Some(Dependent::Exec {
-                    name: name?,
+                Some(Sink::Exec {
                     command: command?,
                     timeout: timeout?,
                 })
@@ -189,6 +252,19 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    fn absolute_path(&mut self, key: &str, path: &Spanned<String>) -> Option<PathBuf> {
+        if Path::new(path.get_ref()).is_absolute() {
+            Some(PathBuf::from(path.get_ref()))
+        } else {
+            self.bad(
+                key,
+                path,
+                format!("must be an absolute path, got {}", quote(path.get_ref())),
+            );
+            None
+        }
+    }
+
     /// `format`, `field` and `env_prefix` of a file dependent. Without `format`, a `field` means
     /// `field` and no `field` means `json`.
     fn file_format(

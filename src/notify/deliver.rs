@@ -1,0 +1,537 @@
+//! The delivery worker: takes each credential's events from its state record's log and delivers
+//! them to its dependents, recording how far each got in the credential's deliveries record.
+//!
+//! Invariants:
+//! - off the rotation path: the engine only appends to its own record's log (in writes it makes
+//!   anyway) and wakes the worker; the worker alone writes the deliveries record, so the two never
+//!   contend for one check-and-set version;
+//! - per dependent, one event at a time, in log order; dependents are delivered concurrently, each
+//!   bounded by its sink's timeout, so a hung dependent never holds up another;
+//! - at-least-once: a dependent's cursor is written only after it accepted the event; results
+//!   that arrive together are written together (one write for a rotation's `rotated` to every
+//!   dependent that answers within [`FLUSH_AFTER`]);
+//! - never a hot loop: failed deliveries back off per dependent, errors of the worker itself back
+//!   off in memory, and an idle credential's records are read again only every [`RECONCILE`];
+//! - the secret reaches only a `file` sink's file; payloads, exec environments and log lines never
+//!   hold it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Notify;
+
+use super::exec_sink::{Delivery, ExecEvent, ExecSink};
+use super::file_sink::FileSink;
+use super::outbox::{Deliveries, DeliveryPolicy, Due, EventLog, Logged};
+use super::payload::PayloadType;
+use super::webhook::{Outcome, WebhookSink};
+use crate::config::{Credential, KvPath, Sink, VaultField};
+use crate::rotation::state::Backoff;
+use crate::vault::{Vault, VaultError};
+
+/// How long results that came in are kept before they are written, while other dependents of
+/// the same credential are still being delivered to.
+pub const FLUSH_AFTER: Duration = Duration::from_secs(1);
+/// An idle credential's records are read again this often (in case another instance appended
+/// events); the engine wakes the worker at once for its own.
+pub const RECONCILE: Duration = Duration::from_secs(30 * 60);
+/// How long an instance keeps the delivery of a credential's events to itself.
+pub const DELIVERY_LEASE: Duration = Duration::from_secs(300);
+/// Beyond a sink's own timeout, how long one delivery may take before it is counted failed.
+const DEADLINE_SLACK: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("deliveries record {path} is unusable: {reason}")]
+    Corrupt { path: String, reason: String },
+}
+
+/// Wakes a credential's delivery worker when its record holds new events. A wake before the
+/// worker waits is kept (one permit), never lost.
+#[derive(Debug, Clone, Default)]
+pub struct Wakeup(Arc<Mutex<HashMap<String, Arc<Notify>>>>);
+
+impl Wakeup {
+    pub fn wake(&self, credential: &str) {
+        self.handle(credential).notify_one();
+    }
+
+    pub fn handle(&self, credential: &str) -> Arc<Notify> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(credential.to_string()).or_default().clone()
+    }
+}
+
+/// One dependent, ready to deliver to; a sink that cannot be built fails every delivery with
+/// the reason (the dependent then needs attention, and `status` says why).
+pub struct Target {
+    pub name: String,
+    sink: Result<Built, String>,
+}
+
+enum Built {
+    Webhook { sink: WebhookSink, key: VaultField },
+    File(FileSink),
+    Exec(ExecSink),
+}
+
+impl Target {
+    pub fn of(cred: &Credential) -> Vec<Target> {
+        cred.dependents
+            .iter()
+            .map(|d| Target {
+                name: d.name.clone(),
+                sink: match &d.sink {
+                    Sink::Webhook {
+                        url,
+                        signing_key,
+                        timeout,
+                        ca_file,
+                    } => WebhookSink::new(url, *timeout, ca_file.as_deref())
+                        .map(|sink| Built::Webhook {
+                            sink,
+                            key: signing_key.clone(),
+                        })
+                        .map_err(|e| e.to_string()),
+                    Sink::File { .. } => Ok(Built::File(
+                        FileSink::from_config(&d.sink).expect("a file sink"),
+                    )),
+                    Sink::Exec { command, timeout } => {
+                        Ok(Built::Exec(ExecSink::new(command.clone(), *timeout)))
+                    }
+                },
+            })
+            .collect()
+    }
+
+    /// How long one delivery may take in all.
+    fn deadline(&self, cred: &Credential) -> Duration {
+        let own = cred
+            .dependents
+            .iter()
+            .find(|d| d.name == self.name)
+            .map(|d| match &d.sink {
+                Sink::Webhook { timeout, .. } | Sink::Exec { timeout, .. } => *timeout,
+                Sink::File { exec_timeout, .. } => *exec_timeout,
+            })
+            .unwrap_or(Duration::from_secs(30));
+        own + DEADLINE_SLACK
+    }
+
+    fn is_file(&self) -> bool {
+        matches!(self.sink, Ok(Built::File(_)))
+    }
+}
+
+impl From<Outcome> for Delivery {
+    fn from(o: Outcome) -> Delivery {
+        match o {
+            Outcome::Delivered => Delivery::Delivered,
+            Outcome::Failed { retryable, reason } => Delivery::Failed { retryable, reason },
+        }
+    }
+}
+
+/// Delivers the events of credentials to their dependents.
+pub struct Deliverer {
+    pub vault: Arc<Vault>,
+    /// This instance's owner id (as in the engine's leases).
+    pub owner: String,
+    pub state_mount: String,
+    pub state_prefix: String,
+    pub policy: DeliveryPolicy,
+    /// Told of every delivery: (credential, dependent, "delivered" | "failed").
+    pub observer: Option<Arc<dyn Fn(&str, &str, &str) + Send + Sync>>,
+}
+
+/// What a round left to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundResult {
+    /// Deliveries made (successful or not).
+    pub tries: usize,
+    /// When the next delivery is due, if one waits.
+    pub next: Option<DateTime<Utc>>,
+}
+
+impl Deliverer {
+    pub fn path(&self, credential: &str) -> KvPath {
+        KvPath {
+            mount: self.state_mount.clone(),
+            path: format!("{}/deliveries/{}", self.state_prefix, credential),
+        }
+    }
+
+    fn state_path(&self, credential: &str) -> KvPath {
+        KvPath {
+            mount: self.state_mount.clone(),
+            path: format!("{}/credentials/{}", self.state_prefix, credential),
+        }
+    }
+
+    /// The credential's deliveries record and its version (0: none yet).
+    pub async fn load(&self, credential: &str) -> Result<(Deliveries, u64), DeliverError> {
+        let path = self.path(credential);
+        match self.vault.read_json(&path).await? {
+            Some((value, version)) => {
+                let d: Deliveries =
+                    serde_json::from_value(value).map_err(|e| DeliverError::Corrupt {
+                        path: path.to_string(),
+                        reason: e.to_string(),
+                    })?;
+                if d.credential != credential {
+                    return Err(DeliverError::Corrupt {
+                        path: path.to_string(),
+                        reason: format!(
+                            "field credential: the record names credential {:?}",
+                            d.credential
+                        ),
+                    });
+                }
+                Ok((d, version))
+            }
+            None => Ok((
+                Deliveries::new(credential),
+                self.vault.cas_version_of_unreadable(&path).await?,
+            )),
+        }
+    }
+
+    /// The event log of the credential's state record (empty when there is none).
+    pub async fn log(&self, credential: &str) -> Result<EventLog, DeliverError> {
+        let Some((value, _)) = self.vault.read_json(&self.state_path(credential)).await? else {
+            return Ok(EventLog::default());
+        };
+        Ok(value
+            .get("events")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| DeliverError::Corrupt {
+                path: self.state_path(credential).to_string(),
+                reason: format!("field events: {e}"),
+            })?
+            .unwrap_or_default())
+    }
+
+    /// Write `mine` (started from `base` at `version`); another instance's write meanwhile is
+    /// merged (the further dependent wins) and written again. Returns the new version.
+    async fn save(
+        &self,
+        base: &Deliveries,
+        mine: &Deliveries,
+        version: u64,
+    ) -> Result<(Deliveries, u64), DeliverError> {
+        let path = self.path(&mine.credential);
+        let body = serde_json::to_value(mine).expect("deliveries serialise");
+        match self.vault.write_json_cas(&path, &body, version).await {
+            Ok(v) => Ok((mine.clone(), v)),
+            Err(VaultError::CasMismatch { .. }) => {
+                let (mut theirs, version) = self.load(&mine.credential).await?;
+                theirs.merge(base, mine);
+                let body = serde_json::to_value(&theirs).expect("deliveries serialise");
+                let v = self.vault.write_json_cas(&path, &body, version).await?;
+                Ok((theirs, v))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One round for one credential: deliver every due event to its dependents (each dependent
+    /// in order, dependents concurrently), and record the results.
+    pub async fn round(
+        &self,
+        cred: &Credential,
+        targets: &[Target],
+    ) -> Result<RoundResult, DeliverError> {
+        let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        let log = self.log(&cred.name).await?;
+        let (mut d, mut version) = self.load(&cred.name).await?;
+        let now = Utc::now();
+        if d.held_by_other(&self.owner, now) {
+            return Ok(RoundResult {
+                tries: 0,
+                next: d.lease_expires_at,
+            });
+        }
+        d.retain(&names);
+        let mut base = d.clone();
+        let mut pending = FuturesUnordered::new();
+        for due in d.due(&names, &log, now) {
+            pending.push(self.deliver_due(cred, targets, due));
+        }
+        let mut tries = 0;
+        let mut dirty_since: Option<tokio::time::Instant> = None;
+        loop {
+            let flush_at = dirty_since.map(|t| t + FLUSH_AFTER);
+            let result = tokio::select! {
+                r = pending.next(), if !pending.is_empty() => r,
+                _ = sleep_until(flush_at), if flush_at.is_some() => None,
+                else => break,
+            };
+            match result {
+                Some((due, outcome)) => {
+                    tries += 1;
+                    self.apply(&mut d, cred, &due, outcome);
+                    dirty_since.get_or_insert_with(tokio::time::Instant::now);
+                    // The dependent's next event, at once if it accepted this one.
+                    let now = Utc::now();
+                    if let Some(next) = d
+                        .due(&[due.dependent.as_str()], &log, now)
+                        .into_iter()
+                        .next()
+                    {
+                        pending.push(self.deliver_due(cred, targets, next));
+                    }
+                }
+                None => {}
+            }
+            let flush = dirty_since.is_some()
+                && (pending.is_empty()
+                    || dirty_since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER));
+            if flush {
+                d.claim(&self.owner, Utc::now(), DELIVERY_LEASE);
+                let (written, v) = self.save(&base, &d, version).await?;
+                d = written;
+                base = d.clone();
+                version = v;
+                dirty_since = None;
+            }
+        }
+        Ok(RoundResult {
+            tries,
+            next: d.next_due(&names, &log),
+        })
+    }
+
+    fn apply(&self, d: &mut Deliveries, cred: &Credential, due: &Due, outcome: Delivery) {
+        let result = match outcome {
+            Delivery::Delivered => {
+                tracing::info!(credential = %cred.name, dependent = %due.dependent, event = %due.event.id, "delivered");
+                d.delivered(due, Utc::now());
+                "delivered"
+            }
+            Delivery::Failed { retryable, reason } => {
+                let after = d.failed(
+                    due,
+                    &reason,
+                    retryable,
+                    Utc::now(),
+                    &self.policy,
+                    rand::random::<f64>(),
+                );
+                match after {
+                    super::outbox::AfterFailure::RetryAt(at) => {
+                        tracing::warn!(credential = %cred.name, dependent = %due.dependent, event = %due.event.id, error = %reason, retry_at = %at.to_rfc3339(), "delivery failed; trying again later")
+                    }
+                    super::outbox::AfterFailure::NeedsAttention => {
+                        tracing::error!(credential = %cred.name, dependent = %due.dependent, event = %due.event.id, error = %reason, "dependent needs attention: deliveries stopped until `secret-rotator deliveries {} --retry {}`", cred.name, due.dependent)
+                    }
+                }
+                "failed"
+            }
+        };
+        if let Some(observe) = &self.observer {
+            observe(&cred.name, &due.dependent, result);
+        }
+    }
+
+    async fn deliver_due(
+        &self,
+        cred: &Credential,
+        targets: &[Target],
+        due: Due,
+    ) -> (Due, Delivery) {
+        let Some(target) = targets.iter().find(|t| t.name == due.dependent) else {
+            let reason = "no such dependent".to_string();
+            return (
+                due,
+                Delivery::Failed {
+                    retryable: false,
+                    reason,
+                },
+            );
+        };
+        let outcome = match tokio::time::timeout(
+            target.deadline(cred),
+            self.deliver(cred, target, &due.event),
+        )
+        .await
+        {
+            Ok(o) => o,
+            Err(_) => Delivery::Failed {
+                retryable: true,
+                reason: format!(
+                    "no outcome within {}",
+                    humantime::format_duration(target.deadline(cred))
+                ),
+            },
+        };
+        (due, outcome)
+    }
+
+    /// Deliver one event to one dependent.
+    pub async fn deliver(&self, cred: &Credential, target: &Target, event: &Logged) -> Delivery {
+        let built = match &target.sink {
+            Ok(b) => b,
+            Err(reason) => {
+                return Delivery::Failed {
+                    retryable: false,
+                    reason: reason.clone(),
+                }
+            }
+        };
+        let payload = event.payload(cred);
+        let body = payload.body();
+        let exec_event = ExecEvent {
+            kind: event.kind.as_str(),
+            credential: &cred.name,
+            version: event.version,
+            attempt: event.attempt.as_deref().unwrap_or(""),
+            body: &body,
+        };
+        match built {
+            Built::Webhook { sink, key } => match self.signing_keys(key).await {
+                Ok(keys) => sink.deliver_as(&event.id, &body, &keys).await.into(),
+                Err(reason) => Delivery::Failed {
+                    retryable: true,
+                    reason,
+                },
+            },
+            Built::Exec(sink) => sink.run(&target.name, &exec_event).await.delivery.into(),
+            Built::File(sink) => {
+                // Only what changes the live secret rewrites the file (and runs its exec).
+                if !matches!(
+                    event.kind,
+                    PayloadType::Rotated | PayloadType::RolledBack | PayloadType::Ping
+                ) {
+                    return Delivery::Delivered;
+                }
+                match self.vault.read_optional(&cred.secret).await {
+                    Ok(Some(current)) => sink
+                        .deliver(&target.name, &current.data, &exec_event)
+                        .await
+                        .into(),
+                    Ok(None) => Delivery::Failed {
+                        retryable: true,
+                        reason: format!("{} holds no secret to write", cred.secret),
+                    },
+                    Err(e) => Delivery::Failed {
+                        retryable: true,
+                        reason: format!("cannot read the secret: {e}"),
+                    },
+                }
+            }
+        }
+    }
+
+    /// The webhook signing keys: the field's value, several keys separated by spaces during a
+    /// key rotation. Read at each delivery, so a new key is used at once.
+    async fn signing_keys(&self, key: &VaultField) -> Result<Vec<SecretString>, String> {
+        let secret = self
+            .vault
+            .read(&key.secret)
+            .await
+            .map_err(|e| format!("cannot read the signing key: {e}"))?;
+        let value = secret.data.get(&key.key).ok_or_else(|| {
+            format!(
+                "signing key: {} has no field {:?}",
+                key.secret, key.key
+            )
+        })?;
+        Ok(value
+            .expose_secret()
+            .split_whitespace()
+            .map(|k| SecretString::from(k.to_string()))
+            .collect())
+    }
+
+    /// At start-up: rewrite every `file` dependent that does not hold the current secret (and
+    /// run its exec). Failures are logged; the next rotation writes the file again.
+    pub async fn restore_files(&self, cred: &Credential, targets: &[Target]) {
+        if !targets.iter().any(Target::is_file) {
+            return;
+        }
+        let current = match self.vault.read_optional(&cred.secret).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(credential = %cred.name, error = %e, "cannot read the secret to check its files");
+                return;
+            }
+        };
+        for target in targets {
+            let Ok(Built::File(sink)) = &target.sink else {
+                continue;
+            };
+            let data = current.data.clone();
+            let check = sink.clone();
+            let holds = tokio::task::spawn_blocking(move || check.holds_current(&data))
+                .await
+                .unwrap_or(false);
+            if holds {
+                continue;
+            }
+            tracing::info!(credential = %cred.name, dependent = %target.name, version = current.version, "the file does not hold the current secret; writing it");
+            let body = b"{}";
+            let event = ExecEvent {
+                kind: "file.restored",
+                credential: &cred.name,
+                version: Some(current.version),
+                attempt: "",
+                body,
+            };
+            if let Delivery::Failed { reason, .. } =
+                sink.deliver(&target.name, &current.data, &event).await
+            {
+                tracing::warn!(credential = %cred.name, dependent = %target.name, error = %reason, "cannot restore the file");
+            }
+        }
+    }
+
+    /// The daemon's worker for one credential: restore its files, then deliver whenever its
+    /// record has new events (woken by the engine), a delivery is due, or every [`RECONCILE`].
+    pub async fn serve(self: Arc<Self>, cred: Credential, wake: Arc<Notify>) {
+        let targets = Target::of(&cred);
+        self.restore_files(&cred, &targets).await;
+        let errors = Backoff {
+            base: Duration::from_secs(2),
+            cap: Duration::from_secs(300),
+        };
+        let mut failures = 0;
+        loop {
+            let next = match self.round(&cred, &targets).await {
+                Ok(r) => {
+                    failures = 0;
+                    r.next
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay = errors.delay(failures, rand::random::<f64>());
+                    tracing::warn!(credential = %cred.name, error = %e, retry_in = %humantime::format_duration(Duration::from_secs(delay.as_secs())), "cannot deliver this credential's events now");
+                    Some(Utc::now() + delay)
+                }
+            };
+            let sleep = next
+                .map(|t| (t - Utc::now()).to_std().unwrap_or_default())
+                .unwrap_or(RECONCILE)
+                .clamp(Duration::from_millis(200), RECONCILE);
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = wake.notified() => {}
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
