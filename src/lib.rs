@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod crash;
+pub mod daemon;
 pub mod events;
 pub mod instance;
 pub mod notify;
