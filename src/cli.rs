@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, Credential, ProcessEnvironment};
 use crate::events::{EventSink, FanOut, JsonLinesSink, LogSink};
+use crate::notify::deliver::{Deliverer, Target, Workers};
+use crate::notify::outbox::{DeliveryPolicy, Logged};
+use crate::notify::payload::PayloadType;
 use crate::providers::{self, Mode, Provider};
 use crate::report::{self, StatusRow};
 use crate::rotation::state::Step;
@@ -146,13 +149,31 @@ pub enum Command {
     },
     /// Re-promote the previous credential while it is still valid (during the grace period).
     Rollback { name: String },
+    /// What a credential's dependents have received: per dependent, the last event delivered,
+    /// the events still waiting with the next try, or the error it is failing with.
+    Deliveries {
+        name: String,
+        /// Try this dependent again now (after it needed attention, or while it backs off).
+        #[arg(long, value_name = "DEPENDENT")]
+        retry: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a signed `ping` event to one dependent of a credential and say how it answered
+    /// (a `file` dependent is written with the current secret and runs its `exec`).
+    TestDependent { name: String, dependent: String },
 }
+
+/// How long a command waits for its dependents' last deliveries before it exits (they are
+/// recorded: what is cut short is delivered again by the daemon).
+pub(crate) const DELIVERY_DRAIN: Duration = Duration::from_secs(60);
 
 /// The parts a command that talks to Vault needs.
 pub(crate) struct App {
     pub(crate) config: Config,
     pub(crate) vault: Arc<Vault>,
     pub(crate) engine: Engine,
+    pub(crate) deliverer: Arc<Deliverer>,
     pub(crate) http: reqwest::Client,
 }
 
@@ -226,10 +247,19 @@ async fn app(cli: &Cli) -> Result<App, Failure> {
     if let Some(path) = &cli.events_file {
         sinks.push(Arc::new(JsonLinesSink::new(path.clone())));
     }
+    let owner = crate::instance::owner_id(&instance_id(cli));
+    let deliverer = Arc::new(Deliverer {
+        vault: vault.clone(),
+        owner: owner.clone(),
+        state_mount: config.vault.state_mount.clone(),
+        state_prefix: config.vault.state_prefix.clone(),
+        policy: DeliveryPolicy::default(),
+        observer: None,
+    });
     let engine = Engine {
         vault: vault.clone(),
         events: Arc::new(FanOut(sinks)),
-        owner: crate::instance::owner_id(&instance_id(cli)),
+        owner,
         state_mount: config.vault.state_mount.clone(),
         state_prefix: config.vault.state_prefix.clone(),
         settings: EngineSettings::default(),
@@ -245,6 +275,7 @@ async fn app(cli: &Cli) -> Result<App, Failure> {
         config,
         vault,
         engine,
+        deliverer,
         http,
     })
 }
@@ -302,7 +333,17 @@ impl App {
             }
             rows.push(match crate::daemon::facts(self, cred).await {
                 Ok((facts, version, record)) => {
-                    report::status_row(cred, facts, version, record.as_ref(), now)
+                    let mut row = report::status_row(cred, facts, version, record.as_ref(), now);
+                    if !cred.dependents.is_empty() {
+                        match self.deliverer.load(&cred.name).await {
+                            Ok((d, _)) => {
+                                let log = record.map(|r| r.events).unwrap_or_default();
+                                row.dependents = report::dependent_rows(cred, &d, &log);
+                            }
+                            Err(e) => row.error = Some(e.to_string()),
+                        }
+                    }
+                    row
                 }
                 Err(e) => report::error_row(cred, e.to_string()),
             });
@@ -385,6 +426,8 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             let app = app(&cli).await?;
             let cred = app.credential(name)?;
             let provider = app.provider(cred)?;
+            // The dependents hear of each step as it happens (and their acks gate `--wait`).
+            let workers = Workers::start(&app.deliverer, &app.engine.wakeup, [cred]);
             let result = app
                 .engine
                 .drive(
@@ -393,8 +436,9 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                     Some("manual"),
                     if *wait { Wait::All } else { Wait::Retries },
                 )
-                .await?;
-            Ok(print_result(&cred.name, &result))
+                .await;
+            workers.stop(DELIVERY_DRAIN).await;
+            Ok(print_result(&cred.name, &result?))
         }
         Command::History { name, json } => {
             let app = app(&cli).await?;
@@ -429,7 +473,10 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             let app = app(&cli).await?;
             let cred = app.credential(name)?;
             let provider = app.provider(cred)?;
-            match app.engine.rollback(cred, provider.as_ref()).await? {
+            let workers = Workers::start(&app.deliverer, &app.engine.wakeup, [cred]);
+            let result = app.engine.rollback(cred, provider.as_ref()).await;
+            workers.stop(DELIVERY_DRAIN).await;
+            match result? {
                 RunResult::Finished(s) if s.outcome == Outcome::Reverted => {
                     println!(
                         "{}: rolled back: version {} holds the previous credential again; {}",
@@ -441,6 +488,16 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 }
                 other => Ok(print_result(&cred.name, &other)),
             }
+        }
+        Command::Deliveries { name, retry, json } => {
+            let app = app(&cli).await?;
+            let cred = app.credential(name)?;
+            deliveries(&app, cred, retry.as_deref(), *json).await
+        }
+        Command::TestDependent { name, dependent } => {
+            let app = app(&cli).await?;
+            let cred = app.credential(name)?;
+            test_dependent(&app, cred, dependent).await
         }
         Command::Run {
             once,
@@ -454,6 +511,108 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             retry.attempts.cap = retry.attempts.cap.max(*attempt_backoff);
             retry.failure_budget = *failure_budget;
             crate::daemon::run(app, *once, *interval).await
+        }
+    }
+}
+
+/// `deliveries NAME [--retry DEPENDENT] [--json]`.
+async fn deliveries(
+    app: &App,
+    cred: &Credential,
+    retry: Option<&str>,
+    json: bool,
+) -> Result<i32, Failure> {
+    let failure = |e: crate::notify::deliver::DeliverError| Failure::new(exit::VAULT, e.to_string());
+    if cred.dependents.is_empty() {
+        println!("{}: no dependents configured", cred.name);
+        return Ok(exit::OK);
+    }
+    if let Some(dep) = retry {
+        dependent(cred, dep)?;
+        let (mut d, version) = app.deliverer.load(&cred.name).await.map_err(failure)?;
+        d.retry_now(dep);
+        let path = app.deliverer.path(&cred.name);
+        let body = serde_json::to_value(&d).expect("deliveries serialise");
+        app.vault.write_json_cas(&path, &body, version).await?;
+        let workers = Workers::start(&app.deliverer, &app.engine.wakeup, [cred]);
+        workers.stop(DELIVERY_DRAIN).await;
+    }
+    let log = app.deliverer.log(&cred.name).await.map_err(failure)?;
+    let (d, _) = app.deliverer.load(&cred.name).await.map_err(failure)?;
+    let rows = report::dependent_rows(cred, &d, &log);
+    if json {
+        let value = serde_json::json!({
+            "credential": cred.name,
+            "dependents": rows,
+            "events": log.entries,
+            "notices": d.notices.entries,
+        });
+        println!("{}", serde_json::to_string_pretty(&value).expect("rows serialise"));
+    } else {
+        print!("{}", report::dependent_lines(&cred.name, &rows));
+        let events: Vec<&Logged> = log.entries.iter().chain(&d.notices.entries).collect();
+        if !events.is_empty() {
+            println!("events kept:");
+            for e in events {
+                println!(
+                    "  {} {} {} version {}: {}",
+                    e.at.to_rfc3339(),
+                    e.kind.as_str(),
+                    e.id,
+                    e.version.map(|v| v.to_string()).unwrap_or("-".into()),
+                    e.reason
+                );
+            }
+        }
+    }
+    Ok(if rows.iter().any(|r| r.state == "needs_attention") {
+        exit::CHECK_FAILED
+    } else {
+        exit::OK
+    })
+}
+
+fn dependent<'a>(cred: &'a Credential, name: &str) -> Result<&'a crate::config::Dependent, Failure> {
+    cred.dependents.iter().find(|d| d.name == name).ok_or_else(|| {
+        let known: Vec<&str> = cred.dependents.iter().map(|d| d.name.as_str()).collect();
+        Failure::new(
+            exit::USAGE,
+            format!(
+                "credential {} has no dependent named {name:?} (known: {})",
+                cred.name,
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ),
+        )
+    })
+}
+
+/// `test-dependent NAME DEPENDENT`: one signed `ping`, outside the outbox (nothing recorded).
+async fn test_dependent(app: &App, cred: &Credential, name: &str) -> Result<i32, Failure> {
+    dependent(cred, name)?;
+    let target = Target::of(cred)
+        .into_iter()
+        .find(|t| t.name == name)
+        .expect("the dependent exists");
+    let ping = Logged::new(
+        format!("ping:{}", uuid::Uuid::new_v4()),
+        PayloadType::Ping,
+        Utc::now(),
+        None,
+        None,
+        "a test delivery from `secret-rotator test-dependent`",
+    );
+    match app.deliverer.deliver(cred, &target, &ping).await {
+        crate::notify::exec_sink::Delivery::Delivered => {
+            println!("{}/{name}: delivered ping {}", cred.name, ping.id);
+            Ok(exit::OK)
+        }
+        crate::notify::exec_sink::Delivery::Failed { retryable, reason } => {
+            println!(
+                "{}/{name}: not delivered ({}): {reason}",
+                cred.name,
+                if retryable { "may pass later" } else { "will not pass by waiting" }
+            );
+            Ok(exit::CHECK_FAILED)
         }
     }
 }

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::Credential;
+use crate::notify::outbox::{Deliveries, EventLog};
 use crate::policy::{self, SecretFacts, Standing};
 use crate::rotation::{Attempt, AttemptSummary, StateRecord};
 
@@ -38,6 +39,110 @@ pub struct StatusRow {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Why the row could not be read (Vault error), if it could not.
     pub error: Option<String>,
+    /// How the credential's dependents are told.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dependents: Vec<DependentRow>,
+}
+
+/// One dependent in `status`, `history` and `deliveries`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DependentRow {
+    pub name: String,
+    /// "webhook", "file" or "exec".
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub require_ack: bool,
+    /// "delivered" (nothing waits), "pending" (events wait, no failure yet), "failing" (the
+    /// next try is scheduled) or "needs_attention" (not tried on its own again).
+    pub state: String,
+    /// Ids of the events it has yet to get, in order.
+    pub waiting: Vec<String>,
+    pub next_try: Option<DateTime<Utc>>,
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub last_delivered: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Delivery tries so far.
+    pub tries: u64,
+    /// Events that left the log before it got them.
+    pub missed: u64,
+}
+
+/// The rows of a credential's dependents from its deliveries record and event log.
+pub fn dependent_rows(
+    cred: &Credential,
+    deliveries: &Deliveries,
+    log: &EventLog,
+) -> Vec<DependentRow> {
+    cred.dependents
+        .iter()
+        .map(|dep| {
+            let d = deliveries
+                .dependents
+                .get(&dep.name)
+                .cloned()
+                .unwrap_or_default();
+            let waiting: Vec<String> = deliveries
+                .waiting(&dep.name, log)
+                .iter()
+                .map(|e| e.id.clone())
+                .collect();
+            let state = if d.needs_attention {
+                "needs_attention"
+            } else if waiting.is_empty() {
+                "delivered"
+            } else if d.failures > 0 {
+                "failing"
+            } else {
+                "pending"
+            };
+            DependentRow {
+                name: dep.name.clone(),
+                kind: dep.sink.kind().to_string(),
+                require_ack: dep.ack.required,
+                state: state.to_string(),
+                waiting,
+                next_try: d.next_try,
+                failures: d.failures,
+                last_error: d.last_error,
+                last_delivered: d.last_delivered,
+                delivered_at: d.delivered_at,
+                tries: d.tries,
+                missed: d.missed,
+            }
+        })
+        .collect()
+}
+
+/// One line per dependent: what it has, or what it waits for and why.
+pub fn dependent_lines(credential: &str, rows: &[DependentRow]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        let last = match (&r.last_delivered, r.delivered_at) {
+            (Some(id), Some(at)) => format!("last delivered {id} at {}", at.to_rfc3339()),
+            _ => "nothing delivered yet".to_string(),
+        };
+        let what = match r.state.as_str() {
+            "delivered" => format!("delivered; {last}"),
+            "pending" => format!("pending: {} event(s) waiting; {last}", r.waiting.len()),
+            "failing" => format!(
+                "failing: {} event(s) waiting, {} failed tries, next try at {}; last error: {}",
+                r.waiting.len(),
+                r.failures,
+                r.next_try.map(|t| t.to_rfc3339()).unwrap_or("-".into()),
+                r.last_error.as_deref().unwrap_or("-")
+            ),
+            _ => format!(
+                "NEEDS ATTENTION: {} event(s) waiting after {} failed tries; last error: {}; `secret-rotator deliveries {credential} --retry {}` tries again",
+                r.waiting.len(),
+                r.failures,
+                r.last_error.as_deref().unwrap_or("-"),
+                r.name
+            ),
+        };
+        out.push_str(&format!("  {credential}/{} ({}): {what}\n", r.name, r.kind));
+    }
+    out
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,6 +169,7 @@ impl StatusRow {
     pub fn fails_check(&self) -> bool {
         matches!(self.state.as_str(), "overdue" | "missing" | "error")
             || self.needs_attention.is_some()
+            || self.dependents.iter().any(|d| d.state == "needs_attention")
     }
 }
 
@@ -87,6 +193,7 @@ pub fn status_row(
             p.since.to_rfc3339(),
             p.reason
         )),
+        (_, Some(a)) => a.held.clone(),
         _ => None,
     };
     let standing = policy::standing(facts.as_ref(), &cred.policy, now);
@@ -112,6 +219,7 @@ pub fn status_row(
         needs_attention,
         next_attempt_at: record.and_then(|r| r.retry_at).filter(|t| *t > now),
         error: None,
+        dependents: Vec::new(),
     }
 }
 
@@ -133,6 +241,7 @@ pub fn error_row(cred: &Credential, error: String) -> StatusRow {
         needs_attention: None,
         next_attempt_at: None,
         error: Some(error),
+        dependents: Vec::new(),
     }
 }
 
@@ -244,10 +353,19 @@ pub fn status_table(rows: &[StatusRow]) -> String {
     );
     for r in rows {
         if let Some(why) = &r.needs_attention {
-            out.push_str(&format!(
-                "\n{}: needs attention: {why}\n  `secret-rotator rotate {}` resumes it once the cause is fixed\n",
-                r.name, r.name
-            ));
+            let fix = if r.rotation.as_ref().is_some_and(|a| !a.needs_attention) {
+                "it goes on by itself once the cause is fixed".to_string()
+            } else {
+                format!("`secret-rotator rotate {}` resumes it once the cause is fixed", r.name)
+            };
+            out.push_str(&format!("\n{}: needs attention: {why}\n  {fix}\n", r.name));
+        }
+    }
+    let with_dependents: Vec<&StatusRow> = rows.iter().filter(|r| !r.dependents.is_empty()).collect();
+    if !with_dependents.is_empty() {
+        out.push_str("\nDEPENDENTS\n");
+        for r in with_dependents {
+            out.push_str(&dependent_lines(&r.name, &r.dependents));
         }
     }
     out

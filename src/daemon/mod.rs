@@ -14,6 +14,10 @@ use crate::providers::Mode;
 use crate::rotation::{EngineError, RunResult, Wait};
 use crate::vault::VaultError;
 
+/// How long the daemon lets the deliveries under way finish when it stops (or after a `--once`
+/// pass).
+const DELIVERY_STOP: Duration = Duration::from_secs(20);
+
 /// The daemon: rotate credentials when due, resume what is in flight, until SIGTERM.
 pub(crate) async fn run(app: App, once: bool, interval: Duration) -> Result<i32, Failure> {
     let keeper = {
@@ -22,6 +26,12 @@ pub(crate) async fn run(app: App, once: bool, interval: Duration) -> Result<i32,
     };
     tracing::info!(credentials = app.config.credentials.len(), owner = %app.engine.owner, "secret-rotator running");
     preflight_all(&app).await;
+    // Dependents are told off the rotation path, one worker per credential that has any.
+    let workers = crate::notify::deliver::Workers::start(
+        &app.deliverer,
+        &app.engine.wakeup,
+        &app.config.credentials,
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Failure::new(exit::USAGE, format!("cannot watch SIGTERM: {e}")))?;
     let mut backoff = ErrorBackoff::default();
@@ -51,6 +61,7 @@ pub(crate) async fn run(app: App, once: bool, interval: Duration) -> Result<i32,
     tracing::info!(
         "shutting down; rotations in flight resume from their recorded phase on the next start"
     );
+    workers.stop(DELIVERY_STOP).await;
     keeper.abort();
     Ok(code)
 }

@@ -494,9 +494,15 @@ impl Deliverer {
         }
     }
 
-    /// The daemon's worker for one credential: restore its files, then deliver whenever its
-    /// record has new events (woken by the engine), a delivery is due, or every [`RECONCILE`].
-    pub async fn serve(self: Arc<Self>, cred: Credential, wake: Arc<Notify>) {
+    /// The worker for one credential: restore its files, then deliver whenever its record has
+    /// new events (woken by the engine), a delivery is due, or every [`RECONCILE`]. When `stop`
+    /// turns true it makes one last round (what the last steps appended) and returns.
+    pub async fn serve(
+        self: Arc<Self>,
+        cred: Credential,
+        wake: Arc<Notify>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let targets = Target::of(&cred);
         self.restore_files(&cred, &targets).await;
         let errors = Backoff {
@@ -505,6 +511,7 @@ impl Deliverer {
         };
         let mut failures = 0;
         loop {
+            let stopping = *stop.borrow();
             let next = match self.round(&cred, &targets).await {
                 Ok(r) => {
                     failures = 0;
@@ -517,6 +524,9 @@ impl Deliverer {
                     Some(Utc::now() + delay)
                 }
             };
+            if stopping {
+                return;
+            }
             let sleep = next
                 .map(|t| (t - Utc::now()).to_std().unwrap_or_default())
                 .unwrap_or(RECONCILE)
@@ -524,7 +534,49 @@ impl Deliverer {
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = wake.notified() => {}
+                _ = stop.changed() => {}
             }
+        }
+    }
+}
+
+/// Workers for a set of credentials, stopped together.
+pub struct Workers {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Start a worker for each credential that has dependents.
+    pub fn start<'a>(
+        deliverer: &Arc<Deliverer>,
+        wakeup: &Wakeup,
+        credentials: impl IntoIterator<Item = &'a Credential>,
+    ) -> Workers {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let tasks = credentials
+            .into_iter()
+            .filter(|c| !c.dependents.is_empty())
+            .map(|c| {
+                tokio::spawn(deliverer.clone().serve(
+                    c.clone(),
+                    wakeup.handle(&c.name),
+                    rx.clone(),
+                ))
+            })
+            .collect();
+        Workers { stop, tasks }
+    }
+
+    /// Let each worker make its last round, for at most `bound`; the rest is left to the next
+    /// start (deliveries are recorded, so nothing is lost, only repeated).
+    pub async fn stop(self, bound: Duration) {
+        let _ = self.stop.send(true);
+        let all = futures_util::future::join_all(self.tasks);
+        if tokio::time::timeout(bound, all).await.is_err() {
+            tracing::warn!(
+                "deliveries still running at shutdown; they are repeated on the next start"
+            );
         }
     }
 }

@@ -324,6 +324,24 @@ impl Deliveries {
             })
     }
 
+    /// Every event `dependent` has yet to get, in the order it gets them.
+    pub fn waiting<'a>(&'a self, dependent: &str, log: &'a EventLog) -> Vec<&'a Logged> {
+        let d = self.dependents.get(dependent).cloned().unwrap_or_default();
+        let mine = |e: &&Logged| e.about.as_deref() != Some(dependent);
+        log.entries
+            .iter()
+            .filter(|e| e.seq > d.through)
+            .filter(mine)
+            .chain(
+                self.notices
+                    .entries
+                    .iter()
+                    .filter(|e| e.seq > d.notices_through)
+                    .filter(mine),
+            )
+            .collect()
+    }
+
     /// The deliveries to make now: the next event of every listed dependent that is due and
     /// not waiting for an operator.
     pub fn due(&self, dependents: &[&str], log: &EventLog, now: DateTime<Utc>) -> Vec<Due> {
