@@ -90,6 +90,21 @@ pub struct Cli {
     #[arg(long, global = true, env = "SECRET_ROTATOR_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
+    /// The first wait before a failed delivery to a dependent is tried again; it doubles (with
+    /// jitter) up to --delivery-backoff-max.
+    #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub delivery_backoff: Duration,
+
+    /// The longest wait between two tries of a failing dependent (also the interval at which
+    /// a dependent that needs attention is still tried).
+    #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "15m")]
+    pub delivery_backoff_max: Duration,
+
+    /// Failed deliveries in a row before a dependent needs attention (an event to the other
+    /// dependents, a line in `status`, `status --check` fails).
+    #[arg(long, global = true, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..))]
+    pub delivery_budget: u32,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -248,12 +263,20 @@ async fn app(cli: &Cli) -> Result<App, Failure> {
         sinks.push(Arc::new(JsonLinesSink::new(path.clone())));
     }
     let owner = crate::instance::owner_id(&instance_id(cli));
+    let wakeup = crate::notify::deliver::Wakeup::default();
     let deliverer = Arc::new(Deliverer {
         vault: vault.clone(),
         owner: owner.clone(),
         state_mount: config.vault.state_mount.clone(),
         state_prefix: config.vault.state_prefix.clone(),
-        policy: DeliveryPolicy::default(),
+        policy: DeliveryPolicy {
+            backoff: crate::rotation::state::Backoff {
+                base: cli.delivery_backoff,
+                cap: cli.delivery_backoff_max.max(cli.delivery_backoff),
+            },
+            budget: cli.delivery_budget,
+        },
+        wakeup: wakeup.clone(),
         observer: None,
     });
     let engine = Engine {
@@ -263,7 +286,7 @@ async fn app(cli: &Cli) -> Result<App, Failure> {
         state_mount: config.vault.state_mount.clone(),
         state_prefix: config.vault.state_prefix.clone(),
         settings: EngineSettings::default(),
-        wakeup: Default::default(),
+        wakeup,
     };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -522,7 +545,8 @@ async fn deliveries(
     retry: Option<&str>,
     json: bool,
 ) -> Result<i32, Failure> {
-    let failure = |e: crate::notify::deliver::DeliverError| Failure::new(exit::VAULT, e.to_string());
+    let failure =
+        |e: crate::notify::deliver::DeliverError| Failure::new(exit::VAULT, e.to_string());
     if cred.dependents.is_empty() {
         println!("{}: no dependents configured", cred.name);
         return Ok(exit::OK);
@@ -547,7 +571,10 @@ async fn deliveries(
             "events": log.entries,
             "notices": d.notices.entries,
         });
-        println!("{}", serde_json::to_string_pretty(&value).expect("rows serialise"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("rows serialise")
+        );
     } else {
         print!("{}", report::dependent_lines(&cred.name, &rows));
         let events: Vec<&Logged> = log.entries.iter().chain(&d.notices.entries).collect();
@@ -572,18 +599,28 @@ async fn deliveries(
     })
 }
 
-fn dependent<'a>(cred: &'a Credential, name: &str) -> Result<&'a crate::config::Dependent, Failure> {
-    cred.dependents.iter().find(|d| d.name == name).ok_or_else(|| {
-        let known: Vec<&str> = cred.dependents.iter().map(|d| d.name.as_str()).collect();
-        Failure::new(
-            exit::USAGE,
-            format!(
-                "credential {} has no dependent named {name:?} (known: {})",
-                cred.name,
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
-            ),
-        )
-    })
+fn dependent<'a>(
+    cred: &'a Credential,
+    name: &str,
+) -> Result<&'a crate::config::Dependent, Failure> {
+    cred.dependents
+        .iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = cred.dependents.iter().map(|d| d.name.as_str()).collect();
+            Failure::new(
+                exit::USAGE,
+                format!(
+                    "credential {} has no dependent named {name:?} (known: {})",
+                    cred.name,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+        })
 }
 
 /// `test-dependent NAME DEPENDENT`: one signed `ping`, outside the outbox (nothing recorded).
@@ -610,7 +647,11 @@ async fn test_dependent(app: &App, cred: &Credential, name: &str) -> Result<i32,
             println!(
                 "{}/{name}: not delivered ({}): {reason}",
                 cred.name,
-                if retryable { "may pass later" } else { "will not pass by waiting" }
+                if retryable {
+                    "may pass later"
+                } else {
+                    "will not pass by waiting"
+                }
             );
             Ok(exit::CHECK_FAILED)
         }

@@ -27,6 +27,9 @@ pub const POINTS: &[&str] = &[
     "rollback-revoked",
     // The failure budget spent: the credential parked.
     "parked-recorded",
+    // The delivery worker: dependents accepted events, not yet recorded; recorded.
+    "delivered",
+    "delivery-recorded",
 ];
 
 #[cfg(feature = "fault-injection")]

@@ -356,12 +356,16 @@ pub fn status_table(rows: &[StatusRow]) -> String {
             let fix = if r.rotation.as_ref().is_some_and(|a| !a.needs_attention) {
                 "it goes on by itself once the cause is fixed".to_string()
             } else {
-                format!("`secret-rotator rotate {}` resumes it once the cause is fixed", r.name)
+                format!(
+                    "`secret-rotator rotate {}` resumes it once the cause is fixed",
+                    r.name
+                )
             };
             out.push_str(&format!("\n{}: needs attention: {why}\n  {fix}\n", r.name));
         }
     }
-    let with_dependents: Vec<&StatusRow> = rows.iter().filter(|r| !r.dependents.is_empty()).collect();
+    let with_dependents: Vec<&StatusRow> =
+        rows.iter().filter(|r| !r.dependents.is_empty()).collect();
     if !with_dependents.is_empty() {
         out.push_str("\nDEPENDENTS\n");
         for r in with_dependents {

@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+mod common;
+
+use common::receiver::{read_request, respond, verify, Received};
 use secret_rotator::config::{AppRoleSecretIdConfig, Credential, KvPath, Policy, ProviderConfig};
 use secret_rotator::events::{Event, EventKind};
 use secret_rotator::notify::payload::{Extra, Payload};
@@ -29,56 +29,6 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 /// The size of the huge answer: far more than any socket buffers hold.
 const HUGE: usize = 64 << 20;
 
-/// HMAC-SHA256 (RFC 2104), written out so that the receiver shares no code with the sender.
-fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let inner = Sha256::new()
-        .chain_update(block.map(|b| b ^ 0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(block.map(|b| b ^ 0x5c))
-        .chain_update(inner)
-        .finalize()
-        .to_vec()
-}
-
-/// The receiver's check: a timestamp within 5 minutes of `now` and one `v1` signature of
-/// `{id}.{timestamp}.{body}` made with `key` (`whsec_<base64>`).
-fn verify(
-    headers: &HashMap<String, String>,
-    body: &[u8],
-    key: &str,
-    now: i64,
-) -> Result<(), &'static str> {
-    let id = headers.get("webhook-id").ok_or("no webhook-id")?;
-    let timestamp: i64 = headers
-        .get("webhook-timestamp")
-        .ok_or("no webhook-timestamp")?
-        .parse()
-        .map_err(|_| "timestamp not a number")?;
-    if (now - timestamp).abs() > 5 * 60 {
-        return Err("timestamp too old or too new");
-    }
-    let secret = BASE64.decode(key.strip_prefix("whsec_").unwrap()).unwrap();
-    let mut signed = format!("{id}.{timestamp}.").into_bytes();
-    signed.extend_from_slice(body);
-    let expected = format!("v1,{}", BASE64.encode(hmac_sha256(&secret, &signed)));
-    let signatures = headers
-        .get("webhook-signature")
-        .ok_or("no webhook-signature")?;
-    if signatures.split(' ').any(|s| s == expected) {
-        Ok(())
-    } else {
-        Err("no valid signature")
-    }
-}
-
 #[derive(Clone)]
 enum Reply {
     /// This status and body.
@@ -89,13 +39,6 @@ enum Reply {
     After(Duration),
     /// This status and a body of [`HUGE`] bytes.
     Huge(u16),
-}
-
-#[derive(Debug, Clone)]
-struct Received {
-    target: String,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -168,53 +111,6 @@ async fn serve(mut stream: TcpStream, seen: &Seen, reply: Reply, origin: &str) {
             seen.done.store(true, Ordering::SeqCst);
         }
     }
-}
-
-async fn respond(stream: &mut TcpStream, status: u16, extra_headers: &str, body: &[u8]) {
-    let head = format!(
-        "HTTP/1.1 {status} Whatever\r\ncontent-length: {}\r\n{extra_headers}connection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body).await;
-    let _ = stream.shutdown().await;
-}
-
-async fn read_request(stream: &mut TcpStream) -> Option<Received> {
-    let mut buf = Vec::new();
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).ok()?;
-    let mut lines = head.split("\r\n");
-    let target = lines.next()?.split(' ').nth(1)?.to_string();
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let length: usize = headers.get("content-length")?.parse().ok()?;
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < length {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Received {
-        target,
-        headers,
-        body,
-    })
 }
 
 fn credential() -> Credential {

@@ -1245,39 +1245,51 @@ on_ack_timeout = "revoke"
         sink,
     };
     let expected = [
-        dependent("all", true, Sink::File {
-            path: "/run/app/secret.json".into(),
-            format: FileFormat::Json,
-            mode: 0o600,
-            owner: None,
-            group: None,
-            exec: None,
-            exec_timeout: Duration::from_secs(30),
-        }),
-        dependent("one", true, Sink::File {
-            path: "/run/app/token".into(),
-            format: FileFormat::Field("token".to_string()),
-            mode: 0o600,
-            owner: None,
-            group: None,
-            exec: None,
-            exec_timeout: Duration::from_secs(30),
-        }),
-        dependent("env", false, Sink::File {
-            path: "/run/app/env".into(),
-            format: FileFormat::Env {
-                prefix: "APP_".to_string(),
+        dependent(
+            "all",
+            true,
+            Sink::File {
+                path: "/run/app/secret.json".into(),
+                format: FileFormat::Json,
+                mode: 0o600,
+                owner: None,
+                group: None,
+                exec: None,
+                exec_timeout: Duration::from_secs(30),
             },
-            mode: 0o640,
-            owner: Some("0".to_string()),
-            group: Some("www-data".to_string()),
-            exec: Some(vec![
-                "/usr/bin/systemctl".to_string(),
-                "reload".to_string(),
-                "app.service".to_string(),
-            ]),
-            exec_timeout: Duration::from_secs(5),
-        }),
+        ),
+        dependent(
+            "one",
+            true,
+            Sink::File {
+                path: "/run/app/token".into(),
+                format: FileFormat::Field("token".to_string()),
+                mode: 0o600,
+                owner: None,
+                group: None,
+                exec: None,
+                exec_timeout: Duration::from_secs(30),
+            },
+        ),
+        dependent(
+            "env",
+            false,
+            Sink::File {
+                path: "/run/app/env".into(),
+                format: FileFormat::Env {
+                    prefix: "APP_".to_string(),
+                },
+                mode: 0o640,
+                owner: Some("0".to_string()),
+                group: Some("www-data".to_string()),
+                exec: Some(vec![
+                    "/usr/bin/systemctl".to_string(),
+                    "reload".to_string(),
+                    "app.service".to_string(),
+                ]),
+                exec_timeout: Duration::from_secs(5),
+            },
+        ),
         Dependent {
             name: "cmd".to_string(),
             ack: Ack {

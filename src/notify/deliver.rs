@@ -30,6 +30,7 @@ use super::outbox::{Deliveries, DeliveryPolicy, Due, EventLog, Logged};
 use super::payload::PayloadType;
 use super::webhook::{Outcome, WebhookSink};
 use crate::config::{Credential, KvPath, Sink, VaultField};
+use crate::crash;
 use crate::rotation::state::Backoff;
 use crate::vault::{Vault, VaultError};
 
@@ -52,19 +53,36 @@ pub enum DeliverError {
     Corrupt { path: String, reason: String },
 }
 
-/// Wakes a credential's delivery worker when its record holds new events. A wake before the
-/// worker waits is kept (one permit), never lost.
+/// Wakes a credential's delivery worker when its record holds new events, and a rotation that
+/// waits for acks when deliveries were recorded. A wake before anyone waits is kept (one
+/// permit), never lost.
 #[derive(Debug, Clone, Default)]
-pub struct Wakeup(Arc<Mutex<HashMap<String, Arc<Notify>>>>);
+pub struct Wakeup(Arc<Mutex<HashMap<(String, bool), Arc<Notify>>>>);
 
 impl Wakeup {
+    /// New events in the credential's record: its delivery worker looks.
     pub fn wake(&self, credential: &str) {
         self.handle(credential).notify_one();
     }
 
     pub fn handle(&self, credential: &str) -> Arc<Notify> {
+        self.get(credential, false)
+    }
+
+    /// Deliveries of the credential were recorded: a rotation waiting for acks looks.
+    pub fn delivered(&self, credential: &str) {
+        self.acks(credential).notify_one();
+    }
+
+    pub fn acks(&self, credential: &str) -> Arc<Notify> {
+        self.get(credential, true)
+    }
+
+    fn get(&self, credential: &str, acks: bool) -> Arc<Notify> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(credential.to_string()).or_default().clone()
+        map.entry((credential.to_string(), acks))
+            .or_default()
+            .clone()
     }
 }
 
@@ -146,6 +164,9 @@ pub struct Deliverer {
     pub state_mount: String,
     pub state_prefix: String,
     pub policy: DeliveryPolicy,
+    /// Shared with the engine: a rotation waiting for acks is woken when deliveries are
+    /// recorded.
+    pub wakeup: Wakeup,
     /// Told of every delivery: (credential, dependent, "delivered" | "failed").
     pub observer: Option<Arc<dyn Fn(&str, &str, &str) + Send + Sync>>,
 }
@@ -253,7 +274,13 @@ impl Deliverer {
         let log = self.log(&cred.name).await?;
         let (mut d, mut version) = self.load(&cred.name).await?;
         let now = Utc::now();
-        if d.held_by_other(&self.owner, now) {
+        // Another live instance delivers these; a holder proven dead (a `rotate` that exited,
+        // a crashed daemon on this machine) is taken over at once.
+        let holder_dead = d
+            .owner
+            .as_deref()
+            .is_some_and(crate::instance::holder_is_dead);
+        if d.held_by_other(&self.owner, now) && !holder_dead {
             return Ok(RoundResult {
                 tries: 0,
                 next: d.lease_expires_at,
@@ -292,15 +319,17 @@ impl Deliverer {
                 None => {}
             }
             let flush = dirty_since.is_some()
-                && (pending.is_empty()
-                    || dirty_since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER));
+                && (pending.is_empty() || dirty_since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER));
             if flush {
+                crash::point("delivered");
                 d.claim(&self.owner, Utc::now(), DELIVERY_LEASE);
                 let (written, v) = self.save(&base, &d, version).await?;
                 d = written;
                 base = d.clone();
                 version = v;
                 dirty_since = None;
+                self.wakeup.delivered(&cred.name);
+                crash::point("delivery-recorded");
             }
         }
         Ok(RoundResult {
@@ -438,12 +467,10 @@ impl Deliverer {
             .read(&key.secret)
             .await
             .map_err(|e| format!("cannot read the signing key: {e}"))?;
-        let value = secret.data.get(&key.key).ok_or_else(|| {
-            format!(
-                "signing key: {} has no field {:?}",
-                key.secret, key.key
-            )
-        })?;
+        let value = secret
+            .data
+            .get(&key.key)
+            .ok_or_else(|| format!("signing key: {} has no field {:?}", key.secret, key.key))?;
         Ok(value
             .expose_secret()
             .split_whitespace()
@@ -558,11 +585,11 @@ impl Workers {
             .into_iter()
             .filter(|c| !c.dependents.is_empty())
             .map(|c| {
-                tokio::spawn(deliverer.clone().serve(
-                    c.clone(),
-                    wakeup.handle(&c.name),
-                    rx.clone(),
-                ))
+                tokio::spawn(
+                    deliverer
+                        .clone()
+                        .serve(c.clone(), wakeup.handle(&c.name), rx.clone()),
+                )
             })
             .collect();
         Workers { stop, tasks }

@@ -5,8 +5,8 @@
 //! only to the file the operator configured (0600, atomic). Each sink reports delivered or not,
 //! with a reason fit for a log line; it never retries by itself (the outbox owns retries).
 
-pub mod exec_sink;
 pub mod deliver;
+pub mod exec_sink;
 pub mod file_sink;
 pub mod outbox;
 pub mod payload;

@@ -16,8 +16,9 @@
 //! - appending is idempotent by event id (a re-emission after a crash adds nothing), and
 //!   delivery is at-least-once: a dependent's cursor moves only once it accepted the event;
 //! - a failed delivery backs off (capped exponential with jitter); after the failure budget, or
-//!   a failure that cannot pass, the dependent needs attention (a notice to the others) and is
-//!   not tried on its own again;
+//!   a failure that cannot pass by waiting, the dependent needs attention (one notice to the
+//!   others, a line in `status`) and is tried again only at the backoff's cap, until it accepts
+//!   an event or an operator retries it;
 //! - bounded: at most [`LOG_LIMIT`] events and [`NOTICE_LIMIT`] notices are kept; a dependent
 //!   so far behind that events left the log before it got them counts them as `missed`.
 
@@ -175,8 +176,8 @@ pub struct DependentState {
     pub next_try: Option<DateTime<Utc>>,
     #[serde(default)]
     pub last_error: Option<String>,
-    /// The failure budget is spent (or the failure cannot pass): not tried on its own again
-    /// until an operator retries it (`test-dependent`, or `rotate`).
+    /// The failure budget is spent (or the failure cannot pass by waiting): tried again only at
+    /// the backoff's cap, until it accepts an event or an operator retries it.
     #[serde(default)]
     pub needs_attention: bool,
     /// The latest event it accepted, and when.
@@ -271,7 +272,8 @@ pub enum Gate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterFailure {
     RetryAt(DateTime<Utc>),
-    /// The dependent needs attention now (the others are told, `status` shows it).
+    /// The dependent needs attention (the others are told once, `status` shows it); tried
+    /// again at the backoff's cap.
     NeedsAttention,
 }
 
@@ -342,29 +344,29 @@ impl Deliveries {
             .collect()
     }
 
-    /// The deliveries to make now: the next event of every listed dependent that is due and
-    /// not waiting for an operator.
+    /// The deliveries to make now: the next event of every listed dependent that is due.
     pub fn due(&self, dependents: &[&str], log: &EventLog, now: DateTime<Utc>) -> Vec<Due> {
         dependents
             .iter()
             .filter(|name| {
                 self.dependents
                     .get(**name)
-                    .is_none_or(|d| !d.needs_attention && d.next_try.is_none_or(|t| t <= now))
+                    .is_none_or(|d| d.next_try.is_none_or(|t| t <= now))
             })
             .filter_map(|name| self.next_for(name, log))
             .collect()
     }
 
-    /// When the next delivery is due, if any is waiting and not on an operator.
+    /// When the next delivery is due, if any is waiting.
     pub fn next_due(&self, dependents: &[&str], log: &EventLog) -> Option<DateTime<Utc>> {
         dependents
             .iter()
             .filter(|name| self.next_for(name, log).is_some())
-            .filter_map(|name| match self.dependents.get(*name) {
-                Some(d) if d.needs_attention => None,
-                Some(d) => Some(d.next_try.unwrap_or(DateTime::<Utc>::MIN_UTC)),
-                None => Some(DateTime::<Utc>::MIN_UTC),
+            .map(|name| {
+                self.dependents
+                    .get(*name)
+                    .and_then(|d| d.next_try)
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC)
             })
             .min()
     }
@@ -388,13 +390,15 @@ impl Deliveries {
         d.failures = 0;
         d.next_try = None;
         d.last_error = None;
+        d.needs_attention = false;
         d.last_delivered = Some(due.event.id.clone());
         d.delivered_at = Some(now);
     }
 
     /// A delivery to `due.dependent` failed. `retryable` false: it cannot pass by waiting (a
     /// 4xx, a command that does not exist). `unit`: a random number in [0, 1). When the
-    /// dependent needs attention, a notice is queued for the others.
+    /// dependent comes to need attention, a notice is queued for the others; it is then tried
+    /// at the backoff's cap.
     pub fn failed(
         &mut self,
         due: &Due,
@@ -413,8 +417,11 @@ impl Deliveries {
             d.next_try = Some(at);
             return AfterFailure::RetryAt(at);
         }
+        d.next_try = Some(now + policy.backoff.cap);
+        if d.needs_attention {
+            return AfterFailure::NeedsAttention;
+        }
         d.needs_attention = true;
-        d.next_try = None;
         let failures = d.failures;
         let id = format!(
             "{}:{}:{}:{}",
@@ -627,18 +634,33 @@ mod tests {
         for (now, retryable, expected) in cases {
             assert_eq!(d.failed(&due, "500", retryable, now, &p, 1.0), expected);
         }
-        assert!(d.due(&["hook"], &l, t(1000)).is_empty(), "not tried again");
-        assert_eq!(d.next_due(&["hook"], &l), None);
+        // Tried again only at the cap, and the others are told once.
+        assert!(d.due(&["hook"], &l, t(21)).is_empty());
+        assert_eq!(d.next_due(&["hook"], &l), Some(t(22)));
+        assert_eq!(
+            d.failed(&due, "500", true, t(22), &p, 1.0),
+            AfterFailure::NeedsAttention
+        );
+        assert_eq!(d.notices.entries.len(), 1);
         // The others hear of it; the failing dependent does not.
-        let others = ids(&d, DEPS, &l, t(7));
+        let others = ids(&d, &["file"], &l, t(7));
         assert_eq!(others.len(), 1);
         assert!(others[0].starts_with("file<-a1:"), "{others:?}");
         let file = d.next_for("file", &l).unwrap();
         d.delivered(&file, t(7));
         let notice = d.next_for("file", &l).unwrap();
-        assert!(notice.notice && notice.event.reason.contains("dependent hook needs attention"));
+        assert!(
+            notice.notice
+                && notice
+                    .event
+                    .reason
+                    .contains("dependent hook needs attention")
+        );
         d.retry_now("hook");
-        assert_eq!(ids(&d, &["hook"], &l, t(7)), ["hook<-a1:credential.rotated"]);
+        assert_eq!(
+            ids(&d, &["hook"], &l, t(23)),
+            ["hook<-a1:credential.rotated"]
+        );
         // A failure that cannot pass needs attention at once.
         assert_eq!(
             d.failed(&due, "410", false, t(8), &p, 0.0),

@@ -532,8 +532,12 @@ impl Engine {
             match result {
                 Ok(Ok(next)) => a = next,
                 Ok(Err(RunResult::Waiting { until })) if wait == Wait::All => {
-                    // Held for acks: the deliveries go on meanwhile.
-                    tokio::time::sleep((until - Utc::now()).to_std().unwrap_or_default()).await;
+                    // Held for acks: the deliveries go on meanwhile, and wake us when recorded.
+                    let acks = self.wakeup.acks(&cred.name);
+                    tokio::select! {
+                        _ = tokio::time::sleep((until - Utc::now()).to_std().unwrap_or_default()) => {}
+                        _ = acks.notified() => {}
+                    }
                     a = l.record.attempt.clone().unwrap_or(a);
                 }
                 Ok(Err(done)) => return Ok(done),

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod receiver;
 pub mod stack;
 
 use std::net::TcpListener;
@@ -402,6 +403,15 @@ impl PolicyPaths {
                 format!("{}/{kind}/{}", ours.0, ours.1),
             ));
         }
+        self
+    }
+
+    /// A KV v2 secret the example only reads (its `data` block): a signing key, an access token.
+    pub fn read_only(mut self, example: (&str, &str), ours: (&str, &str)) -> PolicyPaths {
+        self.renames.push((
+            format!("{}/data/{}", example.0, example.1),
+            format!("{}/data/{}", ours.0, ours.1),
+        ));
         self
     }
 

@@ -20,6 +20,8 @@ pub const CRED: &str = "storefront-main";
 pub const SECRET_PATH: &str = "bigcommerce/storefront-main";
 /// Where the storefront credential's parent access token is kept.
 pub const ACCESS_TOKEN_PATH: &str = "bigcommerce/abc123/store-api";
+/// Where a webhook dependent's signing key is kept (readable under the example policy).
+pub const WEBHOOK_KEY_PATH: &str = "webhooks/shop-frontend";
 
 pub struct Stack {
     pub bao: OpenBao,
@@ -46,6 +48,9 @@ pub struct StackOptions {
     pub root_token: bool,
     /// Put a `Proxy` between the daemon and OpenBao (the config's address is the proxy's).
     pub proxy: bool,
+    /// TOML appended after the storefront credential: its `[[credentials.dependents]]`, then
+    /// any further credentials.
+    pub dependents: String,
 }
 
 impl Default for StackOptions {
@@ -57,6 +62,7 @@ impl Default for StackOptions {
             max_age: "1h",
             root_token: false,
             proxy: false,
+            dependents: String::new(),
         }
     }
 }
@@ -122,7 +128,9 @@ storefront_url = "{base}/store-{{store_hash}}"
 access_token = {{ path = "{ACCESS_TOKEN_PATH}", key = "access_token" }}
 kind = "storefront"
 channel_ids = [1]
+{dependents}
 "#,
+                dependents = opts.dependents,
                 bao = vault_address,
                 grace = opts.grace,
                 extra = opts.extra_defaults,
@@ -245,6 +253,35 @@ channel_ids = [1]
         }
     }
 
+    /// Start the binary in the background (the daemon, usually), its log in `daemon.log` in the
+    /// stack's directory; killed when dropped.
+    pub fn daemon(&self, args: &[&str]) -> tokio::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        tokio::process::Command::new(super::binary())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--events-file")
+            .arg(&self.events)
+            .args(args)
+            .env("VAULT_TOKEN", &self.token)
+            .env("SECRET_ROTATOR_INSTANCE_ID", "test-instance")
+            .env_remove("SECRET_ROTATOR_CRASH_AT")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+
+    /// What the background daemons logged.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
     /// `history NAME --json`.
     pub async fn history(&self) -> Value {
         let out = self.cli(&["history", CRED, "--json"], &[]).await;
@@ -286,6 +323,10 @@ pub fn policy_paths() -> PolicyPaths {
         .secret(
             ("secret", "bigcommerce/abc123/store-api"),
             ("secret", ACCESS_TOKEN_PATH),
+        )
+        .read_only(
+            ("secret", "webhooks/shop-frontend"),
+            ("secret", WEBHOOK_KEY_PATH),
         )
 }
 

@@ -69,7 +69,10 @@ impl Validator<'_> {
                 prefix,
                 &[
                     ("ack_timeout", raw.ack_timeout.as_ref().map(|v| v.span())),
-                    ("on_ack_timeout", raw.on_ack_timeout.as_ref().map(|v| v.span())),
+                    (
+                        "on_ack_timeout",
+                        raw.on_ack_timeout.as_ref().map(|v| v.span()),
+                    ),
                 ],
                 "a dependent without `require_ack = true`",
             );
@@ -170,12 +173,8 @@ impl Validator<'_> {
                     ],
                     &context,
                 );
-                let path = self.require(
-                    &raw.path,
-                    &key("path"),
-                    table.clone(),
-                    Self::absolute_path,
-                );
+                let path =
+                    self.require(&raw.path, &key("path"), table.clone(), Self::absolute_path);
                 let format = self.file_format(prefix, raw, table.clone());
                 let mode = match &raw.mode {
                     None => Some(DEFAULT_FILE_MODE),
