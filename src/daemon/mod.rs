@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::cli::{exit, jitter_seed, App, Failure};
-use crate::config::Credential;
+use crate::config::{Credential, ProcessEnvironment};
 use crate::events::{Event, EventKind, EventSink, FanOut};
 use crate::policy::{self, SecretFacts};
 use crate::providers::Mode;
@@ -241,10 +241,13 @@ fn keep_token(app: &App) -> tokio::task::JoinHandle<()> {
 /// SIGHUP: the configuration read and validated again, and what depends on it rebuilt (Vault
 /// client, engine). `None`, with the reason logged, keeps the running configuration.
 async fn reloaded(old: &App, metrics: &Metrics) -> Option<App> {
-    let config = match crate::cli::load_config(&old.config_path) {
+    let config = match crate::config::load(&old.config_path, &ProcessEnvironment) {
         Ok(c) => c,
-        Err(failure) => {
-            tracing::error!(error = %failure.message, "reload refused; the running configuration stays in force");
+        Err(errors) => {
+            // One line per error, each located (file:line:column key: message).
+            for e in &errors.errors {
+                tracing::error!(error = %e, "reload refused: invalid configuration; the running configuration stays in force");
+            }
             return None;
         }
     };
