@@ -159,3 +159,95 @@ channel_ids = [1]
     daemon.signal(Signal::SIGTERM);
     assert_eq!(daemon.exit_code(Duration::from_secs(35)).await, Some(0));
 }
+
+/// `systemd-analyze`, or why the unit tests cannot run here.
+fn systemd_analyze() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("systemd-analyze"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        println!("skipped: systemd-analyze is not installed (apt-get install systemd)");
+    }
+    found
+}
+
+/// The shipped unit, with ExecStart= pointing at the binary under test (verify checks that
+/// the executables exist).
+fn unit_under_test(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/secret-rotator.service"
+    ))
+    .unwrap();
+    let path = dir.join("secret-rotator.service");
+    let binary = common::binary();
+    std::fs::write(
+        &path,
+        shipped.replace("/usr/local/bin/secret-rotator", binary.to_str().unwrap()),
+    )
+    .unwrap();
+    (shipped, path)
+}
+
+fn setting<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .collect()
+}
+
+#[test]
+fn the_unit_speaks_notify_reloads_on_hup_and_stops_after_the_daemon_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (unit, _) = unit_under_test(dir.path());
+    assert_eq!(setting(&unit, "Type"), ["notify"]);
+    assert_eq!(setting(&unit, "ExecReload"), ["kill -HUP $MAINPID"]);
+    assert_eq!(setting(&unit, "Restart"), ["on-failure"]);
+    assert_eq!(setting(&unit, "WatchdogSec").len(), 1);
+    assert_eq!(
+        setting(&unit, "LoadCredential"),
+        ["secret-id:/etc/secret-rotator/credentials/secret-id"]
+    );
+    let stop = humantime::parse_duration(setting(&unit, "TimeoutStopSec")[0]).unwrap();
+    assert!(stop > secret_rotator::daemon::STOP_BOUND, "{stop:?}");
+    // The lease check reads /proc/sys/kernel/random/boot_id: ProcSubset=pid would hide it.
+    assert!(setting(&unit, "ProcSubset").is_empty());
+    assert_eq!(setting(&unit, "ProtectProc"), ["invisible"]);
+}
+
+#[test]
+fn the_unit_verifies_and_its_exposure_is_at_most_1_5() {
+    let Some(analyze) = systemd_analyze() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_, path) = unit_under_test(dir.path());
+    let verify = std::process::Command::new(&analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "systemd-analyze verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let security = std::process::Command::new(&analyze)
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&security.stdout);
+    let exposure: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for secret-rotator.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(exposure <= 1.5, "exposure {exposure}:\n{text}");
+}
