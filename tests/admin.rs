@@ -24,9 +24,8 @@ fn parse_openmetrics(text: &str) -> Result<Vec<Sample>, String> {
     let mut families: BTreeMap<String, String> = BTreeMap::new();
     let mut current: Option<(String, String)> = None;
     let mut samples = Vec::new();
-    let mut lines = text.lines().peekable();
     let mut ended = false;
-    while let Some(line) = lines.next() {
+    for line in text.lines() {
         if ended {
             return Err(format!("text after # EOF: {line:?}"));
         }
