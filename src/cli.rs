@@ -185,6 +185,8 @@ pub(crate) const DELIVERY_DRAIN: Duration = Duration::from_secs(60);
 
 /// The parts a command that talks to Vault needs.
 pub(crate) struct App {
+    /// Where the configuration was read from (the daemon reads it again on SIGHUP).
+    pub(crate) config_path: PathBuf,
     pub(crate) config: Config,
     pub(crate) vault: Arc<Vault>,
     pub(crate) engine: Engine,
@@ -224,7 +226,7 @@ impl From<EngineError> for Failure {
     }
 }
 
-fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
+pub(crate) fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
     config::load(path, &ProcessEnvironment).map_err(|errors| {
         Failure::new(
             exit::CONFIG,
@@ -249,15 +251,7 @@ fn instance_id(cli: &Cli) -> String {
 
 async fn app(cli: &Cli) -> Result<App, Failure> {
     let config = load_config(&cli.config)?;
-    let login = resolve_login(&config.vault.auth, &|k| std::env::var(k).ok())?;
-    let token_login = matches!(login, crate::vault::Login::Token(_));
-    let vault = Arc::new(Vault::connect(&config.vault, login).await?);
-    if token_login {
-        // A wrong or expired token is said so, not reported as a missing policy on each path.
-        if let Err(e @ VaultError::Login { .. }) = vault.lookup_self().await {
-            return Err(e.into());
-        }
-    }
+    let vault = connect_vault(&config).await?;
     let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(LogSink)];
     if let Some(path) = &cli.events_file {
         sinks.push(Arc::new(JsonLinesSink::new(path.clone())));
@@ -295,12 +289,27 @@ async fn app(cli: &Cli) -> Result<App, Failure> {
         .build()
         .map_err(|e| Failure::new(exit::CONFIG, format!("cannot build the HTTP client: {e}")))?;
     Ok(App {
+        config_path: cli.config.clone(),
         config,
         vault,
         engine,
         deliverer,
         http,
     })
+}
+
+/// Log in to Vault as the configuration says. Nothing is written.
+pub(crate) async fn connect_vault(config: &Config) -> Result<Arc<Vault>, Failure> {
+    let login = resolve_login(&config.vault.auth, &|k| std::env::var(k).ok())?;
+    let token_login = matches!(login, crate::vault::Login::Token(_));
+    let vault = Arc::new(Vault::connect(&config.vault, login).await?);
+    if token_login {
+        // A wrong or expired token is said so, not reported as a missing policy on each path.
+        if let Err(e @ VaultError::Login { .. }) = vault.lookup_self().await {
+            return Err(e.into());
+        }
+    }
+    Ok(vault)
 }
 
 impl App {
@@ -327,7 +336,8 @@ impl App {
             .map_err(|e| Failure::new(exit::ROTATION, format!("{}: {e}", cred.name)))
     }
 
-    async fn status_rows(&self) -> Vec<StatusRow> {
+    /// The rows of `status` (and of the admin server's `/v1/status`), read from Vault now.
+    pub(crate) async fn status_rows(&self) -> Vec<StatusRow> {
         let now = Utc::now();
         let mut rows = Vec::new();
         // A secret on a KV v1 (or any other) mount would read as missing: say what it is.

@@ -15,6 +15,17 @@ pub struct Config {
     pub vault: VaultConfig,
     pub defaults: Policy,
     pub credentials: Vec<Credential>,
+    /// The health and metrics server; `None` (off) unless `[admin]` is configured.
+    pub admin: Option<AdminConfig>,
+}
+
+/// Where the admin server (`/healthz`, `/readyz`, `/metrics`, `/v1/status`) listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminConfig {
+    /// A TCP address: loopback unless `allow_remote = true`.
+    Listen(std::net::SocketAddr),
+    /// A unix socket path (absolute).
+    Socket(PathBuf),
 }
 
 impl Config {

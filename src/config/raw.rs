@@ -34,6 +34,16 @@ pub(crate) struct RawConfig {
     pub defaults: Option<RawPolicy>,
     #[serde(default)]
     pub credentials: Vec<Spanned<RawCredential>>,
+    pub admin: Option<Spanned<RawAdmin>>,
+}
+
+/// `[admin]`: the daemon's health and metrics server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub listen: Text,
+    pub socket: Text,
+    pub allow_remote: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

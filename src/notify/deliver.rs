@@ -157,6 +157,7 @@ impl From<Outcome> for Delivery {
 }
 
 /// Delivers the events of credentials to their dependents.
+#[derive(Clone)]
 pub struct Deliverer {
     pub vault: Arc<Vault>,
     /// This instance's owner id (as in the engine's leases).

@@ -2,6 +2,7 @@
 //! operator would (root token over the HTTP API).
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod proxy;
 pub mod receiver;
 pub mod stack;

@@ -8,6 +8,7 @@
 //! policy keys and their conflicts), `credentials` (one credential and its provider table), one file
 //! per provider, `dependents`, and `values` (checks of single values that the others share).
 
+mod admin;
 mod approle;
 mod basic_auth;
 mod credentials;
@@ -190,7 +191,13 @@ impl Validator<'_> {
             }
         }
 
+        let admin = match &raw.admin {
+            Some(admin) => self.admin(admin).map(Some),
+            None => Some(None),
+        };
+
         Some(Config {
+            admin: admin?,
             vault: vault?,
             defaults: defaults?.0,
             credentials: credentials?,

@@ -1,0 +1,344 @@
+//! The daemon's metrics, encoded as OpenMetrics text for the admin server's `/metrics`.
+//!
+//! Invariant: one `Metrics` per process, fed by the run loop (and later by the dependents'
+//! deliveries) through its methods; labels are credential, provider, dependent and outcome names,
+//! never a secret. Figures that change with the clock (a credential's age) or that another part
+//! already counts (Vault requests, in `VaultStats`) are computed when scraped.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::report::StatusRow;
+use crate::rotation::state::AttemptSummary;
+use crate::vault::Vault;
+
+/// Buckets of the rotation duration, from start to the old credential's revocation (the grace
+/// period included): seconds to a week.
+const DURATION_BUCKETS: [f64; 12] = [
+    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0, 86400.0, 259200.0, 604800.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RotationLabels {
+    provider: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    credential: String,
+    dependent: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    credential: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    credential: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+/// What the last pass saw of one credential.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CredentialView {
+    /// When its current version was written; `None` when the secret is missing.
+    pub created: Option<DateTime<Utc>>,
+    /// When the daemon plans to rotate it next (jitter included).
+    pub next_due: DateTime<Utc>,
+    /// The phase of its attempt in flight, `idle` when there is none.
+    pub phase: String,
+    pub needs_attention: bool,
+}
+
+impl CredentialView {
+    /// The view of a status row (the same reading `status` prints) and the planned due time.
+    pub fn of(row: &StatusRow, next_due: DateTime<Utc>) -> CredentialView {
+        CredentialView {
+            created: row.created_time,
+            next_due,
+            phase: row
+                .rotation
+                .as_ref()
+                .map_or_else(|| "idle".to_string(), |r| r.phase.clone()),
+            needs_attention: row.needs_attention.is_some(),
+        }
+    }
+}
+
+/// The figures computed at scrape time.
+#[derive(Default)]
+struct Live {
+    credentials: RwLock<BTreeMap<String, CredentialView>>,
+    /// The Vault client in use (its counters), and what clients replaced by a reload had counted.
+    vault: RwLock<(Option<Arc<Vault>>, [u64; 4])>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Live")
+    }
+}
+
+const VAULT_KINDS: [&str; 4] = ["read", "write", "login", "renewal"];
+
+fn vault_counts(vault: &Vault) -> [u64; 4] {
+    let s = &vault.stats;
+    [
+        s.reads.load(Ordering::Relaxed),
+        s.writes.load(Ordering::Relaxed),
+        s.logins.load(Ordering::Relaxed),
+        s.renewals.load(Ordering::Relaxed),
+    ]
+}
+
+impl Collector for Live {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = Utc::now();
+        let credentials = self.credentials.read().expect("metrics lock");
+
+        let gauge = ConstGauge::new(credentials.len() as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "secret_rotator_credentials",
+            "Credentials the daemon tracks (automatic ones).",
+            None,
+            gauge.metric_type(),
+        )?)?;
+
+        let attention = credentials.values().filter(|c| c.needs_attention).count();
+        let gauge = ConstGauge::new(attention as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "secret_rotator_needs_attention",
+            "Credentials parked or stopped until an operator acts.",
+            None,
+            gauge.metric_type(),
+        )?)?;
+
+        let mut family = encoder.encode_descriptor(
+            "secret_rotator_credential_age",
+            "Age of the credential's current version.",
+            Some(&Unit::Seconds),
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for (name, view) in credentials.iter() {
+            if let Some(created) = view.created {
+                let labels = CredentialLabels {
+                    credential: name.clone(),
+                };
+                ConstGauge::new((now - created).num_seconds().max(0))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "secret_rotator_credential_next_due_timestamp",
+            "When the daemon plans to rotate the credential next (Unix time).",
+            Some(&Unit::Seconds),
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for (name, view) in credentials.iter() {
+            let labels = CredentialLabels {
+                credential: name.clone(),
+            };
+            ConstGauge::new(view.next_due.timestamp()).encode(family.encode_family(&labels)?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "secret_rotator_credential_phase",
+            "1 for the phase of the credential's rotation in flight (idle: none).",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for (name, view) in credentials.iter() {
+            let labels = PhaseLabels {
+                credential: name.clone(),
+                phase: view.phase.clone(),
+            };
+            ConstGauge::new(1i64).encode(family.encode_family(&labels)?)?;
+        }
+        drop(credentials);
+
+        let (current, retired) = &*self.vault.read().expect("metrics lock");
+        let counts = current.as_deref().map(vault_counts).unwrap_or_default();
+        let mut family = encoder.encode_descriptor(
+            "secret_rotator_vault_requests",
+            "Requests the daemon made to Vault, by kind.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (i, kind) in VAULT_KINDS.iter().enumerate() {
+            let labels = KindLabels {
+                kind: kind.to_string(),
+            };
+            ConstCounter::new(retired[i] + counts[i]).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The daemon's metrics. Cheap to call from anywhere; shared as `Arc<Metrics>`.
+pub struct Metrics {
+    registry: Registry,
+    live: Arc<Live>,
+    rotations: Family<RotationLabels, Counter>,
+    durations: Family<ProviderLabels, Histogram, fn() -> Histogram>,
+    failures: Family<ReasonLabels, Counter>,
+    deliveries: Family<DeliveryLabels, Counter>,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let live = Arc::new(Live::default());
+        let rotations = Family::<RotationLabels, Counter>::default();
+        let durations =
+            Family::<ProviderLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        let failures = Family::<ReasonLabels, Counter>::default();
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "secret_rotator_rotations",
+            "Rotation attempts that ended, by provider and outcome.",
+            rotations.clone(),
+        );
+        registry.register_with_unit(
+            "secret_rotator_rotation_duration",
+            "Time from an attempt's start to its end (grace period included).",
+            Unit::Seconds,
+            durations.clone(),
+        );
+        registry.register(
+            "secret_rotator_failures",
+            "Failed rotation steps and attempts, by reason.",
+            failures.clone(),
+        );
+        registry.register(
+            "secret_rotator_deliveries",
+            "Deliveries of a rotated credential to its dependents, by result.",
+            deliveries.clone(),
+        );
+        registry.register_collector(Box::new(live.clone()));
+        Metrics {
+            registry,
+            live,
+            rotations,
+            durations,
+            failures,
+            deliveries,
+        }
+    }
+
+    /// What the last look at a credential found.
+    pub fn credential(&self, name: &str, view: CredentialView) {
+        self.live
+            .credentials
+            .write()
+            .expect("metrics lock")
+            .insert(name.to_string(), view);
+    }
+
+    /// After a reload: forget the credentials the configuration no longer has.
+    pub fn retain_credentials(&self, keep: &dyn Fn(&str) -> bool) {
+        self.live
+            .credentials
+            .write()
+            .expect("metrics lock")
+            .retain(|name, _| keep(name));
+    }
+
+    /// An attempt ended.
+    pub fn rotation_finished(&self, provider: &str, summary: &AttemptSummary) {
+        self.rotations
+            .get_or_create(&RotationLabels {
+                provider: provider.to_string(),
+                outcome: summary.outcome.as_str().to_string(),
+            })
+            .inc();
+        let seconds = (summary.finished_at - summary.started_at).num_milliseconds() as f64 / 1e3;
+        self.durations
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_string(),
+            })
+            .observe(seconds.max(0.0));
+    }
+
+    /// A step or an attempt failed; `reason` is a short name (`vault`, `retry`, `rolled_back`…).
+    pub fn failure(&self, reason: &str) {
+        self.failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// A delivery of `credential` to `dependent` ended with `result` (`delivered`, `failed`…).
+    pub fn delivery(&self, credential: &str, dependent: &str, result: &str) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                credential: credential.to_string(),
+                dependent: dependent.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// The Vault client in use from now on (at start and after a reload); the requests of the
+    /// one it replaces stay counted.
+    pub fn set_vault(&self, vault: Arc<Vault>) {
+        let mut guard = self.live.vault.write().expect("metrics lock");
+        let (current, retired) = &mut *guard;
+        if let Some(old) = current.take() {
+            for (total, n) in retired.iter_mut().zip(vault_counts(&old)) {
+                *total += n;
+            }
+        }
+        *current = Some(vault);
+    }
+
+    /// The OpenMetrics text exposition (ends with `# EOF`).
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String does not fail");
+        text
+    }
+}
