@@ -10,6 +10,7 @@ pub mod events;
 pub mod instance;
 pub mod notify;
 pub mod policy;
+pub mod process;
 pub mod providers;
 pub mod report;
 pub mod rotation;
