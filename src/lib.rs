@@ -15,4 +15,5 @@ pub mod providers;
 pub mod report;
 pub mod rotation;
 pub mod secret;
+pub mod template;
 pub mod vault;

@@ -5,7 +5,8 @@
 //! `VAULT_TOKEN`, no role id, no cloud key) plus what the caller sets; it runs in a process group
 //! of its own (pgid = its pid), and at the timeout the whole group gets SIGKILL, so a grandchild
 //! dies with it; pipes a surviving grandchild holds open never hold the caller longer than
-//! [`OUTPUT_GRACE`]. Used by the `exec` dependent and the `exec` provider.
+//! [`OUTPUT_GRACE`]. A run whose future is dropped before the program ended kills the group
+//! too. Used by the `exec` dependent and the `exec` provider.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -140,6 +141,8 @@ pub async fn run(program: &Program<'_>) -> Result<Finished, SpawnError> {
 
     let mut child = command.spawn().map_err(SpawnError)?;
     let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
+    // A caller that gives up on this run (its own deadline) drops the future: the group dies too.
+    let mut group = GroupGuard(pgid);
 
     // Stdin and both outputs are served while the child runs: a child that does not read its
     // stdin, or writes much output, must not block on a full pipe.
@@ -177,6 +180,7 @@ pub async fn run(program: &Program<'_>) -> Result<Finished, SpawnError> {
             Ended::TimedOut
         }
     };
+    group.0 = None;
 
     if let Some(stdin) = stdin {
         stdin.abort();
@@ -186,6 +190,17 @@ pub async fn run(program: &Program<'_>) -> Result<Finished, SpawnError> {
         stdout: collect(stdout).await,
         stderr: collect(stderr).await,
     })
+}
+
+/// Kills the process group when dropped while still armed.
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
 }
 
 /// Reads `reader` to its end, keeping the first `cap` bytes and counting the rest.
