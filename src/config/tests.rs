@@ -1544,3 +1544,5 @@ fn devices_are_refused_before_reading() {
         "/dev/zero: is a character device, not a configuration file"
     );
 }
+
+mod generic;
