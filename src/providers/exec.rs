@@ -84,10 +84,19 @@ impl ExecProvider {
         }
     }
 
-    /// "exec provider mint (`/usr/local/bin/mint`)", for every message about one step.
+    /// "exec provider mint (/usr/local/bin/rotate mint)", for every message about one step.
+    /// The command line comes from the config file, which holds no secret.
     fn what(&self, step: Step) -> String {
-        let program = self.argv(step).first().map(String::as_str).unwrap_or("");
-        format!("exec provider {} ({program:?})", step.name())
+        let mut command = self.argv(step).join(" ");
+        if command.len() > 120 {
+            let mut cut = 120;
+            while !command.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            command.truncate(cut);
+            command.push('…');
+        }
+        format!("exec provider {} ({command})", step.name())
     }
 
     /// Runs the step's program with `input` on stdin. `Ok`: it exited 0, with its stdout.

@@ -26,9 +26,21 @@ const MALFORMED_EXEC: &[(&str, &str, Expected)] = &[
         provider_case!("exec", ""),
         &[
             ("credentials[0].exec.mint", 5, "missing required key `mint`"),
-            ("credentials[0].exec.verify", 5, "missing required key `verify`"),
-            ("credentials[0].exec.revoke", 5, "missing required key `revoke`"),
-            ("credentials[0].exec.fields", 5, "missing required key `fields`"),
+            (
+                "credentials[0].exec.verify",
+                5,
+                "missing required key `verify`",
+            ),
+            (
+                "credentials[0].exec.revoke",
+                5,
+                "missing required key `revoke`",
+            ),
+            (
+                "credentials[0].exec.fields",
+                5,
+                "missing required key `fields`",
+            ),
         ],
     ),
     (
@@ -45,7 +57,11 @@ fields = ["token", "token"]
         ),
         &[
             ("credentials[0].exec.mint", 6, "must name a program"),
-            ("credentials[0].exec.verify_revoked", 9, "must name a program"),
+            (
+                "credentials[0].exec.verify_revoked",
+                9,
+                "must name a program",
+            ),
             ("credentials[0].exec.timeout", 10, "must be at most 60s"),
             ("credentials[0].exec.fields[1]", 11, "listed twice"),
         ],
@@ -88,8 +104,16 @@ const MALFORMED_HTTP: &[(&str, &str, Expected)] = &[
         provider_case!("http", ""),
         &[
             ("credentials[0].http.mint", 5, "missing required key `mint`"),
-            ("credentials[0].http.verify", 5, "missing required key `verify`"),
-            ("credentials[0].http.revoke", 5, "missing required key `revoke`"),
+            (
+                "credentials[0].http.verify",
+                5,
+                "missing required key `verify`",
+            ),
+            (
+                "credentials[0].http.revoke",
+                5,
+                "missing required key `revoke`",
+            ),
         ],
     ),
     (
@@ -114,11 +138,31 @@ headers = { Authorization = "Bearer {{parent.admin}}" }
 "#
         ),
         &[
-            ("credentials[0].http.mint.url", 9, "{{current.token}} is not known when minting"),
-            ("credentials[0].http.mint.headers.Authorization", 10, "{{parent.root}} names no parent; add it to `parents` (configured: admin)"),
-            ("credentials[0].http.mint.body", 11, "unknown placeholder `{{nmae}}`"),
-            ("credentials[0].http.verify.url", 15, "{{expires_at_unix}} is only known when minting"),
-            ("credentials[0].http.verify.headers.Authorization", 16, "{{current.secret}} is not a field of the credential; mint.fields names: token"),
+            (
+                "credentials[0].http.mint.url",
+                9,
+                "{{current.token}} is not known when minting",
+            ),
+            (
+                "credentials[0].http.mint.headers.Authorization",
+                10,
+                "{{parent.root}} names no parent; add it to `parents` (configured: admin)",
+            ),
+            (
+                "credentials[0].http.mint.body",
+                11,
+                "unknown placeholder `{{nmae}}`",
+            ),
+            (
+                "credentials[0].http.verify.url",
+                15,
+                "{{expires_at_unix}} is only known when minting",
+            ),
+            (
+                "credentials[0].http.verify.headers.Authorization",
+                16,
+                "{{current.secret}} is not a field of the credential; mint.fields names: token",
+            ),
         ],
     ),
     (
@@ -144,15 +188,51 @@ headers = { "Bad Header" = "x", X-Multi = "a\nb" }
 "#
         ),
         &[
-            ("credentials[0].http.mint.method", 7, "unknown method `FETCH`"),
-            ("credentials[0].http.mint.url", 8, "placeholders may only follow the host"),
-            ("credentials[0].http.mint.ok[1]", 9, "an HTTP status is 100 to 599, got 700"),
-            ("credentials[0].http.mint.fields.token", 10, "invalid JSON pointer `data.token`"),
-            ("credentials[0].http.verify.url", 14, "must start with http:// or https://"),
-            ("credentials[0].http.verify.reject", 16, "status 200 is listed in both `ok` and `reject`"),
-            ("credentials[0].http.revoke.fields", 20, "`fields` is not used by the revoke request"),
-            ("credentials[0].http.revoke.headers.Bad Header", 21, "invalid header name `Bad Header`"),
-            ("credentials[0].http.revoke.headers.X-Multi", 21, "must be one line"),
+            (
+                "credentials[0].http.mint.method",
+                7,
+                "unknown method `FETCH`",
+            ),
+            (
+                "credentials[0].http.mint.url",
+                8,
+                "placeholders may only follow the host",
+            ),
+            (
+                "credentials[0].http.mint.ok[1]",
+                9,
+                "an HTTP status is 100 to 599, got 700",
+            ),
+            (
+                "credentials[0].http.mint.fields.token",
+                10,
+                "invalid JSON pointer `data.token`",
+            ),
+            (
+                "credentials[0].http.verify.url",
+                14,
+                "must start with http:// or https://",
+            ),
+            (
+                "credentials[0].http.verify.reject",
+                16,
+                "status 200 is listed in both `ok` and `reject`",
+            ),
+            (
+                "credentials[0].http.revoke.fields",
+                20,
+                "`fields` is not used by the revoke request",
+            ),
+            (
+                "credentials[0].http.revoke.headers.Bad Header",
+                21,
+                "invalid header name `Bad Header`",
+            ),
+            (
+                "credentials[0].http.revoke.headers.X-Multi",
+                21,
+                "must be one line",
+            ),
         ],
     ),
     (
@@ -173,10 +253,22 @@ url = "https://api.example.com/tokens"
 "#
         ),
         &[
-            ("credentials[0].http.parents.self", 6, "this credential's own secret"),
-            ("credentials[0].http.parents.bad name", 6, "invalid name `bad name`"),
+            (
+                "credentials[0].http.parents.self",
+                6,
+                "this credential's own secret",
+            ),
+            (
+                "credentials[0].http.parents.bad name",
+                6,
+                "invalid name `bad name`",
+            ),
             ("credentials[0].http.timeout", 7, "must be at most 60s"),
-            ("credentials[0].http.mint.fields", 8, "missing required key `fields`"),
+            (
+                "credentials[0].http.mint.fields",
+                8,
+                "missing required key `fields`",
+            ),
         ],
     ),
 ];
@@ -253,7 +345,10 @@ headers = { X-Auth-Token = "{{parent.access_token}}", Sf-Api-Token = "{{current.
     assert_eq!(http.mint.reject, [401, 403]);
     assert_eq!(http.mint.retry, [429, 502, 503, 504]);
     assert_eq!(http.verify.reject, [401]);
-    assert_eq!(http.fields, [("token".to_string(), "/data/token".to_string())]);
+    assert_eq!(
+        http.fields,
+        [("token".to_string(), "/data/token".to_string())]
+    );
     assert_eq!(
         http.parents,
         [(
