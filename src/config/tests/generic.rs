@@ -364,3 +364,34 @@ headers = { X-Auth-Token = "{{parent.access_token}}", Sf-Api-Token = "{{current.
     );
     assert_eq!(http.timeout, Duration::from_secs(30));
 }
+
+/// The commented example at the end of `config/example.toml`, uncommented, is valid.
+#[test]
+fn the_commented_example_of_generic_providers_is_valid() {
+    let text = include_str!("../../../config/example.toml");
+    let (before, example) = text
+        .split_once("## generic providers example\n")
+        .expect("the example's marker");
+    let uncommented: String = example
+        .lines()
+        .map(|line| line.strip_prefix('#').unwrap_or(line))
+        .map(|line| line.strip_prefix(' ').unwrap_or(line))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let env = FakeEnvironment::new().with_var(
+        "CREDENTIALS_DIRECTORY",
+        "/run/credentials/secret-rotator.service",
+    );
+    let config = parse_ok(&format!("{before}{uncommented}"), &env);
+    let generic = config.credential("storefront-generic").unwrap();
+    let ProviderConfig::Http(http) = &generic.provider else {
+        panic!("an http provider");
+    };
+    assert!(http.credentials_expire);
+    let partner = config.credential("partner-api-key").unwrap();
+    let ProviderConfig::Exec(exec) = &partner.provider else {
+        panic!("an exec provider");
+    };
+    assert_eq!(exec.fields, ["key_id", "key"]);
+    assert!(exec.verify_revoked.is_some());
+}
