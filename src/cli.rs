@@ -404,13 +404,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             let automatic = config
                 .credentials
                 .iter()
-                .filter(|c| {
-                    matches!(
-                        c.provider,
-                        config::ProviderConfig::BigCommerceStorefront(_)
-                            | config::ProviderConfig::VaultAppRoleSecretId(_)
-                    )
-                })
+                .filter(|c| c.provider.automatic())
                 .count();
             println!(
                 "{}: OK: {} credential(s) ({} automatic, {} assisted), Vault at {}, state in {}/{}",

@@ -656,7 +656,10 @@ async fn storefront_parent_token_without_the_scope_is_rejected() {
         .create_api_account(
             STORE,
             "no-storefront-scope",
-            Scopes::all(Access::Modify).with(Resource::StorefrontApiTokens, Access::None),
+            // Neither token scope: the impersonation scope alone may revoke.
+            Scopes::all(Access::Modify)
+                .with(Resource::StorefrontApiTokens, Access::None)
+                .with(Resource::StorefrontApiCustomerImpersonation, Access::None),
         )
         .await
         .unwrap();

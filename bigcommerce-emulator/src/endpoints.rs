@@ -114,6 +114,11 @@ pub const PROBES: &[(&str, crate::scopes::Resource, Flavor)] = {
             R::StorefrontApiTokens,
             Flavor::V3,
         ),
+        (
+            "v3/storefront/api-token-customer-impersonation",
+            R::StorefrontApiCustomerImpersonation,
+            Flavor::V3,
+        ),
     ]
 };
 

@@ -26,10 +26,13 @@ pub enum Resource {
     ChannelSettings,
     ChannelListings,
     StorefrontApiTokens,
+    /// "Storefront API Customer Impersonation Tokens" (`store_storefront_api_customer_impersonation`):
+    /// a scope of its own, needed to create customer impersonation tokens.
+    StorefrontApiCustomerImpersonation,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 14] = [
+    pub const ALL: [Resource; 15] = [
         Resource::Content,
         Resource::Customers,
         Resource::InformationAndSettings,
@@ -44,6 +47,7 @@ impl Resource {
         Resource::ChannelSettings,
         Resource::ChannelListings,
         Resource::StorefrontApiTokens,
+        Resource::StorefrontApiCustomerImpersonation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +66,7 @@ impl Resource {
             Resource::ChannelSettings => "channel_settings",
             Resource::ChannelListings => "channel_listings",
             Resource::StorefrontApiTokens => "storefront_api_tokens",
+            Resource::StorefrontApiCustomerImpersonation => "storefront_api_customer_impersonation",
         }
     }
 }

@@ -150,6 +150,9 @@ pub enum ProviderConfig {
     BigCommerceLegacyAccount(BasicAuthAccountConfig),
     BigCommerceUserToken(BasicAuthAccountConfig),
     BigCommerceStoreAccount(StoreAccountConfig),
+    Exec(ExecProviderConfig),
+    /// Boxed: much larger than the others.
+    Http(Box<HttpProviderConfig>),
 }
 
 impl ProviderConfig {
@@ -161,7 +164,21 @@ impl ProviderConfig {
             ProviderConfig::BigCommerceLegacyAccount(_) => "bigcommerce_legacy_account",
             ProviderConfig::BigCommerceUserToken(_) => "bigcommerce_user_token",
             ProviderConfig::BigCommerceStoreAccount(_) => "bigcommerce_store_account",
+            ProviderConfig::Exec(_) => "exec",
+            ProviderConfig::Http(_) => "http",
         }
+    }
+
+    /// Whether the daemon rotates it through an API (or programs) on its own; the others are
+    /// assisted: a person regenerates the credential.
+    pub fn automatic(&self) -> bool {
+        matches!(
+            self,
+            ProviderConfig::BigCommerceStorefront(_)
+                | ProviderConfig::VaultAppRoleSecretId(_)
+                | ProviderConfig::Exec(_)
+                | ProviderConfig::Http(_)
+        )
     }
 }
 
@@ -218,6 +235,56 @@ pub struct StoreAccountConfig {
     pub store_hash: String,
     /// Required scopes: resource name -> "read-only" | "modify".
     pub required_scopes: Vec<(String, ScopeLevel)>,
+}
+
+/// `exec`: one program (argv, no shell) per step, with JSON on stdin and stdout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecProviderConfig {
+    pub mint: Vec<String>,
+    pub verify: Vec<String>,
+    pub revoke: Vec<String>,
+    /// `None`: `verify`, where a rejection means revoked.
+    pub verify_revoked: Option<Vec<String>>,
+    /// How long one program may run before its process group is killed (default 30 s).
+    pub timeout: Duration,
+    /// The fields `mint` answers and a stored credential holds (non-empty, unique).
+    pub fields: Vec<String>,
+    /// Minted credentials carry an expiry (default false).
+    pub credentials_expire: bool,
+}
+
+/// `http`: one request per step, described in the file, with templates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpProviderConfig {
+    /// Secrets the templates use as `{{parent.NAME}}`, read from Vault for each call.
+    pub parents: Vec<(String, VaultField)>,
+    /// The longest one request may take, the answer included (default 30 s).
+    pub timeout: Duration,
+    /// Minted credentials carry an expiry (default: the mint request names the planned expiry,
+    /// or the answer gives one).
+    pub credentials_expire: bool,
+    pub mint: HttpRequestConfig,
+    pub verify: HttpRequestConfig,
+    pub revoke: HttpRequestConfig,
+    /// The new credential's fields: field name -> JSON pointer into the mint answer.
+    pub fields: Vec<(String, String)>,
+    /// JSON pointer to the new credential's expiry in the mint answer (RFC 3339 or unix seconds).
+    pub expires_at: Option<String>,
+}
+
+/// One request: templates (`{{...}}` placeholders, checked by validation) and status classes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRequestConfig {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    /// Statuses that mean done; empty: any 2xx.
+    pub ok: Vec<u16>,
+    /// Statuses that mean the provider said no (default 401, 403).
+    pub reject: Vec<u16>,
+    /// Statuses that mean not processed, try again later (default 429, 502, 503, 504).
+    pub retry: Vec<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,12 +17,14 @@ use super::error::Problem;
 use super::redact_url;
 
 /// Provider table names, in the order the documentation lists them.
-pub(crate) const PROVIDERS: [&str; 5] = [
+pub(crate) const PROVIDERS: [&str; 7] = [
     "bigcommerce_storefront",
     "vault_approle_secret_id",
     "bigcommerce_legacy_account",
     "bigcommerce_user_token",
     "bigcommerce_store_account",
+    "exec",
+    "http",
 ];
 
 type Text = Option<Spanned<String>>;
@@ -112,6 +114,8 @@ pub(crate) struct RawCredential {
     pub bigcommerce_legacy_account: Option<Spanned<RawBasicAuthAccount>>,
     pub bigcommerce_user_token: Option<Spanned<RawBasicAuthAccount>>,
     pub bigcommerce_store_account: Option<Spanned<RawStoreAccount>>,
+    pub exec: Option<Spanned<RawExecProvider>>,
+    pub http: Option<Spanned<RawHttpProvider>>,
 
     #[serde(default)]
     pub dependents: Vec<Spanned<RawDependent>>,
@@ -180,6 +184,50 @@ pub(crate) struct RawStoreAccount {
     pub store_hash: Text,
     pub api_url: Text,
     pub required_scopes: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+}
+
+type Argv = Option<Spanned<Vec<Spanned<String>>>>;
+
+/// `exec`: one program per step.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExecProvider {
+    pub mint: Argv,
+    pub verify: Argv,
+    pub revoke: Argv,
+    pub verify_revoked: Argv,
+    pub timeout: Text,
+    pub fields: Option<Spanned<Vec<Spanned<String>>>>,
+    pub credentials_expire: Option<Spanned<bool>>,
+}
+
+/// `http`: one request per step, and the parent secrets the requests may use.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpProvider {
+    pub parents: Option<Spanned<BTreeMap<String, Spanned<RawVaultField>>>>,
+    pub timeout: Text,
+    pub credentials_expire: Option<Spanned<bool>>,
+    pub mint: Option<Spanned<RawHttpRequest>>,
+    pub verify: Option<Spanned<RawHttpRequest>>,
+    pub revoke: Option<Spanned<RawHttpRequest>>,
+}
+
+type Statuses = Option<Spanned<Vec<Spanned<i64>>>>;
+
+/// One request of the `http` provider. `fields` and `expires_at` belong to `mint` only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpRequest {
+    pub method: Text,
+    pub url: Text,
+    pub headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    pub body: Text,
+    pub ok: Statuses,
+    pub reject: Statuses,
+    pub retry: Statuses,
+    pub fields: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    pub expires_at: Text,
 }
 
 /// All dependent types' keys in one table. Serde's internally tagged enums (`tag = "type"`) would

@@ -1582,3 +1582,5 @@ fn devices_are_refused_before_reading() {
         "/dev/zero: is a character device, not a configuration file"
     );
 }
+
+mod generic;

@@ -1,10 +1,12 @@
 //! Providers: one module per kind of credential, behind one trait.
 //!
-//! Invariant: a provider does IO only with its own backend (the BigCommerce API, or Vault through
-//! [`crate::vault::Vault`]); it never writes the credential's secret path or the rotation state —
+//! Invariant: a provider does IO only with its own backend (the BigCommerce API, Vault through
+//! [`crate::vault::Vault`], the configured programs of `exec`, the configured requests of `http`); it never writes the credential's secret path or the rotation state —
 //! that is the rotation driver's job. Errors summarise the provider's answer without secrets.
 
 pub mod bigcommerce_storefront;
+pub mod exec;
+pub mod http;
 pub mod vault_approle;
 
 use std::sync::Arc;
@@ -134,6 +136,12 @@ pub fn build(
         ProviderConfig::VaultAppRoleSecretId(c) => Ok(Box::new(
             vault_approle::AppRoleProvider::new(c.clone(), vault),
         )),
+        ProviderConfig::Exec(c) => Ok(Box::new(exec::ExecProvider::new(c.clone(), &cred.name))),
+        ProviderConfig::Http(c) => Ok(Box::new(http::HttpProvider::new(
+            (**c).clone(),
+            &cred.name,
+            vault,
+        )?)),
         other => Err(ProviderError::Config {
             reason: format!(
                 "provider {} is assisted and is not rotated automatically yet",

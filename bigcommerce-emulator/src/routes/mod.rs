@@ -45,7 +45,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route(
             "/stores/{hash}/v3/storefront/api-token-customer-impersonation",
-            post(storefront::create_impersonation),
+            get(rest::impersonation_tokens_probe).post(storefront::create_impersonation),
         )
         .route("/{store}/graphql", post(graphql::query))
         .route(
@@ -53,7 +53,12 @@ pub fn router(app: Arc<App>) -> Router {
             axum::routing::any(legacy::handle),
         );
     for (i, (path, _, _)) in PROBES.iter().enumerate() {
-        if *path == "v3/storefront/api-token" {
+        if [
+            rest::STOREFRONT_TOKENS_PROBE,
+            rest::IMPERSONATION_TOKENS_PROBE,
+        ]
+        .contains(path)
+        {
             continue;
         }
         api = api.route(

@@ -198,9 +198,38 @@ pub async fn storefront_tokens_probe(
     hash: Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let i = PROBES
+    probe_read(
+        probe_index(STOREFRONT_TOKENS_PROBE),
+        state.0,
+        hash.0,
+        headers,
+    )
+    .await
+}
+
+/// `GET /v3/storefront/api-token-customer-impersonation` has no real counterpart either; it
+/// probes read access to the Storefront API Customer Impersonation Tokens scope.
+pub async fn impersonation_tokens_probe(
+    state: State<Arc<App>>,
+    hash: Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    probe_read(
+        probe_index(IMPERSONATION_TOKENS_PROBE),
+        state.0,
+        hash.0,
+        headers,
+    )
+    .await
+}
+
+/// The probe paths whose `POST` creates a token: only their `GET` is a probe.
+pub const STOREFRONT_TOKENS_PROBE: &str = "v3/storefront/api-token";
+pub const IMPERSONATION_TOKENS_PROBE: &str = "v3/storefront/api-token-customer-impersonation";
+
+fn probe_index(path: &str) -> usize {
+    PROBES
         .iter()
-        .position(|(p, _, _)| *p == "v3/storefront/api-token")
-        .expect("listed");
-    probe_read(i, state.0, hash.0, headers).await
+        .position(|(p, _, _)| *p == path)
+        .expect("listed")
 }

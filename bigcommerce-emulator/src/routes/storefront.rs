@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::api_errors;
 use crate::credentials::fingerprint;
 use crate::endpoints::Flavor;
-use crate::routes::rest::{authorize, parse_body};
+use crate::routes::rest::{authorize, parse_body, DeniedReason};
 use crate::scopes::{Access, Resource};
 use crate::state::App;
 use crate::storefront::{validate, FieldErrors, TokenKind};
@@ -51,6 +51,15 @@ pub async fn create_impersonation(
     .await
 }
 
+/// The scope a token kind's creation needs (at modify): customer impersonation tokens have a
+/// scope of their own, "Storefront API Customer Impersonation Tokens".
+pub fn creation_scope(kind: TokenKind) -> Resource {
+    match kind {
+        TokenKind::CustomerImpersonation => Resource::StorefrontApiCustomerImpersonation,
+        TokenKind::Storefront | TokenKind::Private => Resource::StorefrontApiTokens,
+    }
+}
+
 fn invalid(field: &str, message: &str) -> Response {
     let mut errors = FieldErrors::new();
     errors.insert(field.into(), message.into());
@@ -71,7 +80,7 @@ async fn create(
             inner,
             &hash,
             &headers,
-            Resource::StorefrontApiTokens,
+            creation_scope(kind),
             Access::Modify,
             Flavor::V3,
         ) {
@@ -106,14 +115,17 @@ pub async fn revoke(
     {
         let mut guard = app.inner.lock().await;
         let inner = &mut *guard;
-        if let Err(denied) = authorize(
-            inner,
-            &hash,
-            &headers,
-            Resource::StorefrontApiTokens,
-            Access::Modify,
-            Flavor::V3,
-        ) {
+        // The docs name no scope for revocation: either token scope at modify will do, so an
+        // account that may only create impersonation tokens can also revoke them.
+        let scope =
+            |resource| authorize(inner, &hash, &headers, resource, Access::Modify, Flavor::V3);
+        let denied = match scope(Resource::StorefrontApiTokens) {
+            Err(d) if d.reason == DeniedReason::MissingScope => {
+                scope(Resource::StorefrontApiCustomerImpersonation).err()
+            }
+            other => other.err(),
+        };
+        if let Some(denied) = denied {
             return denied.into_response();
         }
         let token = headers

@@ -179,49 +179,214 @@ async fn bad_bodies_get_422_naming_the_field() {
     );
 }
 
-/// The scope is checked before the body: 401, then 403, then 422.
+/// The scope is checked before the body: 401, then 403, then 422. Storefront and private tokens
+/// need Storefront API Tokens (modify); customer impersonation tokens need Storefront API
+/// Customer Impersonation Tokens (modify), and the other scope does not stand in for it.
 #[tokio::test]
-async fn creation_needs_the_storefront_api_tokens_modify_scope() {
+async fn creation_needs_the_modify_scope_of_the_token_kind() {
     let emu = Emu::demo().await;
-    let read_only = emu
-        .admin
-        .create_api_account(
-            "abc123",
-            "ro",
-            Scopes::none().with(Resource::StorefrontApiTokens, Access::ReadOnly),
-        )
-        .await
-        .unwrap();
-    let good = json!({"channel_id": 1, "expires_at": in_secs(60)});
-    let cases: [(Option<&str>, Option<&Value>, u16); 5] = [
-        (Some("nottherightaccesstoken000000000"), Some(&good), 401),
-        (None, Some(&good), 401),
-        (Some(read_only.access_token.as_str()), Some(&good), 403),
-        (Some(read_only.access_token.as_str()), None, 403),
-        (Some(demo::ACCESS_TOKEN), None, 422),
-    ];
-    for endpoint in [
-        "api-token",
-        "api-token-private",
-        "api-token-customer-impersonation",
-    ] {
-        for (token, body, expected) in &cases {
-            let mut req = emu.req(
-                Method::POST,
-                &format!("/stores/abc123/v3/storefront/{endpoint}"),
-            );
-            if let Some(t) = token {
-                req = req.header("X-Auth-Token", *t);
-            }
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let a = send(req).await;
-            assert_eq!(a.status, *expected, "{endpoint} {token:?} {body:?}");
-            if *expected == 403 {
-                assert_eq!(a.body, crate::missing_scope_body());
-            }
+    let account = |name: &'static str, scopes: Scopes| {
+        let admin = emu.admin.clone();
+        async move {
+            admin
+                .create_api_account("abc123", name, scopes)
+                .await
+                .unwrap()
+                .access_token
         }
+    };
+    let tokens_ro = account(
+        "tokens-ro",
+        Scopes::none().with(Resource::StorefrontApiTokens, Access::ReadOnly),
+    )
+    .await;
+    let tokens = account(
+        "tokens",
+        Scopes::none().with(Resource::StorefrontApiTokens, Access::Modify),
+    )
+    .await;
+    let impersonation_ro = account(
+        "impersonation-ro",
+        Scopes::none().with(
+            Resource::StorefrontApiCustomerImpersonation,
+            Access::ReadOnly,
+        ),
+    )
+    .await;
+    let impersonation = account(
+        "impersonation",
+        Scopes::none().with(Resource::StorefrontApiCustomerImpersonation, Access::Modify),
+    )
+    .await;
+    let good = json!({"channel_id": 1, "expires_at": in_secs(60)});
+    let private = json!({"channel_id": 1, "expires_at": in_secs(60), "scopes": ["Customer"]});
+    // (endpoint, access token, body, expected status)
+    let cases: Vec<(&str, Option<&str>, Option<&Value>, u16)> = vec![
+        (
+            "api-token",
+            Some("nottherightaccesstoken000000000"),
+            Some(&good),
+            401,
+        ),
+        ("api-token", None, Some(&good), 401),
+        ("api-token", Some(&tokens_ro), Some(&good), 403),
+        ("api-token", Some(&tokens_ro), None, 403),
+        ("api-token", Some(&impersonation), Some(&good), 403),
+        ("api-token", Some(&tokens), Some(&good), 200),
+        ("api-token", Some(demo::ACCESS_TOKEN), None, 422),
+        ("api-token-private", Some(&tokens_ro), Some(&private), 403),
+        (
+            "api-token-private",
+            Some(&impersonation),
+            Some(&private),
+            403,
+        ),
+        ("api-token-private", Some(&tokens), Some(&private), 200),
+        ("api-token-private", Some(demo::ACCESS_TOKEN), None, 422),
+        (
+            "api-token-customer-impersonation",
+            Some("nottherightaccesstoken000000000"),
+            Some(&good),
+            401,
+        ),
+        ("api-token-customer-impersonation", None, Some(&good), 401),
+        (
+            "api-token-customer-impersonation",
+            Some(&tokens),
+            Some(&good),
+            403,
+        ),
+        ("api-token-customer-impersonation", Some(&tokens), None, 403),
+        (
+            "api-token-customer-impersonation",
+            Some(&impersonation_ro),
+            Some(&good),
+            403,
+        ),
+        (
+            "api-token-customer-impersonation",
+            Some(&impersonation),
+            Some(&good),
+            200,
+        ),
+        (
+            "api-token-customer-impersonation",
+            Some(&impersonation),
+            None,
+            422,
+        ),
+        (
+            "api-token-customer-impersonation",
+            Some(demo::ACCESS_TOKEN),
+            None,
+            422,
+        ),
+    ];
+    for (endpoint, token, body, expected) in cases {
+        let mut req = emu.req(
+            Method::POST,
+            &format!("/stores/abc123/v3/storefront/{endpoint}"),
+        );
+        if let Some(t) = token {
+            req = req.header("X-Auth-Token", t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let a = send(req).await;
+        assert_eq!(a.status, expected, "{endpoint} {token:?} {body:?}");
+        if expected == 403 {
+            assert_eq!(a.body, crate::missing_scope_body());
+        }
+    }
+}
+
+/// Each token scope has a read level too, probed with `GET` on its creation path; and either
+/// scope at modify may revoke (the docs name no scope for revocation).
+#[tokio::test]
+async fn token_scopes_have_read_probes_and_either_one_revokes() {
+    let emu = Emu::demo().await;
+    let with = |resource, access| Scopes::none().with(resource, access);
+    let mut accounts = Vec::new();
+    for (name, scopes) in [
+        ("none", Scopes::none()),
+        (
+            "tokens-ro",
+            with(Resource::StorefrontApiTokens, Access::ReadOnly),
+        ),
+        (
+            "tokens",
+            with(Resource::StorefrontApiTokens, Access::Modify),
+        ),
+        (
+            "imp-ro",
+            with(
+                Resource::StorefrontApiCustomerImpersonation,
+                Access::ReadOnly,
+            ),
+        ),
+        (
+            "imp",
+            with(Resource::StorefrontApiCustomerImpersonation, Access::Modify),
+        ),
+    ] {
+        let a = emu
+            .admin
+            .create_api_account("abc123", name, scopes)
+            .await
+            .unwrap();
+        accounts.push((name, a.access_token));
+    }
+    let token_of = |name: &str| {
+        accounts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t.clone())
+            .unwrap()
+    };
+    // (account, path, expected GET status)
+    let probes = [
+        ("none", "api-token", 403),
+        ("tokens-ro", "api-token", 200),
+        ("imp", "api-token", 403),
+        ("none", "api-token-customer-impersonation", 403),
+        ("tokens", "api-token-customer-impersonation", 403),
+        ("imp-ro", "api-token-customer-impersonation", 200),
+        ("imp", "api-token-customer-impersonation", 200),
+    ];
+    for (name, path, expected) in probes {
+        let a = send(
+            emu.req(Method::GET, &format!("/stores/abc123/v3/storefront/{path}"))
+                .header("X-Auth-Token", token_of(name)),
+        )
+        .await;
+        assert_eq!(a.status, expected, "{name} GET {path}");
+    }
+    // (account, expected DELETE status for a fresh impersonation token)
+    let revokes = [
+        ("none", 403),
+        ("tokens-ro", 403),
+        ("imp-ro", 403),
+        ("tokens", 200),
+        ("imp", 200),
+    ];
+    for (name, expected) in revokes {
+        let minted = send(
+            emu.api(
+                Method::POST,
+                "/stores/abc123/v3/storefront/api-token-customer-impersonation",
+            )
+            .json(&json!({"channel_id": 1, "expires_at": in_secs(600)})),
+        )
+        .await;
+        let jwt = minted.body["data"]["token"].as_str().unwrap().to_string();
+        let a = send(
+            emu.req(Method::DELETE, "/stores/abc123/v3/storefront/api-token")
+                .header("X-Auth-Token", token_of(name))
+                .header("Sf-Api-Token", jwt),
+        )
+        .await;
+        assert_eq!(a.status, expected, "{name} revokes");
     }
 }
 

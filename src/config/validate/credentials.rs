@@ -181,6 +181,8 @@ impl Validator<'_> {
                 PROVIDERS[4],
                 raw.bigcommerce_store_account.as_ref().map(|p| p.span()),
             ),
+            (PROVIDERS[5], raw.exec.as_ref().map(|p| p.span())),
+            (PROVIDERS[6], raw.http.as_ref().map(|p| p.span())),
         ]
         .into_iter()
         .filter_map(|(name, span)| span.map(|span| (name, span)))
@@ -244,6 +246,17 @@ impl Validator<'_> {
             checked.push(
                 self.store_account(&key, p)
                     .map(ProviderConfig::BigCommerceStoreAccount),
+            );
+        }
+        if let Some(p) = &raw.exec {
+            let key = format!("{prefix}.{}", PROVIDERS[5]);
+            checked.push(self.exec_provider(&key, p).map(ProviderConfig::Exec));
+        }
+        if let Some(p) = &raw.http {
+            let key = format!("{prefix}.{}", PROVIDERS[6]);
+            checked.push(
+                self.http_provider(&key, p, home)
+                    .map(|c| ProviderConfig::Http(Box::new(c))),
             );
         }
         if checked.len() != 1 {

@@ -434,7 +434,11 @@ impl Validator<'_> {
     }
 
     /// A command as argv: a non-empty list whose first element names the program.
-    fn argv(&mut self, key: &str, command: &Spanned<Vec<Spanned<String>>>) -> Option<Vec<String>> {
+    pub(super) fn argv(
+        &mut self,
+        key: &str,
+        command: &Spanned<Vec<Spanned<String>>>,
+    ) -> Option<Vec<String>> {
         let argv: Vec<String> = command
             .get_ref()
             .iter()

@@ -13,6 +13,8 @@ mod approle;
 mod basic_auth;
 mod credentials;
 mod dependents;
+mod exec;
+mod http;
 mod policy;
 mod store_account;
 mod storefront;

@@ -1,0 +1,540 @@
+//! `http`: mint, verify and revoke as HTTP requests described in the config file, with templates
+//! (`crate::template`) for the URL, the headers and the body.
+//!
+//! Invariants: the parent secrets are read from Vault for every call that uses them and kept no
+//! longer than the call; TLS is always verified and redirects are never followed (a redirect is
+//! an unexpected status); every request has a timeout covering its answer, and at most
+//! [`BODY_CAP`] bytes of an answer are read. No error carries a URL (templates may put secrets
+//! in it), a header, or the body of a successful mint (it holds the new credential); other
+//! bodies are quoted clipped, with every secret value the call knows cut out.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::SecondsFormat;
+use reqwest::Method;
+use serde_json::Value;
+
+use super::exec::{parse_time, static_names};
+use super::{MintRequest, Minted, Mode, Provider, ProviderError, ProviderInfo};
+use crate::config::{HttpProviderConfig, HttpRequestConfig};
+use crate::secret::SecretFields;
+use crate::template::{url_encode, Placeholder, Template};
+use crate::vault::Vault;
+use std::sync::Arc;
+
+/// The most of an answer that is read.
+pub const BODY_CAP: usize = 64 * 1024;
+/// How much of an answer's body an error quotes.
+const BODY_QUOTE: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Mint,
+    Verify,
+    Revoke,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::Mint => "mint",
+            Step::Verify => "verify",
+            Step::Revoke => "revoke",
+        }
+    }
+}
+
+/// What a status means for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Ok,
+    Reject,
+    Retry,
+    Unexpected,
+}
+
+fn classify(req: &HttpRequestConfig, status: u16) -> Class {
+    if req.ok.contains(&status) {
+        Class::Ok
+    } else if req.reject.contains(&status) {
+        Class::Reject
+    } else if req.retry.contains(&status) {
+        Class::Retry
+    } else if req.ok.is_empty() && (200..300).contains(&status) {
+        Class::Ok
+    } else {
+        Class::Unexpected
+    }
+}
+
+/// The values a request's templates may use, for one call.
+struct Values<'a> {
+    credential: &'a str,
+    parents: Vec<(String, String)>,
+    current: Option<&'a SecretFields>,
+    mint: Option<&'a MintRequest>,
+}
+
+impl Values<'_> {
+    fn get(&self, p: &Placeholder) -> Option<String> {
+        match p {
+            Placeholder::Parent(name) => self
+                .parents
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone()),
+            Placeholder::Current(field) => self.current?.expose(field).map(str::to_string),
+            Placeholder::ExpiresAt => Some(
+                self.mint?
+                    .expires_at
+                    .to_rfc3339_opts(SecondsFormat::Secs, true),
+            ),
+            Placeholder::ExpiresAtUnix => Some(self.mint?.expires_at.timestamp().to_string()),
+            Placeholder::Credential => Some(self.credential.to_string()),
+            Placeholder::AttemptId => Some(self.mint?.attempt_id.clone()),
+        }
+    }
+
+    /// Every secret value of this call, to cut out of quoted bodies.
+    fn secrets(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = self.parents.iter().map(|(_, v)| v.as_str()).collect();
+        if let Some(current) = self.current {
+            all.extend(current.keys().filter_map(|k| current.expose(k)));
+        }
+        all
+    }
+}
+
+/// An answer, read up to the cap.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    retry_after: Option<Duration>,
+}
+
+pub struct HttpProvider {
+    cfg: HttpProviderConfig,
+    credential: String,
+    vault: Arc<Vault>,
+    http: reqwest::Client,
+    fields: &'static [&'static str],
+}
+
+impl HttpProvider {
+    pub fn new(
+        cfg: HttpProviderConfig,
+        credential: &str,
+        vault: Arc<Vault>,
+    ) -> Result<HttpProvider, ProviderError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .timeout(cfg.timeout)
+            .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ProviderError::Config {
+                reason: format!("http provider: cannot build the HTTP client: {e}"),
+            })?;
+        let names: Vec<String> = cfg.fields.iter().map(|(n, _)| n.clone()).collect();
+        Ok(HttpProvider {
+            fields: static_names(&names),
+            credential: credential.to_string(),
+            cfg,
+            vault,
+            http,
+        })
+    }
+
+    fn request(&self, step: Step) -> &HttpRequestConfig {
+        match step {
+            Step::Mint => &self.cfg.mint,
+            Step::Verify => &self.cfg.verify,
+            Step::Revoke => &self.cfg.revoke,
+        }
+    }
+
+    fn what(&self, step: Step) -> String {
+        format!("http provider {}", step.name())
+    }
+
+    /// The parent secrets the step's templates name, read from Vault now.
+    async fn parents(&self, step: Step) -> Result<Vec<(String, String)>, ProviderError> {
+        let req = self.request(step);
+        let mut texts = vec![req.url.as_str()];
+        texts.extend(req.headers.iter().map(|(_, v)| v.as_str()));
+        texts.extend(req.body.as_deref());
+        let mut wanted: Vec<&str> = Vec::new();
+        for template in texts.iter().filter_map(|t| Template::parse(t).ok()) {
+            for p in template.placeholders() {
+                if let Placeholder::Parent(name) = p {
+                    if let Some((n, _)) = self.cfg.parents.iter().find(|(n, _)| n == name) {
+                        if !wanted.contains(&n.as_str()) {
+                            wanted.push(n);
+                        }
+                    }
+                }
+            }
+        }
+        let mut values = Vec::new();
+        for name in wanted {
+            let (_, field) = self
+                .cfg
+                .parents
+                .iter()
+                .find(|(n, _)| n == name)
+                .expect("found above");
+            let version = self.vault.read(&field.secret).await.map_err(|e| {
+                let reason = format!(
+                    "{}: cannot read the parent secret `{name}`: {e}",
+                    self.what(step)
+                );
+                if e.is_retryable() {
+                    ProviderError::Transient {
+                        reason,
+                        retry_after: None,
+                    }
+                } else {
+                    ProviderError::Config { reason }
+                }
+            })?;
+            match version.data.expose(&field.key) {
+                Some(v) if !v.is_empty() => values.push((name.to_string(), v.to_string())),
+                _ => {
+                    return Err(ProviderError::Config {
+                        reason: format!(
+                            "{}: the parent secret {} has no `{}` field",
+                            self.what(step),
+                            field.secret,
+                            field.key
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(values)
+    }
+
+    /// Renders the step's request and sends it once, reading the answer up to the cap.
+    async fn send(&self, step: Step, values: &Values<'_>) -> Result<Answer, ProviderError> {
+        let req = self.request(step);
+        let render = |text: &str, encode: fn(&str) -> String| {
+            let template = Template::parse(text).map_err(|e| ProviderError::Config {
+                reason: format!("{}: {e}", self.what(step)),
+            })?;
+            template
+                .render(|p| values.get(p), encode)
+                .map_err(|p| ProviderError::Config {
+                    reason: format!(
+                        "{}: no value for {p} (the credential lacks the field?)",
+                        self.what(step)
+                    ),
+                })
+        };
+        let url = render(&req.url, url_encode)?;
+        let method =
+            Method::from_bytes(req.method.as_bytes()).map_err(|_| ProviderError::Config {
+                reason: format!("{}: invalid method", self.what(step)),
+            })?;
+        let mut builder = self.http.request(method, &url);
+        for (name, value) in &req.headers {
+            builder = builder.header(name.as_str(), render(value, str::to_string)?);
+        }
+        if let Some(body) = &req.body {
+            builder = builder.body(render(body, str::to_string)?);
+        }
+        let request = builder.build().map_err(|_| ProviderError::Config {
+            reason: format!(
+                "{}: the request cannot be built (a header value that is not valid?)",
+                self.what(step)
+            ),
+        })?;
+        let mut resp = match self.http.execute(request).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.no_answer(step, e)),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(60)));
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > BODY_CAP {
+                        let reason = format!(
+                            "{}: status {status} with an answer larger than {} KiB",
+                            self.what(step),
+                            BODY_CAP / 1024
+                        );
+                        return Err(self.unknown(step, reason));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(self.no_answer(step, e)),
+            }
+        }
+        Ok(Answer {
+            status,
+            body,
+            retry_after,
+        })
+    }
+
+    /// No (whole) answer. A refused connect never reached the server; anything else may have
+    /// been processed. The text names the cause, never the URL.
+    fn no_answer(&self, step: Step, e: reqwest::Error) -> ProviderError {
+        let what = if e.is_connect() {
+            "cannot connect"
+        } else if e.is_timeout() {
+            "no answer within the timeout"
+        } else {
+            "connection lost before the answer"
+        };
+        let never_sent = e.is_connect();
+        let reason = format!("{}: {what} ({})", self.what(step), root_cause(e));
+        if never_sent {
+            ProviderError::Transient {
+                reason,
+                retry_after: None,
+            }
+        } else {
+            self.unknown(step, reason)
+        }
+    }
+
+    fn unknown(&self, step: Step, reason: String) -> ProviderError {
+        match step {
+            Step::Mint => ProviderError::UnknownOutcome {
+                reason: format!("{reason}; a credential may have been created"),
+            },
+            _ => ProviderError::Transient {
+                reason,
+                retry_after: None,
+            },
+        }
+    }
+
+    /// The error for an answer that is not ok.
+    fn refused(
+        &self,
+        step: Step,
+        answer: &Answer,
+        class: Class,
+        secrets: &[&str],
+    ) -> ProviderError {
+        let reason = format!(
+            "{}: {}",
+            self.what(step),
+            summarise(answer.status, &answer.body, secrets)
+        );
+        match class {
+            Class::Reject => ProviderError::Rejected { reason },
+            Class::Retry => ProviderError::Transient {
+                reason,
+                retry_after: answer.retry_after,
+            },
+            // A server error after a mint may have created the credential.
+            Class::Unexpected if step == Step::Mint && answer.status >= 500 => {
+                self.unknown(step, reason)
+            }
+            Class::Unexpected => ProviderError::Config {
+                reason: format!("{reason} (a status the configuration does not list)"),
+            },
+            Class::Ok => unreachable!("not an error"),
+        }
+    }
+
+    async fn call(
+        &self,
+        step: Step,
+        current: Option<&SecretFields>,
+        mint: Option<&MintRequest>,
+    ) -> Result<Answer, ProviderError> {
+        let values = Values {
+            credential: &self.credential,
+            parents: self.parents(step).await?,
+            current,
+            mint,
+        };
+        let answer = self.send(step, &values).await?;
+        match classify(self.request(step), answer.status) {
+            Class::Ok => Ok(answer),
+            // The body of a 2xx mint may hold the new credential: never quoted.
+            class if step == Step::Mint && (200..300).contains(&answer.status) => {
+                let reason = format!("{}: status {}", self.what(step), answer.status);
+                Err(match class {
+                    Class::Reject => ProviderError::Rejected { reason },
+                    Class::Retry => ProviderError::Transient {
+                        reason,
+                        retry_after: answer.retry_after,
+                    },
+                    _ => self.unknown(step, reason),
+                })
+            }
+            class => Err(self.refused(step, &answer, class, &values.secrets())),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for HttpProvider {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            mode: Mode::Automatic,
+            credentials_expire: self.cfg.credentials_expire,
+            // Revocation is confirmed by verifying until the credential is rejected.
+            async_revocation: true,
+        }
+    }
+
+    fn required_fields(&self) -> &'static [&'static str] {
+        self.fields
+    }
+
+    async fn mint(&self, req: &MintRequest) -> Result<Minted, ProviderError> {
+        let answer = self.call(Step::Mint, None, Some(req)).await?;
+        let bad = |what: String| {
+            self.unknown(
+                Step::Mint,
+                format!(
+                    "{}: status {} but {what}",
+                    self.what(Step::Mint),
+                    answer.status
+                ),
+            )
+        };
+        let body: Value = serde_json::from_slice(&answer.body)
+            .map_err(|_| bad("the answer is not JSON".into()))?;
+        let mut secret = SecretFields::new();
+        for (name, pointer) in &self.cfg.fields {
+            match body.pointer(pointer) {
+                Some(Value::String(s)) if !s.is_empty() => secret.insert(name, s.clone()),
+                Some(Value::Number(n)) => secret.insert(name, n.to_string()),
+                _ => return Err(bad(format!("no value at {pointer} for the field `{name}`"))),
+            }
+        }
+        let expires_at = match &self.cfg.expires_at {
+            Some(pointer) => Some(body.pointer(pointer).and_then(parse_time).ok_or_else(|| {
+                bad(format!("no expiry (RFC 3339 or unix seconds) at {pointer}"))
+            })?),
+            None => self.cfg.credentials_expire.then_some(req.expires_at),
+        };
+        Ok(Minted { secret, expires_at })
+    }
+
+    async fn verify(&self, secret: &SecretFields) -> Result<(), ProviderError> {
+        self.call(Step::Verify, Some(secret), None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn revoke(&self, secret: &SecretFields) -> Result<(), ProviderError> {
+        self.call(Step::Revoke, Some(secret), None)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The innermost cause of a transport error, taken without its URL.
+fn root_cause(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// "status 403: <body, one line, clipped>", with every known secret value cut out.
+fn summarise(status: u16, body: &[u8], secrets: &[&str]) -> String {
+    let mut text = String::from_utf8_lossy(body)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for s in secrets.iter().filter(|s| s.len() >= 4) {
+        text = text.replace(s, "[REDACTED]");
+    }
+    if text.is_empty() {
+        return format!("status {status}");
+    }
+    if text.len() > BODY_QUOTE {
+        let mut cut = BODY_QUOTE;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    format!("status {status}: {text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(ok: &[u16], reject: &[u16], retry: &[u16]) -> HttpRequestConfig {
+        HttpRequestConfig {
+            method: "POST".into(),
+            url: "http://h/x".into(),
+            headers: vec![],
+            body: None,
+            ok: ok.to_vec(),
+            reject: reject.to_vec(),
+            retry: retry.to_vec(),
+        }
+    }
+
+    #[test]
+    fn statuses_are_classified_by_the_configured_lists() {
+        let defaults = request(&[], &[401, 403], &[429, 502, 503, 504]);
+        let listed = request(&[200], &[401, 422], &[503]);
+        let cases = [
+            (&defaults, 200, Class::Ok),
+            (&defaults, 204, Class::Ok),
+            (&defaults, 301, Class::Unexpected),
+            (&defaults, 401, Class::Reject),
+            (&defaults, 429, Class::Retry),
+            (&defaults, 500, Class::Unexpected),
+            (&listed, 200, Class::Ok),
+            (&listed, 201, Class::Unexpected),
+            (&listed, 422, Class::Reject),
+            (&listed, 503, Class::Retry),
+        ];
+        for (req, status, expected) in cases {
+            assert_eq!(
+                classify(req, status),
+                expected,
+                "{status} with {:?}",
+                req.ok
+            );
+        }
+    }
+
+    #[test]
+    fn summaries_are_clipped_one_line_and_secret_free() {
+        let cases = [
+            (401, "", "status 401"),
+            (
+                403,
+                "{\"title\": \"no\",\n \"token\": \"sekrit-value\"}",
+                "status 403: {\"title\": \"no\", \"token\": \"[REDACTED]\"}",
+            ),
+        ];
+        for (status, body, expected) in cases {
+            assert_eq!(
+                summarise(status, body.as_bytes(), &["sekrit-value"]),
+                expected
+            );
+        }
+        let long = "y".repeat(500);
+        assert_eq!(
+            summarise(500, long.as_bytes(), &[]).chars().count(),
+            "status 500: ".len() + 201
+        );
+    }
+}
