@@ -234,7 +234,7 @@ fn caps(list: &[&str]) -> Vec<String> {
 
 #[test]
 fn the_example_policy_grants_what_the_example_config_needs() {
-    use secret_rotator::config::{Dependent, ProviderConfig};
+    use secret_rotator::config::{ProviderConfig, Sink};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(root.join("config/example.toml")).unwrap();
     let config = secret_rotator::config::parse(
@@ -293,7 +293,7 @@ fn the_example_policy_grants_what_the_example_config_needs() {
             _ => {}
         }
         for dependent in &cred.dependents {
-            if let Dependent::Webhook { signing_key, .. } = dependent {
+            if let Sink::Webhook { signing_key, .. } = &dependent.sink {
                 let s = &signing_key.secret;
                 needs.push((format!("{}/data/{}", s.mount, s.path), &["read"]));
             }

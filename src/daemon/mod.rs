@@ -19,9 +19,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::cli::{exit, jitter_seed, App, Failure};
-use crate::notify::deliver::{Deliverer, Workers};
 use crate::config::{Credential, ProcessEnvironment};
 use crate::events::{Event, EventKind, EventSink, FanOut};
+use crate::notify::deliver::{Deliverer, Workers};
 use crate::policy::{self, SecretFacts};
 use crate::providers::Mode;
 use crate::report;
@@ -247,9 +247,11 @@ pub(crate) async fn run(mut app: App, once: bool, interval: Duration) -> Result<
 fn start_deliveries(app: &App, metrics: &Arc<Metrics>) -> Workers {
     let counted = metrics.clone();
     let deliverer = Arc::new(Deliverer {
-        observer: Some(Arc::new(move |credential: &str, dependent: &str, result: &str| {
-            counted.delivery(credential, dependent, result)
-        })),
+        observer: Some(Arc::new(
+            move |credential: &str, dependent: &str, result: &str| {
+                counted.delivery(credential, dependent, result)
+            },
+        )),
         ..(*app.deliverer).clone()
     });
     Workers::start(&deliverer, &app.engine.wakeup, &app.config.credentials)

@@ -57,7 +57,10 @@ pub enum DeliverError {
 /// waits for acks when deliveries were recorded. A wake before anyone waits is kept (one
 /// permit), never lost.
 #[derive(Debug, Clone, Default)]
-pub struct Wakeup(Arc<Mutex<HashMap<(String, bool), Arc<Notify>>>>);
+pub struct Wakeup(Arc<Mutex<Notifiers>>);
+
+/// By credential, and whether it is the acks' (else the delivery worker's).
+type Notifiers = HashMap<(String, bool), Arc<Notify>>;
 
 impl Wakeup {
     /// New events in the credential's record: its delivery worker looks.
@@ -156,6 +159,9 @@ impl From<Outcome> for Delivery {
     }
 }
 
+/// Told of each delivery: (credential, dependent, "delivered" | "failed").
+pub type Observer = Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
+
 /// Delivers the events of credentials to their dependents.
 #[derive(Clone)]
 pub struct Deliverer {
@@ -169,7 +175,7 @@ pub struct Deliverer {
     /// recorded.
     pub wakeup: Wakeup,
     /// Told of every delivery: (credential, dependent, "delivered" | "failed").
-    pub observer: Option<Arc<dyn Fn(&str, &str, &str) + Send + Sync>>,
+    pub observer: Option<Observer>,
 }
 
 /// What a round left to do.
@@ -302,22 +308,19 @@ impl Deliverer {
                 _ = sleep_until(flush_at), if flush_at.is_some() => None,
                 else => break,
             };
-            match result {
-                Some((due, outcome)) => {
-                    tries += 1;
-                    self.apply(&mut d, cred, &due, outcome);
-                    dirty_since.get_or_insert_with(tokio::time::Instant::now);
-                    // The dependent's next event, at once if it accepted this one.
-                    let now = Utc::now();
-                    if let Some(next) = d
-                        .due(&[due.dependent.as_str()], &log, now)
-                        .into_iter()
-                        .next()
-                    {
-                        pending.push(self.deliver_due(cred, targets, next));
-                    }
+            if let Some((due, outcome)) = result {
+                tries += 1;
+                self.apply(&mut d, cred, &due, outcome);
+                dirty_since.get_or_insert_with(tokio::time::Instant::now);
+                // The dependent's next event, at once if it accepted this one.
+                let now = Utc::now();
+                if let Some(next) = d
+                    .due(&[due.dependent.as_str()], &log, now)
+                    .into_iter()
+                    .next()
+                {
+                    pending.push(self.deliver_due(cred, targets, next));
                 }
-                None => {}
             }
             let flush = dirty_since.is_some()
                 && (pending.is_empty() || dirty_since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER));
@@ -433,7 +436,7 @@ impl Deliverer {
                     reason,
                 },
             },
-            Built::Exec(sink) => sink.run(&target.name, &exec_event).await.delivery.into(),
+            Built::Exec(sink) => sink.run(&target.name, &exec_event).await.delivery,
             Built::File(sink) => {
                 // Only what changes the live secret rewrites the file (and runs its exec).
                 if !matches!(
@@ -443,10 +446,9 @@ impl Deliverer {
                     return Delivery::Delivered;
                 }
                 match self.vault.read_optional(&cred.secret).await {
-                    Ok(Some(current)) => sink
-                        .deliver(&target.name, &current.data, &exec_event)
-                        .await
-                        .into(),
+                    Ok(Some(current)) => {
+                        sink.deliver(&target.name, &current.data, &exec_event).await
+                    }
                     Ok(None) => Delivery::Failed {
                         retryable: true,
                         reason: format!("{} holds no secret to write", cred.secret),

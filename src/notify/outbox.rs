@@ -698,7 +698,7 @@ mod tests {
     #[test]
     fn acks_gate_the_revocation() {
         let rotated = event("a1", PayloadType::Rotated);
-        let l = log(&[rotated.clone()]);
+        let l = log(std::slice::from_ref(&rotated));
         let rule = |d: &str, secs: u64, on: OnAckTimeout| AckRule {
             dependent: d.into(),
             timeout: Duration::from_secs(secs),

@@ -141,6 +141,14 @@ impl Loaded {
     }
 }
 
+/// An event to announce: its kind, the version it is about, a reason, and what some types add.
+struct Announce<'a> {
+    kind: EventKind,
+    version: Option<u64>,
+    detail: &'a str,
+    extra: Extra,
+}
+
 /// What an event carries besides its kind, version and reason.
 #[derive(Debug, Clone, Copy, Default)]
 struct Extra {
@@ -268,16 +276,13 @@ impl Engine {
 
     /// Announce an event: to the event sinks now, and to the dependents through the record's
     /// event log, written with the record's next save (which every caller makes).
-    fn emit(
-        &self,
-        l: &mut Loaded,
-        kind: EventKind,
-        cred: &Credential,
-        attempt: &str,
-        version: Option<u64>,
-        detail: &str,
-        extra: Extra,
-    ) {
+    fn emit(&self, l: &mut Loaded, cred: &Credential, attempt: &str, announce: Announce<'_>) {
+        let Announce {
+            kind,
+            version,
+            detail,
+            extra,
+        } = announce;
         let event = Event::new(kind, &cred.name, attempt, Utc::now(), version, detail);
         self.events.emit(&event);
         if cred.dependents.is_empty() {
@@ -660,12 +665,14 @@ impl Engine {
         tracing::error!(credential = %cred.name, attempt = %a.id, phase = a.phase.as_str(), error = %error, "rotation needs attention; `secret-rotator rotate {}` resumes it", cred.name);
         self.emit(
             l,
-            EventKind::NeedsAttention,
             cred,
             &a.id,
-            a.version_after,
-            &error,
-            Extra::default(),
+            Announce {
+                kind: EventKind::NeedsAttention,
+                version: a.version_after,
+                detail: &error,
+                extra: Extra::default(),
+            },
         );
         self.save_attempt(l, &a).await?;
         Ok(RunResult::NeedsAttention {
@@ -715,12 +722,14 @@ impl Engine {
             let reason = format!("parked: {}", p.reason);
             self.emit(
                 l,
-                EventKind::NeedsAttention,
                 cred,
                 &summary.id,
-                Some(summary.version_before),
-                &reason,
-                Extra::default(),
+                Announce {
+                    kind: EventKind::NeedsAttention,
+                    version: Some(summary.version_before),
+                    detail: &reason,
+                    extra: Extra::default(),
+                },
             );
         }
         self.save(l).await?;
@@ -742,12 +751,14 @@ impl Engine {
         tracing::warn!(credential = %cred.name, attempt = %a.id, outcome = outcome.as_str(), error = %error, "rotation did not complete; the current credential stays");
         self.emit(
             l,
-            EventKind::Failed,
             cred,
             &a.id,
-            Some(a.version_before),
-            &format!("{}: {error}", outcome.as_str()),
-            Extra::default(),
+            Announce {
+                kind: EventKind::Failed,
+                version: Some(a.version_before),
+                detail: &format!("{}: {error}", outcome.as_str()),
+                extra: Extra::default(),
+            },
         );
         self.end(cred, a, l, outcome, Some(error)).await.map(Err)
     }
@@ -932,14 +943,16 @@ impl Engine {
         let a = committed(a, version, &self.owner, now, grace, self.settings.lease);
         self.emit(
             l,
-            EventKind::Rotated,
             cred,
             &a.id,
-            Some(version),
-            "a new version is live",
-            Extra {
-                previous_version: (a.version_before > 0).then_some(a.version_before),
-                revoke_after: a.revoke_after,
+            Announce {
+                kind: EventKind::Rotated,
+                version: Some(version),
+                detail: "a new version is live",
+                extra: Extra {
+                    previous_version: (a.version_before > 0).then_some(a.version_before),
+                    revoke_after: a.revoke_after,
+                },
             },
         );
         crash::point("rotated-emitted");
@@ -1048,12 +1061,14 @@ impl Engine {
             };
             self.emit(
                 l,
-                EventKind::Revoked,
                 cred,
                 &a.id,
-                Some(a.version_before),
-                &reason,
-                Extra::default(),
+                Announce {
+                    kind: EventKind::Revoked,
+                    version: Some(a.version_before),
+                    detail: &reason,
+                    extra: Extra::default(),
+                },
             );
             crash::point("revoked-emitted");
         }
@@ -1132,12 +1147,14 @@ impl Engine {
                     a.held = Some(reason.clone());
                     self.emit(
                         l,
-                        EventKind::NeedsAttention,
                         cred,
                         &a.id,
-                        a.version_after,
-                        &reason,
-                        Extra::default(),
+                        Announce {
+                            kind: EventKind::NeedsAttention,
+                            version: a.version_after,
+                            detail: &reason,
+                            extra: Extra::default(),
+                        },
                     );
                     self.save_attempt(l, &a).await?;
                 }
@@ -1240,14 +1257,16 @@ impl Engine {
         crash::point("rollback-written");
         self.emit(
             l,
-            EventKind::RolledBack,
             cred,
             &a.id,
-            Some(version),
-            "rolled back: the previous credential is current again",
-            Extra {
-                previous_version: Some(after),
-                revoke_after: None,
+            Announce {
+                kind: EventKind::RolledBack,
+                version: Some(version),
+                detail: "rolled back: the previous credential is current again",
+                extra: Extra {
+                    previous_version: Some(after),
+                    revoke_after: None,
+                },
             },
         );
         crash::point("rollback-emitted");

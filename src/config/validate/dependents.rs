@@ -51,7 +51,7 @@ impl Validator<'_> {
             self.unused(prefix, &[("ca_file", ca_file)], &context);
         }
         let ack = self.ack(prefix, raw, dependent_type == "file");
-        let sink = self.sink(prefix, raw, table, home, &kind);
+        let sink = self.sink(prefix, raw, table, home, kind);
         Some(Dependent {
             name: name?,
             ack: ack?,
