@@ -20,6 +20,9 @@ pub const POINTS: &[&str] = &[
     "finished",
     // A step that failed transiently, recorded with its retry time.
     "retry-recorded",
+    // The delivery worker: dependents accepted events, not yet recorded; then recorded.
+    "delivered",
+    "delivery-recorded",
     // `rollback`, in order.
     "rollback-recorded",
     "rollback-written",
@@ -27,9 +30,6 @@ pub const POINTS: &[&str] = &[
     "rollback-revoked",
     // The failure budget spent: the credential parked.
     "parked-recorded",
-    // The delivery worker: dependents accepted events, not yet recorded; recorded.
-    "delivered",
-    "delivery-recorded",
 ];
 
 #[cfg(feature = "fault-injection")]

@@ -7,8 +7,14 @@
 //!   expiry is bounded;
 //! - the attempt's `credential.rotated` and `credential.revoked` events were emitted.
 //!
+//! - every dependent (a webhook and a file) got every event at least once, in order
+//!   (`credential.rotated` accepted before `credential.revoked`), and the file holds the current
+//!   token.
+//!
 //! `retry-recorded` is reached through a verification that fails once (503): the retry and its
 //! backoff are recorded, and the restarted daemon honours them and completes the rotation.
+//! `delivered` and `delivery-recorded` are the delivery worker's: the dependents accepted
+//! `credential.rotated`, before and after that was recorded.
 //!
 //! The rollback matrix kills `rollback` at each of its points, during the grace period of a
 //! committed rotation; the restarted daemon completes the rollback: the previous token is current
@@ -23,12 +29,40 @@ mod common;
 use std::time::Duration;
 
 use bigcommerce_emulator::{FaultMode, FaultSpec, TokenState};
-use common::stack::{sha256_hex, Stack, StackOptions, CRED};
+use common::receiver::{Answer, HookReceiver};
+use common::stack::{sha256_hex, Stack, StackOptions, CRED, WEBHOOK_KEY_PATH};
 use secret_rotator::crash::POINTS;
-use serde_json::Value;
+use serde_json::{json, Value};
+
+const KEY: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
 async fn crash_then_recover(point: &str) {
-    let s = Stack::start().await;
+    let hook = HookReceiver::start(KEY).await;
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("token");
+    let s = Stack::with(StackOptions {
+        dependents: format!(
+            r#"
+[[credentials.dependents]]
+type = "webhook"
+name = "hook"
+url = "{}"
+signing_key = {{ path = "{WEBHOOK_KEY_PATH}", key = "signing_key" }}
+[[credentials.dependents]]
+type = "file"
+name = "file"
+path = "{}"
+field = "token"
+"#,
+            hook.url,
+            file.display()
+        ),
+        ..Default::default()
+    })
+    .await;
+    s.bao
+        .write_secret("secret", WEBHOOK_KEY_PATH, json!({ "signing_key": KEY }))
+        .await;
     let (_, old) = s.current().await;
     if point == "retry-recorded" {
         let mut spec = FaultSpec::new("storefront_graphql", FaultMode::Error { status: 503 });
@@ -119,6 +153,28 @@ async fn crash_then_recover(point: &str) {
     assert!(
         events.iter().all(|e| e["attempt"] == id),
         "{point}: events of one attempt only"
+    );
+
+    // Every event reached the webhook at least once, in order; the file holds the current token.
+    let mut seen = Vec::new();
+    for hit in hook.hits() {
+        assert!(hit.verified, "{point}: {hit:?}");
+        if matches!(hit.answered, Answer::Status(200)) && !seen.contains(&hit.id) {
+            seen.push(hit.id);
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            format!("{id}:credential.rotated"),
+            format!("{id}:credential.revoked")
+        ],
+        "{point}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        current,
+        "{point}: the file holds the current token"
     );
 }
 
@@ -284,7 +340,9 @@ crash_cases! {
     killed_after_revocation_verified => "revocation-verified",
     killed_after_revoked_event => "revoked-emitted",
     killed_after_finished => "finished",
-    killed_after_a_retry_is_recorded => "retry-recorded";
+    killed_after_a_retry_is_recorded => "retry-recorded",
+    killed_after_dependents_accepted_an_event => "delivered",
+    killed_after_a_delivery_is_recorded => "delivery-recorded";
     rollback_killed_after_its_intent_is_recorded => "rollback-recorded",
     rollback_killed_after_the_previous_token_is_written_back => "rollback-written",
     rollback_killed_after_the_rolled_back_event => "rollback-emitted",
