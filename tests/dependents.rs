@@ -11,8 +11,13 @@ use serde_json::json;
 
 const KEY: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
-/// A webhook dependent block for the stack's credential.
+/// A webhook dependent block for the stack's credential (timeout 2 s unless `extra` sets it).
 fn webhook(name: &str, url: &str, extra: &str) -> String {
+    let timeout = if extra.lines().any(|l| l.starts_with("timeout =")) {
+        ""
+    } else {
+        "timeout = \"2s\""
+    };
     format!(
         r#"
 [[credentials.dependents]]
@@ -20,7 +25,7 @@ type = "webhook"
 name = "{name}"
 url = "{url}"
 signing_key = {{ path = "{KEY_PATH}", key = "signing_key" }}
-timeout = "2s"
+{timeout}
 {extra}
 "#
     )
@@ -184,5 +189,457 @@ async fn without_an_ack_and_on_ack_timeout_revoke_the_old_token_is_revoked_and_r
             .unwrap()
             .contains("revoked without the ack of shop"),
         "{revoked}"
+    );
+}
+
+/// The engine and the delivery worker in this process, on the stack's config, with the root
+/// token: to count Vault writes and to run many rotations fast.
+struct InProcess {
+    vault: std::sync::Arc<secret_rotator::vault::Vault>,
+    engine: secret_rotator::rotation::Engine,
+    deliverer: std::sync::Arc<secret_rotator::notify::deliver::Deliverer>,
+    cred: secret_rotator::config::Credential,
+    provider: Box<dyn secret_rotator::providers::Provider>,
+}
+
+impl InProcess {
+    async fn new(stack: &Stack) -> InProcess {
+        use secret_rotator::notify::deliver::{Deliverer, Wakeup};
+        use secret_rotator::notify::outbox::DeliveryPolicy;
+        use secret_rotator::rotation::{Engine, EngineSettings};
+        use secret_rotator::vault::{Login, Vault};
+        use std::sync::Arc;
+
+        let text = std::fs::read_to_string(&stack.config).unwrap();
+        let config = secret_rotator::config::parse(
+            &text,
+            "test.toml",
+            &secret_rotator::config::ProcessEnvironment,
+        )
+        .unwrap();
+        let cred = config.credential(CRED).unwrap().clone();
+        let vault = Arc::new(
+            Vault::connect(
+                &common::vault_config(&stack.bao.addr),
+                Login::Token(secrecy::SecretString::from(common::ROOT_TOKEN.to_string())),
+            )
+            .await
+            .unwrap(),
+        );
+        let wakeup = Wakeup::default();
+        let settings = EngineSettings {
+            poll_interval: Duration::from_millis(10),
+            ..EngineSettings::default()
+        };
+        let engine = Engine {
+            vault: vault.clone(),
+            events: Arc::new(secret_rotator::events::MemorySink::default()),
+            owner: "in-process".into(),
+            state_mount: "secret".into(),
+            state_prefix: "secret-rotator".into(),
+            settings,
+            wakeup: wakeup.clone(),
+        };
+        let deliverer = Arc::new(Deliverer {
+            vault: vault.clone(),
+            owner: "in-process".into(),
+            state_mount: "secret".into(),
+            state_prefix: "secret-rotator".into(),
+            policy: DeliveryPolicy::default(),
+            wakeup,
+            observer: None,
+        });
+        let provider =
+            secret_rotator::providers::build(&cred, vault.clone(), reqwest::Client::new()).unwrap();
+        InProcess {
+            vault,
+            engine,
+            deliverer,
+            cred,
+            provider,
+        }
+    }
+
+    fn writes(&self) -> u64 {
+        self.vault
+            .stats
+            .writes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// One whole rotation (grace, acks, revocation) with the delivery worker running; returns
+    /// once the worker made its last round.
+    async fn rotate(&self) {
+        use secret_rotator::notify::deliver::Workers;
+        use secret_rotator::rotation::{Outcome, RunResult, Wait};
+        let workers = Workers::start(&self.deliverer, &self.engine.wakeup, [&self.cred]);
+        let result = self
+            .engine
+            .drive(
+                &self.cred,
+                self.provider.as_ref(),
+                Some("manual"),
+                Wait::All,
+            )
+            .await
+            .unwrap();
+        workers.stop(Duration::from_secs(30)).await;
+        assert!(
+            matches!(result, RunResult::Finished(ref f) if f.outcome == Outcome::Rotated),
+            "{result:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_with_three_dependents_makes_at_most_seven_vault_writes() {
+    let hook = HookReceiver::start(KEY).await;
+    let files = tempfile::tempdir().unwrap();
+    let dependents = format!(
+        r#"{}
+[[credentials.dependents]]
+type = "file"
+name = "file"
+path = "{}"
+field = "token"
+[[credentials.dependents]]
+type = "exec"
+name = "cmd"
+command = ["/bin/true"]
+"#,
+        webhook("hook", &hook.url, ""),
+        files.path().join("token").display()
+    );
+    let stack = stack_with(dependents, "1s").await;
+    let p = InProcess::new(&stack).await;
+    // The first rotation also creates the state record (and sets its max_versions) and the
+    // deliveries record.
+    p.rotate().await;
+    let before = p.writes();
+    p.rotate().await;
+    let writes = p.writes() - before;
+    assert!(
+        writes <= 7,
+        "{writes} writes: minting, minted, secret, notified, idle, and one deliveries write per event"
+    );
+    // Every dependent got both events of both rotations.
+    assert_eq!(hook.accepted().len(), 4, "{:?}", hook.hits());
+    let out = stack.cli(&["deliveries", CRED, "--json"], &[]).await;
+    let d: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    for dep in d["dependents"].as_array().unwrap() {
+        assert_eq!(dep["state"], "delivered", "{d}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_of_the_file_never_sees_it_partial_empty_loose_or_stale_in_1000_rotations() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("token");
+    let stack = Stack::with(StackOptions {
+        grace: "0s",
+        revocation_delay_ms: 0,
+        dependents: format!(
+            "[[credentials.dependents]]\ntype = \"file\"\nname = \"file\"\npath = \"{}\"\nfield = \"token\"\n",
+            path.display()
+        ),
+        ..StackOptions::default()
+    })
+    .await;
+    let p = InProcess::new(&stack).await;
+    p.rotate().await; // the file exists from here on
+
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (done, path) = (done.clone(), path.clone());
+        std::thread::spawn(move || {
+            // Each distinct content in the order seen, and how many reads.
+            let (mut seen, mut reads) = (Vec::<String>::new(), 0u64);
+            while !done.load(Ordering::Relaxed) {
+                let text = std::fs::read_to_string(&path).expect("the file is always there");
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "mode {mode:o}");
+                assert!(
+                    text.starts_with("eyJ") && text.split('.').count() == 3,
+                    "partial: {text:?}"
+                );
+                if seen.last() != Some(&text) {
+                    seen.push(text);
+                }
+                reads += 1;
+            }
+            (seen, reads)
+        })
+    };
+    let mut committed = Vec::new();
+    let started = std::time::Instant::now();
+    for _ in 0..1000 {
+        p.rotate().await;
+        let (_, current) = stack.current().await;
+        // The old token is revoked by now: the file already holds the new one.
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            current,
+            "stale after commit"
+        );
+        committed.push(current);
+    }
+    done.store(true, Ordering::Relaxed);
+    let (seen, reads) = reader.join().unwrap();
+    // What the reader saw went forward only: a subsequence of the committed tokens.
+    let mut next = committed.iter();
+    for token in &seen[1..] {
+        assert!(
+            next.any(|c| c == token),
+            "the reader saw an older token again"
+        );
+    }
+    assert!(reads > 1000, "{reads} reads");
+    eprintln!(
+        "1000 rotations; the reader read the file {reads} times and saw {} versions",
+        seen.len()
+    );
+}
+
+/// A second storefront credential, without dependents, on its own path.
+fn second_credential(stack_base: &str) -> String {
+    format!(
+        r#"
+[[credentials]]
+name = "storefront-other"
+path = "bigcommerce/storefront-other"
+[credentials.bigcommerce_storefront]
+store_hash = "{store}"
+api_url = "{stack_base}"
+storefront_url = "{stack_base}/store-{{store_hash}}"
+access_token = {{ path = "{access}", key = "access_token" }}
+kind = "storefront"
+channel_ids = [1]
+"#,
+        store = common::stack::STORE,
+        access = common::stack::ACCESS_TOKEN_PATH,
+    )
+}
+
+async fn version_of(stack: &Stack, path: &str) -> u64 {
+    let (_, v) = stack
+        .bao
+        .call_as(
+            common::ROOT_TOKEN,
+            "GET",
+            &format!("secret/metadata/{path}"),
+            None,
+        )
+        .await;
+    v["data"]["current_version"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_hanging_for_60_s_on_one_credential_delays_no_other_rotation() {
+    let hook = HookReceiver::start(KEY).await;
+    hook.script(&[], Answer::Hang);
+    let stack = Stack::with(StackOptions {
+        max_age: "3s",
+        root_token: true,
+        dependents: webhook("slow", &hook.url, "timeout = \"60s\"") + "\n#SECOND#",
+        ..StackOptions::default()
+    })
+    .await;
+    // The second credential points at this stack's emulator.
+    let text = std::fs::read_to_string(&stack.config)
+        .unwrap()
+        .replace("#SECOND#", &second_credential(&stack.emu.base_url()));
+    std::fs::write(&stack.config, text).unwrap();
+    stack
+        .bao
+        .write_secret("secret", KEY_PATH, json!({ "signing_key": KEY }))
+        .await;
+
+    let mut daemon = stack.daemon(&["run"]);
+    let start = std::time::Instant::now();
+    // storefront-main rotates (and its webhook hangs from then on); the other credential, missing
+    // at first, is written and then rotated every 3 s as if nothing hung.
+    let mut reached = false;
+    while start.elapsed() < Duration::from_secs(25) {
+        if version_of(&stack, "bigcommerce/storefront-other").await >= 4
+            && version_of(&stack, common::stack::SECRET_PATH).await >= 3
+        {
+            reached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let elapsed = start.elapsed();
+    daemon.kill().await.unwrap();
+    assert!(
+        reached,
+        "rotations were held up: other at v{}, main at v{} after {elapsed:?}\n{}",
+        version_of(&stack, "bigcommerce/storefront-other").await,
+        version_of(&stack, common::stack::SECRET_PATH).await,
+        stack.daemon_log()
+    );
+    let hits = hook.hits();
+    assert!(
+        !hits.is_empty() && hits.iter().all(|h| h.answered == Answer::Hang),
+        "{hits:?}"
+    );
+    eprintln!("while the webhook hung: 3 rotations of the other credential and 2 of its own in {elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_dependent_past_its_timeout_is_killed_with_its_grandchild_and_retried_a_bounded_number_of_times(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("count");
+    let pids = dir.path().join("pids");
+    let script = dir.path().join("slow.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho run >> {count}\nsleep 300 &\necho $! >> {pids}\nsleep 300\n",
+            count = count.display(),
+            pids = pids.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stack = stack_with(
+        format!(
+            "[[credentials.dependents]]\ntype = \"exec\"\nname = \"slow\"\ncommand = [\"{}\"]\ntimeout = \"1s\"\n",
+            script.display()
+        ),
+        "1s",
+    )
+    .await;
+    let flags = [
+        "--delivery-backoff",
+        "100ms",
+        "--delivery-backoff-max",
+        "60s",
+        "--delivery-budget",
+        "3",
+    ];
+    let mut args: Vec<&str> = flags.to_vec();
+    args.extend(["rotate", CRED, "--wait"]);
+    let out = stack.cli(&args, &[]).await;
+    assert_eq!(
+        out.code,
+        Some(0),
+        "the rotation itself is not held up: {out:?}"
+    );
+    let mut args: Vec<&str> = flags.to_vec();
+    args.push("run");
+    let mut daemon = stack.daemon(&args);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    daemon.kill().await.unwrap();
+
+    let runs = std::fs::read_to_string(&count).unwrap().lines().count();
+    assert_eq!(
+        runs, 3,
+        "the budget: three tries, then the next only after 60 s"
+    );
+    for pid in std::fs::read_to_string(&pids).unwrap().lines() {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "grandchild {pid} outlived the timeout"
+        );
+    }
+    let log = stack.daemon_log() + &out.stderr;
+    assert!(log.contains("exec dependent failed"), "{log}");
+    let status = stack.cli(&["status", "--check"], &[]).await;
+    assert_eq!(status.code, Some(1), "{status:?}");
+    assert!(
+        status
+            .stdout
+            .contains("storefront-main/slow (exec): NEEDS ATTENTION"),
+        "{status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_level_run_shows_no_secret_in_logs_events_webhook_bodies_or_exec_environments() {
+    let hook = HookReceiver::start(KEY).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("dump");
+    let script = dir.path().join("dump.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\n{{ env; cat; echo; }} >> {}\n", dump.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join("token");
+    let stack = stack_with(
+        format!(
+            "{}\n[[credentials.dependents]]\ntype = \"exec\"\nname = \"dump\"\ncommand = [\"{}\"]\n[[credentials.dependents]]\ntype = \"file\"\nname = \"file\"\npath = \"{}\"\nfield = \"token\"\n",
+            webhook("hook", &hook.url, ""),
+            script.display(),
+            file.display()
+        ),
+        "1s",
+    )
+    .await;
+    let (_, first) = stack.current().await;
+    let mut logs = String::new();
+    for _ in 0..2 {
+        let out = stack
+            .cli(
+                &args(&["rotate", CRED, "--wait"]),
+                &[("SECRET_ROTATOR_LOG", "trace")],
+            )
+            .await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+        logs.push_str(&out.stdout);
+        logs.push_str(&out.stderr);
+    }
+    let mut secrets = vec![
+        first,
+        stack.token_at(2).await,
+        stack.token_at(3).await,
+        KEY.to_string(),
+        KEY.trim_start_matches("whsec_").to_string(),
+        bigcommerce_emulator::demo::ACCESS_TOKEN.to_string(),
+        stack.token.clone(),
+    ];
+    secrets.dedup();
+    assert!(logs.lines().count() > 100, "a TRACE run logs a lot");
+    let places = [
+        ("logs", logs),
+        (
+            "events",
+            std::fs::read_to_string(&stack.events).unwrap_or_default(),
+        ),
+        (
+            "webhook requests",
+            hook.hits()
+                .iter()
+                .map(|h| h.body.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        (
+            "exec environment and stdin",
+            std::fs::read_to_string(&dump).unwrap(),
+        ),
+    ];
+    for (place, text) in &places {
+        assert!(!text.is_empty(), "{place} is empty: nothing was searched");
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a secret ({}...) appears in the {place}",
+                &secret[..6]
+            );
+        }
+    }
+    // The file dependent is the one place the secret is meant to be.
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        stack.token_at(3).await
     );
 }

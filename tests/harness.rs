@@ -390,9 +390,11 @@ async fn the_example_policy_moved_onto_a_tests_paths_grants_exactly_this_table()
         ("auth/token/renew-self", caps(&["update"])),
         // Verification looks a secret-id up without logging in: no token to revoke.
         ("auth/token/revoke", deny.clone()),
+        // The webhook dependent's signing key: read only.
+        ("secret/data/webhooks/shop-frontend", caps(&["read"])),
+        ("secret/metadata/webhooks/shop-frontend", deny.clone()),
         // The example's other credentials are left out, and nothing else is granted.
         ("secret/data/bigcommerce/storefront-private", deny.clone()),
-        ("secret/data/webhooks/shop-frontend", deny.clone()),
         ("secret/data/other", deny.clone()),
         ("secret/data/secret-rotator", deny.clone()),
         ("sys/policies/acl/rotator", deny.clone()),

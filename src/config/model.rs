@@ -97,6 +97,10 @@ pub struct Policy {
     /// Lifetime of credentials the daemon mints, for providers whose credentials expire.
     /// Default: 2 x max_age + grace, so a token nobody holds still dies on its own.
     pub credential_lifetime: Option<Duration>,
+    /// When the credential cannot be rotated (parked or failing), warn its dependents
+    /// (`credential.expiring`) this long before it reaches `max_age` or its expiry (default 3
+    /// days).
+    pub expiring_warning: Duration,
 }
 
 /// A cron expression that parsed, kept with its text for display.

@@ -87,6 +87,7 @@ pub(crate) struct RawPolicy {
     pub grace: Text,
     pub destroy_old_version: Option<Spanned<bool>>,
     pub credential_lifetime: Text,
+    pub expiring_warning: Text,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +108,7 @@ pub(crate) struct RawCredential {
     pub grace: Text,
     pub destroy_old_version: Option<Spanned<bool>>,
     pub credential_lifetime: Text,
+    pub expiring_warning: Text,
 
     // Provider tables: exactly one must be present (checked in validation).
     pub bigcommerce_storefront: Option<Spanned<RawStorefront>>,
@@ -133,6 +135,7 @@ impl RawCredential {
             jitter: self.jitter.clone(),
             grace: self.grace.clone(),
             destroy_old_version: self.destroy_old_version.clone(),
+            expiring_warning: self.expiring_warning.clone(),
             credential_lifetime: self.credential_lifetime.clone(),
         }
     }
@@ -258,7 +261,7 @@ pub(crate) struct RawDependent {
 }
 
 /// Keys of a credential table that are not provider tables.
-const CREDENTIAL_KEYS: [&str; 13] = [
+const CREDENTIAL_KEYS: [&str; 14] = [
     "name",
     "mount",
     "path",
@@ -271,6 +274,7 @@ const CREDENTIAL_KEYS: [&str; 13] = [
     "grace",
     "destroy_old_version",
     "credential_lifetime",
+    "expiring_warning",
     "dependents",
 ];
 

@@ -31,7 +31,7 @@ use super::payload::PayloadType;
 use super::webhook::{Outcome, WebhookSink};
 use crate::config::{Credential, KvPath, Sink, VaultField};
 use crate::crash;
-use crate::rotation::state::Backoff;
+use crate::rotation::state::{Backoff, StateRecord};
 use crate::vault::{Vault, VaultError};
 
 /// How long results that came in are kept before they are written, while other dependents of
@@ -230,21 +230,69 @@ impl Deliverer {
         }
     }
 
+    /// The credential's state record (a fresh one when there is none).
+    pub async fn record(&self, credential: &str) -> Result<StateRecord, DeliverError> {
+        let Some((value, _)) = self.vault.read_json(&self.state_path(credential)).await? else {
+            return Ok(StateRecord::new(credential));
+        };
+        serde_json::from_value(value).map_err(|e| DeliverError::Corrupt {
+            path: self.state_path(credential).to_string(),
+            reason: e.to_string(),
+        })
+    }
+
     /// The event log of the credential's state record (empty when there is none).
     pub async fn log(&self, credential: &str) -> Result<EventLog, DeliverError> {
-        let Some((value, _)) = self.vault.read_json(&self.state_path(credential)).await? else {
-            return Ok(EventLog::default());
+        Ok(self.record(credential).await?.events)
+    }
+
+    /// Queue a `credential.expiring` warning in `d` when one is due (reads the secret's
+    /// metadata, only while the credential cannot be rotated).
+    async fn warn_expiring(
+        &self,
+        cred: &Credential,
+        record: &StateRecord,
+        d: &mut Deliveries,
+    ) -> Result<bool, DeliverError> {
+        let failing = record.parked.is_some()
+            || record.failures > 0
+            || record.attempt.as_ref().is_some_and(|a| a.needs_attention);
+        if !failing {
+            return Ok(false);
+        }
+        let meta = match self.vault.read_metadata(&cred.secret).await {
+            Ok(m) => m,
+            Err(VaultError::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
         };
-        Ok(value
-            .get("events")
-            .cloned()
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|e| DeliverError::Corrupt {
-                path: self.state_path(credential).to_string(),
-                reason: format!("field events: {e}"),
-            })?
-            .unwrap_or_default())
+        let Some(current) = meta.current().filter(|v| !v.deleted && !v.destroyed) else {
+            return Ok(false);
+        };
+        let expiry = record
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.version_after == Some(meta.current_version))
+            .and_then(|h| h.expires_at);
+        let warning = super::outbox::expiring(
+            &cred.name,
+            record,
+            meta.current_version,
+            current.created_time,
+            expiry,
+            &cred.policy,
+            Utc::now(),
+        );
+        Ok(match warning {
+            Some(w) => {
+                let added = d.notice(w);
+                if added {
+                    tracing::warn!(credential = %cred.name, version = meta.current_version, "credential.expiring: the credential nears its end and cannot be rotated");
+                }
+                added
+            }
+            None => false,
+        })
     }
 
     /// Write `mine` (started from `base` at `version`); another instance's write meanwhile is
@@ -278,7 +326,8 @@ impl Deliverer {
         targets: &[Target],
     ) -> Result<RoundResult, DeliverError> {
         let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-        let log = self.log(&cred.name).await?;
+        let record = self.record(&cred.name).await?;
+        let log = record.events.clone();
         let (mut d, mut version) = self.load(&cred.name).await?;
         let now = Utc::now();
         // Another live instance delivers these; a holder proven dead (a `rotate` that exited,
@@ -295,35 +344,18 @@ impl Deliverer {
         }
         d.retain(&names);
         let mut base = d.clone();
+        let warned = self.warn_expiring(cred, &record, &mut d).await?;
         let mut pending = FuturesUnordered::new();
         for due in d.due(&names, &log, now) {
             pending.push(self.deliver_due(cred, targets, due));
         }
         let mut tries = 0;
-        let mut dirty_since: Option<tokio::time::Instant> = None;
+        let mut dirty_since = warned.then(tokio::time::Instant::now);
         loop {
-            let flush_at = dirty_since.map(|t| t + FLUSH_AFTER);
-            let result = tokio::select! {
-                r = pending.next(), if !pending.is_empty() => r,
-                _ = sleep_until(flush_at), if flush_at.is_some() => None,
-                else => break,
-            };
-            if let Some((due, outcome)) = result {
-                tries += 1;
-                self.apply(&mut d, cred, &due, outcome);
-                dirty_since.get_or_insert_with(tokio::time::Instant::now);
-                // The dependent's next event, at once if it accepted this one.
-                let now = Utc::now();
-                if let Some(next) = d
-                    .due(&[due.dependent.as_str()], &log, now)
-                    .into_iter()
-                    .next()
-                {
-                    pending.push(self.deliver_due(cred, targets, next));
-                }
-            }
-            let flush = dirty_since.is_some()
-                && (pending.is_empty() || dirty_since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER));
+            // Results are written together: when nothing is under way any more, or once the
+            // oldest unwritten one has waited FLUSH_AFTER for the slower dependents.
+            let flush =
+                dirty_since.is_some_and(|t| pending.is_empty() || t.elapsed() >= FLUSH_AFTER);
             if flush {
                 crash::point("delivered");
                 d.claim(&self.owner, Utc::now(), DELIVERY_LEASE);
@@ -334,6 +366,27 @@ impl Deliverer {
                 dirty_since = None;
                 self.wakeup.delivered(&cred.name);
                 crash::point("delivery-recorded");
+            }
+            if pending.is_empty() {
+                break;
+            }
+            let flush_at = dirty_since.map(|t| t + FLUSH_AFTER);
+            let result = tokio::select! {
+                r = pending.next() => r,
+                _ = sleep_until(flush_at), if flush_at.is_some() => None,
+            };
+            if let Some((due, outcome)) = result {
+                tries += 1;
+                self.apply(&mut d, cred, &due, outcome);
+                dirty_since.get_or_insert_with(tokio::time::Instant::now);
+                // The dependent's next event, at once if it accepted this one.
+                if let Some(next) = d
+                    .due(&[due.dependent.as_str()], &log, Utc::now())
+                    .into_iter()
+                    .next()
+                {
+                    pending.push(self.deliver_due(cred, targets, next));
+                }
             }
         }
         Ok(RoundResult {

@@ -29,8 +29,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::payload::{Payload, PayloadData, PayloadType};
-use crate::config::Credential;
+use crate::config::{Credential, Policy};
 use crate::rotation::state::Backoff;
+use crate::rotation::state::StateRecord;
 
 /// Events kept in a state record's log.
 pub const LOG_LIMIT: usize = 8;
@@ -536,6 +537,60 @@ impl Deliveries {
     }
 }
 
+/// The `credential.expiring` warning due now, if any: the credential cannot be rotated (parked,
+/// or its last attempt failed, or its attempt in flight needs attention) and its live version
+/// reaches `max_age` or its expiry within `lead`. One per version (its id says which).
+pub fn expiring(
+    credential: &str,
+    record: &StateRecord,
+    version: u64,
+    created: DateTime<Utc>,
+    provider_expiry: Option<DateTime<Utc>>,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Option<Logged> {
+    let attempt = record.attempt.as_ref();
+    let why = if let Some(p) = &record.parked {
+        format!("parked: {}", p.reason)
+    } else if let Some(a) = attempt.filter(|a| a.needs_attention) {
+        format!(
+            "rotation stopped in phase {}: {}",
+            a.phase.as_str(),
+            a.last_error.as_deref().unwrap_or("no error recorded")
+        )
+    } else if record.failures > 0 && attempt.is_none() {
+        let last = record.history.last().and_then(|h| h.error.as_deref());
+        format!(
+            "{} attempt(s) in a row failed; the last: {}",
+            record.failures,
+            last.unwrap_or("no error recorded")
+        )
+    } else {
+        return None;
+    };
+    let by_age = policy
+        .max_age
+        .and_then(|m| chrono::Duration::from_std(m).ok())
+        .map(|m| created + m);
+    let deadline = [by_age, provider_expiry].into_iter().flatten().min()?;
+    let lead = chrono::Duration::from_std(policy.expiring_warning).unwrap_or_default();
+    if now < deadline - lead {
+        return None;
+    }
+    let mut w = Logged::new(
+        format!("{credential}:v{version}:{}", PayloadType::Expiring.as_str()),
+        PayloadType::Expiring,
+        now,
+        Some(version),
+        attempt
+            .map(|a| a.id.as_str())
+            .or(record.history.last().map(|h| h.id.as_str())),
+        &why,
+    );
+    w.expires_at = Some(deadline);
+    Some(w)
+}
+
 fn clip(s: &str) -> String {
     match s.char_indices().nth(MAX_TEXT) {
         None => s.to_string(),
@@ -757,6 +812,42 @@ mod tests {
                 expected,
                 "{rules:?} at {now}"
             );
+        }
+    }
+
+    #[test]
+    fn an_expiring_warning_comes_only_when_the_credential_cannot_be_rotated_and_nears_its_end() {
+        use crate::rotation::state::Parked;
+        let policy = Policy {
+            max_age: Some(Duration::from_secs(10 * 86_400)),
+            expiring_warning: Duration::from_secs(3 * 86_400),
+            ..Policy::default()
+        };
+        let day = |d: i64| t(d * 86_400);
+        let fine = StateRecord::new("c");
+        let mut failing = StateRecord::new("c");
+        failing.failures = 2;
+        let mut parked = StateRecord::new("c");
+        parked.parked = Some(Parked {
+            since: day(1),
+            reason: "403".into(),
+        });
+        // (record, provider expiry, now, expected expires_at); created at day 0.
+        let cases = [
+            (&fine, None, day(9), None),
+            (&failing, None, day(6), None),
+            (&failing, None, day(7), Some(day(10))),
+            (&parked, None, day(8), Some(day(10))),
+            (&parked, Some(day(5)), day(2), Some(day(5))),
+            (&parked, Some(day(5)), day(1), None),
+        ];
+        for (record, expiry, now, expected) in cases {
+            let w = expiring("c", record, 4, day(0), expiry, &policy, now);
+            assert_eq!(w.as_ref().and_then(|w| w.expires_at), expected, "{now}");
+            if let Some(w) = w {
+                assert_eq!(w.id, "c:v4:credential.expiring");
+                assert_eq!(w.kind, PayloadType::Expiring);
+            }
         }
     }
 

@@ -31,6 +31,7 @@ impl Default for Policy {
             grace: Duration::from_secs(60 * 60),
             destroy_old_version: false,
             credential_lifetime: None,
+            expiring_warning: Duration::from_secs(3 * DAY),
         }
     }
 }
@@ -124,6 +125,11 @@ impl Validator<'_> {
             }
         };
 
+        let expiring_warning = match &raw.expiring_warning {
+            None => Some(base.expiring_warning),
+            Some(value) => self.duration(&key("expiring_warning"), value),
+        };
+
         let policy = Policy {
             max_age: max_age?,
             schedule: schedule?,
@@ -134,6 +140,7 @@ impl Validator<'_> {
             grace: grace?,
             destroy_old_version,
             credential_lifetime: credential_lifetime?,
+            expiring_warning: expiring_warning?,
         };
         Some((policy, origins))
     }
