@@ -81,6 +81,7 @@ impl Setup {
             grace: span("1h"),
             destroy_old_version: false,
             credential_lifetime: None,
+            expiring_warning: Duration::from_secs(3 * 86_400),
         }
     }
 
@@ -1057,6 +1058,7 @@ prop_compose! {
             grace: Duration::from_secs(3600),
             destroy_old_version: false,
             credential_lifetime: None,
+            expiring_warning: Duration::from_secs(3 * 86_400),
         }
     }
 }
