@@ -408,7 +408,8 @@ async fn a_reader_of_the_file_never_sees_it_partial_empty_loose_or_stale_in_1000
     }
     assert!(reads > 1000, "{reads} reads");
     eprintln!(
-        "1000 rotations; the reader read the file {reads} times and saw {} versions",
+        "1000 rotations in {:?}; the reader read the file {reads} times and saw {} versions",
+        started.elapsed(),
         seen.len()
     );
 }
