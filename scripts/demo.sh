@@ -27,7 +27,7 @@ step "building"
 cargo build --quiet --workspace --bins
 bin=target/debug/secret-rotator
 
-vault_port="$(free_port)"; emu_port="$(free_port)"
+vault_port="$(free_port)"; emu_port="$(free_port)"; hook_port="$(free_port)"
 export VAULT_ADDR="http://127.0.0.1:$vault_port" VAULT_TOKEN=demo-root BAO_ADDR="http://127.0.0.1:$vault_port" BAO_TOKEN=demo-root
 "$bao" server -dev -dev-root-token-id=demo-root -dev-listen-address="127.0.0.1:$vault_port" >"$work/bao.log" 2>&1 &
 pids+=($!)
@@ -39,12 +39,19 @@ wait_http "$VAULT_ADDR/v1/sys/health"
 wait_http "http://127.0.0.1:$emu_port/stores/abc123/v2/time"
 echo "OpenBao dev server at $VAULT_ADDR, BigCommerce emulator at http://127.0.0.1:$emu_port"
 
-# The config: config/demo.toml with this run's ports.
-sed -e "s#127.0.0.1:8200#127.0.0.1:$vault_port#g; s#127.0.0.1:9400#127.0.0.1:$emu_port#g" config/demo.toml >"$work/config.toml"
+# The config: config/demo.toml with this run's ports and directory.
+sed -e "s#127.0.0.1:8200#127.0.0.1:$vault_port#g; s#127.0.0.1:9400#127.0.0.1:$emu_port#g" \
+    -e "s#127.0.0.1:9500#127.0.0.1:$hook_port#g; s#/tmp/secret-rotator-demo#$work#g" \
+    config/demo.toml >"$work/config.toml"
+# The webhook receiver, with a fresh signing key that the daemon reads from Vault.
+hook_key="whsec_$(head -c 24 /dev/urandom | base64)"
+python3 scripts/webhook-receiver.py "$hook_port" "$hook_key" >"$work/webhook.log" 2>&1 &
+pids+=($!)
 export SECRET_ROTATOR_CONFIG="$work/config.toml" SECRET_ROTATOR_EVENTS_FILE="$work/events.jsonl"
 
 step "an operator stores the store-level API token in Vault and creates the AppRole role"
 "$bao" kv put -mount=secret bigcommerce/abc123/store-api access_token=rotatoraccesstoken0000000000001 >/dev/null
+"$bao" kv put -mount=secret webhooks/demo signing_key="$hook_key" >/dev/null
 "$bao" auth enable approle >/dev/null
 "$bao" write auth/approle/role/demo-app secret_id_ttl=3h token_ttl=1h >/dev/null
 "$bin" check-config
@@ -68,6 +75,16 @@ step "history demo-app-secret-id"
 "$bin" history demo-app-secret-id
 step "events (no secret in them)"
 cat "$work/events.jsonl"
+step "what the webhook receiver verified and printed"
+cat "$work/webhook.log"
+step "deliveries demo-storefront"
+"$bin" deliveries demo-storefront
+step "test-dependent demo-storefront demo-hook (a signed ping)"
+"$bin" test-dependent demo-storefront demo-hook
+sleep 0.2; tail -n 1 "$work/webhook.log"
+step "the rendered env file (values masked here; the file holds the token)"
+ls -l "$work/storefront.env" | awk '{print $1, $NF}'
+sed -e 's/=.*/=(masked)/' "$work/storefront.env"
 step "the emulator's storefront tokens: one live, one revoked"
 python3 - "$emu_port" "$(cat "$work/admin-token")" <<'PY'
 import json, sys, urllib.request
