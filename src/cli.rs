@@ -471,8 +471,19 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             let app = app(&cli).await?;
             let cred = app.credential(name)?;
             let record = app.engine.record(&cred.name).await?;
+            let dependents = if cred.dependents.is_empty() {
+                Vec::new()
+            } else {
+                let (d, _) = app
+                    .deliverer
+                    .load(&cred.name)
+                    .await
+                    .map_err(|e| Failure::new(exit::VAULT, e.to_string()))?;
+                report::dependent_rows(cred, &d, &record.events)
+            };
             if *json {
                 let value = serde_json::json!({
+                    "dependents": dependents,
                     "credential": cred.name,
                     "in_flight": record.attempt.as_ref().map(|a| serde_json::json!({
                         "id": a.id, "phase": a.phase.as_str(), "trigger": a.trigger,
@@ -481,6 +492,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                         "version_before": a.version_before, "version_after": a.version_after,
                         "revoke_after": a.revoke_after, "marks": a.marks, "orphans": a.orphans,
                         "needs_attention": a.needs_attention, "last_error": a.last_error,
+                        "held": a.held,
                     })),
                     "attempts": record.history,
                 });
@@ -493,6 +505,10 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                     "{}",
                     report::history_table(&record.history, record.attempt.as_ref())
                 );
+                if !dependents.is_empty() {
+                    println!("\nDEPENDENTS");
+                    print!("{}", report::dependent_lines(&cred.name, &dependents));
+                }
             }
             Ok(exit::OK)
         }

@@ -653,3 +653,34 @@ async fn a_trace_level_run_shows_no_secret_in_logs_events_webhook_bodies_or_exec
         stack.token_at(3).await
     );
 }
+
+#[tokio::test]
+async fn test_dependent_sends_one_signed_ping_and_says_when_it_is_refused() {
+    let hook = HookReceiver::start(KEY).await;
+    let stack = stack_with(webhook("shop", &hook.url, ""), "1s").await;
+    let out = stack.cli(&["test-dependent", CRED, "shop"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let hits = hook.hits();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(
+        hits[0].verified && hits[0].id.starts_with("ping:"),
+        "{hits:?}"
+    );
+    assert_eq!(hits[0].kind, "ping");
+    assert_eq!(hits[0].body["data"]["credential"], CRED);
+
+    hook.script(&[], Answer::Status(500));
+    let out = stack.cli(&["test-dependent", CRED, "shop"], &[]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stdout.contains("not delivered (may pass later)") && out.stdout.contains("500"),
+        "{out:?}"
+    );
+    let out = stack.cli(&["test-dependent", CRED, "nobody"], &[]).await;
+    assert_eq!(out.code, Some(64), "{out:?}");
+    assert!(out.stderr.contains("known: shop"), "{out:?}");
+    // A ping is not an event: nothing is recorded for the dependent.
+    let out = stack.cli(&["deliveries", CRED, "--json"], &[]).await;
+    let d: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(d["dependents"][0]["tries"], 0, "{d}");
+}

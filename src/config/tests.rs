@@ -1020,6 +1020,92 @@ exec = ["/bin/true"]
             ),
         ],
     ),
+    (
+        "ack keys without require_ack",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "exec"
+name = "reload"
+command = ["/bin/true"]
+ack_timeout = "5m"
+on_ack_timeout = "revoke"
+"#,
+        &[
+            (
+                "credentials[0].dependents[0].ack_timeout",
+                10,
+                "not used by a dependent without `require_ack = true`",
+            ),
+            (
+                "credentials[0].dependents[0].on_ack_timeout",
+                11,
+                "not used by a dependent without `require_ack = true`",
+            ),
+        ],
+    ),
+    (
+        "an unknown on_ack_timeout and a zero ack_timeout",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "out"
+path = "/run/app/token"
+ack_timeout = "0s"
+on_ack_timeout = "ignore"
+"#,
+        &[
+            (
+                "credentials[0].dependents[0].ack_timeout",
+                10,
+                "longer than zero",
+            ),
+            (
+                "credentials[0].dependents[0].on_ack_timeout",
+                11,
+                "must be one of hold, revoke, got `ignore`",
+            ),
+        ],
+    ),
+    (
+        "a ca_file on a file dependent, a relative one on a webhook",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+vault_approle_secret_id = { role_name = "a" }
+[[credentials.dependents]]
+type = "file"
+name = "out"
+path = "/run/app/token"
+ca_file = "/etc/ca.pem"
+[[credentials.dependents]]
+type = "webhook"
+name = "hook"
+url = "https://hooks.example.com/x"
+signing_key = { path = "hooks/key", key = "k" }
+ca_file = "ca.pem"
+"#,
+        &[
+            (
+                "credentials[0].dependents[0].ca_file",
+                10,
+                "not used by dependent type `file`",
+            ),
+            (
+                "credentials[0].dependents[1].ca_file",
+                16,
+                "must be an absolute path",
+            ),
+        ],
+    ),
 ];
 
 #[test]

@@ -337,6 +337,9 @@ async fn reloaded(old: &App, metrics: &Metrics) -> Option<App> {
 /// capabilities, a malformed secret); each attempt checks again before it mints.
 async fn preflight_all(app: &App) {
     for cred in &app.config.credentials {
+        for problem in app.deliverer.preflight(cred).await {
+            tracing::error!(credential = %cred.name, error = %problem, "a dependent cannot be told until this is fixed");
+        }
         let Ok(provider) = app.provider(cred) else {
             continue;
         };

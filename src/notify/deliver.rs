@@ -534,6 +534,47 @@ impl Deliverer {
             .collect())
     }
 
+    /// At start-up, what would make a delivery fail later: a webhook signing key that cannot be
+    /// read or is not `whsec_<base64>`, a file dependent whose directory does not exist. One line
+    /// per problem, naming the dependent.
+    pub async fn preflight(&self, cred: &Credential) -> Vec<String> {
+        let mut problems = Vec::new();
+        for target in Target::of(cred) {
+            match &target.sink {
+                Err(reason) => problems.push(format!("dependent {}: {reason}", target.name)),
+                Ok(Built::Webhook { key, .. }) => match self.signing_keys(key).await {
+                    Err(reason) => problems.push(format!("dependent {}: {reason}", target.name)),
+                    Ok(keys) if keys.is_empty() => problems.push(format!(
+                        "dependent {}: the signing key at {} is empty",
+                        target.name, key.secret
+                    )),
+                    Ok(keys) => {
+                        if keys
+                            .iter()
+                            .any(|k| super::webhook::SigningKey::parse(k).is_err())
+                        {
+                            problems.push(format!(
+                                "dependent {}: the signing key at {} field {:?} is not whsec_<base64>",
+                                target.name, key.secret, key.key
+                            ));
+                        }
+                    }
+                },
+                Ok(Built::File(sink)) => {
+                    if let Some(dir) = sink.path.parent().filter(|d| !d.is_dir()) {
+                        problems.push(format!(
+                            "dependent {}: directory {} does not exist",
+                            target.name,
+                            dir.display()
+                        ));
+                    }
+                }
+                Ok(Built::Exec(_)) => {}
+            }
+        }
+        problems
+    }
+
     /// At start-up: rewrite every `file` dependent that does not hold the current secret (and
     /// run its exec). Failures are logged; the next rotation writes the file again.
     pub async fn restore_files(&self, cred: &Credential, targets: &[Target]) {
