@@ -318,6 +318,7 @@ command = ["/bin/true"]
     let before = p.writes();
     p.rotate().await;
     let writes = p.writes() - before;
+    eprintln!("one rotation with three dependents: {writes} Vault writes");
     assert!(
         writes <= 7,
         "{writes} writes: minting, minted, secret, notified, idle, and one deliveries write per event"
