@@ -30,11 +30,11 @@ use std::time::Duration;
 
 use bigcommerce_emulator::{FaultMode, FaultSpec, TokenState};
 use common::receiver::{Answer, HookReceiver};
-use common::stack::{sha256_hex, Stack, StackOptions, CRED, WEBHOOK_KEY_PATH};
+use common::stack::{sha256_hex, webhook_dependent, Stack, StackOptions, CRED, WEBHOOK_KEY_PATH};
 use secret_rotator::crash::POINTS;
 use serde_json::{json, Value};
 
-const KEY: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+const KEY: &str = common::receiver::TEST_KEY;
 
 async fn crash_then_recover(point: &str) {
     let hook = HookReceiver::start(KEY).await;
@@ -42,19 +42,8 @@ async fn crash_then_recover(point: &str) {
     let file = files.path().join("token");
     let s = Stack::with(StackOptions {
         dependents: format!(
-            r#"
-[[credentials.dependents]]
-type = "webhook"
-name = "hook"
-url = "{}"
-signing_key = {{ path = "{WEBHOOK_KEY_PATH}", key = "signing_key" }}
-[[credentials.dependents]]
-type = "file"
-name = "file"
-path = "{}"
-field = "token"
-"#,
-            hook.url,
+            "{}\n[[credentials.dependents]]\ntype = \"file\"\nname = \"file\"\npath = \"{}\"\nfield = \"token\"\n",
+            webhook_dependent("hook", &hook.url, ""),
             file.display()
         ),
         ..Default::default()

@@ -6,30 +6,13 @@ mod common;
 use std::time::Duration;
 
 use common::receiver::{Answer, HookReceiver};
-use common::stack::{Stack, StackOptions, CRED, WEBHOOK_KEY_PATH as KEY_PATH};
+use common::stack::{
+    storefront_credential, webhook_dependent as webhook, Stack, StackOptions, CRED,
+    WEBHOOK_KEY_PATH as KEY_PATH,
+};
 use serde_json::json;
 
-const KEY: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
-
-/// A webhook dependent block for the stack's credential (timeout 2 s unless `extra` sets it).
-fn webhook(name: &str, url: &str, extra: &str) -> String {
-    let timeout = if extra.lines().any(|l| l.starts_with("timeout =")) {
-        ""
-    } else {
-        "timeout = \"2s\""
-    };
-    format!(
-        r#"
-[[credentials.dependents]]
-type = "webhook"
-name = "{name}"
-url = "{url}"
-signing_key = {{ path = "{KEY_PATH}", key = "signing_key" }}
-{timeout}
-{extra}
-"#
-    )
-}
+const KEY: &str = common::receiver::TEST_KEY;
 
 async fn stack_with(dependents: String, grace: &'static str) -> Stack {
     let stack = Stack::with(StackOptions {
@@ -416,23 +399,8 @@ async fn a_reader_of_the_file_never_sees_it_partial_empty_loose_or_stale_in_1000
 }
 
 /// A second storefront credential, without dependents, on its own path.
-fn second_credential(stack_base: &str) -> String {
-    format!(
-        r#"
-[[credentials]]
-name = "storefront-other"
-path = "bigcommerce/storefront-other"
-[credentials.bigcommerce_storefront]
-store_hash = "{store}"
-api_url = "{stack_base}"
-storefront_url = "{stack_base}/store-{{store_hash}}"
-access_token = {{ path = "{access}", key = "access_token" }}
-kind = "storefront"
-channel_ids = [1]
-"#,
-        store = common::stack::STORE,
-        access = common::stack::ACCESS_TOKEN_PATH,
-    )
+fn second_credential(base: &str) -> String {
+    storefront_credential("storefront-other", "bigcommerce/storefront-other", base)
 }
 
 async fn version_of(stack: &Stack, path: &str) -> u64 {

@@ -15,6 +15,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The signing key the tests' webhook dependents use (the Standard Webhooks reference vector's).
+pub const TEST_KEY: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
 /// HMAC-SHA256 (RFC 2104), written out so that the receiver shares no code with the sender.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
     let mut block = [0u8; 64];

@@ -117,19 +117,10 @@ method = "token"
 max_age = "{max_age}"
 grace = "{grace}"
 {extra}
-
-[[credentials]]
-name = "{CRED}"
-path = "{SECRET_PATH}"
-[credentials.bigcommerce_storefront]
-store_hash = "{STORE}"
-api_url = "{base}"
-storefront_url = "{base}/store-{{store_hash}}"
-access_token = {{ path = "{ACCESS_TOKEN_PATH}", key = "access_token" }}
-kind = "storefront"
-channel_ids = [1]
+{credential}
 {dependents}
 "#,
+                credential = storefront_credential(CRED, SECRET_PATH, &base),
                 dependents = opts.dependents,
                 bao = vault_address,
                 grace = opts.grace,
@@ -313,6 +304,45 @@ channel_ids = [1]
 
 /// The example policy on the stack's paths: its state prefix, its credential's secret and the
 /// parent access token (which the example also rotates, so the file grants it writes too).
+/// A `[[credentials]]` table for a storefront token of the emulator at `base`.
+pub fn storefront_credential(name: &str, path: &str, base: &str) -> String {
+    format!(
+        r#"
+[[credentials]]
+name = "{name}"
+path = "{path}"
+[credentials.bigcommerce_storefront]
+store_hash = "{STORE}"
+api_url = "{base}"
+storefront_url = "{base}/store-{{store_hash}}"
+access_token = {{ path = "{ACCESS_TOKEN_PATH}", key = "access_token" }}
+kind = "storefront"
+channel_ids = [1]
+"#
+    )
+}
+
+/// A `[[credentials.dependents]]` webhook table whose signing key is at [`WEBHOOK_KEY_PATH`]
+/// (timeout 2 s unless `extra` sets one).
+pub fn webhook_dependent(name: &str, url: &str, extra: &str) -> String {
+    let timeout = if extra.lines().any(|l| l.starts_with("timeout =")) {
+        ""
+    } else {
+        "timeout = \"2s\""
+    };
+    format!(
+        r#"
+[[credentials.dependents]]
+type = "webhook"
+name = "{name}"
+url = "{url}"
+signing_key = {{ path = "{WEBHOOK_KEY_PATH}", key = "signing_key" }}
+{timeout}
+{extra}
+"#
+    )
+}
+
 pub fn policy_paths() -> PolicyPaths {
     PolicyPaths::new()
         .state("secret", "secret-rotator")
