@@ -784,6 +784,15 @@ async fn plan(app: &App) -> Result<i32, Failure> {
                     Step::RollBack =>
                         "write the previous credential back, then revoke the newer one".into(),
                     Step::RetryAt(t) => format!("try the failed step again at {}", t.to_rfc3339()),
+                    Step::AwaitSupply(t) => format!(
+                        "wait for `secret-rotator supply {}` (next reminder or deadline at {})",
+                        cred.name,
+                        t.to_rfc3339()
+                    ),
+                    Step::Remind => "send rotation.due again".into(),
+                    Step::SupplyOverdue =>
+                        "raise needs_attention: nothing was supplied by the deadline".into(),
+                    Step::CheckOld => "check that the old credential is rejected".into(),
                 }
             );
             if let Some(e) = &a.last_error {

@@ -153,6 +153,12 @@ pub enum PayloadType {
     /// failing).
     #[serde(rename = "credential.expiring")]
     Expiring,
+    /// An assisted credential is due (or a reminder): `steps` and `scopes` say what to do.
+    #[serde(rename = "rotation.due")]
+    Due,
+    /// The current credential was rejected: changed or deleted outside the daemon.
+    #[serde(rename = "credential.drift")]
+    Drift,
     /// `secret-rotator test-dependent`: a signed test delivery, about nothing.
     #[serde(rename = "ping")]
     Ping,
@@ -167,6 +173,8 @@ impl PayloadType {
             PayloadType::Failed => "rotation.failed",
             PayloadType::NeedsAttention => "rotation.needs_attention",
             PayloadType::Expiring => "credential.expiring",
+            PayloadType::Due => "rotation.due",
+            PayloadType::Drift => "credential.drift",
             PayloadType::Ping => "ping",
         }
     }
@@ -180,6 +188,8 @@ impl From<EventKind> for PayloadType {
             EventKind::RolledBack => PayloadType::RolledBack,
             EventKind::Failed => PayloadType::Failed,
             EventKind::NeedsAttention => PayloadType::NeedsAttention,
+            EventKind::Due => PayloadType::Due,
+            EventKind::Drift => PayloadType::Drift,
         }
     }
 }
@@ -208,8 +218,34 @@ pub struct PayloadData {
     pub revoke_after: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// `rotation.due` and `credential.drift` of an assisted credential: the control-panel steps,
+    /// in the provider's own words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<String>>,
+    /// `rotation.due` and `credential.drift` of a store-level account: the exact scopes to grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
     pub attempt: Option<String>,
     pub reason: String,
+}
+
+/// What `rotation.due` and `credential.drift` add for an assisted credential: the steps, and
+/// for a store-level account the scopes. Rebuilt from the configuration (the record keeps none
+/// of it, so it stays small). `(None, None)` for other types and automatic credentials.
+pub fn assisted_extras(
+    kind: PayloadType,
+    credential: &Credential,
+) -> (Option<Vec<String>>, Option<Vec<String>>) {
+    use crate::providers::bigcommerce_assisted::{scopes_to_grant, steps};
+    if !matches!(kind, PayloadType::Due | PayloadType::Drift) {
+        return (None, None);
+    }
+    let steps = steps(&credential.provider, &credential.name);
+    if steps.is_empty() {
+        return (None, None);
+    }
+    let scopes = scopes_to_grant(&credential.provider);
+    (Some(steps), (!scopes.is_empty()).then_some(scopes))
 }
 
 /// What an [`Event`] does not carry. Each field is used only by the types it applies to and
@@ -249,6 +285,7 @@ impl Payload {
             PayloadType::Rotated => extra.revoke_after,
             _ => None,
         };
+        let (steps, scopes) = assisted_extras(kind, credential);
         Payload {
             kind,
             timestamp: event.at,
@@ -261,6 +298,8 @@ impl Payload {
                 previous_version,
                 revoke_after,
                 expires_at: None,
+                steps,
+                scopes,
                 attempt: Some(event.attempt.clone()),
                 reason: event.detail.clone(),
             },
@@ -281,6 +320,8 @@ impl Payload {
                 previous_version: None,
                 revoke_after: None,
                 expires_at: Some(warning.expires_at),
+                steps: None,
+                scopes: None,
                 attempt: warning.attempt.clone(),
                 reason: warning.reason.clone(),
             },
