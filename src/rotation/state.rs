@@ -1007,6 +1007,124 @@ mod tests {
         }
     }
 
+    fn assisted() -> Attempt {
+        begin_assisted(
+            Start {
+                id: "a1".into(),
+                owner: "host-a",
+                trigger: "max_age",
+                now: t(0),
+                lease: Duration::from_secs(60),
+                version: 3,
+                current: Some(SecretFields::new().with("token", "old")),
+                lifetime: None,
+            },
+            Duration::from_secs(1000),
+            Duration::from_secs(100),
+        )
+    }
+
+    #[test]
+    fn next_step_of_the_assisted_phases() {
+        let waiting = assisted(); // deadline t(1000), first reminder t(100)
+        let mut overdue_seen = assisted();
+        overdue_seen.needs_attention = true;
+        let committed = awaiting_old_deletion(
+            supplied(
+                assisted(),
+                SecretFields::new().with("token", "new"),
+                "h",
+                t(10),
+                Duration::from_secs(60),
+            ),
+            4,
+            true,
+            t(20),
+            t(500),
+            "h",
+            t(10),
+            Duration::from_secs(60),
+        );
+        let cases: Vec<(&Attempt, DateTime<Utc>, Step)> = vec![
+            (&waiting, t(1), Step::AwaitSupply(t(100))),
+            (&waiting, t(100), Step::Remind),
+            (&waiting, t(1000), Step::SupplyOverdue),
+            // Needs attention already: only a supply moves it on; reminders go on.
+            (&overdue_seen, t(2000), Step::Remind),
+            (&committed, t(19), Step::WaitUntil(t(20))),
+            (&committed, t(20), Step::CheckOld),
+        ];
+        for (a, now, expected) in cases {
+            assert_eq!(next_step(a, now), expected, "phase {:?} at {now}", a.phase);
+        }
+        assert_eq!(waiting.phase, Phase::AwaitingSupply);
+        assert_eq!(waiting.marks[0].phase, "awaiting_supply");
+        assert_eq!(committed.phase, Phase::AwaitingOldDeletion);
+        assert_eq!(committed.version_after, Some(4));
+        assert!(committed.announced && committed.deadline.is_none());
+        let mut r = StateRecord::new("c");
+        r.attempt = Some(committed.clone());
+        assert!(r.validate("c").is_ok());
+    }
+
+    #[test]
+    fn reminders_back_off_to_a_day_and_never_come_sooner_than_asked() {
+        let b = reminder_backoff(Duration::from_secs(3600));
+        let mut a = assisted();
+        // (reminder sent at, next no sooner than, no later than)
+        let cases = [
+            (t(0), 7200, 7920),
+            (t(0), 14_400, 15_840),
+            (t(0), 28_800, 31_680),
+            (t(0), 57_600, 63_360),
+            (t(0), 86_400, 95_040),
+            (t(0), 86_400, 95_040),
+        ];
+        for (i, (now, min, max)) in cases.into_iter().enumerate() {
+            a = reminded(a, now, b, 0.5);
+            let next = (a.next_check.unwrap() - now).num_seconds();
+            assert!((min..=max).contains(&next), "reminder {i}: {next}");
+            assert_eq!(a.checks as usize, i + 1);
+        }
+    }
+
+    #[test]
+    fn the_old_credential_is_looked_at_with_backoff_and_the_lease_covers_the_wait() {
+        let mut a = attempt(Phase::Notified);
+        a.phase = Phase::AwaitingOldDeletion;
+        // (looked at, unit, next in seconds)
+        let cases = [(t(0), 0.0, 1), (t(1), 0.0, 2), (t(3), 0.0, 4), (t(7), 1.0, 16)];
+        for (now, unit, secs) in cases {
+            a = old_still_alive(a, now, "alive", "h", Duration::from_secs(60), unit);
+            assert_eq!(a.next_check, Some(now + chrono::Duration::seconds(secs)), "at {now}");
+            assert_eq!(a.lease_expires_at, a.next_check.unwrap() + chrono::Duration::seconds(60));
+        }
+    }
+
+    #[test]
+    fn pause_resume_and_drift_live_in_the_record() {
+        let r = pause(StateRecord::new("c"), "ops", t(5));
+        let again = pause(r.clone(), "other", t(9));
+        assert_eq!(again.paused, r.paused, "a second pause keeps the first");
+        let mut r = resume(r);
+        assert!(r.paused.is_none());
+        r.drift = Some(Drift {
+            since: t(1),
+            version: 3,
+            reason: "401".into(),
+        });
+        let json = serde_json::to_value(&r).unwrap();
+        let back: StateRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back.drift, r.drift);
+        // A rotation clears the drift.
+        let r = finish(r, attempt(Phase::Minted), Outcome::Rotated, None, t(2), &policy(), 0.0);
+        assert!(r.drift.is_none());
+        // A schema 3 record (no pause, no drift, no assisted fields) is read.
+        let v = serde_json::json!({"schema": 3, "credential": "c", "attempt": null});
+        let old: StateRecord = serde_json::from_value(v).unwrap();
+        assert!(old.validate("c").is_ok() && old.paused.is_none() && old.drift.is_none());
+    }
+
     #[test]
     fn only_the_lease_holder_acts_until_the_lease_expires_or_dies() {
         let a = attempt(Phase::Minted); // lease until t(60), owner host-a
@@ -1327,6 +1445,13 @@ mod tests {
                     a.phase = Phase::RollingBack;
                     a.version_after = Some(4);
                     a.old = None;
+                }),
+            ),
+            (
+                "attempt.version_after is null, but phase awaiting_old_deletion",
+                with(&|r| {
+                    let a = r.attempt.as_mut().unwrap();
+                    a.phase = Phase::AwaitingOldDeletion;
                 }),
             ),
         ];
