@@ -19,7 +19,11 @@
 //!   left out when there was none (the secret was missing).
 //! - `revoke_after`: `rotated` only: the earliest time the previous credential is revoked.
 //! - `expires_at`: `expiring` only: when the live credential reaches `max_age` or its expiry.
-//! - `attempt`: always; the rotation attempt's id (`null` for a warning that no attempt owns).
+//! - `steps`, `scopes`: `rotation.due` and `credential.drift` of an assisted credential only: the
+//!   control-panel steps in the provider's own words, and for a store-level account the exact
+//!   scopes to grant.
+//! - `attempt`: always; the rotation attempt's id (`null` for a warning that no attempt owns;
+//!   `{credential}:v{version}` for `credential.drift`).
 //! - `reason`: always; a short human reason.
 //!
 //! One example per type:
@@ -126,6 +130,66 @@
 //!     "expires_at": "2026-06-03T10:15:00Z",
 //!     "attempt": "3f2a9c1e-8d4b-4c7a-9e21-5b6f0d8a7c34",
 //!     "reason": "parked: the provider refused to create a token (403)"
+//!   }
+//! }
+//! ```
+//!
+//! `rotation.due` (an assisted credential; a reminder has the id `{attempt}:rotation.due:N`)
+//! ```json
+//! {
+//!   "type": "rotation.due",
+//!   "timestamp": "2026-05-04T10:15:00Z",
+//!   "data": {
+//!     "credential": "shop-admin-api",
+//!     "provider": "bigcommerce_store_account",
+//!     "mount": "secret",
+//!     "path": "bigcommerce/abc123/store-api",
+//!     "version": 6,
+//!     "steps": [
+//!       "Log into your store's control panel and navigate to Settings > Store-level API accounts.",
+//!       "Click \"+ Create API Token\" and choose the token type V2/V3 API token.",
+//!       "Fill in the account name (at least 4 characters long).",
+//!       "Configure the API resources and permissions exactly as listed in scopes: Information & Settings: read-only, Storefront API Tokens: modify.",
+//!       "Click Save and copy the Client ID, Client Secret and Access Token from the pop-up (it cannot be shown again).",
+//!       "Run `secret-rotator supply shop-admin-api` and give it client_id, access_token and client_secret (JSON on stdin, or at the prompt).",
+//!       "Re-create under the new account any webhooks the old account created: they vanish with it. Then delete the old account (store abc123); the daemon checks that its token is rejected."
+//!     ],
+//!     "scopes": [
+//!       "Information & Settings: read-only",
+//!       "Storefront API Tokens: modify"
+//!     ],
+//!     "attempt": "3f2a9c1e-8d4b-4c7a-9e21-5b6f0d8a7c34",
+//!     "reason": "due (max_age): regenerate it in the control panel and run `secret-rotator supply shop-admin-api` by 2026-05-11T10:15:00+00:00"
+//!   }
+//! }
+//! ```
+//!
+//! `credential.drift` (id `{credential}:v{version}:credential.drift`: one per rejected version)
+//! ```json
+//! {
+//!   "type": "credential.drift",
+//!   "timestamp": "2026-05-04T12:00:00Z",
+//!   "data": {
+//!     "credential": "shop-admin-api",
+//!     "provider": "bigcommerce_store_account",
+//!     "mount": "secret",
+//!     "path": "bigcommerce/abc123/store-api",
+//!     "version": 6,
+//!     "steps": [
+//!       "Log into your store's control panel and navigate to Settings > Store-level API accounts.",
+//!       "Click \"+ Create API Token\" and choose the token type V2/V3 API token.",
+//!       "Fill in the account name (at least 4 characters long).",
+//!       "Configure the API resources and permissions exactly as listed in scopes: Information & Settings: read-only, Storefront API Tokens: modify.",
+//!       "Click Save and copy the Client ID, Client Secret and Access Token from the pop-up (it cannot be shown again).",
+//!       "Run `secret-rotator supply shop-admin-api` and give it client_id, access_token and client_secret (JSON on stdin, or at the prompt).",
+//!       "Re-create under the new account any webhooks the old account created: they vanish with it. Then delete the old account (store abc123); the daemon checks that its token is rejected."
+//!     ],
+//!     "scopes": [
+//!       "Information & Settings: read-only",
+//!       "Storefront API Tokens: modify"
+//!     ],
+//!     "attempt": "shop-admin-api:v6",
+//!     "reason": "version 6 is rejected although secret-rotator did not change it: GET /v2/time: 401"
 //!   }
 //! }
 //! ```
@@ -407,9 +471,44 @@ mod tests {
         )
     }
 
+    /// The store-level account of the assisted examples.
+    fn store_account() -> Credential {
+        Credential {
+            name: "shop-admin-api".into(),
+            secret: KvPath {
+                mount: "secret".into(),
+                path: "bigcommerce/abc123/store-api".into(),
+            },
+            provider: ProviderConfig::BigCommerceStoreAccount(crate::config::StoreAccountConfig {
+                api_url: "https://api.bigcommerce.com".into(),
+                store_hash: "abc123".into(),
+                required_scopes: vec![
+                    (
+                        "information_and_settings".into(),
+                        crate::config::ScopeLevel::ReadOnly,
+                    ),
+                    (
+                        "storefront_api_tokens".into(),
+                        crate::config::ScopeLevel::Modify,
+                    ),
+                ],
+            }),
+            policy: Policy::default(),
+            dependents: vec![],
+        }
+    }
+
     /// Each documented example, built the way the daemon builds it, in the order of the docs.
     fn examples() -> Vec<Payload> {
         let c = credential();
+        let store = store_account();
+        let assisted = |kind: EventKind, when: &str, attempt: &str, detail: &str| {
+            Payload::from_event(
+                &Event::new(kind, &store.name, attempt, at(when), Some(6), detail),
+                &store,
+                &Extra::default(),
+            )
+        };
         let extra = Extra {
             previous_version: Some(6),
             revoke_after: Some(at("2026-05-04T11:15:00Z")),
@@ -478,7 +577,27 @@ mod tests {
                     reason: "parked: the provider refused to create a token (403)".into(),
                 },
             ),
+            assisted(
+                EventKind::Due,
+                "2026-05-04T10:15:00Z",
+                ATTEMPT,
+                "due (max_age): regenerate it in the control panel and run `secret-rotator supply shop-admin-api` by 2026-05-11T10:15:00+00:00",
+            ),
+            assisted(
+                EventKind::Drift,
+                "2026-05-04T12:00:00Z",
+                "shop-admin-api:v6",
+                "version 6 is rejected although secret-rotator did not change it: GET /v2/time: 401",
+            ),
         ]
+    }
+
+    #[test]
+    #[ignore]
+    fn print_examples() {
+        for p in examples() {
+            println!("{}", serde_json::to_string_pretty(&p).unwrap());
+        }
     }
 
     /// The JSON examples in this module's documentation.
@@ -515,13 +634,15 @@ mod tests {
             "attempt",
             "reason",
         ];
-        let cases: [(PayloadType, &[&str]); 6] = [
+        let cases: [(PayloadType, &[&str]); 8] = [
             (PayloadType::Rotated, &["previous_version", "revoke_after"]),
             (PayloadType::Revoked, &[]),
             (PayloadType::RolledBack, &["previous_version"]),
             (PayloadType::Failed, &[]),
             (PayloadType::NeedsAttention, &[]),
             (PayloadType::Expiring, &["expires_at"]),
+            (PayloadType::Due, &["steps", "scopes"]),
+            (PayloadType::Drift, &["steps", "scopes"]),
         ];
         let documented = documented_examples();
         let built = examples();
@@ -619,7 +740,12 @@ mod tests {
 
     #[test]
     fn no_payload_names_where_a_secret_is_kept_other_than_the_credential_itself() {
-        for payload in examples() {
+        // The storefront credential's parent token is another credential; the assisted examples'
+        // steps name their own fields (what a person supplies), never a value.
+        for payload in examples()
+            .into_iter()
+            .filter(|p| p.data.credential == "shop-storefront")
+        {
             let text = String::from_utf8(payload.body()).unwrap();
             for needle in ["store-admin", "parent_token", "access_token"] {
                 assert!(!text.contains(needle), "{needle} in {text}");

@@ -517,7 +517,7 @@ impl Engine {
                     since: Utc::now(),
                     version: current_version,
                     reason: format!(
-                        "version {current_version} is rejected although secret-rotator did not change it (regenerated or deleted outside the daemon?): {reason}"
+                        "version {current_version} is rejected although secret-rotator did not change it: {reason}"
                     ),
                 };
                 tracing::error!(credential = %cred.name, version = current_version, reason = %drift.reason, "credential drift");
