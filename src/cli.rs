@@ -742,9 +742,16 @@ async fn test_dependent(app: &App, cred: &Credential, name: &str) -> Result<i32,
 /// `supply`'s input: a JSON object of strings on stdin, or each field typed at a prompt that
 /// does not echo when stdin is a terminal. Nothing of it is printed or logged.
 fn read_supplied(cred: &Credential) -> Result<crate::secret::SecretFields, Failure> {
-    use crate::providers::bigcommerce_assisted::{BASIC_FIELDS, STORE_FIELDS, STORE_OPTIONAL_FIELDS};
+    use crate::providers::bigcommerce_assisted::{
+        BASIC_FIELDS, STORE_FIELDS, STORE_OPTIONAL_FIELDS,
+    };
     use std::io::{IsTerminal, Read};
-    let usage = |m: String| Failure::new(exit::USAGE, format!("{}: {m}; nothing was written", cred.name));
+    let usage = |m: String| {
+        Failure::new(
+            exit::USAGE,
+            format!("{}: {m}; nothing was written", cred.name),
+        )
+    };
     let (required, optional): (&[&str], &[&str]) = match &cred.provider {
         crate::config::ProviderConfig::BigCommerceStoreAccount(_) => {
             (STORE_FIELDS, STORE_OPTIONAL_FIELDS)
@@ -801,7 +808,11 @@ fn read_supplied(cred: &Credential) -> Result<crate::secret::SecretFields, Failu
 /// What an assisted command left: the record says more than the run result.
 async fn assisted_result(app: &App, cred: &Credential, result: &RunResult) -> Result<i32, Failure> {
     let name = &cred.name;
-    if let RunResult::Finished(_) | RunResult::NeedsAttention { .. } | RunResult::Parked(_) | RunResult::Busy { .. } = result {
+    if let RunResult::Finished(_)
+    | RunResult::NeedsAttention { .. }
+    | RunResult::Parked(_)
+    | RunResult::Busy { .. } = result
+    {
         return Ok(print_result(name, result));
     }
     let record = app.engine.record(name).await?;

@@ -381,7 +381,11 @@ pub fn status_table(rows: &[StatusRow]) -> String {
                 (None, None, None) => r.state.clone(),
             };
             let state = match (&r.paused, &r.awaiting_supply, &r.drift) {
-                (Some(p), ..) => format!("PAUSED since {} by {}; {state}", p.since.format("%Y-%m-%d %H:%M:%SZ"), p.by),
+                (Some(p), ..) => format!(
+                    "PAUSED since {} by {}; {state}",
+                    p.since.format("%Y-%m-%d %H:%M:%SZ"),
+                    p.by
+                ),
                 (None, Some(w), _) if r.needs_attention.is_none() => format!(
                     "awaiting supply since {} (deadline {})",
                     w.since.format("%Y-%m-%d %H:%M:%SZ"),

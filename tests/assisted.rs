@@ -122,7 +122,10 @@ async fn cli_with_stdin(s: &Stack, args: &[&str], stdin: &str) -> Output {
 
 /// The secret's version and data, read as root.
 async fn secret(s: &Stack, path: &str) -> (u64, Value) {
-    let v = s.bao.root("GET", &format!("secret/data/{path}"), None).await;
+    let v = s
+        .bao
+        .root("GET", &format!("secret/data/{path}"), None)
+        .await;
     (
         v["data"]["metadata"]["version"].as_u64().unwrap(),
         v["data"]["data"].clone(),
@@ -152,7 +155,11 @@ async fn status_row(s: &Stack, cred: &str) -> Value {
 /// The record as root reads it (to prove a refused supply wrote nothing).
 async fn record(s: &Stack, cred: &str) -> Value {
     s.bao
-        .root("GET", &format!("secret/data/secret-rotator/credentials/{cred}"), None)
+        .root(
+            "GET",
+            &format!("secret/data/secret-rotator/credentials/{cred}"),
+            None,
+        )
         .await["data"]
         .clone()
 }
@@ -196,10 +203,16 @@ async fn a_store_account_is_due_supplied_verified_by_scope_and_revoked_only_once
     assert!(out.stdout.contains("awaiting supply since"), "{out:?}");
     assert_eq!(event_types(&s, STORE_CRED), ["rotation.due"]);
     assert!(
-        hook.wait_for(Duration::from_secs(30), |h| h.iter().any(|h| h.kind == "rotation.due"))
+        hook.wait_for(Duration::from_secs(30), |h| h
+            .iter()
+            .any(|h| h.kind == "rotation.due"))
             .await
     );
-    let due = hook.hits().into_iter().find(|h| h.kind == "rotation.due").unwrap();
+    let due = hook
+        .hits()
+        .into_iter()
+        .find(|h| h.kind == "rotation.due")
+        .unwrap();
     assert!(due.verified);
     assert_eq!(
         due.body["data"]["scopes"],
@@ -227,7 +240,10 @@ async fn a_store_account_is_due_supplied_verified_by_scope_and_revoked_only_once
     )
     .await;
     assert_eq!(out.code, Some(4), "{out:?}");
-    assert!(out.stderr.contains("missing scope orders (modify)"), "{out:?}");
+    assert!(
+        out.stderr.contains("missing scope orders (modify)"),
+        "{out:?}"
+    );
     assert!(out.stderr.contains("nothing was written"), "{out:?}");
     assert_no_secret(&out, &[&narrow.access_token]);
     // A mistyped token: rejected (401), nothing written.
@@ -249,7 +265,11 @@ async fn a_store_account_is_due_supplied_verified_by_scope_and_revoked_only_once
     let out = supply(&s, STORE_CRED, &json!({ "client_id": good.client_id })).await;
     assert_eq!(out.code, Some(4), "{out:?}");
     assert!(out.stderr.contains("access_token"), "{out:?}");
-    assert_eq!(record(&s, STORE_CRED).await, before, "a refused supply writes nothing");
+    assert_eq!(
+        record(&s, STORE_CRED).await,
+        before,
+        "a refused supply writes nothing"
+    );
     assert_eq!(secret(&s, STORE_PATH).await.0, 1);
 
     // The good one: committed and announced; the old account still lives, so no `revoked`.
@@ -264,20 +284,38 @@ async fn a_store_account_is_due_supplied_verified_by_scope_and_revoked_only_once
     )
     .await;
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.stdout.contains("waiting for the old account"), "{out:?}");
+    assert!(
+        out.stdout.contains("waiting for the old account"),
+        "{out:?}"
+    );
     assert_no_secret(&out, &[&good.access_token, &good.client_secret]);
     let (version, data) = secret(&s, STORE_PATH).await;
-    assert_eq!((version, data["access_token"].as_str()), (2, Some(good.access_token.as_str())));
-    assert_eq!(event_types(&s, STORE_CRED), ["rotation.due", "credential.rotated"]);
+    assert_eq!(
+        (version, data["access_token"].as_str()),
+        (2, Some(good.access_token.as_str()))
+    );
+    assert_eq!(
+        event_types(&s, STORE_CRED),
+        ["rotation.due", "credential.rotated"]
+    );
     let out = s.cli(&["confirm-revoked", STORE_CRED], &[]).await;
     assert_eq!(out.code, Some(4), "the old account is alive: {out:?}");
-    assert!(out.stderr.contains("still accepts the old credential"), "{out:?}");
+    assert!(
+        out.stderr.contains("still accepts the old credential"),
+        "{out:?}"
+    );
     let out = s.cli(&["run", "--once"], &[]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert_eq!(event_types(&s, STORE_CRED), ["rotation.due", "credential.rotated"]);
+    assert_eq!(
+        event_types(&s, STORE_CRED),
+        ["rotation.due", "credential.rotated"]
+    );
 
     // The person deletes the old account; `confirm-revoked` checks and ends the rotation.
-    s.admin.delete_api_account(STORE, &old.client_id).await.unwrap();
+    s.admin
+        .delete_api_account(STORE, &old.client_id)
+        .await
+        .unwrap();
     let out = s.cli(&["confirm-revoked", STORE_CRED], &[]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("rotated"), "{out:?}");
@@ -292,7 +330,10 @@ async fn a_store_account_is_due_supplied_verified_by_scope_and_revoked_only_once
         .unwrap();
     assert!(revoked["detail"].as_str().unwrap().contains("webhooks"));
     let row = status_row(&s, STORE_CRED).await;
-    assert!(row["rotation"].is_null() && row["awaiting_supply"].is_null(), "{row}");
+    assert!(
+        row["rotation"].is_null() && row["awaiting_supply"].is_null(),
+        "{row}"
+    );
     assert!(
         hook.wait_for(Duration::from_secs(30), |h| h
             .iter()
@@ -333,7 +374,10 @@ async fn the_daemon_polls_the_old_store_account_until_it_is_deleted() {
     let mut daemon = s.daemon(&["run", "--interval", "1s"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!event_types(&s, STORE_CRED).contains(&"credential.revoked".to_string()));
-    s.admin.delete_api_account(STORE, &old.client_id).await.unwrap();
+    s.admin
+        .delete_api_account(STORE, &old.client_id)
+        .await
+        .unwrap();
     let start = std::time::Instant::now();
     while !event_types(&s, STORE_CRED).contains(&"credential.revoked".to_string()) {
         assert!(
@@ -368,11 +412,17 @@ async fn basic_auth_flow(cred: &str, path: &str, username: &str, first: &str, us
     assert!(out.stdout.contains("awaiting supply"), "{out:?}");
     let before = record(&s, cred).await;
     // The token already stored, a mistyped one, a wrong API path: refused, nothing written.
-    let input = |token: &str, api: &str| json!({ "username": username, "token": token, "api_path": api });
+    let input =
+        |token: &str, api: &str| json!({ "username": username, "token": token, "api_path": api });
     let out = supply(&s, cred, &input(first, &api)).await;
     assert_eq!(out.code, Some(4), "{out:?}");
     assert!(out.stderr.contains("already stored"), "{out:?}");
-    let out = supply(&s, cred, &input("0123456789abcdef0123456789abcdef01234567", &api)).await;
+    let out = supply(
+        &s,
+        cred,
+        &input("0123456789abcdef0123456789abcdef01234567", &api),
+    )
+    .await;
     assert_eq!(out.code, Some(4), "{out:?}");
     assert!(out.stderr.contains("401"), "{out:?}");
     let out = supply(&s, cred, &input(first, "https://elsewhere.example/api/v2/")).await;
@@ -382,16 +432,25 @@ async fn basic_auth_flow(cred: &str, path: &str, username: &str, first: &str, us
 
     // The person regenerates the token; the old one dies at once.
     let view = if user {
-        s.admin.regenerate_user_token(STORE, username).await.unwrap()
+        s.admin
+            .regenerate_user_token(STORE, username)
+            .await
+            .unwrap()
     } else {
-        s.admin.regenerate_legacy_token(STORE, username).await.unwrap()
+        s.admin
+            .regenerate_legacy_token(STORE, username)
+            .await
+            .unwrap()
     };
     let out = supply(&s, cred, &input(&view.token, &api)).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("rotated"), "{out:?}");
     assert_no_secret(&out, &[&view.token]);
     let (version, data) = secret(&s, path).await;
-    assert_eq!((version, data["token"].as_str()), (2, Some(view.token.as_str())));
+    assert_eq!(
+        (version, data["token"].as_str()),
+        (2, Some(view.token.as_str()))
+    );
     assert_eq!(
         event_types(&s, cred),
         ["rotation.due", "credential.rotated", "credential.revoked"]
@@ -400,13 +459,26 @@ async fn basic_auth_flow(cred: &str, path: &str, username: &str, first: &str, us
 
 #[tokio::test]
 async fn a_legacy_account_token_is_regenerated_supplied_and_the_old_one_proven_dead() {
-    basic_auth_flow(LEGACY_CRED, LEGACY_PATH, demo::LEGACY_USERNAME, demo::LEGACY_TOKEN, false)
-        .await;
+    basic_auth_flow(
+        LEGACY_CRED,
+        LEGACY_PATH,
+        demo::LEGACY_USERNAME,
+        demo::LEGACY_TOKEN,
+        false,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_user_token_is_regenerated_supplied_and_the_old_one_proven_dead() {
-    basic_auth_flow(USER_CRED, USER_PATH, demo::USER_USERNAME, demo::USER_TOKEN, true).await;
+    basic_auth_flow(
+        USER_CRED,
+        USER_PATH,
+        demo::USER_USERNAME,
+        demo::USER_TOKEN,
+        true,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -452,7 +524,11 @@ async fn a_token_regenerated_outside_the_daemon_is_drift_within_one_drift_interv
     daemon.kill().await.unwrap();
     for cred in [LEGACY_CRED, USER_CRED] {
         // Drift, then a supply is asked for.
-        assert_eq!(event_types(&s, cred), ["credential.drift", "rotation.due"], "{cred}");
+        assert_eq!(
+            event_types(&s, cred),
+            ["credential.drift", "rotation.due"],
+            "{cred}"
+        );
         let row = status_row(&s, cred).await;
         assert_eq!(row["drift"]["version"], 1, "{row}");
         assert!(row["awaiting_supply"].is_object(), "{row}");
@@ -461,7 +537,9 @@ async fn a_token_regenerated_outside_the_daemon_is_drift_within_one_drift_interv
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stdout.contains("drift since"), "{out:?}");
     // Supplying the regenerated token clears the drift.
-    let token = s.admin.legacy_accounts(STORE).await.unwrap()[0].token.clone();
+    let token = s.admin.legacy_accounts(STORE).await.unwrap()[0]
+        .token
+        .clone();
     let out = supply(
         &s,
         LEGACY_CRED,
@@ -487,7 +565,11 @@ async fn a_paused_credential_is_not_rotated_by_rotate_or_the_daemon_until_resume
     assert_eq!(out.code, Some(0), "{out:?}");
     let row = status_row(&s, LEGACY_CRED).await;
     assert_eq!(row["paused"]["by"], "test-instance", "{row}");
-    assert!(s.cli(&["status"], &[]).await.stdout.contains("PAUSED since"));
+    assert!(s
+        .cli(&["status"], &[])
+        .await
+        .stdout
+        .contains("PAUSED since"));
     let out = s.cli(&["rotate", LEGACY_CRED], &[]).await;
     assert_eq!(out.code, Some(4), "{out:?}");
     assert!(out.stdout.contains("paused"), "{out:?}");

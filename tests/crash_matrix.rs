@@ -394,7 +394,11 @@ required_scopes = {{ orders = "modify" }}
         .root("GET", &format!("secret/data/{STORE_PATH}"), None)
         .await;
     assert_eq!(v["data"]["metadata"]["version"], 2, "{point}");
-    assert_eq!(v["data"]["data"]["access_token"], new.access_token.as_str(), "{point}");
+    assert_eq!(
+        v["data"]["data"]["access_token"],
+        new.access_token.as_str(),
+        "{point}"
+    );
     let types = |s: &Stack| -> Vec<String> {
         s.events()
             .iter()
@@ -402,8 +406,14 @@ required_scopes = {{ orders = "modify" }}
             .map(|e| e["type"].as_str().unwrap().to_string())
             .collect()
     };
-    assert!(!types(&s).contains(&"credential.revoked".to_string()), "{point}: revoked while the old account lives");
-    s.admin.delete_api_account("abc123", &old.client_id).await.unwrap();
+    assert!(
+        !types(&s).contains(&"credential.revoked".to_string()),
+        "{point}: revoked while the old account lives"
+    );
+    s.admin
+        .delete_api_account("abc123", &old.client_id)
+        .await
+        .unwrap();
     let out = s.cli(&["confirm-revoked", STORE_CRED], &[]).await;
     assert_eq!(out.code, Some(0), "{point}: {out:?}");
     let seen = types(&s);
@@ -419,8 +429,15 @@ required_scopes = {{ orders = "modify" }}
     let out = s.cli(&["history", STORE_CRED, "--json"], &[]).await;
     let h: Value = serde_json::from_str(&out.stdout).unwrap();
     assert!(h["in_flight"].is_null(), "{point}: {h}");
-    assert_eq!(h["attempts"].as_array().unwrap().last().unwrap()["outcome"], "rotated");
-    assert_eq!(h["attempts"].as_array().unwrap().len(), 1, "{point}: one attempt");
+    assert_eq!(
+        h["attempts"].as_array().unwrap().last().unwrap()["outcome"],
+        "rotated"
+    );
+    assert_eq!(
+        h["attempts"].as_array().unwrap().len(),
+        1,
+        "{point}: one attempt"
+    );
 }
 
 /// `supply store-account` with `input` on stdin.

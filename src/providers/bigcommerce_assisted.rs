@@ -320,7 +320,9 @@ impl Provider for StoreAccountProvider {
             200..=299 => {}
             401 => {
                 return Err(ProviderError::Rejected {
-                    reason: "GET /v2/time: 401: the access token is invalid or its account was deleted".into(),
+                    reason:
+                        "GET /v2/time: 401: the access token is invalid or its account was deleted"
+                            .into(),
                 })
             }
             // Authenticated, without Information & Settings: its probe below names it if needed.
@@ -364,8 +366,7 @@ impl Provider for StoreAccountProvider {
 
     async fn revoke(&self, _secret: &SecretFields) -> Result<(), ProviderError> {
         Err(ProviderError::Config {
-            reason: "a store-level API account is deleted by a person in the control panel"
-                .into(),
+            reason: "a store-level API account is deleted by a person in the control panel".into(),
         })
     }
 
@@ -535,12 +536,17 @@ mod tests {
             ["Information & Settings: read-only", "Orders: modify"]
         );
         let text = steps(&store(), "shop").join("\n");
-        assert!(text.contains("Settings > Store-level API accounts"), "{text}");
+        assert!(
+            text.contains("Settings > Store-level API accounts"),
+            "{text}"
+        );
         assert!(text.contains("Orders: modify"), "{text}");
         assert!(text.contains("webhooks"), "{text}");
         assert!(text.contains("secret-rotator supply shop"), "{text}");
         assert!(scopes_to_grant(&legacy()).is_empty());
-        assert!(steps(&legacy(), "l").join(" ").contains("Generate New Token"));
+        assert!(steps(&legacy(), "l")
+            .join(" ")
+            .contains("Generate New Token"));
     }
 
     #[test]
@@ -555,17 +561,21 @@ mod tests {
         let path = "https://store-abc123.mybigcommerce.com/api/v2/";
         // (provider, fields, expected error fragment; "" = accepted)
         let cases: Vec<(ProviderConfig, SecretFields, &str)> = vec![
+            (store(), s(&[("client_id", "c"), ("access_token", "t")]), ""),
             (
                 store(),
-                s(&[("client_id", "c"), ("access_token", "t")]),
+                s(&[
+                    ("client_id", "c"),
+                    ("access_token", "t"),
+                    ("client_secret", "x"),
+                ]),
                 "",
             ),
             (
                 store(),
-                s(&[("client_id", "c"), ("access_token", "t"), ("client_secret", "x")]),
-                "",
+                s(&[("client_id", "c")]),
+                "missing or empty field(s): access_token",
             ),
-            (store(), s(&[("client_id", "c")]), "missing or empty field(s): access_token"),
             (
                 store(),
                 s(&[("client_id", "c"), ("access_token", " ")]),
@@ -578,7 +588,11 @@ mod tests {
             ),
             (
                 legacy(),
-                s(&[("username", "legacy-app"), ("token", "t"), ("api_path", path)]),
+                s(&[
+                    ("username", "legacy-app"),
+                    ("token", "t"),
+                    ("api_path", path),
+                ]),
                 "",
             ),
             (
@@ -588,10 +602,18 @@ mod tests {
             ),
             (
                 legacy(),
-                s(&[("username", "legacy-app"), ("token", "t"), ("api_path", "https://evil.example/api/v2/")]),
+                s(&[
+                    ("username", "legacy-app"),
+                    ("token", "t"),
+                    ("api_path", "https://evil.example/api/v2/"),
+                ]),
                 "field api_path",
             ),
-            (legacy(), s(&[("username", "legacy-app")]), "token, api_path"),
+            (
+                legacy(),
+                s(&[("username", "legacy-app")]),
+                "token, api_path",
+            ),
         ];
         for (provider, fields, expected) in cases {
             let got = check_fields(&provider, &fields).err().unwrap_or_default();

@@ -23,10 +23,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::state::{
-    self, begin, bounded, commit_check, committed, failed_step, finish, may_act,
-    may_start, minted, next_step, note_orphan, orphans_spent, rolling_back, take_over, transient,
-    unpark, Attempt, AttemptSummary, Blocked, CommitCheck, Outcome, Parked, Phase,
-    RetryPolicy, Start, StateRecord, Step,
+    self, begin, bounded, commit_check, committed, failed_step, finish, may_act, may_start, minted,
+    next_step, note_orphan, orphans_spent, rolling_back, take_over, transient, unpark, Attempt,
+    AttemptSummary, Blocked, CommitCheck, Outcome, Parked, Phase, RetryPolicy, Start, StateRecord,
+    Step,
 };
 use crate::config::{Credential, KvPath};
 use crate::crash;
@@ -970,9 +970,7 @@ impl Engine {
         };
         crash::point("committed");
         if provider.info().mode == Mode::Assisted {
-            return self
-                .committed_assisted(cred, provider, a, l, version)
-                .await;
+            return self.committed_assisted(cred, provider, a, l, version).await;
         }
 
         tracing::info!(credential = %cred.name, attempt = %a.id, version, "new credential committed");

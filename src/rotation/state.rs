@@ -466,6 +466,7 @@ pub fn supplied(
 /// Committed at `version`; the old credential is looked at from `first_check`. `announced`:
 /// `credential.rotated` was sent (a store-level account's overlap); `remind_after`: when a
 /// living old credential raises needs_attention (the grace period).
+#[allow(clippy::too_many_arguments)]
 pub fn awaiting_old_deletion(
     a: Attempt,
     version: u64,
@@ -1093,11 +1094,23 @@ mod tests {
         let mut a = attempt(Phase::Notified);
         a.phase = Phase::AwaitingOldDeletion;
         // (looked at, unit, next in seconds)
-        let cases = [(t(0), 0.0, 1), (t(1), 0.0, 2), (t(3), 0.0, 4), (t(7), 1.0, 16)];
+        let cases = [
+            (t(0), 0.0, 1),
+            (t(1), 0.0, 2),
+            (t(3), 0.0, 4),
+            (t(7), 1.0, 16),
+        ];
         for (now, unit, secs) in cases {
             a = old_still_alive(a, now, "alive", "h", Duration::from_secs(60), unit);
-            assert_eq!(a.next_check, Some(now + chrono::Duration::seconds(secs)), "at {now}");
-            assert_eq!(a.lease_expires_at, a.next_check.unwrap() + chrono::Duration::seconds(60));
+            assert_eq!(
+                a.next_check,
+                Some(now + chrono::Duration::seconds(secs)),
+                "at {now}"
+            );
+            assert_eq!(
+                a.lease_expires_at,
+                a.next_check.unwrap() + chrono::Duration::seconds(60)
+            );
         }
     }
 
@@ -1117,7 +1130,15 @@ mod tests {
         let back: StateRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back.drift, r.drift);
         // A rotation clears the drift.
-        let r = finish(r, attempt(Phase::Minted), Outcome::Rotated, None, t(2), &policy(), 0.0);
+        let r = finish(
+            r,
+            attempt(Phase::Minted),
+            Outcome::Rotated,
+            None,
+            t(2),
+            &policy(),
+            0.0,
+        );
         assert!(r.drift.is_none());
         // A schema 3 record (no pause, no drift, no assisted fields) is read.
         let v = serde_json::json!({"schema": 3, "credential": "c", "attempt": null});

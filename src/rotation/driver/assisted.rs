@@ -6,9 +6,9 @@
 //! credential is never announced revoked before the provider rejects it; `credential.rotated`
 //! precedes `credential.revoked`; no secret reaches an event, a log line or an error.
 
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
-use chrono::{DateTime, Utc};
 
 use super::{unit, Announce, Engine, EngineError, Extra, Loaded, Next, RunResult, Wait};
 use crate::config::{Credential, ProviderConfig};
@@ -17,8 +17,8 @@ use crate::events::EventKind;
 use crate::providers::bigcommerce_assisted::check_fields;
 use crate::providers::{Mode, Provider, ProviderError};
 use crate::rotation::state::{
-    self, awaiting_old_deletion, begin_assisted, reminded, reminder_backoff, supplied,
-    take_over, Attempt, Drift, Phase, Start,
+    self, awaiting_old_deletion, begin_assisted, reminded, reminder_backoff, supplied, take_over,
+    Attempt, Drift, Phase, Start,
 };
 use crate::secret::SecretFields;
 
@@ -243,14 +243,8 @@ impl Engine {
                     ),
                 };
                 tracing::info!(credential = %cred.name, attempt = %a.id, "{note}");
-                let mut a = state::old_still_alive(
-                    a,
-                    now,
-                    &note,
-                    &self.owner,
-                    self.settings.lease,
-                    unit(),
-                );
+                let mut a =
+                    state::old_still_alive(a, now, &note, &self.owner, self.settings.lease, unit());
                 if a.held.is_none() && a.revoke_after.is_some_and(|t| now >= t) {
                     let reason = format!(
                         "the old credential is still accepted after the grace period: {note}"
@@ -427,7 +421,9 @@ impl Engine {
         let (record, version) = self.load(&cred.name).await?;
         let mut l = Loaded::new(record, version);
         let Some(a) = l.record.attempt.clone() else {
-            return Err(refuse("no rotation waits for the old credential to die".into()));
+            return Err(refuse(
+                "no rotation waits for the old credential to die".into(),
+            ));
         };
         if a.phase != Phase::AwaitingOldDeletion {
             return Err(refuse(format!(
@@ -509,7 +505,11 @@ impl Engine {
                 Ok(DriftCheck::Fine)
             }
             Err(ProviderError::Rejected { reason }) => {
-                if let Some(d) = l.record.drift.clone().filter(|d| d.version == current_version)
+                if let Some(d) = l
+                    .record
+                    .drift
+                    .clone()
+                    .filter(|d| d.version == current_version)
                 {
                     return Ok(DriftCheck::Drifted(d));
                 }
