@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: a dev OpenBao and the BigCommerce emulator on free loopback ports, then real rotations
-# of a storefront token and an AppRole secret-id, with `status` and `history` before and after.
+# of a storefront token and an AppRole secret-id, with `status` and `history` before and after,
+# and one assisted rotation of a legacy API account with the emulator's admin API as the person.
 # Everything it starts is stopped on exit. Needs cargo and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,6 +95,36 @@ req = urllib.request.Request(f"http://127.0.0.1:{port}/__admin/stores/abc123/sto
 for t in json.load(urllib.request.urlopen(req)):
     print(f"  jti={t['jti'][:12]}  state={t['state']:<8} sha256={t['sha256'][:16]}")
 PY
+# The control panel: the emulator's admin API (METHOD PATH), printing the JSON answer.
+admin() { python3 - "$emu_port" "$(cat "$work/admin-token")" "$1" "$2" <<'PY'
+import sys, urllib.request
+port, token, method, path = sys.argv[1:5]
+req = urllib.request.Request(f"http://127.0.0.1:{port}/__admin/stores/abc123/{path}", method=method,
+                             headers={"Authorization": f"Bearer {token}"})
+print(urllib.request.urlopen(req).read().decode())
+PY
+}
+field() { python3 -c 'import json, sys; v = json.load(sys.stdin); v = v[0] if isinstance(v, list) else v; print(v[sys.argv[1]])' "$1"; }
+api_path="http://127.0.0.1:$emu_port/store-abc123/api/v2/"
+
+step "assisted: an operator adopts the legacy API account legacy-app (version 1)"
+legacy_token="$(admin GET legacy-accounts | field token)"
+"$bao" kv put -mount=secret bigcommerce/abc123/legacy-app username=legacy-app token="$legacy_token" api_path="$api_path" >/dev/null
+step "rotate demo-legacy: due, rotation.due carries the control-panel steps"
+"$bin" rotate demo-legacy
+"$bin" status | grep -E 'NAME|demo-legacy'
+step "the person: Advanced Settings > Legacy API Accounts > Edit > Generate New Token > Save (admin API)"
+new_token="$(admin POST legacy-accounts/legacy-app/regenerate | field token)"
+step "the person supplies a mistyped token: rejected, nothing written"
+printf '{"username": "legacy-app", "token": "%s", "api_path": "%s"}' "${new_token%?}0" "$api_path" \
+  | "$bin" supply demo-legacy || echo "(exit $?)"
+step "the person supplies the new token: verified, committed, old one checked dead, rotated and revoked"
+printf '{"username": "legacy-app", "token": "%s", "api_path": "%s"}' "$new_token" "$api_path" \
+  | "$bin" supply demo-legacy
+"$bin" history demo-legacy
+grep demo-legacy "$work/events.jsonl" | python3 -c 'import json, sys
+for l in sys.stdin: e = json.loads(l); print(" ", e["type"], e["id"])'
+
 step "plan (dry run)"
 "$bin" plan
 echo

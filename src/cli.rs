@@ -177,6 +177,17 @@ pub enum Command {
     /// Send a signed `ping` event to one dependent of a credential and say how it answered
     /// (a `file` dependent is written with the current secret and runs its `exec`).
     TestDependent { name: String, dependent: String },
+    /// Hand over an assisted credential regenerated in the control panel: a JSON object of its
+    /// fields on stdin, or typed at a prompt that does not echo. It is verified with the store
+    /// (scopes included) before anything is written; a rejected one writes nothing (exit 4).
+    Supply { name: String },
+    /// Say that the old store-level account is deleted: checked with the store (it must reject
+    /// the old token), then `credential.revoked` and the rotation ends.
+    ConfirmRevoked { name: String },
+    /// Stop the daemon (and `rotate`) from starting or moving on a credential's rotation.
+    Pause { name: String },
+    /// Undo `pause`.
+    Resume { name: String },
 }
 
 /// How long a command waits for its dependents' last deliveries before it exits (they are
@@ -453,6 +464,17 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             let app = app(&cli).await?;
             let cred = app.credential(name)?;
             let provider = app.provider(cred)?;
+            let record = app.engine.record(&cred.name).await?;
+            if let Some(p) = &record.paused {
+                println!(
+                    "{}: paused by {} since {}; not rotated (`secret-rotator resume {}` first)",
+                    cred.name,
+                    p.by,
+                    p.since.to_rfc3339(),
+                    cred.name
+                );
+                return Ok(exit::ROTATION);
+            }
             // The dependents hear of each step as it happens (and their acks gate `--wait`).
             let workers = Workers::start(&app.deliverer, &app.engine.wakeup, [cred]);
             let result = app
@@ -465,7 +487,46 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 )
                 .await;
             workers.stop(DELIVERY_DRAIN).await;
-            Ok(print_result(&cred.name, &result?))
+            let result = result?;
+            if provider.info().mode == Mode::Assisted {
+                return assisted_result(&app, cred, &result).await;
+            }
+            Ok(print_result(&cred.name, &result))
+        }
+        Command::Supply { name } => {
+            let app = app(&cli).await?;
+            let cred = app.credential(name)?;
+            let provider = app.provider(cred)?;
+            let secret = read_supplied(cred)?;
+            let workers = Workers::start(&app.deliverer, &app.engine.wakeup, [cred]);
+            let result = app.engine.supply(cred, provider.as_ref(), secret).await;
+            workers.stop(DELIVERY_DRAIN).await;
+            assisted_result(&app, cred, &result?).await
+        }
+        Command::ConfirmRevoked { name } => {
+            let app = app(&cli).await?;
+            let cred = app.credential(name)?;
+            let provider = app.provider(cred)?;
+            let workers = Workers::start(&app.deliverer, &app.engine.wakeup, [cred]);
+            let result = app.engine.confirm_revoked(cred, provider.as_ref()).await;
+            workers.stop(DELIVERY_DRAIN).await;
+            assisted_result(&app, cred, &result?).await
+        }
+        Command::Pause { name } | Command::Resume { name } => {
+            let app = app(&cli).await?;
+            let cred = app.credential(name)?;
+            let pause = matches!(cli.command, Command::Pause { .. });
+            let changed = app
+                .engine
+                .set_paused(&cred.name, pause, &instance_id(&cli))
+                .await?;
+            let what = if pause { "paused" } else { "resumed" };
+            if changed {
+                println!("{}: {what}", cred.name);
+            } else {
+                println!("{}: already {what}", cred.name);
+            }
+            Ok(exit::OK)
         }
         Command::History { name, json } => {
             let app = app(&cli).await?;
@@ -678,6 +739,107 @@ async fn test_dependent(app: &App, cred: &Credential, name: &str) -> Result<i32,
     }
 }
 
+/// `supply`'s input: a JSON object of strings on stdin, or each field typed at a prompt that
+/// does not echo when stdin is a terminal. Nothing of it is printed or logged.
+fn read_supplied(cred: &Credential) -> Result<crate::secret::SecretFields, Failure> {
+    use crate::providers::bigcommerce_assisted::{
+        BASIC_FIELDS, STORE_FIELDS, STORE_OPTIONAL_FIELDS,
+    };
+    use std::io::{IsTerminal, Read};
+    let usage = |m: String| {
+        Failure::new(
+            exit::USAGE,
+            format!("{}: {m}; nothing was written", cred.name),
+        )
+    };
+    let (required, optional): (&[&str], &[&str]) = match &cred.provider {
+        crate::config::ProviderConfig::BigCommerceStoreAccount(_) => {
+            (STORE_FIELDS, STORE_OPTIONAL_FIELDS)
+        }
+        _ => (BASIC_FIELDS, &[]),
+    };
+    if std::io::stdin().is_terminal() {
+        let mut fields = crate::secret::SecretFields::new();
+        for (field, needed) in required
+            .iter()
+            .map(|f| (f, true))
+            .chain(optional.iter().map(|f| (f, false)))
+        {
+            let prompt = if needed {
+                format!("{field}: ")
+            } else {
+                format!("{field} (optional, Enter to skip): ")
+            };
+            let value = rpassword::prompt_password(prompt)
+                .map_err(|e| usage(format!("cannot read {field} from the terminal: {e}")))?;
+            let value = value.trim();
+            if !value.is_empty() {
+                fields.insert(field, value);
+            }
+        }
+        return Ok(fields);
+    }
+    let mut text = String::new();
+    std::io::stdin()
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| usage(format!("cannot read stdin: {e}")))?;
+    // The parser's message may quote the input: say where, not what.
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        usage(format!(
+            "stdin is not a JSON object (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| usage("stdin is not a JSON object of strings".into()))?;
+    let mut fields = crate::secret::SecretFields::new();
+    for (k, v) in object {
+        let v = v
+            .as_str()
+            .ok_or_else(|| usage(format!("field {k} is not a string")))?;
+        fields.insert(k, v.trim());
+    }
+    Ok(fields)
+}
+
+/// What an assisted command left: the record says more than the run result.
+async fn assisted_result(app: &App, cred: &Credential, result: &RunResult) -> Result<i32, Failure> {
+    let name = &cred.name;
+    if let RunResult::Finished(_)
+    | RunResult::NeedsAttention { .. }
+    | RunResult::Parked(_)
+    | RunResult::Busy { .. } = result
+    {
+        return Ok(print_result(name, result));
+    }
+    let record = app.engine.record(name).await?;
+    let Some(a) = &record.attempt else {
+        return Ok(print_result(name, result));
+    };
+    match a.phase {
+        crate::rotation::Phase::AwaitingSupply => {
+            println!(
+                "{name}: awaiting supply since {} (deadline {}): a person regenerates it in the control panel, then runs `secret-rotator supply {name}`",
+                a.started_at.to_rfc3339(),
+                a.deadline.map(|d| d.to_rfc3339()).unwrap_or("-".into())
+            );
+            Ok(exit::OK)
+        }
+        crate::rotation::Phase::AwaitingOldDeletion => {
+            println!(
+                "{name}: version {} committed and announced; waiting for the old account to be deleted in the control panel (checked again at {}; `secret-rotator confirm-revoked {name}` once it is)",
+                a.version_after.unwrap_or_default(),
+                a.next_check.map(|d| d.to_rfc3339()).unwrap_or("-".into())
+            );
+            Ok(exit::OK)
+        }
+        _ => Ok(print_result(name, result)),
+    }
+}
+
 fn print_result(name: &str, result: &RunResult) -> i32 {
     match result {
         RunResult::Idle => {
@@ -784,6 +946,15 @@ async fn plan(app: &App) -> Result<i32, Failure> {
                     Step::RollBack =>
                         "write the previous credential back, then revoke the newer one".into(),
                     Step::RetryAt(t) => format!("try the failed step again at {}", t.to_rfc3339()),
+                    Step::AwaitSupply(t) => format!(
+                        "wait for `secret-rotator supply {}` (next reminder or deadline at {})",
+                        cred.name,
+                        t.to_rfc3339()
+                    ),
+                    Step::Remind => "send rotation.due again".into(),
+                    Step::SupplyOverdue =>
+                        "raise needs_attention: nothing was supplied by the deadline".into(),
+                    Step::CheckOld => "check that the old credential is rejected".into(),
                 }
             );
             if let Some(e) = &a.last_error {

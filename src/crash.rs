@@ -30,6 +30,14 @@ pub const POINTS: &[&str] = &[
     "rollback-revoked",
     // The failure budget spent: the credential parked.
     "parked-recorded",
+    // Assisted rotation, in order: `rotation.due` emitted (not yet recorded); a supplied
+    // credential verified (nothing written yet), then recorded; committed and recorded as
+    // waiting for the old one to die; a look that found the old one alive, recorded.
+    "due-emitted",
+    "supply-verified",
+    "supply-recorded",
+    "old-deletion-recorded",
+    "old-alive-recorded",
 ];
 
 #[cfg(feature = "fault-injection")]

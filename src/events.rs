@@ -24,6 +24,14 @@ pub enum EventKind {
     Failed,
     #[serde(rename = "rotation.needs_attention")]
     NeedsAttention,
+    /// An assisted credential is due: a person must regenerate it and run `supply` (sent again
+    /// as a reminder with backoff).
+    #[serde(rename = "rotation.due")]
+    Due,
+    /// The current credential was rejected although the daemon did not change it: someone
+    /// regenerated or deleted it outside the daemon.
+    #[serde(rename = "credential.drift")]
+    Drift,
 }
 
 impl EventKind {
@@ -34,6 +42,8 @@ impl EventKind {
             EventKind::RolledBack => "credential.rolled_back",
             EventKind::Failed => "rotation.failed",
             EventKind::NeedsAttention => "rotation.needs_attention",
+            EventKind::Due => "rotation.due",
+            EventKind::Drift => "credential.drift",
         }
     }
 }

@@ -42,6 +42,36 @@ pub struct StatusRow {
     /// How the credential's dependents are told.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dependents: Vec<DependentRow>,
+    /// `pause NAME`: by whom and since when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PausedRow>,
+    /// Assisted: waiting for a person to run `supply NAME`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awaiting_supply: Option<AwaitingSupplyRow>,
+    /// The current credential was rejected although the daemon did not change it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PausedRow {
+    pub since: DateTime<Utc>,
+    pub by: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AwaitingSupplyRow {
+    pub since: DateTime<Utc>,
+    pub deadline: Option<DateTime<Utc>>,
+    /// Reminders sent so far.
+    pub reminders: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftRow {
+    pub since: DateTime<Utc>,
+    pub version: u64,
+    pub reason: String,
 }
 
 /// One dependent in `status`, `history` and `deliveries`.
@@ -169,6 +199,7 @@ impl StatusRow {
     pub fn fails_check(&self) -> bool {
         matches!(self.state.as_str(), "overdue" | "missing" | "error")
             || self.needs_attention.is_some()
+            || self.drift.is_some()
             || self.dependents.iter().any(|d| d.state == "needs_attention")
     }
 }
@@ -220,6 +251,22 @@ pub fn status_row(
         next_attempt_at: record.and_then(|r| r.retry_at).filter(|t| *t > now),
         error: None,
         dependents: Vec::new(),
+        paused: record.and_then(|r| r.paused.as_ref()).map(|p| PausedRow {
+            since: p.since,
+            by: p.by.clone(),
+        }),
+        awaiting_supply: attempt
+            .filter(|a| a.phase == crate::rotation::Phase::AwaitingSupply)
+            .map(|a| AwaitingSupplyRow {
+                since: a.started_at,
+                deadline: a.deadline,
+                reminders: a.checks,
+            }),
+        drift: record.and_then(|r| r.drift.as_ref()).map(|d| DriftRow {
+            since: d.since,
+            version: d.version,
+            reason: d.reason.clone(),
+        }),
     }
 }
 
@@ -242,6 +289,9 @@ pub fn error_row(cred: &Credential, error: String) -> StatusRow {
         next_attempt_at: None,
         error: Some(error),
         dependents: Vec::new(),
+        paused: None,
+        awaiting_supply: None,
+        drift: None,
     }
 }
 
@@ -330,6 +380,22 @@ pub fn status_table(rows: &[StatusRow]) -> String {
                 ),
                 (None, None, None) => r.state.clone(),
             };
+            let state = match (&r.paused, &r.awaiting_supply, &r.drift) {
+                (Some(p), ..) => format!(
+                    "PAUSED since {} by {}; {state}",
+                    p.since.format("%Y-%m-%d %H:%M:%SZ"),
+                    p.by
+                ),
+                (None, Some(w), _) if r.needs_attention.is_none() => format!(
+                    "awaiting supply since {} (deadline {})",
+                    w.since.format("%Y-%m-%d %H:%M:%SZ"),
+                    w.deadline
+                        .map(|d| d.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                        .unwrap_or("-".into())
+                ),
+                (None, _, Some(d)) => format!("DRIFT (version {}); {state}", d.version),
+                _ => state,
+            };
             vec![
                 r.name.clone(),
                 r.provider.clone(),
@@ -362,6 +428,20 @@ pub fn status_table(rows: &[StatusRow]) -> String {
                 )
             };
             out.push_str(&format!("\n{}: needs attention: {why}\n  {fix}\n", r.name));
+        }
+        if let Some(d) = &r.drift {
+            out.push_str(&format!(
+                "\n{}: drift since {}: {}\n",
+                r.name,
+                d.since.to_rfc3339(),
+                d.reason
+            ));
+        }
+        if r.awaiting_supply.is_some() {
+            out.push_str(&format!(
+                "\n{}: awaiting supply: regenerate it in the control panel (`secret-rotator plan` lists the steps), then run `secret-rotator supply {}`\n",
+                r.name, r.name
+            ));
         }
     }
     let with_dependents: Vec<&StatusRow> =

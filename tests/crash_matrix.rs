@@ -23,6 +23,11 @@
 //!
 //! The parking case kills the daemon right after it parks a credential whose verification keeps
 //! failing: the parking stands, was announced, and the rejected token was revoked.
+//!
+//! The assisted matrix rotates a store-level API account with the emulator's admin API as the
+//! person, killed after `rotation.due`, after a supply is verified and after it is recorded,
+//! after the commit, and while waiting for the old account to die: the new account ends up
+//! current, the old one rejected, one attempt, and `revoked` only after `rotated`.
 
 mod common;
 
@@ -286,8 +291,179 @@ async fn park_crash_then_recover(point: &str) {
     );
 }
 
+const STORE_CRED: &str = "store-account";
+const STORE_PATH: &str = "bigcommerce/store-account";
+
+/// The assisted matrix: a store-level account rotated by a person (the emulator's admin API),
+/// the binary killed at `point`, then recovered as the daemon and the person would (`run
+/// --once`, `supply` again when nothing was recorded, `confirm-revoked` once the old account is
+/// deleted). Afterwards: the new account is the secret's version 2, the old one is rejected,
+/// `rotation.due`, `credential.rotated` and `credential.revoked` were each announced (in that
+/// order, at least once), and the record is idle with the attempt rotated.
+async fn assisted_crash_then_recover(point: &str) {
+    use bigcommerce_emulator::{Access, Resource, Scopes};
+    let s = Stack::with(StackOptions {
+        root_token: true,
+        grace: "30m",
+        ..Default::default()
+    })
+    .await;
+    let base = s.emu.base_url();
+    let mut text = std::fs::read_to_string(&s.config).unwrap();
+    text.push_str(&format!(
+        r#"
+[[credentials]]
+name = "{STORE_CRED}"
+path = "{STORE_PATH}"
+[credentials.bigcommerce_store_account]
+store_hash = "abc123"
+api_url = "{base}"
+required_scopes = {{ orders = "modify" }}
+"#
+    ));
+    std::fs::write(&s.config, text).unwrap();
+    let scopes = Scopes::none()
+        .with(Resource::Orders, Access::Modify)
+        .with(Resource::InformationAndSettings, Access::ReadOnly);
+    let old = s
+        .admin
+        .create_api_account("abc123", "app-v1", scopes.clone())
+        .await
+        .unwrap();
+    s.bao
+        .write_secret(
+            "secret",
+            STORE_PATH,
+            json!({ "client_id": old.client_id, "access_token": old.access_token }),
+        )
+        .await;
+    let new = s
+        .admin
+        .create_api_account("abc123", "app-v2", scopes)
+        .await
+        .unwrap();
+    let crash = [("SECRET_ROTATOR_CRASH_AT", point)];
+    let input = json!({ "client_id": new.client_id, "access_token": new.access_token }).to_string();
+    let killed = |out: &common::stack::Output| {
+        assert_eq!(out.signal, Some(9), "{point}: not killed: {out:?}");
+    };
+    match point {
+        "due-emitted" => {
+            killed(&s.cli(&["rotate", STORE_CRED], &crash).await);
+            let out = s.cli(&["run", "--once"], &[]).await;
+            assert_eq!(out.code, Some(0), "{out:?}");
+            let out = supply(&s, &input, &[]).await;
+            assert_eq!(out.code, Some(0), "{point}: {out:?}");
+        }
+        "supply-verified" | "supply-recorded" | "old-deletion-recorded" => {
+            let out = s.cli(&["rotate", STORE_CRED], &[]).await;
+            assert_eq!(out.code, Some(0), "{out:?}");
+            killed(&supply(&s, &input, &crash).await);
+            if point == "supply-verified" {
+                // Nothing was written: the person runs `supply` again.
+                let out = supply(&s, &input, &[]).await;
+                assert_eq!(out.code, Some(0), "{point}: {out:?}");
+            } else {
+                let out = s.cli(&["run", "--once"], &[]).await;
+                assert_eq!(out.code, Some(0), "{out:?}");
+            }
+        }
+        "old-alive-recorded" => {
+            let out = supply(&s, &input, &[]).await;
+            assert_eq!(out.code, Some(0), "{out:?}");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            killed(&s.cli(&["run", "--once"], &crash).await);
+            let out = s.cli(&["run", "--once"], &[]).await;
+            assert_eq!(out.code, Some(0), "{out:?}");
+        }
+        other => panic!("no assisted case for {other}"),
+    }
+    let v = s
+        .bao
+        .root("GET", &format!("secret/data/{STORE_PATH}"), None)
+        .await;
+    assert_eq!(v["data"]["metadata"]["version"], 2, "{point}");
+    assert_eq!(
+        v["data"]["data"]["access_token"],
+        new.access_token.as_str(),
+        "{point}"
+    );
+    let types = |s: &Stack| -> Vec<String> {
+        s.events()
+            .iter()
+            .filter(|e| e["credential"] == STORE_CRED)
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        !types(&s).contains(&"credential.revoked".to_string()),
+        "{point}: revoked while the old account lives"
+    );
+    s.admin
+        .delete_api_account("abc123", &old.client_id)
+        .await
+        .unwrap();
+    let out = s.cli(&["confirm-revoked", STORE_CRED], &[]).await;
+    assert_eq!(out.code, Some(0), "{point}: {out:?}");
+    let seen = types(&s);
+    let first = |t: &str| seen.iter().position(|x| x == t);
+    let rotated = first("credential.rotated").unwrap_or_else(|| panic!("{point}: {seen:?}"));
+    let revoked = first("credential.revoked").unwrap_or_else(|| panic!("{point}: {seen:?}"));
+    assert!(rotated < revoked, "{point}: {seen:?}");
+    // Supplied before it fell due (`old-alive-recorded`): no `rotation.due` then.
+    if point != "old-alive-recorded" {
+        let due = first("rotation.due").unwrap_or_else(|| panic!("{point}: {seen:?}"));
+        assert!(due < rotated, "{point}: {seen:?}");
+    }
+    let out = s.cli(&["history", STORE_CRED, "--json"], &[]).await;
+    let h: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(h["in_flight"].is_null(), "{point}: {h}");
+    assert_eq!(
+        h["attempts"].as_array().unwrap().last().unwrap()["outcome"],
+        "rotated"
+    );
+    assert_eq!(
+        h["attempts"].as_array().unwrap().len(),
+        1,
+        "{point}: one attempt"
+    );
+}
+
+/// `supply store-account` with `input` on stdin.
+async fn supply(s: &Stack, input: &str, env: &[(&str, &str)]) -> common::stack::Output {
+    use std::os::unix::process::ExitStatusExt;
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(common::binary());
+    cmd.arg("--config")
+        .arg(&s.config)
+        .arg("--events-file")
+        .arg(&s.events)
+        .args(["supply", STORE_CRED])
+        .env("VAULT_TOKEN", &s.token)
+        .env("SECRET_ROTATOR_INSTANCE_ID", "test-instance")
+        .env_remove("SECRET_ROTATOR_CRASH_AT")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    common::stack::Output {
+        code: out.status.code(),
+        signal: out.status.signal(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 macro_rules! crash_cases {
-    ($($name:ident => $point:literal),* ; $($rb_name:ident => $rb_point:literal),* ; $($p_name:ident => $p_point:literal),* $(,)?) => {
+    ($($name:ident => $point:literal),* ; $($rb_name:ident => $rb_point:literal),* ; $($p_name:ident => $p_point:literal),* ; $($a_name:ident => $a_point:literal),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
@@ -308,10 +484,17 @@ macro_rules! crash_cases {
             }
         )*
 
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $a_name() {
+                assisted_crash_then_recover($a_point).await;
+            }
+        )*
+
         /// Every crash point the engine has is in this matrix: none is skipped.
         #[test]
         fn the_matrix_covers_every_crash_point() {
-            let covered = [$($point),* , $($rb_point),* , $($p_point),*];
+            let covered = [$($point),* , $($rb_point),* , $($p_point),* , $($a_point),*];
             assert_eq!(covered.as_slice(), POINTS);
         }
     };
@@ -336,5 +519,10 @@ crash_cases! {
     rollback_killed_after_the_previous_token_is_written_back => "rollback-written",
     rollback_killed_after_the_rolled_back_event => "rollback-emitted",
     rollback_killed_after_the_newer_token_is_revoked => "rollback-revoked";
-    killed_right_after_parking_a_credential => "parked-recorded",
+    killed_right_after_parking_a_credential => "parked-recorded";
+    assisted_killed_after_rotation_due_is_emitted => "due-emitted",
+    assisted_killed_after_a_supply_is_verified => "supply-verified",
+    assisted_killed_after_a_supply_is_recorded => "supply-recorded",
+    assisted_killed_after_the_commit_is_recorded => "old-deletion-recorded",
+    assisted_killed_while_waiting_for_the_old_account_to_die => "old-alive-recorded",
 }

@@ -8,7 +8,7 @@ mod error;
 mod model;
 mod raw;
 mod redact;
-mod validate;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 pub use redact::redact_url;
+pub use validate::store_account::KNOWN_SCOPES;
 
 /// What validation may ask of the outside world; tests pass a map/fake, the binary passes the real one.
 pub trait Environment {

@@ -101,6 +101,16 @@ pub struct Policy {
     /// (`credential.expiring`) this long before it reaches `max_age` or its expiry (default 3
     /// days).
     pub expiring_warning: Duration,
+    /// Assisted credentials: how long past the due time a person has to supply the new
+    /// credential before the attempt needs attention (default 7 days).
+    pub supply_deadline: Duration,
+    /// Assisted credentials: the first wait before `rotation.due` is sent again; it doubles up to
+    /// a day while nobody supplies (default 1 h). Also the wait between reminders that the old
+    /// store-level account still lives.
+    pub supply_reminder: Duration,
+    /// How often the current credential is verified to catch a change made outside the daemon
+    /// (`credential.drift`); `None` (`"never"`): not checked (default 1 h).
+    pub drift_interval: Option<Duration>,
 }
 
 /// A cron expression that parsed, kept with its text for display.

@@ -88,6 +88,9 @@ pub(crate) struct RawPolicy {
     pub destroy_old_version: Option<Spanned<bool>>,
     pub credential_lifetime: Text,
     pub expiring_warning: Text,
+    pub supply_deadline: Text,
+    pub supply_reminder: Text,
+    pub drift_interval: Text,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +112,9 @@ pub(crate) struct RawCredential {
     pub destroy_old_version: Option<Spanned<bool>>,
     pub credential_lifetime: Text,
     pub expiring_warning: Text,
+    pub supply_deadline: Text,
+    pub supply_reminder: Text,
+    pub drift_interval: Text,
 
     // Provider tables: exactly one must be present (checked in validation).
     pub bigcommerce_storefront: Option<Spanned<RawStorefront>>,
@@ -137,6 +143,9 @@ impl RawCredential {
             destroy_old_version: self.destroy_old_version.clone(),
             expiring_warning: self.expiring_warning.clone(),
             credential_lifetime: self.credential_lifetime.clone(),
+            supply_deadline: self.supply_deadline.clone(),
+            supply_reminder: self.supply_reminder.clone(),
+            drift_interval: self.drift_interval.clone(),
         }
     }
 }
@@ -261,7 +270,7 @@ pub(crate) struct RawDependent {
 }
 
 /// Keys of a credential table that are not provider tables.
-const CREDENTIAL_KEYS: [&str; 14] = [
+const CREDENTIAL_KEYS: [&str; 17] = [
     "name",
     "mount",
     "path",
@@ -275,6 +284,9 @@ const CREDENTIAL_KEYS: [&str; 14] = [
     "destroy_old_version",
     "credential_lifetime",
     "expiring_warning",
+    "supply_deadline",
+    "supply_reminder",
+    "drift_interval",
     "dependents",
 ];
 

@@ -458,10 +458,18 @@ async fn pass(app: &App, backoff: &mut ErrorBackoff, observer: &Observer<'_>) ->
             break;
         }
         observer.heartbeat.feed();
+        // Assisted rotation hook: assisted credentials are driven too (the engine asks a person
+        // for them), and every credential is checked for drift each `drift_interval`.
         let provider = match app.provider(cred) {
-            Ok(p) if p.info().mode == Mode::Automatic => p,
+            Ok(p) => p,
             _ => continue,
         };
+        if crate::rotation::driver::drift_due(cred, Utc::now()) {
+            if let Err(e) = app.engine.check_drift(cred, provider.as_ref()).await {
+                tracing::warn!(credential = %cred.name, error = %e, "drift check failed");
+            }
+        }
+        // End of the assisted rotation hook.
         summary.tracked += 1;
         if let Some(t) = backoff.waiting_until(&cred.name, Utc::now()) {
             summary.next = summary.next.min(t);

@@ -95,6 +95,7 @@ impl Logged {
 
     /// The payload a dependent of `credential` receives.
     pub fn payload(&self, credential: &Credential) -> Payload {
+        let (steps, scopes) = super::payload::assisted_extras(self.kind, credential);
         Payload {
             kind: self.kind,
             timestamp: self.at,
@@ -107,6 +108,8 @@ impl Logged {
                 previous_version: self.previous_version,
                 revoke_after: self.revoke_after,
                 expires_at: self.expires_at,
+                steps,
+                scopes,
                 attempt: self.attempt.clone(),
                 reason: self.reason.clone(),
             },

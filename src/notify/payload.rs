@@ -19,7 +19,11 @@
 //!   left out when there was none (the secret was missing).
 //! - `revoke_after`: `rotated` only: the earliest time the previous credential is revoked.
 //! - `expires_at`: `expiring` only: when the live credential reaches `max_age` or its expiry.
-//! - `attempt`: always; the rotation attempt's id (`null` for a warning that no attempt owns).
+//! - `steps`, `scopes`: `rotation.due` and `credential.drift` of an assisted credential only: the
+//!   control-panel steps in the provider's own words, and for a store-level account the exact
+//!   scopes to grant.
+//! - `attempt`: always; the rotation attempt's id (`null` for a warning that no attempt owns;
+//!   `{credential}:v{version}` for `credential.drift`).
 //! - `reason`: always; a short human reason.
 //!
 //! One example per type:
@@ -129,6 +133,66 @@
 //!   }
 //! }
 //! ```
+//!
+//! `rotation.due` (an assisted credential; a reminder has the id `{attempt}:rotation.due:N`)
+//! ```json
+//! {
+//!   "type": "rotation.due",
+//!   "timestamp": "2026-05-04T10:15:00Z",
+//!   "data": {
+//!     "credential": "shop-admin-api",
+//!     "provider": "bigcommerce_store_account",
+//!     "mount": "secret",
+//!     "path": "bigcommerce/abc123/store-api",
+//!     "version": 6,
+//!     "steps": [
+//!       "Log into your store's control panel and navigate to Settings > Store-level API accounts.",
+//!       "Click \"+ Create API Token\" and choose the token type V2/V3 API token.",
+//!       "Fill in the account name (at least 4 characters long).",
+//!       "Configure the API resources and permissions exactly as listed in scopes: Information & Settings: read-only, Storefront API Tokens: modify.",
+//!       "Click Save and copy the Client ID, Client Secret and Access Token from the pop-up (it cannot be shown again).",
+//!       "Run `secret-rotator supply shop-admin-api` and give it client_id, access_token and client_secret (JSON on stdin, or at the prompt).",
+//!       "Re-create under the new account any webhooks the old account created: they vanish with it. Then delete the old account (store abc123); the daemon checks that its token is rejected."
+//!     ],
+//!     "scopes": [
+//!       "Information & Settings: read-only",
+//!       "Storefront API Tokens: modify"
+//!     ],
+//!     "attempt": "3f2a9c1e-8d4b-4c7a-9e21-5b6f0d8a7c34",
+//!     "reason": "due (max_age): regenerate it in the control panel and run `secret-rotator supply shop-admin-api` by 2026-05-11T10:15:00+00:00"
+//!   }
+//! }
+//! ```
+//!
+//! `credential.drift` (id `{credential}:v{version}:credential.drift`: one per rejected version)
+//! ```json
+//! {
+//!   "type": "credential.drift",
+//!   "timestamp": "2026-05-04T12:00:00Z",
+//!   "data": {
+//!     "credential": "shop-admin-api",
+//!     "provider": "bigcommerce_store_account",
+//!     "mount": "secret",
+//!     "path": "bigcommerce/abc123/store-api",
+//!     "version": 6,
+//!     "steps": [
+//!       "Log into your store's control panel and navigate to Settings > Store-level API accounts.",
+//!       "Click \"+ Create API Token\" and choose the token type V2/V3 API token.",
+//!       "Fill in the account name (at least 4 characters long).",
+//!       "Configure the API resources and permissions exactly as listed in scopes: Information & Settings: read-only, Storefront API Tokens: modify.",
+//!       "Click Save and copy the Client ID, Client Secret and Access Token from the pop-up (it cannot be shown again).",
+//!       "Run `secret-rotator supply shop-admin-api` and give it client_id, access_token and client_secret (JSON on stdin, or at the prompt).",
+//!       "Re-create under the new account any webhooks the old account created: they vanish with it. Then delete the old account (store abc123); the daemon checks that its token is rejected."
+//!     ],
+//!     "scopes": [
+//!       "Information & Settings: read-only",
+//!       "Storefront API Tokens: modify"
+//!     ],
+//!     "attempt": "shop-admin-api:v6",
+//!     "reason": "version 6 is rejected although secret-rotator did not change it: GET /v2/time: 401"
+//!   }
+//! }
+//! ```
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -153,6 +217,12 @@ pub enum PayloadType {
     /// failing).
     #[serde(rename = "credential.expiring")]
     Expiring,
+    /// An assisted credential is due (or a reminder): `steps` and `scopes` say what to do.
+    #[serde(rename = "rotation.due")]
+    Due,
+    /// The current credential was rejected: changed or deleted outside the daemon.
+    #[serde(rename = "credential.drift")]
+    Drift,
     /// `secret-rotator test-dependent`: a signed test delivery, about nothing.
     #[serde(rename = "ping")]
     Ping,
@@ -167,6 +237,8 @@ impl PayloadType {
             PayloadType::Failed => "rotation.failed",
             PayloadType::NeedsAttention => "rotation.needs_attention",
             PayloadType::Expiring => "credential.expiring",
+            PayloadType::Due => "rotation.due",
+            PayloadType::Drift => "credential.drift",
             PayloadType::Ping => "ping",
         }
     }
@@ -180,6 +252,8 @@ impl From<EventKind> for PayloadType {
             EventKind::RolledBack => PayloadType::RolledBack,
             EventKind::Failed => PayloadType::Failed,
             EventKind::NeedsAttention => PayloadType::NeedsAttention,
+            EventKind::Due => PayloadType::Due,
+            EventKind::Drift => PayloadType::Drift,
         }
     }
 }
@@ -208,8 +282,34 @@ pub struct PayloadData {
     pub revoke_after: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// `rotation.due` and `credential.drift` of an assisted credential: the control-panel steps,
+    /// in the provider's own words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<String>>,
+    /// `rotation.due` and `credential.drift` of a store-level account: the exact scopes to grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
     pub attempt: Option<String>,
     pub reason: String,
+}
+
+/// What `rotation.due` and `credential.drift` add for an assisted credential: the steps, and
+/// for a store-level account the scopes. Rebuilt from the configuration (the record keeps none
+/// of it, so it stays small). `(None, None)` for other types and automatic credentials.
+pub fn assisted_extras(
+    kind: PayloadType,
+    credential: &Credential,
+) -> (Option<Vec<String>>, Option<Vec<String>>) {
+    use crate::providers::bigcommerce_assisted::{scopes_to_grant, steps};
+    if !matches!(kind, PayloadType::Due | PayloadType::Drift) {
+        return (None, None);
+    }
+    let steps = steps(&credential.provider, &credential.name);
+    if steps.is_empty() {
+        return (None, None);
+    }
+    let scopes = scopes_to_grant(&credential.provider);
+    (Some(steps), (!scopes.is_empty()).then_some(scopes))
 }
 
 /// What an [`Event`] does not carry. Each field is used only by the types it applies to and
@@ -249,6 +349,7 @@ impl Payload {
             PayloadType::Rotated => extra.revoke_after,
             _ => None,
         };
+        let (steps, scopes) = assisted_extras(kind, credential);
         Payload {
             kind,
             timestamp: event.at,
@@ -261,6 +362,8 @@ impl Payload {
                 previous_version,
                 revoke_after,
                 expires_at: None,
+                steps,
+                scopes,
                 attempt: Some(event.attempt.clone()),
                 reason: event.detail.clone(),
             },
@@ -281,6 +384,8 @@ impl Payload {
                 previous_version: None,
                 revoke_after: None,
                 expires_at: Some(warning.expires_at),
+                steps: None,
+                scopes: None,
                 attempt: warning.attempt.clone(),
                 reason: warning.reason.clone(),
             },
@@ -366,9 +471,44 @@ mod tests {
         )
     }
 
+    /// The store-level account of the assisted examples.
+    fn store_account() -> Credential {
+        Credential {
+            name: "shop-admin-api".into(),
+            secret: KvPath {
+                mount: "secret".into(),
+                path: "bigcommerce/abc123/store-api".into(),
+            },
+            provider: ProviderConfig::BigCommerceStoreAccount(crate::config::StoreAccountConfig {
+                api_url: "https://api.bigcommerce.com".into(),
+                store_hash: "abc123".into(),
+                required_scopes: vec![
+                    (
+                        "information_and_settings".into(),
+                        crate::config::ScopeLevel::ReadOnly,
+                    ),
+                    (
+                        "storefront_api_tokens".into(),
+                        crate::config::ScopeLevel::Modify,
+                    ),
+                ],
+            }),
+            policy: Policy::default(),
+            dependents: vec![],
+        }
+    }
+
     /// Each documented example, built the way the daemon builds it, in the order of the docs.
     fn examples() -> Vec<Payload> {
         let c = credential();
+        let store = store_account();
+        let assisted = |kind: EventKind, when: &str, attempt: &str, detail: &str| {
+            Payload::from_event(
+                &Event::new(kind, &store.name, attempt, at(when), Some(6), detail),
+                &store,
+                &Extra::default(),
+            )
+        };
         let extra = Extra {
             previous_version: Some(6),
             revoke_after: Some(at("2026-05-04T11:15:00Z")),
@@ -437,7 +577,27 @@ mod tests {
                     reason: "parked: the provider refused to create a token (403)".into(),
                 },
             ),
+            assisted(
+                EventKind::Due,
+                "2026-05-04T10:15:00Z",
+                ATTEMPT,
+                "due (max_age): regenerate it in the control panel and run `secret-rotator supply shop-admin-api` by 2026-05-11T10:15:00+00:00",
+            ),
+            assisted(
+                EventKind::Drift,
+                "2026-05-04T12:00:00Z",
+                "shop-admin-api:v6",
+                "version 6 is rejected although secret-rotator did not change it: GET /v2/time: 401",
+            ),
         ]
+    }
+
+    #[test]
+    #[ignore]
+    fn print_examples() {
+        for p in examples() {
+            println!("{}", serde_json::to_string_pretty(&p).unwrap());
+        }
     }
 
     /// The JSON examples in this module's documentation.
@@ -474,13 +634,15 @@ mod tests {
             "attempt",
             "reason",
         ];
-        let cases: [(PayloadType, &[&str]); 6] = [
+        let cases: [(PayloadType, &[&str]); 8] = [
             (PayloadType::Rotated, &["previous_version", "revoke_after"]),
             (PayloadType::Revoked, &[]),
             (PayloadType::RolledBack, &["previous_version"]),
             (PayloadType::Failed, &[]),
             (PayloadType::NeedsAttention, &[]),
             (PayloadType::Expiring, &["expires_at"]),
+            (PayloadType::Due, &["steps", "scopes"]),
+            (PayloadType::Drift, &["steps", "scopes"]),
         ];
         let documented = documented_examples();
         let built = examples();
@@ -578,7 +740,12 @@ mod tests {
 
     #[test]
     fn no_payload_names_where_a_secret_is_kept_other_than_the_credential_itself() {
-        for payload in examples() {
+        // The storefront credential's parent token is another credential; the assisted examples'
+        // steps name their own fields (what a person supplies), never a value.
+        for payload in examples()
+            .into_iter()
+            .filter(|p| p.data.credential == "shop-storefront")
+        {
             let text = String::from_utf8(payload.body()).unwrap();
             for needle in ["store-admin", "parent_token", "access_token"] {
                 assert!(!text.contains(needle), "{needle} in {text}");

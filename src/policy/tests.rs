@@ -82,6 +82,7 @@ impl Setup {
             destroy_old_version: false,
             credential_lifetime: None,
             expiring_warning: Duration::from_secs(3 * 86_400),
+            ..Policy::default()
         }
     }
 
@@ -1059,6 +1060,7 @@ prop_compose! {
             destroy_old_version: false,
             credential_lifetime: None,
             expiring_warning: Duration::from_secs(3 * 86_400),
+            ..Policy::default()
         }
     }
 }

@@ -4,6 +4,7 @@
 //! [`crate::vault::Vault`], the configured programs of `exec`, the configured requests of `http`); it never writes the credential's secret path or the rotation state —
 //! that is the rotation driver's job. Errors summarise the provider's answer without secrets.
 
+pub mod bigcommerce_assisted;
 pub mod bigcommerce_storefront;
 pub mod exec;
 pub mod http;
@@ -104,6 +105,13 @@ pub trait Provider: Send + Sync {
         Vec::new()
     }
 
+    /// For assisted providers: supplying the new credential kills the old one at once (a
+    /// regenerated token), rather than two overlapping credentials living until a person
+    /// deletes the old one.
+    fn old_dies_at_supply(&self) -> bool {
+        false
+    }
+
     /// Create a new credential.
     async fn mint(&self, req: &MintRequest) -> Result<Minted, ProviderError>;
 
@@ -142,11 +150,24 @@ pub fn build(
             &cred.name,
             vault,
         )?)),
-        other => Err(ProviderError::Config {
-            reason: format!(
-                "provider {} is assisted and is not rotated automatically yet",
-                other.kind()
-            ),
-        }),
+        ProviderConfig::BigCommerceStoreAccount(c) => Ok(Box::new(
+            bigcommerce_assisted::StoreAccountProvider::new(c.clone(), http, &cred.name),
+        )),
+        ProviderConfig::BigCommerceLegacyAccount(c) => {
+            Ok(Box::new(bigcommerce_assisted::BasicAuthProvider::new(
+                c.clone(),
+                bigcommerce_assisted::BasicKind::Legacy,
+                http,
+                &cred.name,
+            )))
+        }
+        ProviderConfig::BigCommerceUserToken(c) => {
+            Ok(Box::new(bigcommerce_assisted::BasicAuthProvider::new(
+                c.clone(),
+                bigcommerce_assisted::BasicKind::User,
+                http,
+                &cred.name,
+            )))
+        }
     }
 }

@@ -34,9 +34,12 @@ use crate::events::{Event, EventKind, EventSink};
 use crate::notify::deliver::Wakeup;
 use crate::notify::outbox::{self, Deliveries, Gate, Logged};
 use crate::notify::payload::PayloadType;
-use crate::providers::{MintRequest, Provider, ProviderError};
+use crate::providers::{MintRequest, Mode, Provider, ProviderError};
 use crate::secret::SecretFields;
 use crate::vault::{Vault, VaultError};
+
+mod assisted;
+pub use assisted::{drift_checked, drift_due, DriftCheck};
 
 /// How many versions Vault keeps of a state record (it holds credentials).
 pub const RECORD_VERSIONS: u32 = 5;
@@ -154,6 +157,8 @@ struct Announce<'a> {
 struct Extra {
     previous_version: Option<u64>,
     revoke_after: Option<DateTime<Utc>>,
+    /// A reminder (`rotation.due` sent again): its number, part of the event id.
+    reminder: u32,
 }
 
 /// How often a revocation held for acks looks at the deliveries record again.
@@ -283,7 +288,10 @@ impl Engine {
             detail,
             extra,
         } = announce;
-        let event = Event::new(kind, &cred.name, attempt, Utc::now(), version, detail);
+        let mut event = Event::new(kind, &cred.name, attempt, Utc::now(), version, detail);
+        if extra.reminder > 0 {
+            event.id = format!("{}:{}", event.id, extra.reminder + 1);
+        }
         self.events.emit(&event);
         if cred.dependents.is_empty() {
             return;
@@ -424,6 +432,15 @@ impl Engine {
         let mut l = Loaded::new(record, version);
         let lease = self.settings.lease;
         let manual = start == Some("manual");
+        if let Some(p) = &l.record.paused {
+            return Ok(RunResult::Parked(Parked {
+                since: p.since,
+                reason: format!(
+                    "paused by {}; `secret-rotator resume {}` lets it go on",
+                    p.by, cred.name
+                ),
+            }));
+        }
         let a = match l.record.attempt.take() {
             Some(a) => {
                 let holder_dead =
@@ -469,6 +486,9 @@ impl Engine {
                         &mut l.record,
                         StateRecord::new(&cred.name),
                     ));
+                }
+                if provider.info().mode == Mode::Assisted {
+                    return self.begin_assisted(cred, provider, &mut l, trigger).await;
                 }
                 let (version, current) = self.preflight(cred, provider).await?;
                 let lifetime = provider
@@ -532,6 +552,24 @@ impl Engine {
                 Step::VerifyAndCommit => self.verify_and_commit(cred, provider, a.clone(), l).await,
                 Step::RevokeOld => self.revoke_old(cred, provider, a.clone(), l).await,
                 Step::RollBack => self.roll_back(cred, provider, a.clone(), l).await,
+                // Only a person moves this on (`supply`); the daemon comes back for reminders.
+                Step::AwaitSupply(t) => return Ok(RunResult::Waiting { until: t }),
+                Step::Remind => self.remind(cred, a.clone(), l).await,
+                Step::SupplyOverdue => {
+                    let deadline = a.deadline.unwrap_or_else(Utc::now);
+                    self.attention(
+                        cred,
+                        a.clone(),
+                        l,
+                        format!(
+                            "nothing was supplied by the deadline ({}); `secret-rotator supply {}` still takes the new credential",
+                            deadline.to_rfc3339(),
+                            cred.name
+                        ),
+                    )
+                    .await
+                }
+                Step::CheckOld => self.check_old(cred, provider, a.clone(), l).await,
             };
             resumed = false;
             match result {
@@ -931,6 +969,9 @@ impl Engine {
             Err(theirs) => return self.conflict(cred, provider, a, l, &pending, theirs).await,
         };
         crash::point("committed");
+        if provider.info().mode == Mode::Assisted {
+            return self.committed_assisted(cred, provider, a, l, version).await;
+        }
 
         tracing::info!(credential = %cred.name, attempt = %a.id, version, "new credential committed");
         // No old credential (the secret was missing): nothing to overlap with, no grace.
@@ -952,6 +993,7 @@ impl Engine {
                 extra: Extra {
                     previous_version: (a.version_before > 0).then_some(a.version_before),
                     revoke_after: a.revoke_after,
+                    reminder: 0,
                 },
             },
         );
@@ -1266,6 +1308,7 @@ impl Engine {
                 extra: Extra {
                     previous_version: Some(after),
                     revoke_after: None,
+                    reminder: 0,
                 },
             },
         );

@@ -17,6 +17,20 @@
 //! Notified --operator: rollback--> RollingBack --old written back, new revoked--> Reverted
 //! ```
 //!
+//! Assisted credentials (a person regenerates them in a control panel) start elsewhere:
+//!
+//! ```text
+//! AwaitingSupply --`supply`: verified, recorded--> Minted --verify, commit (CAS)-->
+//!     AwaitingOldDeletion --old credential rejected (polled, or `confirm-revoked`)--> (idle)
+//!    \--deadline passed--> needs attention (still takes a supply)
+//! ```
+//!
+//! In `AwaitingSupply` `rotation.due` is sent again with backoff until the credential is
+//! supplied. A regenerated token (legacy account, user token) kills the old one at once: its
+//! `rotated` is announced only once the old one is seen rejected, just before `revoked`. A
+//! store-level account overlaps with the old one: `rotated` at commit, `revoked` once a person
+//! deleted the old account.
+//!
 //! A transient failure (provider unavailable, outcome unknown) keeps the phase and records when
 //! to try again ([`Retry`], capped exponential backoff with jitter, budgeted by time). An attempt
 //! that ends without rotating counts against the credential's failure budget: the next attempt
@@ -36,8 +50,9 @@ use crate::notify::outbox::EventLog;
 use crate::secret::SecretFields;
 
 /// The record format this binary writes.
-pub const SCHEMA: u32 = 3;
-/// The record formats this binary reads (1: before the failure budget and bounds).
+pub const SCHEMA: u32 = 4;
+/// The record formats this binary reads (1: before the failure budget and bounds; 3: before the
+/// assisted phases, `paused` and `drift`).
 pub const OLDEST_SCHEMA: u32 = 1;
 /// At most this many finished attempts are kept in the record (fewer when they are large).
 pub const HISTORY_LIMIT: usize = 10;
@@ -76,6 +91,29 @@ pub struct StateRecord {
     /// delivered from here by the delivery worker). Schema 3.
     #[serde(default, skip_serializing_if = "EventLog::is_empty")]
     pub events: EventLog,
+    /// An operator paused the credential (`pause NAME`): nothing starts or moves on until
+    /// `resume NAME`. Schema 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Paused>,
+    /// The current credential was rejected although this daemon did not change it. Schema 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Drift>,
+}
+
+/// `pause NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paused {
+    pub since: DateTime<Utc>,
+    pub by: String,
+}
+
+/// Someone regenerated or deleted the credential outside the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    pub since: DateTime<Utc>,
+    /// The KV version the provider rejected.
+    pub version: u64,
+    pub reason: String,
 }
 
 impl StateRecord {
@@ -90,6 +128,8 @@ impl StateRecord {
             retry_at: None,
             parked: None,
             events: EventLog::default(),
+            paused: None,
+            drift: None,
         }
     }
 
@@ -128,6 +168,10 @@ impl StateRecord {
             }
             Phase::RollingBack if a.old.is_none() => missing("old"),
             Phase::Notified | Phase::RollingBack => Ok(()),
+            Phase::AwaitingSupply => Ok(()),
+            Phase::AwaitingOldDeletion if a.pending.is_none() => missing("pending"),
+            Phase::AwaitingOldDeletion if a.version_after.is_none() => missing("version_after"),
+            Phase::AwaitingOldDeletion => Ok(()),
         }
     }
 }
@@ -151,6 +195,11 @@ pub enum Phase {
     Notified,
     /// An operator asked to re-promote the old credential: write it back, then revoke the new.
     RollingBack,
+    /// Assisted: `rotation.due` was sent; waiting for a person to run `supply`.
+    AwaitingSupply,
+    /// Assisted: the supplied credential is committed; waiting until the old one is rejected
+    /// (a person deletes the old account, or regenerating already killed it).
+    AwaitingOldDeletion,
 }
 
 impl Phase {
@@ -160,6 +209,8 @@ impl Phase {
             Phase::Minted => "minted",
             Phase::Notified => "notified",
             Phase::RollingBack => "rolling_back",
+            Phase::AwaitingSupply => "awaiting_supply",
+            Phase::AwaitingOldDeletion => "awaiting_old_deletion",
         }
     }
 }
@@ -240,6 +291,23 @@ pub struct Attempt {
     /// new one (the reason, naming them). Revocation follows once they do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+    /// Assisted, awaiting_supply: no supply is taken as on time after this (needs attention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
+    /// Assisted: the next reminder (awaiting_supply) or look at the old credential
+    /// (awaiting_old_deletion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_check: Option<DateTime<Utc>>,
+    /// Assisted: reminders sent, or looks at the old credential made, in this phase.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub checks: u32,
+    /// Assisted: `credential.rotated` was announced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub announced: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,6 +369,14 @@ pub enum Step {
     RollBack,
     /// The last try of the current step failed transiently: nothing before this time.
     RetryAt(DateTime<Utc>),
+    /// Assisted: nothing until a person supplies the credential, or this time (a reminder).
+    AwaitSupply(DateTime<Utc>),
+    /// Assisted: send `rotation.due` again.
+    Remind,
+    /// Assisted: the supply deadline passed: raise needs_attention.
+    SupplyOverdue,
+    /// Assisted: is the old credential rejected yet?
+    CheckOld,
 }
 
 /// The next step of an attempt at `now`.
@@ -318,7 +394,136 @@ pub fn next_step(a: &Attempt, now: DateTime<Utc>) -> Step {
             _ => Step::RevokeOld,
         },
         Phase::RollingBack => Step::RollBack,
+        Phase::AwaitingSupply => match (a.deadline, a.next_check) {
+            (Some(d), _) if now >= d && !a.needs_attention => Step::SupplyOverdue,
+            (_, Some(t)) if now >= t => Step::Remind,
+            (d, t) => Step::AwaitSupply(match (d.filter(|_| !a.needs_attention), t) {
+                (Some(d), Some(t)) => d.min(t),
+                (Some(x), None) | (None, Some(x)) => x,
+                (None, None) => now + chrono::Duration::days(1),
+            }),
+        },
+        Phase::AwaitingOldDeletion => match a.next_check {
+            Some(t) if now < t => Step::WaitUntil(t),
+            _ => Step::CheckOld,
+        },
     }
+}
+
+/// How often `rotation.due` is sent again while nobody supplies: `base` doubling, at most daily.
+pub fn reminder_backoff(base: Duration) -> Backoff {
+    Backoff {
+        base,
+        cap: Duration::from_secs(86_400).max(base),
+    }
+}
+
+/// How often the old credential is looked at while it lives: 2 s doubling to 5 min.
+pub const OLD_POLL: Backoff = Backoff {
+    base: Duration::from_secs(2),
+    cap: Duration::from_secs(300),
+};
+
+/// Begin an assisted attempt: `rotation.due` is sent in the same write. The deadline counts
+/// from now (when the credential fell due, or was found drifted).
+pub fn begin_assisted(s: Start<'_>, deadline: Duration, first_reminder: Duration) -> Attempt {
+    let now = s.now;
+    let mut a = begin(s);
+    a.phase = Phase::AwaitingSupply;
+    a.marks[0].phase = Phase::AwaitingSupply.as_str().into();
+    a.mint_settled = true;
+    a.deadline = Some(now + deadline);
+    a.next_check = Some(now + first_reminder);
+    a
+}
+
+/// `rotation.due` was sent again (`unit`: a random number in [0, 1)).
+pub fn reminded(mut a: Attempt, now: DateTime<Utc>, backoff: Backoff, unit: f64) -> Attempt {
+    a.checks += 1;
+    // The full interval doubles; jitter only lengthens it (never a reminder sooner than asked).
+    let full = backoff.delay(a.checks + 1, 1.0);
+    a.next_check = Some(now + full + full.mul_f64(unit.clamp(0.0, 1.0) / 10.0));
+    a.updated_at = now;
+    a
+}
+
+/// A person supplied a verified credential: it is pending, as if minted.
+pub fn supplied(
+    a: Attempt,
+    secret: SecretFields,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> Attempt {
+    let mut a = minted(a, secret, None, owner, now, lease);
+    a.needs_attention = false;
+    a.deadline = None;
+    a.next_check = None;
+    a.checks = 0;
+    a
+}
+
+/// Committed at `version`; the old credential is looked at from `first_check`. `announced`:
+/// `credential.rotated` was sent (a store-level account's overlap); `remind_after`: when a
+/// living old credential raises needs_attention (the grace period).
+#[allow(clippy::too_many_arguments)]
+pub fn awaiting_old_deletion(
+    a: Attempt,
+    version: u64,
+    announced: bool,
+    first_check: DateTime<Utc>,
+    remind_after: DateTime<Utc>,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> Attempt {
+    let mut a = touched(a, owner, now, lease);
+    a.phase = Phase::AwaitingOldDeletion;
+    a.version_after = Some(version);
+    a.announced = announced;
+    a.next_check = Some(first_check);
+    a.revoke_after = Some(remind_after);
+    a.checks = 0;
+    a.last_error = None;
+    a.retry = None;
+    mark(&mut a, "committed", now);
+    mark(&mut a, Phase::AwaitingOldDeletion.as_str(), now);
+    a
+}
+
+/// The old credential still answered: look again after a backoff (`unit` in [0, 1)).
+pub fn old_still_alive(
+    mut a: Attempt,
+    now: DateTime<Utc>,
+    note: &str,
+    owner: &str,
+    lease: Duration,
+    unit: f64,
+) -> Attempt {
+    a.checks += 1;
+    let at = now + OLD_POLL.delay(a.checks, unit);
+    a.next_check = Some(at);
+    a.last_error = Some(clip(note));
+    let mut a = touched(a, owner, now, lease);
+    a.lease_expires_at = at + lease;
+    a
+}
+
+/// `resume NAME`.
+pub fn resume(mut r: StateRecord) -> StateRecord {
+    r.paused = None;
+    r
+}
+
+/// `pause NAME`: recorded once (a second pause keeps the first time).
+pub fn pause(mut r: StateRecord, by: &str, now: DateTime<Utc>) -> StateRecord {
+    if r.paused.is_none() {
+        r.paused = Some(Paused {
+            since: now,
+            by: by.to_string(),
+        });
+    }
+    r
 }
 
 /// May `me` make the next transition of this attempt? The lease holder may; anyone may once the
@@ -453,6 +658,10 @@ pub fn begin(s: Start<'_>) -> Attempt {
         retry: None,
         mint_settled: false,
         held: None,
+        deadline: None,
+        next_check: None,
+        checks: 0,
+        announced: false,
     }
 }
 
@@ -618,6 +827,7 @@ pub fn finish(
         Outcome::Rotated | Outcome::Reverted => {
             record.failures = 0;
             record.retry_at = None;
+            record.drift = None;
         }
         // Someone else rotated the secret: not this credential's failure.
         Outcome::Aborted => {}
@@ -796,6 +1006,144 @@ mod tests {
         for (a, now, expected) in cases {
             assert_eq!(next_step(&a, now), expected, "phase {:?} at {now}", a.phase);
         }
+    }
+
+    fn assisted() -> Attempt {
+        begin_assisted(
+            Start {
+                id: "a1".into(),
+                owner: "host-a",
+                trigger: "max_age",
+                now: t(0),
+                lease: Duration::from_secs(60),
+                version: 3,
+                current: Some(SecretFields::new().with("token", "old")),
+                lifetime: None,
+            },
+            Duration::from_secs(1000),
+            Duration::from_secs(100),
+        )
+    }
+
+    #[test]
+    fn next_step_of_the_assisted_phases() {
+        let waiting = assisted(); // deadline t(1000), first reminder t(100)
+        let mut overdue_seen = assisted();
+        overdue_seen.needs_attention = true;
+        let committed = awaiting_old_deletion(
+            supplied(
+                assisted(),
+                SecretFields::new().with("token", "new"),
+                "h",
+                t(10),
+                Duration::from_secs(60),
+            ),
+            4,
+            true,
+            t(20),
+            t(500),
+            "h",
+            t(10),
+            Duration::from_secs(60),
+        );
+        let cases: Vec<(&Attempt, DateTime<Utc>, Step)> = vec![
+            (&waiting, t(1), Step::AwaitSupply(t(100))),
+            (&waiting, t(100), Step::Remind),
+            (&waiting, t(1000), Step::SupplyOverdue),
+            // Needs attention already: only a supply moves it on; reminders go on.
+            (&overdue_seen, t(2000), Step::Remind),
+            (&committed, t(19), Step::WaitUntil(t(20))),
+            (&committed, t(20), Step::CheckOld),
+        ];
+        for (a, now, expected) in cases {
+            assert_eq!(next_step(a, now), expected, "phase {:?} at {now}", a.phase);
+        }
+        assert_eq!(waiting.phase, Phase::AwaitingSupply);
+        assert_eq!(waiting.marks[0].phase, "awaiting_supply");
+        assert_eq!(committed.phase, Phase::AwaitingOldDeletion);
+        assert_eq!(committed.version_after, Some(4));
+        assert!(committed.announced && committed.deadline.is_none());
+        let mut r = StateRecord::new("c");
+        r.attempt = Some(committed.clone());
+        assert!(r.validate("c").is_ok());
+    }
+
+    #[test]
+    fn reminders_back_off_to_a_day_and_never_come_sooner_than_asked() {
+        let b = reminder_backoff(Duration::from_secs(3600));
+        let mut a = assisted();
+        // (reminder sent at, next no sooner than, no later than)
+        let cases = [
+            (t(0), 7200, 7920),
+            (t(0), 14_400, 15_840),
+            (t(0), 28_800, 31_680),
+            (t(0), 57_600, 63_360),
+            (t(0), 86_400, 95_040),
+            (t(0), 86_400, 95_040),
+        ];
+        for (i, (now, min, max)) in cases.into_iter().enumerate() {
+            a = reminded(a, now, b, 0.5);
+            let next = (a.next_check.unwrap() - now).num_seconds();
+            assert!((min..=max).contains(&next), "reminder {i}: {next}");
+            assert_eq!(a.checks as usize, i + 1);
+        }
+    }
+
+    #[test]
+    fn the_old_credential_is_looked_at_with_backoff_and_the_lease_covers_the_wait() {
+        let mut a = attempt(Phase::Notified);
+        a.phase = Phase::AwaitingOldDeletion;
+        // (looked at, unit, next in seconds)
+        let cases = [
+            (t(0), 0.0, 1),
+            (t(1), 0.0, 2),
+            (t(3), 0.0, 4),
+            (t(7), 1.0, 16),
+        ];
+        for (now, unit, secs) in cases {
+            a = old_still_alive(a, now, "alive", "h", Duration::from_secs(60), unit);
+            assert_eq!(
+                a.next_check,
+                Some(now + chrono::Duration::seconds(secs)),
+                "at {now}"
+            );
+            assert_eq!(
+                a.lease_expires_at,
+                a.next_check.unwrap() + chrono::Duration::seconds(60)
+            );
+        }
+    }
+
+    #[test]
+    fn pause_resume_and_drift_live_in_the_record() {
+        let r = pause(StateRecord::new("c"), "ops", t(5));
+        let again = pause(r.clone(), "other", t(9));
+        assert_eq!(again.paused, r.paused, "a second pause keeps the first");
+        let mut r = resume(r);
+        assert!(r.paused.is_none());
+        r.drift = Some(Drift {
+            since: t(1),
+            version: 3,
+            reason: "401".into(),
+        });
+        let json = serde_json::to_value(&r).unwrap();
+        let back: StateRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back.drift, r.drift);
+        // A rotation clears the drift.
+        let r = finish(
+            r,
+            attempt(Phase::Minted),
+            Outcome::Rotated,
+            None,
+            t(2),
+            &policy(),
+            0.0,
+        );
+        assert!(r.drift.is_none());
+        // A schema 3 record (no pause, no drift, no assisted fields) is read.
+        let v = serde_json::json!({"schema": 3, "credential": "c", "attempt": null});
+        let old: StateRecord = serde_json::from_value(v).unwrap();
+        assert!(old.validate("c").is_ok() && old.paused.is_none() && old.drift.is_none());
     }
 
     #[test]
@@ -1118,6 +1466,13 @@ mod tests {
                     a.phase = Phase::RollingBack;
                     a.version_after = Some(4);
                     a.old = None;
+                }),
+            ),
+            (
+                "attempt.version_after is null, but phase awaiting_old_deletion",
+                with(&|r| {
+                    let a = r.attempt.as_mut().unwrap();
+                    a.phase = Phase::AwaitingOldDeletion;
                 }),
             ),
         ];

@@ -16,7 +16,7 @@ mod dependents;
 mod exec;
 mod http;
 mod policy;
-mod store_account;
+pub(crate) mod store_account;
 mod storefront;
 mod values;
 mod vault;

@@ -32,6 +32,9 @@ impl Default for Policy {
             destroy_old_version: false,
             credential_lifetime: None,
             expiring_warning: Duration::from_secs(3 * DAY),
+            supply_deadline: Duration::from_secs(7 * DAY),
+            supply_reminder: Duration::from_secs(60 * 60),
+            drift_interval: Some(Duration::from_secs(60 * 60)),
         }
     }
 }
@@ -130,6 +133,22 @@ impl Validator<'_> {
             Some(value) => self.duration(&key("expiring_warning"), value),
         };
 
+        let supply_deadline = match &raw.supply_deadline {
+            None => Some(base.supply_deadline),
+            Some(value) => self.positive_duration(&key("supply_deadline"), value),
+        };
+        let supply_reminder = match &raw.supply_reminder {
+            None => Some(base.supply_reminder),
+            Some(value) => self.positive_duration(&key("supply_reminder"), value),
+        };
+        let drift_interval = match &raw.drift_interval {
+            None => Some(base.drift_interval),
+            Some(value) if value.get_ref().trim() == NEVER => Some(None),
+            Some(value) => self
+                .positive_duration(&key("drift_interval"), value)
+                .map(Some),
+        };
+
         let policy = Policy {
             max_age: max_age?,
             schedule: schedule?,
@@ -141,6 +160,9 @@ impl Validator<'_> {
             destroy_old_version,
             credential_lifetime: credential_lifetime?,
             expiring_warning: expiring_warning?,
+            supply_deadline: supply_deadline?,
+            supply_reminder: supply_reminder?,
+            drift_interval: drift_interval?,
         };
         Some((policy, origins))
     }

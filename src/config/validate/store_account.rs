@@ -15,7 +15,7 @@ use crate::config::raw::*;
 ///
 /// An unknown name is an error, not a warning: the provider can neither grant nor probe a scope it
 /// does not know, so the rotation would fail on the day it runs rather than today.
-pub(super) const KNOWN_SCOPES: [&str; 15] = [
+pub const KNOWN_SCOPES: [&str; 15] = [
     "content",
     "customers",
     "information_and_settings",

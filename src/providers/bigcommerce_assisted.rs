@@ -1,0 +1,628 @@
+//! The assisted BigCommerce credentials: legacy API accounts and v1-style user tokens (Basic auth
+//! on the store's API path) and store-level API accounts (`X-Auth-Token`, OAuth scopes). None can
+//! be regenerated through an API: a person does it in the control panel and runs
+//! `secret-rotator supply NAME`; these providers verify what was supplied and say when the old
+//! credential is dead.
+//!
+//! Secret fields:
+//! - legacy account and user token: `username`, `token`, `api_path`;
+//! - store account: `client_id`, `access_token`, optionally `client_secret`.
+//!
+//! Invariants: verification never changes store data (reads, and writes with an empty body that
+//! a scoped token gets 422 for); one request per probe, no retries (the caller owns them); no
+//! error carries a token, a URL with credentials, or an answer's body: statuses and names only.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::Method;
+
+use super::{MintRequest, Minted, Mode, Provider, ProviderError, ProviderInfo};
+use crate::config::{BasicAuthAccountConfig, ProviderConfig, ScopeLevel, StoreAccountConfig};
+use crate::secret::SecretFields;
+
+/// The fields a supplied store-level account needs (and may have).
+pub const STORE_FIELDS: &[&str] = &["client_id", "access_token"];
+pub const STORE_OPTIONAL_FIELDS: &[&str] = &["client_secret"];
+/// The fields a supplied legacy account or user token needs.
+pub const BASIC_FIELDS: &[&str] = &["username", "token", "api_path"];
+
+/// The endpoint that shows a scope, under `/stores/{hash}/`: (read probe, write probe).
+fn probe_paths(scope: &str) -> Option<(&'static str, &'static str)> {
+    Some(match scope {
+        "content" => ("v3/content/widgets", "v3/content/widgets"),
+        "customers" => ("v3/customers", "v3/customers"),
+        "information_and_settings" => ("v3/settings/store/profile", "v3/settings/store/profile"),
+        "marketing" => ("v3/promotions", "v3/promotions"),
+        "orders" => ("v2/orders", "v2/orders"),
+        "order_transactions" => ("v3/orders/transactions", "v3/orders/transactions"),
+        "products" => ("v3/catalog/summary", "v3/catalog/products"),
+        "carts" => ("v3/carts", "v3/carts"),
+        "checkouts" => ("v3/checkouts/settings", "v3/checkouts/settings"),
+        "themes" => ("v3/themes", "v3/themes"),
+        "sites_and_routes" => ("v3/sites", "v3/sites"),
+        "channel_settings" => ("v3/channels", "v3/channels"),
+        "channel_listings" => ("v3/channels/1/listings", "v3/channels/1/listings"),
+        "storefront_api_tokens" => ("v3/storefront/api-token", "v3/storefront/api-token"),
+        "storefront_api_customer_impersonation" => (
+            "v3/storefront/api-token-customer-impersonation",
+            "v3/storefront/api-token-customer-impersonation",
+        ),
+        _ => return None,
+    })
+}
+
+/// A scope as the control panel shows it ("Information & Settings").
+fn scope_label(scope: &str) -> String {
+    match scope {
+        "information_and_settings" => "Information & Settings".into(),
+        "sites_and_routes" => "Sites & Routes".into(),
+        "storefront_api_tokens" => "Storefront API Tokens".into(),
+        "storefront_api_customer_impersonation" => {
+            "Storefront API Customer Impersonation Tokens".into()
+        }
+        other => {
+            let mut words: Vec<String> = other
+                .split('_')
+                .map(|w| {
+                    let mut c = w.chars();
+                    c.next()
+                        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                        .unwrap_or_default()
+                })
+                .collect();
+            if words.is_empty() {
+                words.push(other.to_string());
+            }
+            words.join(" ")
+        }
+    }
+}
+
+fn level_label(level: ScopeLevel) -> &'static str {
+    match level {
+        ScopeLevel::ReadOnly => "read-only",
+        ScopeLevel::Modify => "modify",
+    }
+}
+
+/// The scopes a person must grant, one line each (`Orders: read-only`); empty for the kinds
+/// without scopes. Pure: it is what `rotation.due` carries.
+pub fn scopes_to_grant(provider: &ProviderConfig) -> Vec<String> {
+    match provider {
+        ProviderConfig::BigCommerceStoreAccount(c) => c
+            .required_scopes
+            .iter()
+            .map(|(name, level)| format!("{}: {}", scope_label(name), level_label(*level)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The control-panel steps of an assisted kind, in the provider's own words (BigCommerce's
+/// documentation of each kind), followed by how to hand the result over. Empty for automatic
+/// kinds. Pure.
+pub fn steps(provider: &ProviderConfig, credential: &str) -> Vec<String> {
+    let supply = |fields: &str| {
+        format!("Run `secret-rotator supply {credential}` and give it {fields} (JSON on stdin, or at the prompt).")
+    };
+    match provider {
+        ProviderConfig::BigCommerceLegacyAccount(c) => vec![
+            "Log into your store's control panel.".into(),
+            "Select Advanced Settings, then Legacy API Accounts.".into(),
+            format!(
+                "Select the gears icon in the Action column of {}, then select Edit.",
+                c.username
+            ),
+            "Select the Generate New Token button, then select Save (the old token stops working at once).".into(),
+            "Copy the API Token field's value.".into(),
+            supply("username, token and api_path"),
+        ],
+        ProviderConfig::BigCommerceUserToken(c) => vec![
+            "Log into your store's control panel and navigate to the Users area.".into(),
+            format!("Edit the user {}.", c.username),
+            "Click the Regenerate API Token link under the input box which displays the current token.".into(),
+            "Copy the token, then click the Save button (the new token takes effect on Save and the old one is revoked).".into(),
+            supply("username, token and api_path"),
+        ],
+        ProviderConfig::BigCommerceStoreAccount(c) => vec![
+            "Log into your store's control panel and navigate to Settings > Store-level API accounts.".into(),
+            "Click \"+ Create API Token\" and choose the token type V2/V3 API token.".into(),
+            "Fill in the account name (at least 4 characters long).".into(),
+            format!(
+                "Configure the API resources and permissions exactly as listed in scopes: {}.",
+                scopes_to_grant(provider).join(", ")
+            ),
+            "Click Save and copy the Client ID, Client Secret and Access Token from the pop-up (it cannot be shown again).".into(),
+            supply("client_id, access_token and client_secret"),
+            format!(
+                "Re-create under the new account any webhooks the old account created: they vanish with it. Then delete the old account (store {}); the daemon checks that its token is rejected.",
+                c.store_hash
+            ),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// Check that a supplied credential has what its kind needs: every required field non-empty,
+/// nothing unknown. `Err` names the fields (never their values).
+pub fn check_fields(provider: &ProviderConfig, secret: &SecretFields) -> Result<(), String> {
+    let (required, optional): (&[&str], &[&str]) = match provider {
+        ProviderConfig::BigCommerceStoreAccount(_) => (STORE_FIELDS, STORE_OPTIONAL_FIELDS),
+        ProviderConfig::BigCommerceLegacyAccount(_) | ProviderConfig::BigCommerceUserToken(_) => {
+            (BASIC_FIELDS, &[])
+        }
+        other => {
+            return Err(format!(
+                "provider {} is rotated automatically; nothing is supplied by hand",
+                other.kind()
+            ))
+        }
+    };
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|f| secret.expose(f).is_none_or(|v| v.trim().is_empty()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "missing or empty field(s): {} (a {} needs {})",
+            missing.join(", "),
+            provider.kind(),
+            required.join(", ")
+        ));
+    }
+    let unknown: Vec<&str> = secret
+        .keys()
+        .filter(|k| !required.contains(k) && !optional.contains(k))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "unknown field(s): {} (a {} takes {})",
+            unknown.join(", "),
+            provider.kind(),
+            required
+                .iter()
+                .chain(optional)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let ProviderConfig::BigCommerceLegacyAccount(c) | ProviderConfig::BigCommerceUserToken(c) =
+        provider
+    {
+        let username = secret.expose("username").unwrap_or_default().trim();
+        if username != c.username {
+            return Err(format!(
+                "field username: this credential is configured for user {:?}; a token of another user is not taken",
+                c.username
+            ));
+        }
+        let path = secret.expose("api_path").unwrap_or_default().trim();
+        if path.trim_end_matches('/') != c.api_path.trim_end_matches('/') {
+            return Err(format!(
+                "field api_path: the configuration's API path is {}; a token for another API path is not taken",
+                c.api_path
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Classify an answer that is neither ok nor a named rejection.
+fn other_status(what: &str, status: u16) -> ProviderError {
+    match status {
+        429 | 500..=599 => ProviderError::Transient {
+            reason: format!("{what}: the store answered {status}"),
+            retry_after: None,
+        },
+        _ => ProviderError::Config {
+            reason: format!("{what}: unexpected answer {status}"),
+        },
+    }
+}
+
+fn send_error(what: &str, e: &reqwest::Error) -> ProviderError {
+    // Every call here is a read or a write the store refuses: safe to repeat.
+    ProviderError::Transient {
+        reason: format!(
+            "{what}: {}",
+            if e.is_timeout() {
+                "no answer in time"
+            } else if e.is_connect() {
+                "cannot connect to the store"
+            } else {
+                "the request failed"
+            }
+        ),
+        retry_after: None,
+    }
+}
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `bigcommerce_store_account`.
+pub struct StoreAccountProvider {
+    cfg: StoreAccountConfig,
+    http: reqwest::Client,
+    credential: String,
+}
+
+impl StoreAccountProvider {
+    pub fn new(cfg: StoreAccountConfig, http: reqwest::Client, credential: &str) -> Self {
+        StoreAccountProvider {
+            cfg,
+            http,
+            credential: credential.to_string(),
+        }
+    }
+
+    async fn status(&self, method: Method, path: &str, token: &str) -> Result<u16, ProviderError> {
+        let url = format!("{}/stores/{}/{path}", self.cfg.api_url, self.cfg.store_hash);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .timeout(REQUEST_TIMEOUT)
+            .header("X-Auth-Token", token)
+            .header(ACCEPT, "application/json");
+        if method != Method::GET {
+            // An empty body: a token with the scope gets 422, nothing is created or changed.
+            req = req.header(CONTENT_TYPE, "application/json");
+        }
+        let what = format!("{method} /{path}");
+        req.send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| send_error(&what, &e))
+    }
+}
+
+#[async_trait]
+impl Provider for StoreAccountProvider {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            mode: Mode::Assisted,
+            credentials_expire: false,
+            async_revocation: false,
+        }
+    }
+
+    fn required_fields(&self) -> &'static [&'static str] {
+        STORE_FIELDS
+    }
+
+    fn assisted_steps(&self) -> Vec<String> {
+        steps(
+            &ProviderConfig::BigCommerceStoreAccount(self.cfg.clone()),
+            &self.credential,
+        )
+    }
+
+    async fn mint(&self, _req: &MintRequest) -> Result<Minted, ProviderError> {
+        Err(ProviderError::Config {
+            reason: "a store-level API account is created by a person in the control panel (`secret-rotator supply`)".into(),
+        })
+    }
+
+    /// `GET /v2/time` (401: the token is invalid or its account deleted), then one probe per
+    /// required scope: a read for read-only, an empty-body write for modify (422 means the scope
+    /// is granted). A 403 names the missing scope.
+    async fn verify(&self, secret: &SecretFields) -> Result<(), ProviderError> {
+        let token = secret
+            .expose("access_token")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ProviderError::Config {
+                reason: "the credential has no access_token field".into(),
+            })?;
+        match self.status(Method::GET, "v2/time", token).await? {
+            200..=299 => {}
+            401 => {
+                return Err(ProviderError::Rejected {
+                    reason:
+                        "GET /v2/time: 401: the access token is invalid or its account was deleted"
+                            .into(),
+                })
+            }
+            // Authenticated, without Information & Settings: its probe below names it if needed.
+            403 => {}
+            s => return Err(other_status("GET /v2/time", s)),
+        }
+        for (scope, level) in &self.cfg.required_scopes {
+            let Some((read, write)) = probe_paths(scope) else {
+                return Err(ProviderError::Config {
+                    reason: format!("no probe is known for scope {scope}"),
+                });
+            };
+            let (method, path) = match level {
+                ScopeLevel::ReadOnly => (Method::GET, read),
+                ScopeLevel::Modify => (Method::POST, write),
+            };
+            let status = self.status(method.clone(), path, token).await?;
+            let what = format!("scope {scope} ({})", level_label(*level));
+            match (level, status) {
+                (ScopeLevel::ReadOnly, 200..=299) | (ScopeLevel::Modify, 400 | 422) => {}
+                (_, 403) => {
+                    return Err(ProviderError::Rejected {
+                        reason: format!(
+                            "missing scope {scope} ({}): {method} /{path} answered 403; grant {}: {} to the account",
+                            level_label(*level),
+                            scope_label(scope),
+                            level_label(*level)
+                        ),
+                    })
+                }
+                (_, 401) => {
+                    return Err(ProviderError::Rejected {
+                        reason: format!("{what}: 401: the access token was rejected"),
+                    })
+                }
+                (_, s) => return Err(other_status(&what, s)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn revoke(&self, _secret: &SecretFields) -> Result<(), ProviderError> {
+        Err(ProviderError::Config {
+            reason: "a store-level API account is deleted by a person in the control panel".into(),
+        })
+    }
+
+    /// The old account is dead when its token gets 401 (deleted); anything else means alive or
+    /// unknown.
+    async fn verify_revoked(&self, secret: &SecretFields) -> Result<bool, ProviderError> {
+        let token = secret.expose("access_token").unwrap_or_default();
+        match self.status(Method::GET, "v2/time", token).await? {
+            401 => Ok(true),
+            200..=299 | 403 => Ok(false),
+            s => Err(other_status("GET /v2/time", s)),
+        }
+    }
+}
+
+/// Which Basic-auth kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BasicKind {
+    Legacy,
+    User,
+}
+
+/// `bigcommerce_legacy_account` and `bigcommerce_user_token`.
+pub struct BasicAuthProvider {
+    cfg: BasicAuthAccountConfig,
+    kind: BasicKind,
+    http: reqwest::Client,
+    credential: String,
+}
+
+impl BasicAuthProvider {
+    pub fn new(
+        cfg: BasicAuthAccountConfig,
+        kind: BasicKind,
+        http: reqwest::Client,
+        credential: &str,
+    ) -> Self {
+        BasicAuthProvider {
+            cfg,
+            kind,
+            http,
+            credential: credential.to_string(),
+        }
+    }
+
+    fn config(&self) -> ProviderConfig {
+        match self.kind {
+            BasicKind::Legacy => ProviderConfig::BigCommerceLegacyAccount(self.cfg.clone()),
+            BasicKind::User => ProviderConfig::BigCommerceUserToken(self.cfg.clone()),
+        }
+    }
+
+    /// `GET {api_path}time` with Basic auth; always on the configured API path (never one a
+    /// supplied credential names).
+    async fn time_status(&self, secret: &SecretFields) -> Result<u16, ProviderError> {
+        let token = secret
+            .expose("token")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ProviderError::Config {
+                reason: "the credential has no token field".into(),
+            })?;
+        let username = secret.expose("username").unwrap_or(&self.cfg.username);
+        let url = format!("{}time", self.cfg.api_path);
+        self.http
+            .get(&url)
+            .timeout(REQUEST_TIMEOUT)
+            .basic_auth(username, Some(token))
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| send_error("GET {api_path}time", &e))
+    }
+}
+
+#[async_trait]
+impl Provider for BasicAuthProvider {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            mode: Mode::Assisted,
+            credentials_expire: false,
+            async_revocation: false,
+        }
+    }
+
+    fn required_fields(&self) -> &'static [&'static str] {
+        &["username", "token"]
+    }
+
+    fn assisted_steps(&self) -> Vec<String> {
+        steps(&self.config(), &self.credential)
+    }
+
+    fn old_dies_at_supply(&self) -> bool {
+        true
+    }
+
+    async fn mint(&self, _req: &MintRequest) -> Result<Minted, ProviderError> {
+        Err(ProviderError::Config {
+            reason: "this token is regenerated by a person in the control panel (`secret-rotator supply`)".into(),
+        })
+    }
+
+    /// Basic auth on the v2 API path: 401 rejects; 403 names the resource the account lacks.
+    async fn verify(&self, secret: &SecretFields) -> Result<(), ProviderError> {
+        match self.time_status(secret).await? {
+            200..=299 => Ok(()),
+            401 => Err(ProviderError::Rejected {
+                reason: "GET {api_path}time: 401: the username or token is invalid (regenerated, or API access off)".into(),
+            }),
+            403 => Err(ProviderError::Rejected {
+                reason: "GET {api_path}time: 403: the account lacks the information_and_settings (read-only) permission".into(),
+            }),
+            s => Err(other_status("GET {api_path}time", s)),
+        }
+    }
+
+    async fn revoke(&self, _secret: &SecretFields) -> Result<(), ProviderError> {
+        Err(ProviderError::Config {
+            reason: "this token is revoked by regenerating it in the control panel".into(),
+        })
+    }
+
+    async fn verify_revoked(&self, secret: &SecretFields) -> Result<bool, ProviderError> {
+        match self.time_status(secret).await? {
+            401 => Ok(true),
+            200..=299 | 403 => Ok(false),
+            s => Err(other_status("GET {api_path}time", s)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> ProviderConfig {
+        ProviderConfig::BigCommerceStoreAccount(StoreAccountConfig {
+            api_url: "https://api.bigcommerce.com".into(),
+            store_hash: "abc123".into(),
+            required_scopes: vec![
+                ("information_and_settings".into(), ScopeLevel::ReadOnly),
+                ("orders".into(), ScopeLevel::Modify),
+            ],
+        })
+    }
+
+    fn legacy() -> ProviderConfig {
+        ProviderConfig::BigCommerceLegacyAccount(BasicAuthAccountConfig {
+            store_hash: "abc123".into(),
+            username: "legacy-app".into(),
+            api_path: "https://store-abc123.mybigcommerce.com/api/v2/".into(),
+        })
+    }
+
+    #[test]
+    fn every_known_scope_has_a_probe() {
+        for scope in crate::config::KNOWN_SCOPES {
+            assert!(probe_paths(scope).is_some(), "{scope}");
+        }
+    }
+
+    #[test]
+    fn store_account_steps_name_the_exact_scopes_and_the_webhooks() {
+        assert_eq!(
+            scopes_to_grant(&store()),
+            ["Information & Settings: read-only", "Orders: modify"]
+        );
+        let text = steps(&store(), "shop").join("\n");
+        assert!(
+            text.contains("Settings > Store-level API accounts"),
+            "{text}"
+        );
+        assert!(text.contains("Orders: modify"), "{text}");
+        assert!(text.contains("webhooks"), "{text}");
+        assert!(text.contains("secret-rotator supply shop"), "{text}");
+        assert!(scopes_to_grant(&legacy()).is_empty());
+        assert!(steps(&legacy(), "l")
+            .join(" ")
+            .contains("Generate New Token"));
+    }
+
+    #[test]
+    fn supplied_fields_are_checked_per_kind() {
+        let s = |pairs: &[(&str, &str)]| {
+            let mut f = SecretFields::new();
+            for (k, v) in pairs {
+                f.insert(k, *v);
+            }
+            f
+        };
+        let path = "https://store-abc123.mybigcommerce.com/api/v2/";
+        // (provider, fields, expected error fragment; "" = accepted)
+        let cases: Vec<(ProviderConfig, SecretFields, &str)> = vec![
+            (store(), s(&[("client_id", "c"), ("access_token", "t")]), ""),
+            (
+                store(),
+                s(&[
+                    ("client_id", "c"),
+                    ("access_token", "t"),
+                    ("client_secret", "x"),
+                ]),
+                "",
+            ),
+            (
+                store(),
+                s(&[("client_id", "c")]),
+                "missing or empty field(s): access_token",
+            ),
+            (
+                store(),
+                s(&[("client_id", "c"), ("access_token", " ")]),
+                "access_token",
+            ),
+            (
+                store(),
+                s(&[("client_id", "c"), ("access_token", "t"), ("token", "t")]),
+                "unknown field(s): token",
+            ),
+            (
+                legacy(),
+                s(&[
+                    ("username", "legacy-app"),
+                    ("token", "t"),
+                    ("api_path", path),
+                ]),
+                "",
+            ),
+            (
+                legacy(),
+                s(&[("username", "other"), ("token", "t"), ("api_path", path)]),
+                "field username",
+            ),
+            (
+                legacy(),
+                s(&[
+                    ("username", "legacy-app"),
+                    ("token", "t"),
+                    ("api_path", "https://evil.example/api/v2/"),
+                ]),
+                "field api_path",
+            ),
+            (
+                legacy(),
+                s(&[("username", "legacy-app")]),
+                "token, api_path",
+            ),
+        ];
+        for (provider, fields, expected) in cases {
+            let got = check_fields(&provider, &fields).err().unwrap_or_default();
+            if expected.is_empty() {
+                assert_eq!(got, "", "{fields:?}");
+            } else {
+                assert!(got.contains(expected), "{got:?} should say {expected:?}");
+            }
+            assert!(!got.contains("evil"), "no value is repeated: {got}");
+        }
+    }
+}

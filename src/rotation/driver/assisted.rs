@@ -1,0 +1,547 @@
+//! The engine's side of assisted rotation: `rotation.due` and its reminders, `supply`, the wait
+//! for the old credential to die (`confirm-revoked`), `pause` / `resume`, and drift checks.
+//!
+//! Invariants (besides the driver's): a supplied credential is checked (fields, then the
+//! provider's probes) before anything is written, and a rejected one writes nothing; the old
+//! credential is never announced revoked before the provider rejects it; `credential.rotated`
+//! precedes `credential.revoked`; no secret reaches an event, a log line or an error.
+
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use super::{unit, Announce, Engine, EngineError, Extra, Loaded, Next, RunResult, Wait};
+use crate::config::{Credential, ProviderConfig};
+use crate::crash;
+use crate::events::EventKind;
+use crate::providers::bigcommerce_assisted::check_fields;
+use crate::providers::{Mode, Provider, ProviderError};
+use crate::rotation::state::{
+    self, awaiting_old_deletion, begin_assisted, reminded, reminder_backoff, supplied, take_over,
+    Attempt, Drift, Phase, Start,
+};
+use crate::secret::SecretFields;
+
+/// What a drift check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriftCheck {
+    /// Not looked at: paused, a rotation in flight, or no current secret.
+    Skipped,
+    /// The provider accepts the current credential.
+    Fine,
+    /// The provider rejects the current credential (first seen now, or earlier).
+    Drifted(Drift),
+    /// The provider could not say (unavailable): try at the next interval.
+    Unknown(String),
+}
+
+/// Is a drift check of this credential worth making? Assisted kinds always; of the automatic
+/// ones, the storefront tokens (one GraphQL request). Others' verification may have a cost
+/// (a program, a request that counts) and is not made on a timer.
+pub fn drift_checked(cred: &Credential) -> bool {
+    cred.policy.drift_interval.is_some()
+        && (!cred.provider.automatic()
+            || matches!(cred.provider, ProviderConfig::BigCommerceStorefront(_)))
+}
+
+/// When each credential was last checked for drift by this process (kept in memory: a restart
+/// checks at once, which costs one verification).
+fn drift_clock() -> &'static Mutex<HashMap<String, DateTime<Utc>>> {
+    static CLOCK: OnceLock<Mutex<HashMap<String, DateTime<Utc>>>> = OnceLock::new();
+    CLOCK.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Is a drift check of `cred` due at `now` (its `drift_interval` since the last one this process
+/// made)? Marks it as made when it is. For the daemon's loop; a planner may schedule
+/// [`Engine::check_drift`] itself instead.
+pub fn drift_due(cred: &Credential, now: DateTime<Utc>) -> bool {
+    let Some(interval) = cred.policy.drift_interval.filter(|_| drift_checked(cred)) else {
+        return false;
+    };
+    let mut clock = drift_clock().lock().unwrap_or_else(|p| p.into_inner());
+    let due = clock
+        .get(&cred.name)
+        .is_none_or(|last| now >= *last + chrono::Duration::from_std(interval).unwrap_or_default());
+    if due {
+        clock.insert(cred.name.clone(), now);
+    }
+    due
+}
+
+impl Engine {
+    /// Begin an assisted attempt: preflight, then `rotation.due` (in the write that records the
+    /// attempt in phase `awaiting_supply`).
+    pub(super) async fn begin_assisted(
+        &self,
+        cred: &Credential,
+        provider: &dyn Provider,
+        l: &mut Loaded,
+        trigger: &str,
+    ) -> Result<RunResult, EngineError> {
+        let (version, current) = self.preflight(cred, provider).await?;
+        let now = Utc::now();
+        let a = begin_assisted(
+            Start {
+                id: uuid::Uuid::new_v4().to_string(),
+                owner: &self.owner,
+                trigger,
+                now,
+                lease: self.settings.lease,
+                version,
+                current,
+                lifetime: None,
+            },
+            cred.policy.supply_deadline,
+            cred.policy.supply_reminder,
+        );
+        let mut a = a;
+        // The lease covers the wait for a reminder: no write until then.
+        a.lease_expires_at = a.next_check.unwrap_or(now) + self.settings.lease;
+        self.announce_due(cred, &a, l, 0);
+        crash::point("due-emitted");
+        self.save_attempt(l, &a).await?;
+        tracing::warn!(credential = %cred.name, attempt = %a.id, trigger, deadline = %a.deadline.unwrap_or(now).to_rfc3339(), "credential due: a person must regenerate it and run `secret-rotator supply {}`", cred.name);
+        Ok(RunResult::Waiting {
+            until: a.next_check.unwrap_or(now),
+        })
+    }
+
+    fn announce_due(&self, cred: &Credential, a: &Attempt, l: &mut Loaded, reminder: u32) {
+        let deadline = a
+            .deadline
+            .map(|d| d.to_rfc3339())
+            .unwrap_or_else(|| "-".into());
+        let detail = format!(
+            "due ({}): regenerate it in the control panel and run `secret-rotator supply {}` by {deadline}{}",
+            a.trigger,
+            cred.name,
+            if reminder > 0 {
+                format!(" (reminder {reminder})")
+            } else {
+                String::new()
+            }
+        );
+        self.emit(
+            l,
+            cred,
+            &a.id,
+            Announce {
+                kind: EventKind::Due,
+                version: (a.version_before > 0).then_some(a.version_before),
+                detail: &detail,
+                extra: Extra {
+                    reminder,
+                    ..Extra::default()
+                },
+            },
+        );
+    }
+
+    /// `rotation.due` again, then the next reminder a longer wait away.
+    pub(super) async fn remind(
+        &self,
+        cred: &Credential,
+        a: Attempt,
+        l: &mut Loaded,
+    ) -> Result<Next, EngineError> {
+        self.announce_due(cred, &a, l, a.checks + 1);
+        let now = Utc::now();
+        let mut a = reminded(
+            take_over(a, &self.owner, now, self.settings.lease),
+            now,
+            reminder_backoff(cred.policy.supply_reminder),
+            unit(),
+        );
+        a.lease_expires_at = a.next_check.unwrap_or(now) + self.settings.lease;
+        self.save_attempt(l, &a).await?;
+        Ok(Ok(a))
+    }
+
+    /// After the commit of a supplied credential. A regenerated token: check the old one is
+    /// dead before announcing anything. A store-level account: announce `rotated` now, then
+    /// wait for a person to delete the old account.
+    pub(super) async fn committed_assisted(
+        &self,
+        cred: &Credential,
+        provider: &dyn Provider,
+        a: Attempt,
+        l: &mut Loaded,
+        version: u64,
+    ) -> Result<Next, EngineError> {
+        let now = Utc::now();
+        tracing::info!(credential = %cred.name, attempt = %a.id, version, "supplied credential committed");
+        let regenerated = provider.old_dies_at_supply();
+        if !regenerated {
+            let detail = if a.old.is_some() {
+                "a new version is live; delete the old account in the control panel once every reader uses the new one (webhooks created by the old account vanish with it: re-create them under the new account first)"
+            } else {
+                "a new version is live"
+            };
+            self.emit(
+                l,
+                cred,
+                &a.id,
+                Announce {
+                    kind: EventKind::Rotated,
+                    version: Some(version),
+                    detail,
+                    extra: Extra {
+                        previous_version: (a.version_before > 0).then_some(a.version_before),
+                        revoke_after: None,
+                        reminder: 0,
+                    },
+                },
+            );
+            crash::point("rotated-emitted");
+        }
+        let first_check = if regenerated {
+            now
+        } else {
+            now + state::OLD_POLL.delay(1, unit())
+        };
+        let a = awaiting_old_deletion(
+            a,
+            version,
+            !regenerated,
+            first_check,
+            now + cred.policy.grace,
+            &self.owner,
+            now,
+            self.settings.lease,
+        );
+        self.save_attempt(l, &a).await?;
+        crash::point("old-deletion-recorded");
+        Ok(Ok(a))
+    }
+
+    /// Is the old credential rejected yet? Then `rotated` (if not yet announced) and `revoked`,
+    /// and the attempt ends. Else look again later; past the grace period, say so once.
+    pub(super) async fn check_old(
+        &self,
+        cred: &Credential,
+        provider: &dyn Provider,
+        a: Attempt,
+        l: &mut Loaded,
+    ) -> Result<Next, EngineError> {
+        let dead = match &a.old {
+            None => Ok(true),
+            Some(old) => {
+                self.call("check the old credential", provider.verify_revoked(old))
+                    .await
+            }
+        };
+        let now = Utc::now();
+        match dead {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                let note = match &dead {
+                    Err(e) => format!("cannot tell whether the old credential is rejected: {e}"),
+                    _ if provider.old_dies_at_supply() => "the old token is still accepted: was the new one saved in the control panel?".to_string(),
+                    _ => format!(
+                        "the old account still answers: delete it in the control panel (or run `secret-rotator confirm-revoked {}` once it is)",
+                        cred.name
+                    ),
+                };
+                tracing::info!(credential = %cred.name, attempt = %a.id, "{note}");
+                let mut a =
+                    state::old_still_alive(a, now, &note, &self.owner, self.settings.lease, unit());
+                if a.held.is_none() && a.revoke_after.is_some_and(|t| now >= t) {
+                    let reason = format!(
+                        "the old credential is still accepted after the grace period: {note}"
+                    );
+                    a.held = Some(reason.clone());
+                    self.emit(
+                        l,
+                        cred,
+                        &a.id,
+                        Announce {
+                            kind: EventKind::NeedsAttention,
+                            version: Some(a.version_before),
+                            detail: &reason,
+                            extra: Extra::default(),
+                        },
+                    );
+                }
+                self.save_attempt(l, &a).await?;
+                crash::point("old-alive-recorded");
+                return Ok(Err(RunResult::Waiting {
+                    until: a.next_check.unwrap_or(now),
+                }));
+            }
+        }
+        let version = a.version_after.expect("validated on load");
+        if !a.announced {
+            self.emit(
+                l,
+                cred,
+                &a.id,
+                Announce {
+                    kind: EventKind::Rotated,
+                    version: Some(version),
+                    detail: "a new version is live (the regenerated token replaced the old one, which is rejected)",
+                    extra: Extra {
+                        previous_version: (a.version_before > 0).then_some(a.version_before),
+                        revoke_after: None,
+                        reminder: 0,
+                    },
+                },
+            );
+        }
+        if a.old.is_some() {
+            let detail = if provider.old_dies_at_supply() {
+                "the previous token is rejected (regenerated in the control panel)"
+            } else {
+                "the previous account is deleted: its token is rejected (webhooks it created are gone with it)"
+            };
+            tracing::info!(credential = %cred.name, attempt = %a.id, version = a.version_before, "old credential rejected by the provider");
+            self.emit(
+                l,
+                cred,
+                &a.id,
+                Announce {
+                    kind: EventKind::Revoked,
+                    version: Some(a.version_before),
+                    detail,
+                    extra: Extra::default(),
+                },
+            );
+            crash::point("revoked-emitted");
+        }
+        let r = self
+            .end(cred, a, l, crate::rotation::Outcome::Rotated, None)
+            .await?;
+        crash::point("finished");
+        Ok(Err(r))
+    }
+
+    /// `supply NAME`: take a new credential from a person. Its fields and then the provider's
+    /// probes are checked before anything is written (`Err(Refused)` writes nothing); then it
+    /// is recorded, committed and announced like a minted one.
+    pub async fn supply(
+        &self,
+        cred: &Credential,
+        provider: &dyn Provider,
+        secret: SecretFields,
+    ) -> Result<RunResult, EngineError> {
+        let refuse = |reason: String| EngineError::Refused {
+            credential: cred.name.clone(),
+            reason: format!("{reason}; nothing was written"),
+        };
+        if provider.info().mode != Mode::Assisted {
+            return Err(refuse(format!(
+                "provider {} is rotated automatically (`secret-rotator rotate {}`)",
+                cred.provider.kind(),
+                cred.name
+            )));
+        }
+        check_fields(&cred.provider, &secret).map_err(refuse)?;
+        let (record, version) = self.load(&cred.name).await?;
+        let mut l = Loaded::new(record, version);
+        if let Some(p) = &l.record.paused {
+            return Err(refuse(format!(
+                "paused by {} since {}: `secret-rotator resume {}` first",
+                p.by,
+                p.since.to_rfc3339(),
+                cred.name
+            )));
+        }
+        let now = Utc::now();
+        let existing = l.record.attempt.take();
+        if let Some(a) = &existing {
+            if a.phase != Phase::AwaitingSupply {
+                return Err(refuse(format!(
+                    "a rotation is in phase {} (attempt {}); a new credential is taken only while one is awaited",
+                    a.phase.as_str(),
+                    a.id
+                )));
+            }
+            // A person at the keyboard outranks the daemon's reminders: no lease is asked for.
+            // The write below is check-and-set, so a daemon writing meanwhile fences one of
+            // the two, never both.
+        }
+        let current = match &existing {
+            Some(a) => a.old.clone(),
+            None => self.read_current(&cred.secret).await?.1,
+        };
+        if current.as_ref().is_some_and(|c| c.same_as(&secret)) {
+            return Err(refuse(
+                "this is the credential already stored; regenerate it in the control panel first"
+                    .into(),
+            ));
+        }
+        match self.call("verify", provider.verify(&secret)).await {
+            Ok(()) => {}
+            Err(ProviderError::Rejected { reason }) => {
+                return Err(refuse(format!("the store rejected it: {reason}")))
+            }
+            Err(e) => return Err(refuse(format!("it could not be verified now: {e}"))),
+        }
+        crash::point("supply-verified");
+        let a = match existing {
+            Some(a) => a,
+            None => {
+                // Supplied before it fell due (or before the daemon noticed): an attempt of its
+                // own, without `rotation.due`.
+                let (version, current) = self.preflight(cred, provider).await?;
+                begin_assisted(
+                    Start {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        owner: &self.owner,
+                        trigger: "supplied",
+                        now,
+                        lease: self.settings.lease,
+                        version,
+                        current,
+                        lifetime: None,
+                    },
+                    cred.policy.supply_deadline,
+                    cred.policy.supply_reminder,
+                )
+            }
+        };
+        let a = supplied(a, secret, &self.owner, Utc::now(), self.settings.lease);
+        self.save_attempt(&mut l, &a).await?;
+        tracing::info!(credential = %cred.name, attempt = %a.id, "supplied credential verified and recorded");
+        crash::point("supply-recorded");
+        self.steps(cred, provider, a, &mut l, Wait::Retries, false)
+            .await
+    }
+
+    /// `confirm-revoked NAME`: a person says the old credential is gone; checked with the
+    /// provider (still accepted: `Err(Refused)`), then `credential.revoked` and the attempt ends.
+    pub async fn confirm_revoked(
+        &self,
+        cred: &Credential,
+        provider: &dyn Provider,
+    ) -> Result<RunResult, EngineError> {
+        let refuse = |reason: String| EngineError::Refused {
+            credential: cred.name.clone(),
+            reason,
+        };
+        let (record, version) = self.load(&cred.name).await?;
+        let mut l = Loaded::new(record, version);
+        let Some(a) = l.record.attempt.clone() else {
+            return Err(refuse(
+                "no rotation waits for the old credential to die".into(),
+            ));
+        };
+        if a.phase != Phase::AwaitingOldDeletion {
+            return Err(refuse(format!(
+                "the rotation in flight is in phase {}, not waiting for the old credential to die",
+                a.phase.as_str()
+            )));
+        }
+        if let Some(old) = &a.old {
+            match self
+                .call("check the old credential", provider.verify_revoked(old))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(refuse(
+                        "the store still accepts the old credential: delete the old account in the control panel first".into(),
+                    ))
+                }
+                Err(e) => {
+                    return Err(refuse(format!(
+                        "cannot check the old credential now: {e}"
+                    )))
+                }
+            }
+        }
+        let mut a = take_over(a, &self.owner, Utc::now(), self.settings.lease);
+        a.next_check = None;
+        self.save_attempt(&mut l, &a).await?;
+        self.steps(cred, provider, a, &mut l, Wait::Retries, false)
+            .await
+    }
+
+    /// `pause NAME` (`paused` true) or `resume NAME`: recorded in the state record (check-and-set:
+    /// a daemon in the middle of a step is fenced and stops). Returns whether it changed.
+    pub async fn set_paused(
+        &self,
+        credential: &str,
+        paused: bool,
+        by: &str,
+    ) -> Result<bool, EngineError> {
+        let (record, version) = self.load(credential).await?;
+        if record.paused.is_some() == paused {
+            return Ok(false);
+        }
+        let mut l = Loaded::new(record, version);
+        l.record = if paused {
+            state::pause(l.record, by, Utc::now())
+        } else {
+            state::resume(l.record)
+        };
+        self.save(&mut l).await?;
+        Ok(true)
+    }
+
+    /// Verify the current credential. A rejection the daemon did not cause is drift:
+    /// `credential.drift` (once per version), shown in `status`, and for an assisted kind a
+    /// new attempt asking for a supply (`rotation.due`). The daemon calls it per credential
+    /// every `drift_interval` ([`drift_due`]).
+    pub async fn check_drift(
+        &self,
+        cred: &Credential,
+        provider: &dyn Provider,
+    ) -> Result<DriftCheck, EngineError> {
+        let (record, version) = self.load(&cred.name).await?;
+        if record.paused.is_some() || record.attempt.is_some() {
+            return Ok(DriftCheck::Skipped);
+        }
+        let (current_version, current) = self.read_current(&cred.secret).await?;
+        let Some(current) = current else {
+            return Ok(DriftCheck::Skipped);
+        };
+        let mut l = Loaded::new(record, version);
+        match self.call("verify", provider.verify(&current)).await {
+            Ok(()) => {
+                if l.record.drift.is_some() {
+                    l.record.drift = None;
+                    self.save(&mut l).await?;
+                }
+                Ok(DriftCheck::Fine)
+            }
+            Err(ProviderError::Rejected { reason }) => {
+                if let Some(d) = l
+                    .record
+                    .drift
+                    .clone()
+                    .filter(|d| d.version == current_version)
+                {
+                    return Ok(DriftCheck::Drifted(d));
+                }
+                let drift = Drift {
+                    since: Utc::now(),
+                    version: current_version,
+                    reason: format!(
+                        "version {current_version} is rejected although secret-rotator did not change it: {reason}"
+                    ),
+                };
+                tracing::error!(credential = %cred.name, version = current_version, reason = %drift.reason, "credential drift");
+                self.emit(
+                    &mut l,
+                    cred,
+                    &format!("{}:v{current_version}", cred.name),
+                    Announce {
+                        kind: EventKind::Drift,
+                        version: Some(current_version),
+                        detail: &drift.reason,
+                        extra: Extra::default(),
+                    },
+                );
+                l.record.drift = Some(drift.clone());
+                if provider.info().mode == Mode::Assisted {
+                    // Ask for a supply; the attempt is written with the drift.
+                    self.begin_assisted(cred, provider, &mut l, "drift").await?;
+                } else {
+                    self.save(&mut l).await?;
+                }
+                Ok(DriftCheck::Drifted(drift))
+            }
+            Err(e) => Ok(DriftCheck::Unknown(e.to_string())),
+        }
+    }
+}
