@@ -499,7 +499,16 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             let provider = app.provider(cred)?;
             let secret = read_supplied(cred)?;
             let workers = Workers::start(&app.deliverer, &app.engine.wakeup, [cred]);
-            let result = app.engine.supply(cred, provider.as_ref(), secret).await;
+            let mut result = app
+                .engine
+                .supply(cred, provider.as_ref(), secret.clone())
+                .await;
+            if matches!(result, Err(EngineError::Fenced { .. })) {
+                // The daemon wrote the record (a reminder) between our read and our write: read
+                // it again and try once more (verification has no side effect).
+                tracing::info!(credential = %cred.name, "the state record changed meanwhile; supplying again");
+                result = app.engine.supply(cred, provider.as_ref(), secret).await;
+            }
             workers.stop(DELIVERY_DRAIN).await;
             assisted_result(&app, cred, &result?).await
         }
