@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::stack::{Stack, StackOptions, ACCESS_TOKEN_PATH, CRED, STORE};
+use common::ROOT_TOKEN;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -49,9 +50,14 @@ fn start_instance(stack: &Stack, id: &str) -> tokio::process::Child {
 async fn versions(stack: &Stack) -> Vec<u64> {
     let mut out = Vec::new();
     for i in 0..CREDENTIALS {
-        let meta = stack
+        let (_, meta) = stack
             .bao
-            .root("GET", &format!("secret/metadata/{}", secret_path(i)), None)
+            .call_as(
+                ROOT_TOKEN,
+                "GET",
+                &format!("secret/metadata/{}", secret_path(i)),
+                None,
+            )
             .await;
         out.push(meta["data"]["current_version"].as_u64().unwrap_or(0));
     }
@@ -82,9 +88,10 @@ async fn mints(stack: &Stack) -> usize {
 async fn uncommitted_in_records(stack: &Stack) -> usize {
     let mut n = 0;
     for i in 0..CREDENTIALS {
-        let record = stack
+        let (_, record) = stack
             .bao
-            .root(
+            .call_as(
+                ROOT_TOKEN,
                 "GET",
                 &format!("secret/data/secret-rotator/credentials/{}", name(i)),
                 None,
@@ -188,7 +195,15 @@ channel_ids = [1]
             .bao
             .root("GET", &format!("secret/data/{}", secret_path(i)), None)
             .await;
-        let token = secret["data"]["data"]["token"].as_str().unwrap_or_default().to_string();
-        assert_eq!(stack.graphql_status(&token).await, 200, "{}: {secret}", name(i));
+        let token = secret["data"]["data"]["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(
+            stack.graphql_status(&token).await,
+            200,
+            "{}: {secret}",
+            name(i)
+        );
     }
 }

@@ -276,6 +276,7 @@ impl Planner {
         now: DateTime<Utc>,
     ) {
         let stagger = self.settings.stagger;
+        let reconcile = self.settings.reconcile;
         let instance = self.settings.instance.clone();
         let Some(e) = self.finished(name) else {
             return;
@@ -295,7 +296,10 @@ impl Planner {
                 Some(later_by(at, offset))
             }
             Next::Due(None) | Next::Operator => None,
-            Next::At(at) => Some(at),
+            // An attempt in flight is looked at again at least once per reconcile interval:
+            // another instance's lease may hide a holder that died (taken over at once when it
+            // is proven dead on this machine).
+            Next::At(at) => Some(at.min(later_by(now, reconcile))),
         };
         // An attempt found in flight at start-up is driven before anything merely due.
         if work == Work::Read && seen.in_flight {

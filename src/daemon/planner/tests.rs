@@ -540,3 +540,26 @@ fn stagger_is_stable_per_instance_and_differs_between_instances() {
     let expected = now + TimeDelta::from_std(offsets[0]).unwrap();
     assert_eq!(p.next_wake(), Some(expected));
 }
+
+#[test]
+fn an_attempt_held_elsewhere_is_looked_at_again_each_reconcile_interval() {
+    let now = time(T0);
+    let mut p = Planner::new(settings());
+    // Another instance's lease runs for 5 minutes more: looked at again within the 10 minute
+    // interval either way; a lease of an hour waits no longer than the interval.
+    for (until, wake) in [(5, 5), (60, 10)] {
+        p.track("a", "x", now, false);
+        p.next_work(now, |_, _| false).unwrap();
+        let busy = Observation {
+            next: Next::At(now + TimeDelta::minutes(until)),
+            in_flight: true,
+            ..idle_until(T0)
+        };
+        p.observed("a", Work::Drive, busy, now);
+        assert_eq!(
+            p.next_wake(),
+            Some(now + TimeDelta::minutes(wake)),
+            "{until}"
+        );
+    }
+}
