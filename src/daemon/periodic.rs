@@ -38,8 +38,11 @@ pub(crate) fn sweep_period(reconcile: Duration) -> Duration {
     }
 }
 
+/// What a job sends when it fires at a given time.
+pub(crate) type MakeTick = fn(DateTime<Utc>) -> Tick;
+
 /// The jobs: (six-field cron expression in UTC, what it sends).
-pub(crate) fn jobs(reconcile: Duration) -> Vec<(&'static str, fn(DateTime<Utc>) -> Tick)> {
+pub(crate) fn jobs(reconcile: Duration) -> Vec<(&'static str, MakeTick)> {
     let sweep = if sweep_period(reconcile) >= Duration::from_secs(60) {
         "0 * * * * *"
     } else {
