@@ -106,7 +106,9 @@ fn requests(log: &std::path::Path, from: usize, to: usize) -> BTreeMap<String, u
 }
 
 fn audit_len(log: &std::path::Path) -> usize {
-    std::fs::metadata(log).map(|m| m.len() as usize).unwrap_or(0)
+    std::fs::metadata(log)
+        .map(|m| m.len() as usize)
+        .unwrap_or(0)
 }
 
 /// Metadata reads on existing keys from 16 tasks for `duration`: reads/s.
@@ -150,8 +152,16 @@ fn rss_kib(pid: u32) -> u64 {
 #[tokio::main]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let n: usize = if full { env_or("IDLE_CREDENTIALS", 1000) } else { 20 };
-    let idle_secs: f64 = if full { env_or("IDLE_SECS", 120.0) } else { 3.0 };
+    let n: usize = if full {
+        env_or("IDLE_CREDENTIALS", 1000)
+    } else {
+        20
+    };
+    let idle_secs: f64 = if full {
+        env_or("IDLE_SECS", 120.0)
+    } else {
+        3.0
+    };
     let reconcile: String = if full {
         env_or("IDLE_RECONCILE", "10m".to_string())
     } else {
@@ -179,14 +189,18 @@ async fn main() {
                     mount: "secret".into(),
                     path: format!("idle/idle-{i}"),
                 };
-                vault.write_cas(&kv, &data, 0).await.expect("write a secret");
+                vault
+                    .write_cas(&kv, &data, 0)
+                    .await
+                    .expect("write a secret");
             }
         }));
     }
     for w in writes {
         w.await.unwrap();
     }
-    let raw_reads = raw_metadata_reads(&vault, n, Duration::from_secs(if full { 3 } else { 1 })).await;
+    let raw_reads =
+        raw_metadata_reads(&vault, n, Duration::from_secs(if full { 3 } else { 1 })).await;
 
     let config = dir.path().join("config.toml");
     std::fs::write(&config, config_text(&bao.addr, &reconcile, n)).unwrap();
@@ -200,7 +214,7 @@ async fn main() {
         .arg("run")
         .env("VAULT_TOKEN", ROOT_TOKEN)
         .env("SECRET_ROTATOR_INSTANCE_ID", "idle-bench")
-        .env("SECRET_ROTATOR_LOG", "warn")
+        .env("SECRET_ROTATOR_LOG", env_or("IDLE_LOG", "warn".to_string()))
         .env("NOTIFY_SOCKET", &socket)
         .env_remove("WATCHDOG_USEC")
         .stdout(std::process::Stdio::null())
@@ -214,7 +228,10 @@ async fn main() {
             .await
             .expect("READY within 10 minutes")
             .unwrap();
-        if String::from_utf8_lossy(&buf[..got]).lines().any(|l| l == "READY=1") {
+        if String::from_utf8_lossy(&buf[..got])
+            .lines()
+            .any(|l| l == "READY=1")
+        {
             break;
         }
     }
@@ -242,7 +259,10 @@ async fn main() {
     println!(
         "idle daemon: {n} credentials, none due, reconcile {reconcile}, {idle_secs:.0} s idle after READY"
     );
-    println!("{:<40} {:>12} {:>22}", "kind", "requests", "per credential per h");
+    println!(
+        "{:<40} {:>12} {:>22}",
+        "kind", "requests", "per credential per h"
+    );
     for (kind, count) in &idle {
         println!("{kind:<40} {count:>12} {:>22.2}", per_hour(*count));
     }

@@ -284,8 +284,8 @@ impl Planner {
         e.version = seen.version;
         e.in_flight = seen.in_flight;
         e.needs_attention = seen.needs_attention;
-        // A full read is as good as a reconcile: the next one comes at the next slot.
-        e.reconcile_at = None;
+        // A full read is as good as a reconcile due by now; one planned for later stays.
+        e.reconcile_at = e.reconcile_at.filter(|t| *t > now);
         e.full_reconcile = seen.next == Next::Operator;
         if work == Work::Drive || !seen.in_flight {
             e.recovering = false;
@@ -326,23 +326,16 @@ impl Planner {
     }
 
     /// The reconcile sweep over `(from, to]`: every credential whose slot falls in it is read
-    /// again at its slot's time (metadata only, unless only an operator moves it on).
-    /// Credentials running, or with a read or drive already planned before the slot, skip it.
+    /// again at its slot's time (metadata only, unless only an operator moves it on), whatever
+    /// else is planned or running for it (a sweep during start-up loses no slot).
     pub(crate) fn sweep(&mut self, from: DateTime<Utc>, to: DateTime<Utc>) -> usize {
         let interval = self.settings.reconcile;
         let mut names = Vec::new();
         for (name, e) in &self.entries {
-            if e.running.is_some() || e.reconcile_at.is_some() {
+            if e.reconcile_at.is_some() {
                 continue;
             }
-            let Some(at) = slot_in(interval, e.slot, from, to) else {
-                continue;
-            };
-            let sooner = [e.read_at, e.drive_at]
-                .into_iter()
-                .flatten()
-                .any(|t| t <= at);
-            if !sooner {
+            if let Some(at) = slot_in(interval, e.slot, from, to) {
                 names.push((name.clone(), at));
             }
         }

@@ -563,3 +563,17 @@ fn an_attempt_held_elsewhere_is_looked_at_again_each_reconcile_interval() {
         );
     }
 }
+
+#[test]
+fn a_sweep_during_start_up_loses_no_slot() {
+    let now = time(T0);
+    let mut p = Planner::new(settings());
+    p.track("a", "x", now, true);
+    // The sweep comes while the start-up read runs; the read ends before the slot.
+    let (name, work) = p.next_work(now, |_, _| false).unwrap();
+    let end = now + TimeDelta::minutes(10);
+    assert_eq!(p.sweep(now, end), 1);
+    p.observed(&name, work, idle_until("2026-01-01T00:00:00Z"), now);
+    let slot = slot_in(span("10m"), reconcile_slot(span("10m"), "a"), now, end);
+    assert_eq!(p.next_wake(), slot);
+}
