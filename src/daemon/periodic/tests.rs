@@ -236,10 +236,10 @@ fn each_sweep_plans_the_next_period_and_a_late_one_covers_the_gap() {
             "{at}"
         );
     }
-    // Silent scheduler: the loop sweeps by itself after three periods, not before.
-    assert_eq!(s.overdue(time("2025-03-01T12:09:00Z")), None);
+    // Silent scheduler: the loop sweeps by itself once a quarter period (and a second) late.
+    assert_eq!(s.overdue(time("2025-03-01T12:08:10Z")), None);
     assert_eq!(
-        s.overdue(time("2025-03-01T12:10:30Z")),
-        Some((time("2025-03-01T12:08:00Z"), time("2025-03-01T12:11:30Z")))
+        s.overdue(time("2025-03-01T12:08:17Z")),
+        Some((time("2025-03-01T12:08:00Z"), time("2025-03-01T12:09:17Z")))
     );
 }
