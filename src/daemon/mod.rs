@@ -174,6 +174,12 @@ pub(crate) async fn run(
         (p, Some(rx))
     };
     let mut sweeper = periodic::Sweeper::new(planner.settings().reconcile, started);
+    if !once {
+        // The first period is planned at once; the scheduler's ticks plan the following ones.
+        if let Some((from, to)) = sweeper.tick(started) {
+            planner.sweep(from, to);
+        }
+    }
     let mut tasks: JoinSet<(String, Work, Done)> = JoinSet::new();
     let mut backoff = ErrorBackoff::default();
     // `--once`: each credential is driven at most once.
@@ -309,7 +315,8 @@ pub(crate) async fn run(
         // then sweeps by itself.
         if !once {
             if let Some((from, to)) = sweeper.overdue(Utc::now()) {
-                planner.sweep(from, to);
+                let n = planner.sweep(from, to);
+                tracing::debug!(credentials = n, from = %from, to = %to, "reconcile sweep by the loop");
             }
         }
     };
