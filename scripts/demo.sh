@@ -127,5 +127,32 @@ for l in sys.stdin: e = json.loads(l); print(" ", e["type"], e["id"])'
 
 step "plan (dry run)"
 "$bin" plan
+
+admin_port="$(free_port)"
+step "the daemon on its own for 40 s: the same config with max_age 15s, /metrics on 127.0.0.1:$admin_port"
+sed -e 's/^max_age = "1h"/max_age = "15s"/' "$work/config.toml" >"$work/daemon.toml"
+printf '\n[admin]\nlisten = "127.0.0.1:%s"\n' "$admin_port" >>"$work/daemon.toml"
+SECRET_ROTATOR_CONFIG="$work/daemon.toml" SECRET_ROTATOR_LOG=info "$bin" run >"$work/daemon.log" 2>&1 &
+daemon_pid=$!
+pids+=("$daemon_pid")
+wait_http "http://127.0.0.1:$admin_port/healthz"
+before="$("$bao" kv metadata get -mount=secret -format=json bigcommerce/abc123/storefront | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["current_version"])')"
+sleep 40
+after="$("$bao" kv metadata get -mount=secret -format=json bigcommerce/abc123/storefront | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["current_version"])')"
+echo "demo-storefront went from version $before to $after with nobody asking"
+grep -E 'rotation started|committed|revoked' "$work/daemon.log" | tail -n 6 || true
+step "status while the daemon runs"
+SECRET_ROTATOR_CONFIG="$work/daemon.toml" "$bin" status
+step "GET /metrics (an excerpt)"
+python3 - "$admin_port" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
+for line in text.splitlines():
+    if line.startswith(("secret_rotator_credentials ", "secret_rotator_rotations_total",
+                        "secret_rotator_credential_age_seconds", "secret_rotator_vault_requests_total")):
+        print("  " + line)
+PY
+kill -TERM "$daemon_pid"
+wait "$daemon_pid" || true
 echo
 echo "Done. Run the daemon the same way with: secret-rotator --config FILE run"

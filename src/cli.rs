@@ -119,12 +119,14 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the daemon: rotate credentials when due, resume what is in flight, until SIGTERM.
     Run {
-        /// One pass over every credential, then exit (for cron or tests).
+        /// One pass: read every credential, drive what is due or in flight once, then exit
+        /// (for cron or tests).
         #[arg(long)]
         once: bool,
-        /// Longest sleep between two passes.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        interval: Duration,
+        /// How often each credential's metadata is read again while nothing is due (the
+        /// reconcile interval); default `[daemon] reconcile_interval` (10m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        interval: Option<Duration>,
         /// After an attempt that did not rotate (rejected, rolled back), the next waits this
         /// long, doubling with each failure in a row (with jitter, up to 6h).
         #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]

@@ -361,6 +361,10 @@ fn first_occurrence_after(
             .find_next_occurrence(&from, false)
             .map_err(|_| no_occurrence())?;
         let occurrence_utc = occurrence.with_timezone(&Utc);
+        if !is_real_occurrence(&cron, &occurrence) {
+            from = occurrence;
+            continue;
+        }
         if occurrence_utc > created {
             return Ok(occurrence_utc);
         }
@@ -375,6 +379,38 @@ fn first_occurrence_after(
         from = occurrence;
     }
     Err(no_occurrence())
+}
+
+/// Whether croner's `occurrence` is one: the pattern matches its wall-clock time, or a time the
+/// spring-forward gap just before it skipped. croner 3.0.1 also answers the instant the clocks
+/// jump for a pattern whose time is not in the gap (`30 1 * * *` searched from 01:30 on the
+/// day Berlin changes gives 03:00 the same day: a second run).
+fn is_real_occurrence(cron: &Cron, occurrence: &DateTime<Tz>) -> bool {
+    // Field by field on the wall-clock reading (a skipped time has no instant in the zone).
+    let matches = |local: NaiveDateTime| {
+        cron.is_time_matching(&Utc.from_utc_datetime(&local))
+            .unwrap_or(false)
+    };
+    let local = occurrence.naive_local();
+    if matches(local) {
+        return true;
+    }
+    let tz = occurrence.timezone();
+    let mut probe = local;
+    // Back through the gap, a minute at a time (gaps are whole minutes, at most a day).
+    for _ in 0..(24 * 60) {
+        let Some(earlier) = probe.checked_sub_signed(TimeDelta::minutes(1)) else {
+            return false;
+        };
+        probe = earlier;
+        if !matches!(tz.from_local_datetime(&probe), LocalResult::None) {
+            return false;
+        }
+        if matches(probe) {
+            return true;
+        }
+    }
+    false
 }
 
 /// `t + d`, saturating at the end of time (config validation keeps durations far from it).

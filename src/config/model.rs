@@ -17,6 +17,35 @@ pub struct Config {
     pub credentials: Vec<Credential>,
     /// The health and metrics server; `None` (off) unless `[admin]` is configured.
     pub admin: Option<AdminConfig>,
+    /// The planner and its limits (`[daemon]`, defaults when absent).
+    pub daemon: DaemonConfig,
+}
+
+/// `[daemon]`: how the run loop plans and paces its work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// Each credential's metadata is read again once per interval while nothing is due (spread
+    /// over the interval). Default 10 minutes.
+    pub reconcile_interval: Duration,
+    /// Instances sharing credentials start a new attempt up to this much after it is due, by an
+    /// offset stable per instance and credential version. Default 5 s.
+    pub stagger: Duration,
+    /// Rotations in flight at once. Default 16.
+    pub max_rotations: usize,
+    /// Rotations in flight at once against one provider instance (a store, an AppRole mount, a
+    /// program, an API). Default 4.
+    pub max_rotations_per_provider: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            reconcile_interval: Duration::from_secs(600),
+            stagger: Duration::from_secs(5),
+            max_rotations: 16,
+            max_rotations_per_provider: 4,
+        }
+    }
 }
 
 /// Where the admin server (`/healthz`, `/readyz`, `/metrics`, `/v1/status`) listens.

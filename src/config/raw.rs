@@ -37,6 +37,17 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub credentials: Vec<Spanned<RawCredential>>,
     pub admin: Option<Spanned<RawAdmin>>,
+    pub daemon: Option<Spanned<RawDaemon>>,
+}
+
+/// `[daemon]`: the planner's reconcile interval and the limits on rotations in flight.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDaemon {
+    pub reconcile_interval: Text,
+    pub stagger: Text,
+    pub max_rotations: Option<Spanned<i64>>,
+    pub max_rotations_per_provider: Option<Spanned<i64>>,
 }
 
 /// `[admin]`: the daemon's health and metrics server.

@@ -7,27 +7,33 @@
 
 pub mod admin;
 pub mod metrics;
+mod periodic;
+mod planner;
 mod systemd;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::cli::{exit, jitter_seed, App, Failure};
 use crate::config::{Credential, ProcessEnvironment};
 use crate::events::{Event, EventKind, EventSink, FanOut};
 use crate::notify::deliver::{Deliverer, Workers};
-use crate::policy::{self, SecretFacts};
+use crate::policy::SecretFacts;
 use crate::providers::Mode;
 use crate::report;
 use crate::rotation::{Engine, EngineError, Outcome, RunResult, StateRecord, Wait};
 use crate::vault::VaultError;
 use metrics::{CredentialView, Metrics};
+use periodic::Tick;
+use planner::{Planner, RecordView, Work};
 use systemd::Heartbeat;
 
 /// How long a stop waits for the step in progress; below the unit's `TimeoutStopSec=` (45 s).
@@ -99,8 +105,34 @@ fn begin_stop() -> Instant {
 /// pass).
 const DELIVERY_STOP: Duration = Duration::from_secs(10);
 
+/// Reads (start-up, reconcile) in flight at once.
+const MAX_READS: usize = 16;
+
+/// The longest a read task may take (each Vault request has its own timeout as well).
+const READ_DEADLINE: Duration = Duration::from_secs(120);
+
+/// How often a `STATUS=` line is sent at most.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+
+/// What a task reports back to the loop.
+enum Done {
+    /// A full read (and a drive when there was one).
+    Seen {
+        seen: Box<Seen>,
+        result: Option<RunResult>,
+    },
+    /// A reconcile found the secret as the planner knew it.
+    Unchanged,
+    Failed(EngineError),
+}
+
 /// The daemon: rotate credentials when due, resume what is in flight, until SIGTERM.
-pub(crate) async fn run(mut app: App, once: bool, interval: Duration) -> Result<i32, Failure> {
+/// `reconcile`: overrides `[daemon] reconcile_interval`.
+pub(crate) async fn run(
+    mut app: App,
+    once: bool,
+    reconcile: Option<Duration>,
+) -> Result<i32, Failure> {
     let metrics = Arc::new(Metrics::new());
     app.engine.events = Arc::new(FanOut(vec![
         app.engine.events.clone(),
@@ -132,13 +164,35 @@ pub(crate) async fn run(mut app: App, once: bool, interval: Duration) -> Result<
     let mut workers = start_deliveries(&app, &metrics);
     let heartbeat = Heartbeat::new();
     let watchdog = systemd::spawn_watchdog(heartbeat.clone());
+    let mut planner = Planner::new(planner_settings(&app, once, reconcile));
+    let started = Utc::now();
+    track_all(&app, &mut planner, started, true);
+    let (periodic, mut ticks) = if once {
+        (None, None)
+    } else {
+        let (p, rx) = periodic::start(planner.settings().reconcile).await;
+        (p, Some(rx))
+    };
+    let mut sweeper = periodic::Sweeper::new(planner.settings().reconcile, started);
+    if !once {
+        // The first period is planned at once; the scheduler's ticks plan the following ones.
+        if let Some((from, to)) = sweeper.tick(started) {
+            planner.sweep(from, to);
+        }
+    }
+    let mut tasks: JoinSet<(String, Work, Done)> = JoinSet::new();
     let mut backoff = ErrorBackoff::default();
+    // `--once`: each credential is driven at most once.
+    let mut driven: HashSet<String> = HashSet::new();
+    let mut errors = 0usize;
     let mut ready = false;
     let mut reload = false;
     let mut stop: Option<Instant> = None;
+    let mut last_status = Instant::now();
+    let mut status_dirty = false;
     let code = loop {
         heartbeat.feed();
-        if reload {
+        if reload && stop.is_none() {
             reload = false;
             systemd::reloading();
             if let Some(new) = reloaded(&app, &metrics).await {
@@ -149,89 +203,135 @@ pub(crate) async fn run(mut app: App, once: bool, interval: Duration) -> Result<
                 current.send_replace(app.clone());
                 preflight_all(&app).await;
                 workers = start_deliveries(&app, &metrics);
+                // Re-plan: forget what left the configuration, read everything again.
+                planner.retain(|name| app.config.credential(name).is_some());
+                track_all(&app, &mut planner, Utc::now(), false);
             }
             // Whether the new configuration was taken or refused, the daemon runs on.
-            systemd::ready("configuration reloaded");
+            systemd::ready(&status_line(&planner, errors, Utc::now()));
         }
-        let stopping = AtomicBool::new(stop.is_some());
-        let observer = Observer {
-            metrics: &metrics,
-            heartbeat: &heartbeat,
-            stopping: &stopping,
-        };
-        let summary = {
-            let pass = pass(&app, &mut backoff, &observer);
-            tokio::pin!(pass);
-            loop {
-                let deadline = stop.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
-                tokio::select! {
-                    summary = &mut pass => break Some(summary),
-                    () = stop_requested(&mut signals.term, &mut signals.int), if stop.is_none() => {
-                        stop = Some(begin_stop());
-                        stopping.store(true, Ordering::Relaxed);
-                    }
-                    _ = signals.hup.recv() => {
-                        tracing::info!("SIGHUP: the configuration is read again after the pass in progress");
-                        reload = true;
-                    }
-                    () = tokio::time::sleep_until(deadline), if stop.is_some() => break None,
+        // Hand out what is due, within the limits.
+        if stop.is_none() {
+            let now = Utc::now();
+            while let Some((name, work)) = planner.next_work(now, |name, work| {
+                (once && work == Work::Drive && driven.contains(name))
+                    || backoff.waiting_until(name, now).is_some()
+            }) {
+                let Some(cred) = app.config.credential(&name).cloned() else {
+                    planner.retain(|n| n != name);
+                    continue;
+                };
+                if once && work == Work::Drive {
+                    driven.insert(name.clone());
                 }
+                let known = planner.known(&name);
+                let app = app.clone();
+                let deadline = match work {
+                    Work::Drive => app.engine.settings.lease,
+                    Work::Read | Work::Reconcile => READ_DEADLINE,
+                };
+                tasks.spawn(async move {
+                    let done =
+                        match tokio::time::timeout(deadline, perform(&app, &cred, work, known))
+                            .await
+                        {
+                            Ok(done) => done,
+                            Err(_) => Done::Failed(EngineError::Vault(VaultError::Unavailable {
+                                address: String::new(),
+                                reason: format!(
+                                    "no answer within {}",
+                                    humantime::format_duration(deadline)
+                                ),
+                            })),
+                        };
+                    (cred.name, work, done)
+                });
             }
-        };
-        let Some(summary) = summary else {
-            tracing::warn!(
-                "stop bound reached: the step in progress resumes from its recorded phase on the next start"
-            );
-            break exit::OK;
-        };
-        health
-            .vault_reachable
-            .store(summary.vault_reachable, Ordering::Relaxed);
-        if stop.is_some() {
-            break exit::OK;
         }
-        if once {
-            // For cron and monitoring: a pass that could not handle a credential fails.
-            break if summary.errors > 0 {
-                exit::VAULT
-            } else {
-                exit::OK
-            };
-        }
-        let line = summary.status_line(Utc::now());
-        if ready {
-            systemd::status(&line);
-        } else {
+        if !ready && planner.recovered() && stop.is_none() && !once {
             ready = true;
             health.recovered.store(true, Ordering::Relaxed);
+            let line = status_line(&planner, errors, Utc::now());
             tracing::info!(status = %line, "ready");
             systemd::ready(&line);
+            last_status = Instant::now();
+            status_dirty = false;
         }
-        // Never a hot loop: whatever the credentials say, at least a second between passes.
-        let sleep = (summary.next - Utc::now())
-            .to_std()
-            .unwrap_or_default()
-            .min(interval)
-            .max(Duration::from_secs(1));
-        let wake = Instant::now() + sleep;
-        while !reload && stop.is_none() && Instant::now() < wake {
-            heartbeat.feed();
-            tokio::select! {
-                () = tokio::time::sleep_until(wake.min(Instant::now() + FEED_EVERY)) => {}
-                () = stop_requested(&mut signals.term, &mut signals.int) => stop = Some(begin_stop()),
-                _ = signals.hup.recv() => {
-                    tracing::info!("SIGHUP: reading the configuration again");
-                    reload = true;
-                }
+        if ready && status_dirty && last_status.elapsed() >= STATUS_EVERY {
+            systemd::status(&status_line(&planner, errors, Utc::now()));
+            last_status = Instant::now();
+            status_dirty = false;
+        }
+        if tasks.is_empty() {
+            if stop.is_some() {
+                break exit::OK;
+            }
+            let now = Utc::now();
+            let startable = planner.next_wake().is_some_and(|t| t <= now)
+                && planner.next_work_would_start(now, |name, work| {
+                    (once && work == Work::Drive && driven.contains(name))
+                        || backoff.waiting_until(name, now).is_some()
+                });
+            if once && !startable {
+                // For cron and monitoring: a pass that could not handle a credential fails.
+                break if errors > 0 { exit::VAULT } else { exit::OK };
             }
         }
-        if stop.is_some() {
-            break exit::OK;
+        // Drift checks whose interval passed (in memory, no IO unless one is due; at most a
+        // round at a time, off the loop). Not in `--once`: a pass there reads every credential.
+        if !once {
+            spawn_drift_checks(&app);
+        }
+        // Sleep until the next planned work, a finished task, a tick or a signal.
+        let wake = planner
+            .next_wake()
+            .map(|t| (t - Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or(FEED_EVERY)
+            .min(FEED_EVERY)
+            .max(Duration::from_millis(if once { 50 } else { 200 }));
+        let stop_at = stop.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+        tokio::select! {
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok((name, work, done)) = joined {
+                    errors += settle(&app, &mut planner, &mut backoff, &metrics, &health, &name, work, done);
+                    status_dirty = true;
+                }
+            }
+            () = tokio::time::sleep(wake) => {}
+            Some(tick) = recv_tick(&mut ticks) => {
+                tick_hook(&app, &mut planner, &mut sweeper, &workers, tick);
+            }
+            () = stop_requested(&mut signals.term, &mut signals.int), if stop.is_none() => {
+                stop = Some(begin_stop());
+            }
+            _ = signals.hup.recv() => {
+                tracing::info!("SIGHUP: reading the configuration again");
+                reload = true;
+            }
+            () = tokio::time::sleep_until(stop_at), if stop.is_some() => {
+                tracing::warn!(
+                    "stop bound reached: the steps in progress resume from their recorded phase on the next start"
+                );
+                tasks.abort_all();
+                break exit::OK;
+            }
+        }
+        // The scheduler's sweep may stop firing (tokio-cron-scheduler issue #113): the loop
+        // then sweeps by itself.
+        if !once {
+            if let Some((from, to)) = sweeper.overdue(Utc::now()) {
+                let n = planner.sweep(from, to);
+                tracing::debug!(credentials = n, from = %from, to = %to, "reconcile sweep by the loop");
+            }
         }
     };
     tracing::info!(
         "shutting down; rotations in flight resume from their recorded phase on the next start"
     );
+    tasks.abort_all();
+    if let Some(mut p) = periodic {
+        let _ = p.shutdown().await;
+    }
     workers.stop(DELIVERY_STOP).await;
     keeper.abort();
     if let Some(w) = watchdog {
@@ -241,6 +341,293 @@ pub(crate) async fn run(mut app: App, once: bool, interval: Duration) -> Result<
         a.abort();
     }
     Ok(code)
+}
+
+/// Drift: the current credential of each credential whose `drift_interval` has passed is
+/// verified with its provider, off the loop, each within the step deadline. A 401 means someone
+/// regenerated or deleted it outside the daemon (`credential.drift`, and for assisted kinds a
+/// request for a supply). At most one round of checks at a time.
+fn spawn_drift_checks(app: &Arc<App>) {
+    static RUNNING: AtomicBool = AtomicBool::new(false);
+    // First the guard: `drift_due` notes a credential as checked when it says it is due.
+    if RUNNING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let now = Utc::now();
+    let due: Vec<Credential> = app
+        .config
+        .credentials
+        .iter()
+        .filter(|c| crate::rotation::driver::drift_due(c, now))
+        .cloned()
+        .collect();
+    if due.is_empty() {
+        RUNNING.store(false, Ordering::Release);
+        return;
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        for cred in due {
+            let Ok(provider) = app.provider(&cred) else {
+                continue;
+            };
+            let deadline = app.engine.settings.step_deadline;
+            match tokio::time::timeout(deadline, app.engine.check_drift(&cred, provider.as_ref()))
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(credential = %cred.name, error = %e, "drift check failed")
+                }
+                Err(_) => tracing::warn!(credential = %cred.name, "drift check: no answer in time"),
+            }
+        }
+        RUNNING.store(false, Ordering::Release);
+    });
+}
+
+async fn recv_tick(ticks: &mut Option<mpsc::Receiver<Tick>>) -> Option<Tick> {
+    match ticks {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A periodic job fired.
+fn tick_hook(
+    app: &App,
+    planner: &mut Planner,
+    sweeper: &mut periodic::Sweeper,
+    workers: &Workers,
+    tick: Tick,
+) {
+    match tick {
+        Tick::Reconcile(at) => {
+            if let Some((from, to)) = sweeper.tick(at) {
+                let n = planner.sweep(from, to);
+                tracing::debug!(credentials = n, "reconcile sweep");
+            }
+        }
+        Tick::Liveness => {
+            // The drift check runs off the loop (`spawn_drift_checks`); the planner's reconcile
+            // already notices a secret changed behind its back.
+            tracing::debug!(credentials = app.config.credentials.len(), "liveness check");
+        }
+        Tick::OutboxSweep => {
+            // Wake every delivery worker: an event whose retry time passed goes out now even
+            // if the worker's own timer was lost.
+            let _ = workers;
+            for cred in &app.config.credentials {
+                if !cred.dependents.is_empty() {
+                    app.engine.wakeup.wake(&cred.name);
+                }
+            }
+        }
+    }
+}
+
+fn planner_settings(app: &App, once: bool, reconcile: Option<Duration>) -> planner::Settings {
+    let daemon = &app.config.daemon;
+    let reconcile = reconcile
+        .unwrap_or(daemon.reconcile_interval)
+        .max(Duration::from_secs(1));
+    planner::Settings {
+        reconcile,
+        // A pass (`--once`) does what is due now; and the stagger never exceeds half an
+        // interval, or a short test interval would hold rotations back.
+        stagger: if once {
+            Duration::ZERO
+        } else {
+            daemon.stagger.min(reconcile / 2)
+        },
+        instance: app.engine.owner.clone(),
+        max_rotations: daemon.max_rotations,
+        max_per_provider: daemon.max_rotations_per_provider,
+        max_reads: MAX_READS,
+    }
+}
+
+/// Track every automatic credential of the configuration (a full read now).
+fn track_all(app: &App, planner: &mut Planner, now: DateTime<Utc>, recovering: bool) {
+    for cred in &app.config.credentials {
+        if !cred.provider.automatic() {
+            continue;
+        }
+        planner.track(&cred.name, &provider_instance(cred), now, recovering);
+    }
+}
+
+/// The provider instance a credential's rotations count against: one store, one AppRole role,
+/// one program, one API host.
+pub(crate) fn provider_instance(cred: &Credential) -> String {
+    use crate::config::ProviderConfig as P;
+    let kind = cred.provider.kind();
+    match &cred.provider {
+        P::BigCommerceStorefront(c) => format!("{kind}:{}", c.store_hash),
+        P::VaultAppRoleSecretId(c) => format!("{kind}:{}/{}", c.mount, c.role_name),
+        P::BigCommerceLegacyAccount(c) | P::BigCommerceUserToken(c) => {
+            format!("{kind}:{}", c.store_hash)
+        }
+        P::BigCommerceStoreAccount(c) => format!("{kind}:{}", c.store_hash),
+        P::Exec(c) => format!("{kind}:{}", c.mint.first().map_or("", String::as_str)),
+        P::Http(c) => {
+            let host = reqwest::Url::parse(&c.mint.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default();
+            format!("{kind}:{host}")
+        }
+    }
+}
+
+/// One piece of work for one credential (a task of its own: a slow provider holds nobody else).
+async fn perform(app: &App, cred: &Credential, work: Work, known: (Option<u64>, bool)) -> Done {
+    let result = async {
+        match work {
+            Work::Read => Ok(Done::Seen {
+                seen: Box::new(see(app, cred).await?),
+                result: None,
+            }),
+            Work::Reconcile => {
+                let (version, full) = known;
+                if !full {
+                    let now = match app.vault.read_metadata(&cred.secret).await {
+                        Ok(m) => Some(m.current_version),
+                        Err(VaultError::NotFound { .. }) => None,
+                        Err(e) => return Err(e.into()),
+                    };
+                    if now == version {
+                        return Ok(Done::Unchanged);
+                    }
+                }
+                Ok(Done::Seen {
+                    seen: Box::new(see(app, cred).await?),
+                    result: None,
+                })
+            }
+            Work::Drive => {
+                let provider = app.provider(cred).map_err(|f| EngineError::Refused {
+                    credential: cred.name.clone(),
+                    reason: f.message,
+                })?;
+                let seen = see(app, cred).await?;
+                let (trigger, _) = due(cred, &seen, Utc::now());
+                let r = app
+                    .engine
+                    .drive(cred, provider.as_ref(), trigger, Wait::No)
+                    .await?;
+                // Something happened: read what it left, for the figures and the next due time.
+                let seen = match r {
+                    RunResult::Idle => seen,
+                    _ => see(app, cred).await?,
+                };
+                Ok(Done::Seen {
+                    seen: Box::new(seen),
+                    result: Some(r),
+                })
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(Done::Failed)
+}
+
+/// Take a task's report into the plan and the figures; returns 1 for an error the state record
+/// could not hold.
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    app: &App,
+    planner: &mut Planner,
+    backoff: &mut ErrorBackoff,
+    metrics: &Metrics,
+    health: &Health,
+    name: &str,
+    work: Work,
+    done: Done,
+) -> usize {
+    if !planner.is_tracked(name) {
+        return 0;
+    }
+    let Some(cred) = app.config.credential(name) else {
+        return 0;
+    };
+    let now = Utc::now();
+    match done {
+        Done::Unchanged => {
+            backoff.succeeded(name);
+            health.vault_reachable.store(true, Ordering::Relaxed);
+            planner.unchanged(name);
+            0
+        }
+        Done::Seen { seen, result } => {
+            backoff.succeeded(name);
+            health.vault_reachable.store(true, Ordering::Relaxed);
+            let (_, due_at) = due(cred, &seen, now);
+            let row = report::status_row(cred, seen.facts, seen.version, seen.record.as_ref(), now);
+            metrics.credential(name, CredentialView::of(&row, due_at));
+            if let Some(RunResult::Finished(s)) = &result {
+                metrics.rotation_finished(cred.provider.kind(), s);
+                if s.outcome != Outcome::Rotated {
+                    metrics.failure(s.outcome.as_str());
+                }
+            }
+            let record = seen.record.as_ref().map(|r| RecordView {
+                in_flight: r.attempt.is_some(),
+                needs_attention: r.attempt.as_ref().is_some_and(|a| a.needs_attention),
+                parked: r.parked.is_some(),
+                retry_at: r.retry_at,
+            });
+            let plan = planner::observation(
+                seen.version,
+                record.unwrap_or_default(),
+                result.as_ref(),
+                Some(due_at),
+                now,
+            );
+            planner.observed(name, work, plan, now);
+            0
+        }
+        Done::Failed(EngineError::Fenced { .. }) => {
+            // Another instance wrote the record first: not an error; read it again soon.
+            tracing::info!(credential = %name, "another instance is rotating this credential");
+            planner.failed(name, now + chrono::Duration::seconds(1));
+            0
+        }
+        Done::Failed(e) => {
+            if let EngineError::Vault(
+                VaultError::Unavailable { .. }
+                | VaultError::Sealed { .. }
+                | VaultError::Login { .. },
+            ) = &e
+            {
+                health.vault_reachable.store(false, Ordering::Relaxed);
+            }
+            metrics.failure(&failure_reason(&e));
+            let at = backoff.failed(name, now);
+            tracing::error!(credential = %name, error = %e, retry_at = %at.to_rfc3339(), "rotation step failed; trying again later");
+            planner.failed(name, at);
+            1
+        }
+    }
+}
+
+/// "12 credentials, 1 in flight, next due in 3m".
+fn status_line(planner: &Planner, errors: usize, now: DateTime<Utc>) -> String {
+    let s = planner.summary();
+    let mut line = format!("{} credentials, {} in flight", s.tracked, s.in_flight);
+    if s.needs_attention > 0 {
+        line.push_str(&format!(", {} need attention", s.needs_attention));
+    }
+    if errors > 0 {
+        line.push_str(&format!(", {errors} errors"));
+    }
+    if let Some(next) = s.next_drive {
+        let due = (next - now).num_seconds().max(0) as u64;
+        line.push_str(&format!(", next due in {}", report::short_duration(due)));
+    } else {
+        line.push_str(", next due in never");
+    }
+    line
 }
 
 /// A delivery worker per credential with dependents, counting deliveries in the metrics.
@@ -389,43 +776,6 @@ impl ErrorBackoff {
     }
 }
 
-/// What a pass reports to, and reads from, the rest of the daemon.
-struct Observer<'a> {
-    metrics: &'a Metrics,
-    heartbeat: &'a Heartbeat,
-    /// Set on SIGTERM: the pass takes no new credential.
-    stopping: &'a AtomicBool,
-}
-
-/// What one pass found.
-struct PassSummary {
-    /// When the next credential wants attention.
-    next: DateTime<Utc>,
-    /// Credentials that failed with an error the state record could not hold.
-    errors: usize,
-    /// Automatic credentials (the ones the loop drives).
-    tracked: usize,
-    in_flight: usize,
-    needs_attention: usize,
-    vault_reachable: bool,
-}
-
-impl PassSummary {
-    /// "12 credentials, 1 in flight, next due in 3m".
-    fn status_line(&self, now: DateTime<Utc>) -> String {
-        let mut line = format!("{} credentials, {} in flight", self.tracked, self.in_flight);
-        if self.needs_attention > 0 {
-            line.push_str(&format!(", {} need attention", self.needs_attention));
-        }
-        if self.errors > 0 {
-            line.push_str(&format!(", {} unreadable", self.errors));
-        }
-        let due = (self.next - now).num_seconds().max(0) as u64;
-        line.push_str(&format!(", next due in {}", report::short_duration(due)));
-        line
-    }
-}
-
 /// A credential as read from Vault: its facts, version and state record.
 struct Seen {
     facts: Option<SecretFacts>,
@@ -440,105 +790,6 @@ async fn see(app: &App, cred: &Credential) -> Result<Seen, EngineError> {
         version,
         record,
     })
-}
-
-/// One pass over every credential; returns when the next one wants attention, and how many
-/// credentials failed with an error the state record could not hold.
-async fn pass(app: &App, backoff: &mut ErrorBackoff, observer: &Observer<'_>) -> PassSummary {
-    let mut summary = PassSummary {
-        next: Utc::now() + chrono::Duration::hours(1),
-        errors: 0,
-        tracked: 0,
-        in_flight: 0,
-        needs_attention: 0,
-        vault_reachable: true,
-    };
-    for cred in &app.config.credentials {
-        if observer.stopping.load(Ordering::Relaxed) {
-            break;
-        }
-        observer.heartbeat.feed();
-        // Assisted rotation hook: assisted credentials are driven too (the engine asks a person
-        // for them), and every credential is checked for drift each `drift_interval`.
-        let provider = match app.provider(cred) {
-            Ok(p) => p,
-            _ => continue,
-        };
-        if crate::rotation::driver::drift_due(cred, Utc::now()) {
-            if let Err(e) = app.engine.check_drift(cred, provider.as_ref()).await {
-                tracing::warn!(credential = %cred.name, error = %e, "drift check failed");
-            }
-        }
-        // End of the assisted rotation hook.
-        summary.tracked += 1;
-        if let Some(t) = backoff.waiting_until(&cred.name, Utc::now()) {
-            summary.next = summary.next.min(t);
-            continue;
-        }
-        let result = async {
-            let seen = see(app, cred).await?;
-            let (trigger, _) = due(cred, &seen, Utc::now());
-            let r = app
-                .engine
-                .drive(cred, provider.as_ref(), trigger, Wait::No)
-                .await?;
-            // Something happened: read what it left, for the figures and the next due time.
-            let seen = match r {
-                RunResult::Idle => seen,
-                _ => see(app, cred).await?,
-            };
-            Ok::<_, EngineError>((r, seen))
-        }
-        .await;
-        match result {
-            Ok((r, seen)) => {
-                backoff.succeeded(&cred.name);
-                let now = Utc::now();
-                let (_, due_at) = due(cred, &seen, now);
-                let row =
-                    report::status_row(cred, seen.facts, seen.version, seen.record.as_ref(), now);
-                summary.in_flight +=
-                    usize::from(seen.record.as_ref().is_some_and(|r| r.attempt.is_some()));
-                summary.needs_attention += usize::from(row.needs_attention.is_some());
-                observer
-                    .metrics
-                    .credential(&cred.name, CredentialView::of(&row, due_at));
-                if let RunResult::Finished(s) = &r {
-                    observer.metrics.rotation_finished(cred.provider.kind(), s);
-                    if s.outcome != Outcome::Rotated {
-                        observer.metrics.failure(s.outcome.as_str());
-                    }
-                }
-                match r {
-                    RunResult::Waiting { until }
-                    | RunResult::Busy { until, .. }
-                    | RunResult::RetryAt { until, .. }
-                    | RunResult::BackingOff { until } => summary.next = summary.next.min(until),
-                    RunResult::Idle | RunResult::Finished(_) => {
-                        summary.next = summary.next.min(due_at)
-                    }
-                    // Only an operator moves these on: they do not bring the next pass closer.
-                    RunResult::Parked(_) | RunResult::NeedsAttention { .. } => {}
-                }
-            }
-            Err(e) => {
-                summary.errors += 1;
-                if let EngineError::Vault(
-                    VaultError::Unavailable { .. }
-                    | VaultError::Sealed { .. }
-                    | VaultError::Login { .. },
-                ) = &e
-                {
-                    summary.vault_reachable = false;
-                }
-                observer.metrics.failure(&failure_reason(&e));
-                let at = backoff.failed(&cred.name, Utc::now());
-                summary.next = summary.next.min(at);
-                tracing::error!(credential = %cred.name, error = %e, retry_at = %at.to_rfc3339(), "rotation step failed; trying again later");
-            }
-        }
-    }
-    summary
 }
 
 /// A short, bounded name for an error of the loop (a metric label).
@@ -602,22 +853,9 @@ fn due(
     seen: &Seen,
     now: DateTime<Utc>,
 ) -> (Option<&'static str>, DateTime<Utc>) {
-    match policy::next_due(
-        seen.facts.as_ref(),
-        &cred.policy,
-        now,
-        jitter_seed(&cred.name, seen.version.unwrap_or(0)),
-    ) {
-        Ok(due) if due.at <= now => (
-            Some(match due.reason {
-                policy::DueReason::MaxAge => "max_age",
-                policy::DueReason::Schedule => "schedule",
-                policy::DueReason::Expiry => "expiry",
-                policy::DueReason::Missing => "missing",
-            }),
-            due.at,
-        ),
-        Ok(due) => (None, due.at),
+    let seed = jitter_seed(&cred.name, seen.version.unwrap_or(0));
+    match planner::due(&cred.policy, seen.facts.as_ref(), seed, now) {
+        Ok(due) => due,
         Err(e) => {
             tracing::error!(credential = %cred.name, error = %e, "cannot compute when this credential is due");
             (None, now + chrono::Duration::hours(1))

@@ -12,6 +12,7 @@ mod admin;
 mod approle;
 mod basic_auth;
 mod credentials;
+mod daemon;
 mod dependents;
 mod exec;
 mod http;
@@ -198,8 +199,14 @@ impl Validator<'_> {
             None => Some(None),
         };
 
+        let daemon = match &raw.daemon {
+            Some(daemon) => self.daemon(daemon),
+            None => Some(Default::default()),
+        };
+
         Some(Config {
             admin: admin?,
+            daemon: daemon?,
             vault: vault?,
             defaults: defaults?.0,
             credentials: credentials?,

@@ -1,0 +1,304 @@
+//! What the daemon asks of Vault while nothing is due, counted by OpenBao itself.
+//!
+//! Run: `cargo bench --bench idle` (release build). In one run:
+//! 1. a dev OpenBao with a file audit device (every request logged by the server);
+//! 2. `IDLE_CREDENTIALS` credentials (default 1000, `exec` provider, max age 30 days, none due),
+//!    their secrets written beforehand;
+//! 3. raw metadata reads/s at concurrency 16 against the same server (the bound on start-up);
+//! 4. the release daemon binary (`run`, `[daemon] reconcile_interval = IDLE_RECONCILE`, default
+//!    10m) until READY on a notify socket, then `IDLE_SECS` seconds (default 120) of idling;
+//! 5. the audit log's requests after READY, per credential per hour, by kind; the requests and
+//!    the time to READY; the resident memory after the idle window.
+//!
+//! Prints a table and writes `target/bench/idle.json`. Without `--bench` (as under
+//! `cargo test --all-targets`) it runs a smoke pass (20 credentials, 3 s, reconcile 2 s) and
+//! writes nothing. Loopback only.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{vault_config, OpenBao, ROOT_TOKEN};
+use secrecy::SecretString;
+use secret_rotator::config::KvPath;
+use secret_rotator::secret::SecretFields;
+use secret_rotator::vault::{Login, Vault};
+use serde_json::{json, Value};
+use tokio::net::UnixDatagram;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+fn config_text(bao: &str, reconcile: &str, n: usize) -> String {
+    let mut text = format!(
+        r#"
+[vault]
+address = "{bao}"
+[vault.auth]
+method = "token"
+
+[defaults]
+max_age = "30d"
+
+[daemon]
+reconcile_interval = "{reconcile}"
+"#
+    );
+    for i in 0..n {
+        text.push_str(&format!(
+            r#"
+[[credentials]]
+name = "idle-{i}"
+path = "idle/idle-{i}"
+[credentials.exec]
+mint = ["/bin/true"]
+verify = ["/bin/true"]
+revoke = ["/bin/true"]
+fields = ["key"]
+"#
+        ));
+    }
+    text
+}
+
+/// The audit log's requests from byte `from` to `to`, by kind.
+fn requests(log: &std::path::Path, from: usize, to: usize) -> BTreeMap<String, u64> {
+    let text = std::fs::read(log).unwrap_or_default();
+    let slice = &text[from.min(text.len())..to.min(text.len())];
+    let mut kinds = BTreeMap::new();
+    for line in String::from_utf8_lossy(slice).lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if v["type"] != "request" {
+            continue;
+        }
+        let path = v["request"]["path"].as_str().unwrap_or("");
+        let op = v["request"]["operation"].as_str().unwrap_or("");
+        let kind = if path.starts_with("secret/metadata/idle/") {
+            "secret metadata"
+        } else if path.starts_with("secret/data/idle/") {
+            "secret data"
+        } else if path.contains("secret-rotator/credentials/") {
+            "state record"
+        } else if path.contains("secret-rotator/deliveries/") {
+            "deliveries record"
+        } else {
+            "other"
+        };
+        *kinds.entry(format!("{kind} ({op})")).or_insert(0) += 1;
+    }
+    kinds
+}
+
+fn audit_len(log: &std::path::Path) -> usize {
+    std::fs::metadata(log)
+        .map(|m| m.len() as usize)
+        .unwrap_or(0)
+}
+
+/// Metadata reads on existing keys from 16 tasks for `duration`: reads/s.
+async fn raw_metadata_reads(vault: &Arc<Vault>, n: usize, duration: Duration) -> f64 {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let vault = vault.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut count = 0u64;
+            let mut i = w;
+            while started.elapsed() < duration {
+                let kv = KvPath {
+                    mount: "secret".into(),
+                    path: format!("idle/idle-{}", i % n),
+                };
+                if vault.read_metadata(&kv).await.is_ok() {
+                    count += 1;
+                }
+                i += 16;
+            }
+            count
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize = if full {
+        env_or("IDLE_CREDENTIALS", 1000)
+    } else {
+        20
+    };
+    let idle_secs: f64 = if full {
+        env_or("IDLE_SECS", 120.0)
+    } else {
+        3.0
+    };
+    let reconcile: String = if full {
+        env_or("IDLE_RECONCILE", "10m".to_string())
+    } else {
+        "2s".into()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let bao = OpenBao::start_with_audit(&audit).await;
+    let vault = Arc::new(
+        Vault::connect(
+            &vault_config(&bao.addr),
+            Login::Token(SecretString::from(ROOT_TOKEN.to_string())),
+        )
+        .await
+        .expect("connect to OpenBao"),
+    );
+    // The secrets, written as an operator would have (version 1, created now: none due).
+    let data = SecretFields::new().with("key", "x".repeat(32));
+    let mut writes = Vec::new();
+    for w in 0..8 {
+        let (vault, data) = (vault.clone(), data.clone());
+        writes.push(tokio::spawn(async move {
+            for i in (w..n).step_by(8) {
+                let kv = KvPath {
+                    mount: "secret".into(),
+                    path: format!("idle/idle-{i}"),
+                };
+                vault
+                    .write_cas(&kv, &data, 0)
+                    .await
+                    .expect("write a secret");
+            }
+        }));
+    }
+    for w in writes {
+        w.await.unwrap();
+    }
+    let raw_reads =
+        raw_metadata_reads(&vault, n, Duration::from_secs(if full { 3 } else { 1 })).await;
+
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(&bao.addr, &reconcile, n)).unwrap();
+    let socket = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&socket).unwrap();
+    let before_start = audit_len(&audit);
+    let started = Instant::now();
+    let mut daemon = tokio::process::Command::new(common::binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("VAULT_TOKEN", ROOT_TOKEN)
+        .env("SECRET_ROTATOR_INSTANCE_ID", "idle-bench")
+        .env("SECRET_ROTATOR_LOG", env_or("IDLE_LOG", "warn".to_string()))
+        .env("NOTIFY_SOCKET", &socket)
+        .env_remove("WATCHDOG_USEC")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the daemon");
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let got = tokio::time::timeout(Duration::from_secs(600), notify.recv(&mut buf))
+            .await
+            .expect("READY within 10 minutes")
+            .unwrap();
+        if String::from_utf8_lossy(&buf[..got])
+            .lines()
+            .any(|l| l == "READY=1")
+        {
+            break;
+        }
+    }
+    let ready_secs = started.elapsed().as_secs_f64();
+    // Let the audit device write the last responses of the start-up.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let at_ready = audit_len(&audit);
+    tokio::time::sleep(Duration::from_secs_f64(idle_secs)).await;
+    let at_end = audit_len(&audit);
+    let pid = daemon.id().unwrap();
+    let rss = rss_kib(pid);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(40), daemon.wait()).await;
+
+    let startup = requests(&audit, before_start, at_ready);
+    let idle = requests(&audit, at_ready, at_end);
+    let per_hour = |count: u64| count as f64 / n as f64 * 3600.0 / idle_secs;
+    let idle_total: u64 = idle.values().sum();
+    let startup_total: u64 = startup.values().sum();
+    let bound = startup_total as f64 / raw_reads;
+
+    println!(
+        "idle daemon: {n} credentials, none due, reconcile {reconcile}, {idle_secs:.0} s idle after READY"
+    );
+    println!(
+        "{:<40} {:>12} {:>22}",
+        "kind", "requests", "per credential per h"
+    );
+    for (kind, count) in &idle {
+        println!("{kind:<40} {count:>12} {:>22.2}", per_hour(*count));
+    }
+    println!(
+        "{:<40} {idle_total:>12} {:>22.2}   (target <= 6; main before the planner: 360)",
+        "total idle",
+        per_hour(idle_total)
+    );
+    println!(
+        "start-up: {startup_total} requests ({:.2} per credential), READY after {ready_secs:.2} s; raw metadata reads {raw_reads:.0}/s at concurrency 16 -> those requests alone take {bound:.2} s ({:.2}x)",
+        startup_total as f64 / n as f64,
+        ready_secs / bound.max(1e-9)
+    );
+    println!(
+        "resident memory after the idle window: {rss} KiB ({:.2} KiB per credential, baseline included)",
+        rss as f64 / n as f64
+    );
+
+    if full {
+        let out = target_dir().join("bench");
+        std::fs::create_dir_all(&out).unwrap();
+        let report = json!({
+            "credentials": n,
+            "reconcile_interval": reconcile,
+            "idle_seconds": idle_secs,
+            "idle_requests": idle,
+            "idle_requests_per_credential_per_hour": per_hour(idle_total),
+            "startup_requests": startup,
+            "startup_requests_total": startup_total,
+            "ready_seconds": ready_secs,
+            "raw_metadata_reads_per_second_c16": raw_reads,
+            "ready_over_raw_bound": ready_secs / bound.max(1e-9),
+            "rss_kib": rss,
+        });
+        let path = out.join("idle.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+        println!("wrote {}", path.display());
+    }
+}
