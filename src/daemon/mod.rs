@@ -449,10 +449,8 @@ fn planner_settings(app: &App, once: bool, reconcile: Option<Duration>) -> plann
 
 /// Track every automatic credential of the configuration (a full read now).
 fn track_all(app: &App, planner: &mut Planner, now: DateTime<Utc>, recovering: bool) {
+    // Assisted credentials too: the engine asks a person for them, reminds and polls.
     for cred in &app.config.credentials {
-        if !cred.provider.automatic() {
-            continue;
-        }
         planner.track(&cred.name, &provider_instance(cred), now, recovering);
     }
 }
