@@ -85,22 +85,11 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
 
-    use crate::config::{parse, AdminConfig, Environment};
+    use crate::config::{parse, AdminConfig};
 
-    struct NoEnvironment;
-
-    impl Environment for NoEnvironment {
-        fn var(&self, _: &str) -> Option<String> {
-            None
-        }
-        fn file_exists(&self, _: &Path) -> bool {
-            false
-        }
-    }
-
-    const VAULT: &str = "vault = { address = \"https://v:8200\", auth = { method = \"token\" } }\n";
+    use crate::config::validate::test_support::{NoEnvironment, VAULT};
 
     /// The `[admin]` table's lines (after `[vault]` on line 1 and `[admin]` on line 2) and what
     /// comes of them: the setting, or the error's `(key, line, fragment)`.

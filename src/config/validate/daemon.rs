@@ -66,23 +66,11 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
-    use crate::config::{parse, DaemonConfig, Environment};
+    use crate::config::{parse, DaemonConfig};
 
-    struct NoEnvironment;
-
-    impl Environment for NoEnvironment {
-        fn var(&self, _: &str) -> Option<String> {
-            None
-        }
-        fn file_exists(&self, _: &Path) -> bool {
-            false
-        }
-    }
-
-    const VAULT: &str = "vault = { address = \"https://v:8200\", auth = { method = \"token\" } }\n";
+    use crate::config::validate::test_support::{NoEnvironment, VAULT};
 
     /// The `[daemon]` table's lines (line 3 on) and what comes of them.
     fn check(daemon: &str, expected: Result<DaemonConfig, (&str, usize, &str)>) {

@@ -213,3 +213,27 @@ impl Validator<'_> {
         })
     }
 }
+
+/// What the table tests of the validation modules share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::Path;
+
+    use crate::config::Environment;
+
+    /// No variable set, no file present.
+    pub(crate) struct NoEnvironment;
+
+    impl Environment for NoEnvironment {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn file_exists(&self, _: &Path) -> bool {
+            false
+        }
+    }
+
+    /// A `[vault]` table on line 1, for tests of the tables after it.
+    pub(crate) const VAULT: &str =
+        "vault = { address = \"https://v:8200\", auth = { method = \"token\" } }\n";
+}
