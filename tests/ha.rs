@@ -85,8 +85,11 @@ async fn mints(stack: &Stack) -> usize {
 
 /// Mints the records account for without a committed version: an attempt's pending credential,
 /// and possible orphans noted (in flight or in the history).
-async fn uncommitted_in_records(stack: &Stack) -> usize {
-    let mut n = 0;
+/// Mints the records account for without a committed version (a pending credential, noted
+/// orphans), and attempts stopped in `minting` while a mint may have been under way (a stop cut
+/// them there: the next start notes the possible orphan before it mints again).
+async fn uncommitted_in_records(stack: &Stack) -> (usize, usize) {
+    let (mut n, mut unsettled) = (0, 0);
     for i in 0..CREDENTIALS {
         let (_, record) = stack
             .bao
@@ -103,12 +106,15 @@ async fn uncommitted_in_records(stack: &Stack) -> usize {
         if attempt["pending"].is_object() && !committed {
             n += 1;
         }
+        if attempt["phase"] == "minting" && attempt["mint_settled"] != true {
+            unsettled += 1;
+        }
         n += attempt["orphans"].as_array().map_or(0, Vec::len);
         for h in record["history"].as_array().unwrap_or(&Vec::new()) {
             n += h["orphans"].as_array().map_or(0, Vec::len);
         }
     }
-    n
+    (n, unsettled)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,11 +189,14 @@ channel_ids = [1]
     let last = versions(&stack).await;
     let committed: u64 = last.iter().zip(&initial).map(|(v, i)| v - i).sum();
     let minted = (mints(&stack).await - minted_before) as u64;
-    let accounted = uncommitted_in_records(&stack).await as u64;
-    assert_eq!(
-        minted,
-        committed + accounted,
-        "minted {minted}, committed {committed}, pending or noted orphans {accounted}"
+    let (accounted, unsettled) = uncommitted_in_records(&stack).await;
+    let (accounted, unsettled) = (accounted as u64, unsettled as u64);
+    eprintln!(
+        "minted {minted}, committed {committed}, accounted {accounted}, unsettled {unsettled}"
+    );
+    assert!(
+        (committed + accounted..=committed + accounted + unsettled).contains(&minted),
+        "minted {minted}, committed {committed}, pending or noted orphans {accounted}, attempts stopped while a mint may have been under way {unsettled}"
     );
     // No version lost: every credential's current secret is live at the emulator.
     for i in 0..CREDENTIALS {
