@@ -721,24 +721,34 @@ async fn reloaded(old: &App, metrics: &Metrics) -> Option<App> {
 /// At start-up, say at once what would stop a rotation later (wrong mount, missing
 /// capabilities, a malformed secret); each attempt checks again before it mints.
 async fn preflight_all(app: &App) {
-    for cred in &app.config.credentials {
-        for problem in app.deliverer.preflight(cred).await {
-            tracing::error!(credential = %cred.name, error = %problem, "a dependent cannot be told until this is fixed");
+    use futures_util::stream::{self, StreamExt};
+    // Concurrently, as many at a time as the loop reads: start-up is bounded by Vault's
+    // throughput, not by one round trip after another.
+    stream::iter(&app.config.credentials)
+        .for_each_concurrent(PREFLIGHT_CONCURRENCY, |cred| preflight_one(app, cred))
+        .await;
+}
+
+/// Credentials checked at once at start-up.
+const PREFLIGHT_CONCURRENCY: usize = 16;
+
+async fn preflight_one(app: &App, cred: &Credential) {
+    for problem in app.deliverer.preflight(cred).await {
+        tracing::error!(credential = %cred.name, error = %problem, "a dependent cannot be told until this is fixed");
+    }
+    let Ok(provider) = app.provider(cred) else {
+        return;
+    };
+    if provider.info().mode != Mode::Automatic {
+        return;
+    }
+    match app.engine.preflight(cred, provider.as_ref()).await {
+        Ok(_) => {}
+        Err(e @ EngineError::Refused { .. }) => {
+            tracing::error!(credential = %cred.name, error = %e, "this credential cannot be rotated until this is fixed")
         }
-        let Ok(provider) = app.provider(cred) else {
-            continue;
-        };
-        if provider.info().mode != Mode::Automatic {
-            continue;
-        }
-        match app.engine.preflight(cred, provider.as_ref()).await {
-            Ok(_) => {}
-            Err(e @ EngineError::Refused { .. }) => {
-                tracing::error!(credential = %cred.name, error = %e, "this credential cannot be rotated until this is fixed")
-            }
-            Err(e) => {
-                tracing::warn!(credential = %cred.name, error = %e, "cannot check this credential at start-up")
-            }
+        Err(e) => {
+            tracing::warn!(credential = %cred.name, error = %e, "cannot check this credential at start-up")
         }
     }
 }
