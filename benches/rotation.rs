@@ -207,7 +207,7 @@ async fn rotations(
                     .drive(
                         cred,
                         provider.as_ref(),
-                        Some("bench"),
+                        Some(secret_rotator::rotation::Begin::Manual),
                         secret_rotator::rotation::Wait::All,
                     )
                     .await
@@ -321,6 +321,7 @@ async fn main() {
         state_prefix: "secret-rotator".into(),
         settings: EngineSettings::default(),
         wakeup: Default::default(),
+        preflighted: Default::default(),
     });
     let http = reqwest::Client::new();
 

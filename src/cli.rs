@@ -18,7 +18,7 @@ use crate::notify::payload::PayloadType;
 use crate::providers::{self, Mode, Provider};
 use crate::report::{self, StatusRow};
 use crate::rotation::state::Step;
-use crate::rotation::{Engine, EngineError, EngineSettings, Outcome, RunResult, Wait};
+use crate::rotation::{Begin, Engine, EngineError, EngineSettings, Outcome, RunResult, Wait};
 use crate::vault::{resolve_login, Vault, VaultError};
 
 /// Exit codes, also listed in `--help`.
@@ -294,6 +294,7 @@ async fn app(cli: &Cli) -> Result<App, Failure> {
         state_prefix: config.vault.state_prefix.clone(),
         settings: EngineSettings::default(),
         wakeup,
+        preflighted: Default::default(),
     };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -484,7 +485,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
                 .drive(
                     cred,
                     provider.as_ref(),
-                    Some("manual"),
+                    Some(Begin::Manual),
                     if *wait { Wait::All } else { Wait::Retries },
                 )
                 .await;

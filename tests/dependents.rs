@@ -222,6 +222,7 @@ impl InProcess {
             state_prefix: "secret-rotator".into(),
             settings,
             wakeup: wakeup.clone(),
+            preflighted: Default::default(),
         };
         let deliverer = Arc::new(Deliverer {
             vault: vault.clone(),
@@ -261,7 +262,7 @@ impl InProcess {
             .drive(
                 &self.cred,
                 self.provider.as_ref(),
-                Some("manual"),
+                Some(secret_rotator::rotation::Begin::Manual),
                 Wait::All,
             )
             .await

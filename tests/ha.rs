@@ -79,6 +79,10 @@ async fn wait_for_versions(stack: &Stack, at_least: &[u64], limit: Duration) -> 
     }
 }
 
+fn time(v: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
+    v.as_str().unwrap().parse().unwrap()
+}
+
 async fn mints(stack: &Stack) -> usize {
     stack.admin.storefront_tokens(STORE).await.unwrap().len()
 }
@@ -124,11 +128,7 @@ async fn uncommitted_in_records(stack: &Stack) -> (usize, usize) {
     (n, unsettled)
 }
 
-// Left out of the default run: about one run in three ends with one mint more than the
-// committed versions and the records account for (seen as "minted 503, committed 502"), a
-// discrepancy not explained yet. `cargo test --all-features --test ha -- --ignored` runs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "one unaccounted mint in about one run in three; under investigation"]
 async fn three_instances_share_100_credentials_without_a_double_rotation_and_survive_a_kill() {
     let stack = Stack::with(StackOptions {
         max_age: "10s",
@@ -205,10 +205,84 @@ channel_ids = [1]
     eprintln!(
         "minted {minted}, committed {committed}, accounted {accounted}, unsettled {unsettled}"
     );
+    if !(committed + accounted..=committed + accounted + unsettled).contains(&minted) {
+        let keep = std::env::temp_dir().join(format!("ha-failure-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&keep);
+        for id in ["ha-a", "ha-b", "ha-c"] {
+            let _ = std::fs::copy(
+                stack.dir.path().join(format!("{id}.log")),
+                keep.join(format!("{id}.log")),
+            );
+        }
+        let tokens = stack.admin.storefront_tokens(STORE).await.unwrap();
+        let mut states = std::collections::BTreeMap::new();
+        for t in &tokens {
+            *states.entry(format!("{:?}", t.state)).or_insert(0) += 1;
+        }
+        let mut records = Vec::new();
+        for i in 0..CREDENTIALS {
+            let (_, r) = stack
+                .bao
+                .call_as(
+                    ROOT_TOKEN,
+                    "GET",
+                    &format!("secret/data/secret-rotator/credentials/{}", name(i)),
+                    None,
+                )
+                .await;
+            records.push(r["data"]["data"].clone());
+        }
+        let _ = std::fs::write(
+            keep.join("records.json"),
+            serde_json::to_string_pretty(&records).unwrap(),
+        );
+        eprintln!(
+            "token states {states:?}; logs and records kept in {}",
+            keep.display()
+        );
+    }
     assert!(
         (committed + accounted..=committed + accounted + unsettled).contains(&minted),
         "minted {minted}, committed {committed}, pending or noted orphans {accounted}, attempts stopped while a mint may have been under way {unsettled}"
     );
+    // Never two rotations of one version: each begins a max age after the last commit, less
+    // its jitter (here at most half of it), never right after another instance's.
+    for i in 0..CREDENTIALS {
+        let (_, record) = stack
+            .bao
+            .call_as(
+                ROOT_TOKEN,
+                "GET",
+                &format!("secret/data/secret-rotator/credentials/{}", name(i)),
+                None,
+            )
+            .await;
+        let history = record["data"]["data"]["history"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let rotated: Vec<&serde_json::Value> = history
+            .iter()
+            .filter(|h| h["outcome"] == "rotated")
+            .collect();
+        for pair in rotated.windows(2) {
+            let committed = pair[0]["marks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["phase"] == "committed")
+                .map(|m| time(&m["at"]))
+                .unwrap();
+            let gap = time(&pair[1]["started_at"]) - committed;
+            assert!(
+                gap >= chrono::Duration::seconds(5),
+                "{}: attempt {} began {gap} after the commit of {}",
+                name(i),
+                pair[1]["id"],
+                pair[0]["id"]
+            );
+        }
+    }
     // No version lost: every credential's current secret is live at the emulator.
     for i in 0..CREDENTIALS {
         let secret = stack

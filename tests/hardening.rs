@@ -2,7 +2,9 @@
 //! a provider that keeps rejecting (no hot loop, a failure budget, parking, every minted token
 //! accounted for), hundreds of attempts on one credential (the state record stays small), lost
 //! Vault replies (never a blind re-send, never the live credential revoked), and a provider call
-//! that hangs past the lease while a second instance waits (exactly one commit).
+//! that hangs past the lease while a second instance waits (exactly one commit), and two
+//! instances racing for one credential (never two rotations of one version, never a record
+//! overwritten).
 
 mod common;
 
@@ -10,13 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bigcommerce_emulator::{FaultMode, FaultSpec, TokenState};
-use common::stack::{sha256_hex, Stack, StackOptions, CRED, SECRET_PATH};
+use common::stack::{sha256_hex, Stack, StackOptions, CRED, SECRET_PATH, STORE};
 use secrecy::SecretString;
 use secret_rotator::config::Credential;
 use secret_rotator::events::MemorySink;
 use secret_rotator::providers::Provider;
 use secret_rotator::rotation::state::{json_size, MAX_RECORD_STRINGS};
-use secret_rotator::rotation::{Engine, EngineError, EngineSettings, Outcome, RunResult, Wait};
+use secret_rotator::rotation::{
+    Begin, Engine, EngineError, EngineSettings, Outcome, RunResult, Wait,
+};
 use secret_rotator::vault::{Login, Vault};
 use serde_json::Value;
 
@@ -63,6 +67,7 @@ impl InProcess {
             state_prefix: "secret-rotator".into(),
             settings,
             wakeup: Default::default(),
+            preflighted: Default::default(),
         }
     }
 }
@@ -228,7 +233,12 @@ async fn three_hundred_rotations_and_three_hundred_failures_keep_the_record_smal
             .await;
         }
         let r = engine
-            .drive(&p.cred, p.provider.as_ref(), Some("manual"), Wait::All)
+            .drive(
+                &p.cred,
+                p.provider.as_ref(),
+                Some(secret_rotator::rotation::Begin::Manual),
+                Wait::All,
+            )
             .await
             .unwrap_or_else(|e| panic!("attempt {i}: {e}"));
         let expected = if i < 300 {
@@ -354,7 +364,12 @@ async fn a_provider_call_hanging_past_the_lease_ends_in_exactly_one_commit() {
         };
         let a = p.engine("instance-a", settings.clone());
         let b = p.engine("instance-b", settings);
-        let first = a.drive(&p.cred, p.provider.as_ref(), Some("manual"), Wait::All);
+        let first = a.drive(
+            &p.cred,
+            p.provider.as_ref(),
+            Some(secret_rotator::rotation::Begin::Manual),
+            Wait::All,
+        );
         let second = async {
             tokio::time::sleep(Duration::from_millis(300)).await;
             // The second instance retries like the daemon does until nothing is in flight.
@@ -433,7 +448,12 @@ async fn a_provider_outage_within_the_transient_budget_ends_in_a_completed_rotat
         };
         let engine = p.engine("outage", settings);
         let r = engine
-            .drive(&p.cred, p.provider.as_ref(), Some("manual"), Wait::All)
+            .drive(
+                &p.cred,
+                p.provider.as_ref(),
+                Some(secret_rotator::rotation::Begin::Manual),
+                Wait::All,
+            )
             .await
             .unwrap();
         let case = format!("outage {outage:?}, budget {budget:?}: {r:?}");
@@ -459,4 +479,102 @@ async fn a_provider_outage_within_the_transient_budget_ends_in_a_completed_rotat
         }
         end_outage.abort();
     }
+}
+
+fn rotated(r: &Result<RunResult, EngineError>) -> bool {
+    matches!(r, Ok(RunResult::Finished(f)) if f.outcome == Outcome::Rotated)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_found_due_at_a_version_another_instance_has_since_rotated_is_not_rotated_again(
+) {
+    // (the version the second instance found due, counted back from the current one; does it
+    // rotate?)
+    let cases = [(1, false), (0, true)];
+    for (back, rotates) in cases {
+        let s = quick_stack().await;
+        let p = InProcess::new(&s).await;
+        let a = p.engine("instance-a", EngineSettings::default());
+        let b = p.engine("instance-b", EngineSettings::default());
+        // The second instance reads the secret at v1 and finds it due; the first rotates it.
+        let r = a
+            .drive(&p.cred, p.provider.as_ref(), Some(Begin::Manual), Wait::All)
+            .await;
+        assert!(rotated(&r), "{r:?}");
+        let (version, _) = s.current().await;
+        let mints = s.admin.storefront_tokens(STORE).await.unwrap().len();
+        let due = Begin::Due {
+            trigger: "max_age",
+            seen: Some(version - back),
+        };
+        let r = b
+            .drive(&p.cred, p.provider.as_ref(), Some(due), Wait::All)
+            .await;
+        let case = format!("found due at v{}, now v{version}: {r:?}", version - back);
+        let minted = s.admin.storefront_tokens(STORE).await.unwrap().len() - mints;
+        if rotates {
+            assert!(rotated(&r), "{case}");
+            assert_eq!((s.current().await.0, minted), (version + 1, 1), "{case}");
+        } else {
+            assert!(matches!(r, Ok(RunResult::Idle)), "{case}");
+            assert_eq!((s.current().await.0, minted), (version, 0), "{case}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_record_created_between_the_read_and_its_metadata_read_is_read_again_not_overwritten(
+) {
+    let s = Stack::with(StackOptions {
+        grace: "0s",
+        revocation_delay_ms: 0,
+        proxy: true,
+        ..Default::default()
+    })
+    .await;
+    let (status, _) = s
+        .bao
+        .call_as(
+            common::ROOT_TOKEN,
+            "GET",
+            &format!("secret/data/secret-rotator/credentials/{CRED}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "no state record yet");
+    let (v0, _) = s.current().await;
+    let p = InProcess::new(&s).await;
+    let a = p.engine("instance-a", EngineSettings::default());
+    let b = p.engine("instance-b", EngineSettings::default());
+    // The first instance finds no record; its metadata read reaches OpenBao only after the
+    // second instance has created the record and rotated.
+    s.proxy.as_ref().unwrap().stall_request(
+        "GET",
+        &format!("metadata/secret-rotator/credentials/{CRED}"),
+        1,
+        Duration::from_secs(2),
+    );
+    let first = a.drive(&p.cred, p.provider.as_ref(), Some(Begin::Manual), Wait::All);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        b.drive(&p.cred, p.provider.as_ref(), Some(Begin::Manual), Wait::All)
+            .await
+    };
+    let (ra, rb) = tokio::join!(first, second);
+    assert!(rotated(&ra) && rotated(&rb), "a {ra:?}, b {rb:?}");
+    // Both attempts are in the record: the first instance did not start from a blank record
+    // at the version the second one wrote.
+    let record = raw_record(&s).await;
+    let ids: Vec<&str> = record["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2, "{record}");
+    let (version, current) = s.current().await;
+    assert_eq!(version, v0 + 2);
+    assert_eq!(s.graphql_status(&current).await, 200);
+    let live = s.admin.live_storefront_tokens(STORE).await.unwrap();
+    assert_eq!(live.len(), 1, "only the current token is live: {live:?}");
 }

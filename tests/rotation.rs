@@ -295,6 +295,7 @@ async fn the_common_path_makes_at_most_five_vault_writes() {
         state_prefix: "secret-rotator".into(),
         settings: EngineSettings::default(),
         wakeup: Default::default(),
+        preflighted: Default::default(),
     };
     let provider =
         secret_rotator::providers::build(cred, vault.clone(), reqwest::Client::new()).unwrap();
@@ -307,7 +308,7 @@ async fn the_common_path_makes_at_most_five_vault_writes() {
             .drive(
                 cred,
                 provider.as_ref(),
-                Some("manual"),
+                Some(secret_rotator::rotation::Begin::Manual),
                 secret_rotator::rotation::Wait::All,
             )
             .await

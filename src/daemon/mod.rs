@@ -29,7 +29,7 @@ use crate::notify::deliver::{Deliverer, Workers};
 use crate::policy::SecretFacts;
 use crate::providers::Mode;
 use crate::report;
-use crate::rotation::{Engine, EngineError, Outcome, RunResult, StateRecord, Wait};
+use crate::rotation::{Begin, Engine, EngineError, Outcome, RunResult, StateRecord, Wait};
 use crate::vault::VaultError;
 use metrics::{CredentialView, Metrics};
 use periodic::Tick;
@@ -510,13 +510,17 @@ async fn perform(app: &App, cred: &Credential, work: Work, known: (Option<u64>, 
                 })?;
                 let seen = see(app, cred).await?;
                 let (trigger, _) = due(cred, &seen, Utc::now());
+                let start = trigger.map(|trigger| Begin::Due {
+                    trigger,
+                    seen: seen.version,
+                });
                 let r = app
                     .engine
-                    .drive(cred, provider.as_ref(), trigger, Wait::No)
+                    .drive(cred, provider.as_ref(), start, Wait::No)
                     .await?;
                 // Something happened: read what it left, for the figures and the next due time.
                 let seen = match r {
-                    RunResult::Idle => seen,
+                    RunResult::Idle if start.is_none() => seen,
                     _ => see(app, cred).await?,
                 };
                 Ok(Done::Seen {
@@ -701,6 +705,7 @@ async fn reloaded(old: &App, metrics: &Metrics) -> Option<App> {
         state_prefix: config.vault.state_prefix.clone(),
         settings: old.engine.settings.clone(),
         wakeup: old.engine.wakeup.clone(),
+        preflighted: Default::default(),
     };
     let deliverer = Arc::new(Deliverer {
         vault: vault.clone(),

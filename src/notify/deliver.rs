@@ -205,8 +205,8 @@ impl Deliverer {
     /// The credential's deliveries record and its version (0: none yet).
     pub async fn load(&self, credential: &str) -> Result<(Deliveries, u64), DeliverError> {
         let path = self.path(credential);
-        match self.vault.read_json(&path).await? {
-            Some((value, version)) => {
+        match self.vault.read_json_for_cas(&path).await? {
+            (Some(value), version) => {
                 let d: Deliveries =
                     serde_json::from_value(value).map_err(|e| DeliverError::Corrupt {
                         path: path.to_string(),
@@ -223,10 +223,7 @@ impl Deliverer {
                 }
                 Ok((d, version))
             }
-            None => Ok((
-                Deliveries::new(credential),
-                self.vault.cas_version_of_unreadable(&path).await?,
-            )),
+            (None, version) => Ok((Deliveries::new(credential), version)),
         }
     }
 

@@ -81,6 +81,17 @@ pub enum Wait {
     All,
 }
 
+/// Why [`Engine::drive`] may begin an attempt when none is in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begin<'a> {
+    /// An operator asked: whatever the secret's age.
+    Manual,
+    /// The policy found it due (`trigger`: "max_age", "missing", ...) from the secret's
+    /// version `seen` (`None`: no readable secret). Begun only while that is still the
+    /// version: another instance may have rotated it in between.
+    Due { trigger: &'a str, seen: Option<u64> },
+}
+
 /// Where a call to [`Engine::drive`] left the credential.
 #[derive(Debug, Clone)]
 pub enum RunResult {
@@ -124,6 +135,35 @@ pub struct Engine {
     pub settings: EngineSettings,
     /// Tells the delivery worker of a credential that its record holds new events.
     pub wakeup: Wakeup,
+    /// Mounts and capabilities preflight found good lately.
+    pub preflighted: Preflighted,
+}
+
+/// How long preflight believes a mount it found KV v2, or capabilities it found sufficient.
+pub const PREFLIGHT_TTL: Duration = Duration::from_secs(300);
+
+/// What preflight found good lately (a mount is KV v2, the token may use a path), so that a
+/// busy daemon does not ask Vault the same three questions before every rotation. Only good
+/// news is kept, for [`PREFLIGHT_TTL`]: a mount or policy that changed for the worse is found
+/// by the next check after that, or by the write it makes fail (a 403, a failed
+/// check-and-set), which stops the attempt with the error recorded.
+#[derive(Debug, Default)]
+pub struct Preflighted {
+    found: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl Preflighted {
+    fn fresh(&self, key: &str) -> bool {
+        let found = self.found.lock().expect("preflight cache lock poisoned");
+        found
+            .get(key)
+            .is_some_and(|at| at.elapsed() < PREFLIGHT_TTL)
+    }
+
+    fn note(&self, key: String) {
+        let mut found = self.found.lock().expect("preflight cache lock poisoned");
+        found.insert(key, std::time::Instant::now());
+    }
 }
 
 /// The record as read, with the version to CAS against.
@@ -132,6 +172,9 @@ struct Loaded {
     version: u64,
     /// Events were appended since the last write.
     new_events: bool,
+    /// This call began the attempt: preflight has just found the mounts KV v2 and the secret at
+    /// the attempt's `version_before`.
+    began_here: bool,
 }
 
 impl Loaded {
@@ -140,6 +183,7 @@ impl Loaded {
             record,
             version,
             new_events: false,
+            began_here: false,
         }
     }
 }
@@ -191,14 +235,10 @@ impl Engine {
     /// the version to check-and-set against: a record never written, or whose latest version
     /// was deleted, is at the version its metadata says.
     pub async fn load(&self, credential: &str) -> Result<(StateRecord, u64), EngineError> {
-        match self.read_record(credential).await? {
-            Some(found) => Ok(found),
-            None => Ok((
-                StateRecord::new(credential),
-                self.vault
-                    .cas_version_of_unreadable(&self.state_path(credential))
-                    .await?,
-            )),
+        let path = self.state_path(credential);
+        match self.vault.read_json_for_cas(&path).await? {
+            (Some(value), version) => Ok((self.parse_record(credential, value)?, version)),
+            (None, version) => Ok((StateRecord::new(credential), version)),
         }
     }
 
@@ -217,13 +257,22 @@ impl Engine {
         &self,
         credential: &str,
     ) -> Result<Option<(StateRecord, u64)>, EngineError> {
+        let Some((value, version)) = self.vault.read_json(&self.state_path(credential)).await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((self.parse_record(credential, value)?, version)))
+    }
+
+    fn parse_record(
+        &self,
+        credential: &str,
+        value: serde_json::Value,
+    ) -> Result<StateRecord, EngineError> {
         let path = self.state_path(credential);
         let corrupt = |reason: String| EngineError::Corrupt {
             path: path.to_string(),
             reason,
-        };
-        let Some((value, version)) = self.vault.read_json(&path).await? else {
-            return Ok(None);
         };
         let schema = value.get("schema").and_then(|s| s.as_u64());
         if schema.is_some_and(|s| s > u64::from(state::SCHEMA)) {
@@ -240,7 +289,7 @@ impl Engine {
         let record: StateRecord =
             serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
         record.validate(credential).map_err(corrupt)?;
-        Ok(Some((record, version)))
+        Ok(record)
     }
 
     async fn save(&self, l: &mut Loaded) -> Result<(), EngineError> {
@@ -333,10 +382,8 @@ impl Engine {
 
     /// The secret's version as check-and-set sees it, and its data when it can be read.
     async fn read_current(&self, kv: &KvPath) -> Result<(u64, Option<SecretFields>), EngineError> {
-        match self.vault.read_optional(kv).await? {
-            Some(v) => Ok((v.version, Some(v.data))),
-            None => Ok((self.vault.cas_version_of_unreadable(kv).await?, None)),
-        }
+        let (current, version) = self.vault.read_for_cas(kv).await?;
+        Ok((version, current.map(|v| v.data)))
     }
 
     /// Before anything is minted: the secret's mount and the state mount are KV v2, the token
@@ -354,6 +401,10 @@ impl Engine {
         };
         let state = self.state_path(&cred.name);
         for kv in [&cred.secret, &state] {
+            let key = format!("mount:{}", kv.mount);
+            if self.preflighted.fresh(&key) {
+                continue;
+            }
             let kind = match self.vault.mount_kind(&kv.mount).await {
                 Ok(k) => k,
                 Err(VaultError::NotFound { .. }) => {
@@ -371,6 +422,7 @@ impl Engine {
                     kind.describe()
                 )));
             }
+            self.preflighted.note(key);
         }
         let api = |kv: &KvPath| format!("{}/data/{}", kv.mount, kv.path);
         let needs: [(&KvPath, String, &[&str]); 2] = [
@@ -378,24 +430,28 @@ impl Engine {
             (&state, api(&state), &["read", "create", "update"]),
         ];
         let paths: Vec<String> = needs.iter().map(|n| n.1.clone()).collect();
-        let caps = self.vault.capabilities_self(&paths).await?;
-        for (kv, path, needed) in &needs {
-            let have = caps.get(path).cloned().unwrap_or_default();
-            if have.iter().any(|c| c == "root") {
-                continue;
+        let key = format!("capabilities:{}", paths.join(" "));
+        if !self.preflighted.fresh(&key) {
+            let caps = self.vault.capabilities_self(&paths).await?;
+            for (kv, path, needed) in &needs {
+                let have = caps.get(path).cloned().unwrap_or_default();
+                if have.iter().any(|c| c == "root") {
+                    continue;
+                }
+                let missing: Vec<&str> = needed
+                    .iter()
+                    .copied()
+                    .filter(|n| !have.iter().any(|c| c == n))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(refuse(format!(
+                        "{kv}: the daemon's Vault token lacks {} on {path} (it has: {}); nothing was minted",
+                        missing.join(", "),
+                        if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                    )));
+                }
             }
-            let missing: Vec<&str> = needed
-                .iter()
-                .copied()
-                .filter(|n| !have.iter().any(|c| c == n))
-                .collect();
-            if !missing.is_empty() {
-                return Err(refuse(format!(
-                    "{kv}: the daemon's Vault token lacks {} on {path} (it has: {}); nothing was minted",
-                    missing.join(", "),
-                    if have.is_empty() { "none".to_string() } else { have.join(", ") }
-                )));
-            }
+            self.preflighted.note(key);
         }
         let (version, current) = self.read_current(&cred.secret).await?;
         if let Some(current) = &current {
@@ -417,21 +473,21 @@ impl Engine {
         Ok((version, current))
     }
 
-    /// Drive the credential's rotation as far as it can go now. `start`: begin an attempt with
-    /// this trigger when none is in flight ("manual" also resumes one that needs attention and
-    /// unparks the credential). `wait`: what to sleep through instead of returning.
+    /// Drive the credential's rotation as far as it can go now. `start`: begin an attempt when
+    /// none is in flight ([`Begin::Manual`] also resumes one that needs attention and unparks
+    /// the credential). `wait`: what to sleep through instead of returning.
     pub async fn drive(
         &self,
         cred: &Credential,
         provider: &dyn Provider,
-        start: Option<&str>,
+        start: Option<Begin<'_>>,
         wait: Wait,
     ) -> Result<RunResult, EngineError> {
         let now = Utc::now();
         let (record, version) = self.load(&cred.name).await?;
         let mut l = Loaded::new(record, version);
         let lease = self.settings.lease;
-        let manual = start == Some("manual");
+        let manual = matches!(start, Some(Begin::Manual));
         if let Some(p) = &l.record.paused {
             return Ok(RunResult::Parked(Parked {
                 since: p.since,
@@ -473,7 +529,7 @@ impl Engine {
                 a
             }
             None => {
-                let Some(trigger) = start else {
+                let Some(start) = start else {
                     return Ok(RunResult::Idle);
                 };
                 match may_start(&l.record, now, manual) {
@@ -487,10 +543,26 @@ impl Engine {
                         StateRecord::new(&cred.name),
                     ));
                 }
-                if provider.info().mode == Mode::Assisted {
-                    return self.begin_assisted(cred, provider, &mut l, trigger).await;
-                }
                 let (version, current) = self.preflight(cred, provider).await?;
+                l.began_here = true;
+                let trigger = match start {
+                    Begin::Manual => "manual",
+                    Begin::Due { trigger, seen } => {
+                        // Found due at one version, and another instance rotated it since
+                        // (its attempt already ended): that rotation was this one.
+                        let now_at = current.as_ref().map(|_| version);
+                        if now_at != seen {
+                            tracing::info!(credential = %cred.name, seen = ?seen, now = ?now_at, "the secret changed since it was found due; not rotated");
+                            return Ok(RunResult::Idle);
+                        }
+                        trigger
+                    }
+                };
+                if provider.info().mode == Mode::Assisted {
+                    return self
+                        .begin_assisted(cred, &mut l, trigger, (version, current))
+                        .await;
+                }
                 let lifetime = provider
                     .info()
                     .credentials_expire
@@ -642,10 +714,7 @@ impl Engine {
             return Ok(a);
         }
         let path = self.state_path(&l.record.credential);
-        let version = match self.vault.read_json(&path).await? {
-            Some((_, v)) => v,
-            None => self.vault.cas_version_of_unreadable(&path).await?,
-        };
+        let (_, version) = self.vault.read_json_for_cas(&path).await?;
         if version != l.version {
             return Err(EngineError::Fenced {
                 credential: l.record.credential.clone(),
@@ -900,21 +969,29 @@ impl Engine {
     /// someone else wrote the secret since. Never decides blind: after any failed write it reads
     /// the secret again and lets [`commit_check`] say what happened; a write that did not land
     /// returns its error (the step is tried again from the record).
+    ///
+    /// `read_first` false skips the read before the write, for an attempt begun in this call
+    /// (preflight has just read the secret at `expected`, its mount KV v2): the check-and-set
+    /// lands exactly when that read would have said "write". A resumed step reads first, so
+    /// that nothing is ever written blind to a mount that changed under it.
     async fn write_once(
         &self,
         kv: &KvPath,
         data: &SecretFields,
         expected: u64,
+        read_first: bool,
     ) -> Result<Result<u64, u64>, EngineError> {
         let decide = |version: u64, current: Option<SecretFields>| {
             let ours = current.as_ref().is_some_and(|c| c.same_as(data));
             commit_check(expected, version, ours)
         };
-        let (version, current) = self.read_current(kv).await?;
-        match decide(version, current) {
-            CommitCheck::AlreadyCommitted(v) => return Ok(Ok(v)),
-            CommitCheck::Conflict(v) => return Ok(Err(v)),
-            CommitCheck::Write => {}
+        if read_first {
+            let (version, current) = self.read_current(kv).await?;
+            match decide(version, current) {
+                CommitCheck::AlreadyCommitted(v) => return Ok(Ok(v)),
+                CommitCheck::Conflict(v) => return Ok(Err(v)),
+                CommitCheck::Write => {}
+            }
         }
         let error = match self.vault.write_cas(kv, data, expected).await {
             Ok(v) => return Ok(Ok(v)),
@@ -962,7 +1039,7 @@ impl Engine {
         }
 
         let version = match self
-            .write_once(&cred.secret, &pending, a.version_before)
+            .write_once(&cred.secret, &pending, a.version_before, !l.began_here)
             .await?
         {
             Ok(v) => v,
@@ -1292,7 +1369,7 @@ impl Engine {
             a.pending.clone().expect("validated on load"),
             a.version_after.expect("validated on load"),
         );
-        let version = match self.write_once(&cred.secret, &old, after).await? {
+        let version = match self.write_once(&cred.secret, &old, after, true).await? {
             Ok(v) => v,
             Err(theirs) => return self.rollback_conflict(cred, a, l, after, theirs).await,
         };

@@ -2,5 +2,5 @@
 pub mod driver;
 pub mod state;
 
-pub use driver::{Engine, EngineError, EngineSettings, RunResult, Wait};
+pub use driver::{Begin, Engine, EngineError, EngineSettings, RunResult, Wait};
 pub use state::{Attempt, AttemptSummary, Outcome, Phase, StateRecord};

@@ -6,9 +6,12 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::{Vault, VaultError};
+use super::{SecretVersion, Vault, VaultError};
+
+/// How often a secret that reads as missing, while its metadata says it is there, is read again.
+const READ_AGAIN: usize = 5;
 use crate::config::KvPath;
 
 /// The secrets engine behind a mount, as `sys/internal/ui/mounts/{mount}` says.
@@ -133,14 +136,63 @@ impl Vault {
         })
     }
 
-    /// The version check-and-set compares against when the current version cannot be read:
-    /// the metadata's `current_version` (a soft-deleted or destroyed latest version keeps its
-    /// number), or 0 when the secret has no metadata at all.
-    pub async fn cas_version_of_unreadable(&self, kv: &KvPath) -> Result<u64, VaultError> {
+    /// The current version's data as JSON (`None` when it cannot be read) and the version
+    /// check-and-set compares against: the data's own, else the metadata's `current_version`
+    /// (a soft-deleted or destroyed latest version keeps its number), else 0.
+    ///
+    /// A secret created between the read and the metadata read is read again: taken for
+    /// missing at its new version, its first write would be overwritten by a check-and-set
+    /// that should have failed.
+    pub async fn read_json_for_cas(&self, kv: &KvPath) -> Result<(Option<Value>, u64), VaultError> {
+        for _ in 0..READ_AGAIN {
+            if let Some((value, version)) = self.read_json(kv).await? {
+                return Ok((Some(value), version));
+            }
+            if let Some(version) = self.unreadable_version(kv).await? {
+                return Ok((None, version));
+            }
+        }
+        Err(self.kept_changing(kv))
+    }
+
+    /// [`Vault::read_json_for_cas`] for a secret's fields.
+    pub async fn read_for_cas(
+        &self,
+        kv: &KvPath,
+    ) -> Result<(Option<SecretVersion>, u64), VaultError> {
+        for _ in 0..READ_AGAIN {
+            if let Some(v) = self.read_optional(kv).await? {
+                let version = v.version;
+                return Ok((Some(v), version));
+            }
+            if let Some(version) = self.unreadable_version(kv).await? {
+                return Ok((None, version));
+            }
+        }
+        Err(self.kept_changing(kv))
+    }
+
+    /// After a read found nothing: the metadata's `current_version` when that version is
+    /// really unreadable (soft-deleted, destroyed) or 0 when there is no secret; `None` when
+    /// the current version is readable, i.e. it was written since the read.
+    async fn unreadable_version(&self, kv: &KvPath) -> Result<Option<u64>, VaultError> {
         match self.read_metadata(kv).await {
-            Ok(m) => Ok(m.current_version),
-            Err(VaultError::NotFound { .. }) => Ok(0),
+            Ok(m) => match m.current() {
+                Some(v) if !v.deleted && !v.destroyed => Ok(None),
+                _ => Ok(Some(m.current_version)),
+            },
+            Err(VaultError::NotFound { .. }) => Ok(Some(0)),
             Err(e) => Err(e),
+        }
+    }
+
+    fn kept_changing(&self, kv: &KvPath) -> VaultError {
+        VaultError::Other {
+            path: kv.to_string(),
+            status: None,
+            message: format!(
+                "read {READ_AGAIN} times as missing while its metadata showed a readable current version"
+            ),
         }
     }
 

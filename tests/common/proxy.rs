@@ -6,6 +6,7 @@
 //! or until the upstream closes) and then handled by the first rule that fires:
 //! - `drop_reply`: OpenBao processed the request, the client never hears back (connection closed);
 //! - `stall_reply`: the reply is held for a while, then sent;
+//! - `stall_request`: the request is held for a while before it reaches OpenBao;
 //! - `refuse`: the connection is closed and the request never reaches OpenBao.
 //!
 //! A rule matches a method (ASCII case-insensitive) and a substring of the request target (path
@@ -48,6 +49,7 @@ enum Action {
     Forward,
     DropReply,
     StallReply(Duration),
+    StallRequest(Duration),
     Refuse,
 }
 
@@ -83,6 +85,12 @@ impl Proxy {
     /// Hold OpenBao's answer to the Nth matching request for `duration` before sending it.
     pub fn stall_reply(&self, method: &str, path_substr: &str, nth: usize, duration: Duration) {
         self.add_rule(method, path_substr, nth, Action::StallReply(duration));
+    }
+
+    /// Hold the Nth matching request for `duration` before forwarding it (what OpenBao answers
+    /// is what it holds then).
+    pub fn stall_request(&self, method: &str, path_substr: &str, nth: usize, duration: Duration) {
+        self.add_rule(method, path_substr, nth, Action::StallRequest(duration));
     }
 
     /// Close the client's connection on the Nth matching request without forwarding it.
@@ -184,6 +192,9 @@ async fn serve(
         if action == Action::Refuse {
             return Ok(());
         }
+        if let Action::StallRequest(d) = action {
+            tokio::time::sleep(d).await;
+        }
         if upstream.is_none() {
             let (r, w) = TcpStream::connect(upstream_addr).await?.into_split();
             upstream = Some((BufReader::new(r), w));
@@ -194,7 +205,7 @@ async fn serve(
         match action {
             Action::DropReply => return Ok(()),
             Action::StallReply(d) => tokio::time::sleep(d).await,
-            Action::Forward | Action::Refuse => {}
+            Action::Forward | Action::Refuse | Action::StallRequest(_) => {}
         }
         client_write.write_all(&reply.bytes).await?;
         if reply.close || request.close {

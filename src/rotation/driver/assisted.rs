@@ -74,11 +74,10 @@ impl Engine {
     pub(super) async fn begin_assisted(
         &self,
         cred: &Credential,
-        provider: &dyn Provider,
         l: &mut Loaded,
         trigger: &str,
+        (version, current): (u64, Option<SecretFields>),
     ) -> Result<RunResult, EngineError> {
-        let (version, current) = self.preflight(cred, provider).await?;
         let now = Utc::now();
         let a = begin_assisted(
             Start {
@@ -535,7 +534,8 @@ impl Engine {
                 l.record.drift = Some(drift.clone());
                 if provider.info().mode == Mode::Assisted {
                     // Ask for a supply; the attempt is written with the drift.
-                    self.begin_assisted(cred, provider, &mut l, "drift").await?;
+                    let found = self.preflight(cred, provider).await?;
+                    self.begin_assisted(cred, &mut l, "drift", found).await?;
                 } else {
                     self.save(&mut l).await?;
                 }
