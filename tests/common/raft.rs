@@ -36,8 +36,7 @@ impl RaftCluster {
         let ports: Vec<u16> = (0..n)
             .map(|_| loop {
                 let p = free_port_pair();
-                if !taken.contains(&p) && !taken.contains(&(p + 1)) && !taken.contains(&(p - 1))
-                {
+                if !taken.contains(&p) && !taken.contains(&(p + 1)) && !taken.contains(&(p - 1)) {
                     taken.insert(p);
                     taken.insert(p + 1);
                     return p;
@@ -48,7 +47,12 @@ impl RaftCluster {
         let mut nodes = Vec::new();
         for (i, port) in ports.iter().enumerate() {
             let join = (i > 0)
-                .then(|| format!("  retry_join {{\n    leader_api_addr = \"{}\"\n  }}\n", addr(0)))
+                .then(|| {
+                    format!(
+                        "  retry_join {{\n    leader_api_addr = \"{}\"\n  }}\n",
+                        addr(0)
+                    )
+                })
                 .unwrap_or_default();
             let hcl = format!(
                 r#"ui = false
