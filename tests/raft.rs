@@ -75,6 +75,9 @@ async fn rotations_go_on_when_the_raft_leader_is_killed() {
         daemon.try_wait().unwrap().is_none(),
         "the daemon exited:\n{log}"
     );
+    for line in log.lines().filter(|l| l.contains("active node")) {
+        eprintln!("daemon: {line}");
+    }
     assert!(
         log.contains("vault active node found"),
         "the daemon did not look for the new leader:\n{log}"
