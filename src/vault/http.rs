@@ -215,6 +215,7 @@ impl Vault {
         let mut target = node.index;
         let mut maybe_processed = false;
         let mut redirects = 0;
+        let mut pause = BACKOFF_FIRST;
         loop {
             let (verdict, error) = match self.try_node(target, &req).await {
                 Ok(value) => {
@@ -264,6 +265,13 @@ impl Vault {
             tracing::warn!(%address, path = req.shown, error = %error, "vault node cannot serve the request; looking for the active node");
             match self.rediscover(target, node.epoch, deadline).await {
                 Some(found) => {
+                    if found.index == target {
+                        // The same node again (rate limited, a gateway failing, Raft catching
+                        // up): do not hammer it.
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        tokio::time::sleep(pause.min(left)).await;
+                        pause = (pause * 2).min(BACKOFF_MAX);
+                    }
                     node = found;
                     target = found.index;
                     redirects = 0;
