@@ -46,14 +46,14 @@ impl RaftCluster {
         let addr = |i: usize| format!("http://127.0.0.1:{}", ports[i]);
         let mut nodes = Vec::new();
         for (i, port) in ports.iter().enumerate() {
-            let join = (i > 0)
-                .then(|| {
-                    format!(
-                        "  retry_join {{\n    leader_api_addr = \"{}\"\n  }}\n",
-                        addr(0)
-                    )
-                })
-                .unwrap_or_default();
+            let join = if i > 0 {
+                format!(
+                    "  retry_join {{\n    leader_api_addr = \"{}\"\n  }}\n",
+                    addr(0)
+                )
+            } else {
+                String::new()
+            };
             let hcl = format!(
                 r#"ui = false
 disable_mlock = true
