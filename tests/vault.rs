@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use common::proxy::Proxy;
 use common::{vault_config, OpenBao, ROOT_TOKEN};
 use secrecy::SecretString;
 use secret_rotator::config::KvPath;
@@ -292,7 +293,7 @@ async fn hangs_up_after_reading() -> (String, Arc<AtomicUsize>) {
 }
 
 #[tokio::test]
-async fn a_write_whose_reply_is_lost_is_not_sent_again_but_a_read_fails_over() {
+async fn a_write_whose_reply_is_lost_goes_again_only_when_that_is_safe() {
     let bao = OpenBao::start().await;
     bao.write_secret(
         "secret",
@@ -300,6 +301,8 @@ async fn a_write_whose_reply_is_lost_is_not_sent_again_but_a_read_fails_over() {
         json!({ "token": "the-live-credential-value" }),
     )
     .await;
+    bao.approle_role("app", json!({ "secret_id_ttl": "1h" }))
+        .await;
     let (silent, requests) = hangs_up_after_reading().await;
     let mut cfg = vault_config(&silent);
     cfg.addresses.push(bao.addr.clone());
@@ -315,34 +318,84 @@ async fn a_write_whose_reply_is_lost_is_not_sent_again_but_a_read_fails_over() {
         "the silent node claims to be active"
     );
 
-    let new = SecretFields::new().with("token", "a-new-credential-value-0123456789");
-    let err = vault.write_cas(&kv("lost/x"), &new, 1).await.unwrap_err();
+    // A secret-id is created by every request that lands: never sent a second time.
+    let err = vault
+        .approle_generate_secret_id("approle", "app", &Default::default())
+        .await
+        .unwrap_err();
     assert!(
-        matches!(err, VaultError::OutcomeUnknown { ref path, .. } if path == "secret/lost/x"),
+        matches!(err, VaultError::OutcomeUnknown { ref path, .. } if path.ends_with("role/app/secret-id")),
         "{err:?}"
     );
-    assert_eq!(err.kind(), "outcome_unknown");
     assert!(err.is_retryable());
-    let text = err.to_string();
-    assert!(text.contains("may or may not have landed"), "{text}");
-    assert!(!text.contains("a-new-credential-value"), "{text}");
+    assert!(
+        err.to_string().contains("may or may not have landed"),
+        "{err}"
+    );
     assert_eq!(
         requests.load(Ordering::SeqCst),
         1,
         "sent once, to the first node only"
     );
+    let (status, _) = bao
+        .call_as(ROOT_TOKEN, "LIST", "auth/approle/role/app/secret-id", None)
+        .await;
+    assert_eq!(status, 404, "the second node never created a secret-id");
 
-    // The second node never got the write.
-    let stored = bao.root("GET", "secret/data/lost/x", None).await;
-    assert_eq!(stored["data"]["metadata"]["version"], 1);
-    assert_eq!(stored["data"]["data"]["token"], "the-live-credential-value");
-
-    // A read through the same pair moves on and succeeds.
-    let read = vault.read(&kv("lost/x")).await.unwrap();
-    assert_eq!(read.version, 1);
-    assert_eq!(read.data.expose("token"), Some("the-live-credential-value"));
+    // A check-and-set write goes again, to the active node found after: check-and-set makes a
+    // second landing a conflict, never a second version.
+    let new = SecretFields::new().with("token", "a-new-credential-value-0123456789");
+    assert_eq!(vault.write_cas(&kv("lost/x"), &new, 1).await.unwrap(), 2);
     assert_eq!(requests.load(Ordering::SeqCst), 2);
     assert_eq!(vault.active_address(), bao.addr);
+    assert_eq!(
+        vault.stats.writes.load(Ordering::Relaxed),
+        1,
+        "one write, counted once"
+    );
+    let read = vault.read(&kv("lost/x")).await.unwrap();
+    assert_eq!(read.version, 2);
+    assert_eq!(
+        read.data.expose("token"),
+        Some("a-new-credential-value-0123456789")
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_write_that_landed_with_its_reply_lost_is_an_unknown_outcome_not_a_conflict() {
+    let bao = OpenBao::start().await;
+    bao.write_secret("secret", "landed/x", json!({ "token": "v1" }))
+        .await;
+    let proxy = Proxy::start(bao.socket_addr()).await;
+    let mut cfg = vault_config(&proxy.url());
+    cfg.addresses.push(bao.addr.clone());
+    let vault = Vault::connect(
+        &cfg,
+        Login::Token(SecretString::from(ROOT_TOKEN.to_string())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(vault.active_address(), proxy.url());
+
+    // The write lands, its reply is lost; sent again, check-and-set finds the version moved.
+    proxy.drop_reply("POST", "secret/data/landed/x", 1);
+    let new = SecretFields::new().with("token", "the-new-credential-value-0123456789");
+    let err = vault.write_cas(&kv("landed/x"), &new, 1).await.unwrap_err();
+    assert!(
+        matches!(err, VaultError::OutcomeUnknown { ref path, .. } if path == "secret/landed/x"),
+        "{err:?}"
+    );
+    assert!(
+        !err.to_string().contains("the-new-credential-value"),
+        "{err}"
+    );
+    let stored = bao.root("GET", "secret/data/landed/x", None).await;
+    assert_eq!(stored["data"]["metadata"]["version"], 2, "landed once");
+    assert_eq!(
+        stored["data"]["data"]["token"],
+        "the-new-credential-value-0123456789"
+    );
 }
 
 #[tokio::test]

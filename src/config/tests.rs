@@ -173,6 +173,23 @@ auth = { method = "token" }
         &[("vault.addresses[1]", 2, "user name or password")],
     ),
     (
+        "an empty list of addresses",
+        r#"[vault]
+addresses = []
+auth = { method = "token" }
+"#,
+        &[("vault.addresses", 2, "at least one address")],
+    ),
+    (
+        "one node listed twice",
+        r#"[vault]
+addresses = ["https://v-1:8200", "https://v-2:8200",
+             "https://v-1:8200/"]
+auth = { method = "token" }
+"#,
+        &[("vault.addresses[2]", 3, "the same node twice")],
+    ),
+    (
         "ca_file that does not exist",
         r#"[vault]
 address = "https://v:8200"

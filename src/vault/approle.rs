@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::http::Resend;
 use super::{Vault, VaultError};
 
 /// Options for a new secret-id.
@@ -50,6 +51,7 @@ impl Vault {
                 reqwest::Method::GET,
                 &format!("auth/{mount}/role/{role}/role-id"),
                 None,
+                Resend::Always,
             )
             .await?;
         v.pointer("/data/role_id")
@@ -88,7 +90,12 @@ impl Vault {
             );
         }
         let v = self
-            .raw(reqwest::Method::POST, &path, Some(body.into()))
+            .raw(
+                reqwest::Method::POST,
+                &path,
+                Some(body.into()),
+                Resend::Once,
+            )
             .await?;
         let field = |name: &str| {
             v.pointer(&format!("/data/{name}"))
@@ -119,7 +126,9 @@ impl Vault {
         role: &str,
     ) -> Result<Option<Duration>, VaultError> {
         let path = format!("auth/{mount}/role/{role}/secret-id-ttl");
-        let v = self.raw(reqwest::Method::GET, &path, None).await?;
+        let v = self
+            .raw(reqwest::Method::GET, &path, None, Resend::Always)
+            .await?;
         let ttl = v
             .pointer("/data/secret_id_ttl")
             .and_then(|t| t.as_u64())
@@ -141,7 +150,10 @@ impl Vault {
     ) -> Result<Option<SecretIdInfo>, VaultError> {
         let path = format!("auth/{mount}/role/{role}/secret-id/lookup");
         let body = serde_json::json!({ "secret_id": secret_id.expose_secret() });
-        let v = match self.raw(reqwest::Method::POST, &path, Some(body)).await {
+        let v = match self
+            .raw(reqwest::Method::POST, &path, Some(body), Resend::Always)
+            .await
+        {
             Ok(v) => v,
             Err(VaultError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -213,7 +225,10 @@ impl Vault {
     ) -> Result<Option<serde_json::Value>, VaultError> {
         let path = format!("auth/{mount}/role/{role}/secret-id-accessor/{action}");
         let body = serde_json::json!({ "secret_id_accessor": accessor });
-        match self.raw(reqwest::Method::POST, &path, Some(body)).await {
+        match self
+            .raw(reqwest::Method::POST, &path, Some(body), Resend::Always)
+            .await
+        {
             Ok(v) => Ok(Some(v)),
             Err(VaultError::NotFound { .. }) => Ok(None),
             Err(
@@ -237,6 +252,8 @@ impl Vault {
                 reqwest::Method::POST,
                 &path,
                 Some(serde_json::json!({ "role_id": role_id, "secret_id": secret_id.expose_secret() })),
+                // Each login spends one of the secret-id's uses.
+                Resend::Once,
             )
             .await
         {
@@ -248,6 +265,7 @@ impl Vault {
                             reqwest::Method::POST,
                             "auth/token/revoke",
                             Some(serde_json::json!({ "token": token })),
+                            Resend::Always,
                         )
                         .await;
                 }

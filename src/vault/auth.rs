@@ -12,7 +12,7 @@ use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::http::Request;
+use super::http::{Request, Resend};
 use super::{error_chain, Vault, VaultError};
 use crate::config::{RoleId, VaultAuth};
 
@@ -167,6 +167,8 @@ impl Vault {
                 shown: &api_path,
                 body: Some(&body),
                 count: Some(&self.stats.logins),
+                // A login may spend one of the secret-id's uses.
+                resend: Resend::Once,
             })
             .await
             .map_err(|e| match e {
@@ -199,6 +201,7 @@ impl Vault {
                 shown: path,
                 body: None,
                 count: None,
+                resend: Resend::Always,
             })
             .await?;
         let data: Data = super::data_of(answer, path)?;
@@ -218,6 +221,7 @@ impl Vault {
                 shown: path,
                 body: None,
                 count: Some(&self.stats.renewals),
+                resend: Resend::Always,
             })
             .await?;
         answer

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use super::http::Resend;
 use super::{SecretVersion, Vault, VaultError};
 
 /// How often a secret that reads as missing, while its metadata says it is there, is read again.
@@ -53,7 +54,7 @@ impl Vault {
     pub async fn mount_kind(&self, mount: &str) -> Result<MountKind, VaultError> {
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
         let path = format!("sys/internal/ui/mounts/{}", mount.trim_matches('/'));
-        let v = match self.raw(Method::GET, &path, None).await {
+        let v = match self.raw(Method::GET, &path, None, Resend::Always).await {
             Err(VaultError::PermissionDenied { .. }) => {
                 return Err(VaultError::NotFound {
                     path: format!(
@@ -87,6 +88,7 @@ impl Vault {
                 Method::POST,
                 "sys/capabilities-self",
                 Some(json!({ "paths": paths })),
+                Resend::Always,
             )
             .await?;
         let data = if v["data"].is_object() {
@@ -113,7 +115,8 @@ impl Vault {
     /// The token the daemon uses. A 403 here means the token itself is invalid or expired.
     pub async fn lookup_self(&self) -> Result<TokenInfo, VaultError> {
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
-        let v = match self.raw(Method::GET, "auth/token/lookup-self", None).await {
+        let lookup = self.raw(Method::GET, "auth/token/lookup-self", None, Resend::Always);
+        let v = match lookup.await {
             Err(VaultError::PermissionDenied { .. }) => {
                 return Err(VaultError::Login {
                     reason: "Vault rejects the daemon's token: it is invalid, expired or revoked (auth/token/lookup-self answered 403; a valid token needs the default policy or read on that path)".into(),
@@ -201,8 +204,13 @@ impl Vault {
     pub async fn set_max_versions(&self, kv: &KvPath, n: u32) -> Result<(), VaultError> {
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
         let path = format!("{}/metadata/{}", kv.mount, kv.path);
-        self.raw(Method::POST, &path, Some(json!({ "max_versions": n })))
-            .await
-            .map(|_| ())
+        self.raw(
+            Method::POST,
+            &path,
+            Some(json!({ "max_versions": n })),
+            Resend::Always,
+        )
+        .await
+        .map(|_| ())
     }
 }

@@ -1,23 +1,70 @@
 //! The one HTTP stack every Vault call goes through: timeouts, TLS, the namespace header, the
-//! token, failover across addresses and request counting.
+//! token, routing to the active node of a cluster, failover, and request counting.
 //!
 //! Invariants:
 //! - TLS is always verified (against the system roots, plus the configured CA file).
-//! - A read (GET, LIST) moves on to the next address whenever a node could not answer.
-//! - A write (any other method) moves on only when it certainly was not processed: the
-//!   connection was never made, or the node answered that it did not process it (sealed,
-//!   standby, 429, a redirect). When it was sent and the reply was lost, the outcome is
-//!   [`VaultError::OutcomeUnknown`]: never sent a second time.
-//! - Redirects are followed only to a configured address, so the token goes nowhere else.
+//! - With several addresses (the nodes of one cluster), every request goes to the active node,
+//!   the one whose `sys/health` answers 200. A standby forwards writes but checks a
+//!   check-and-set against its own copy, which lags the leader, and serves reads from that copy:
+//!   through a standby a CAS fails spuriously and a read right after a write may miss it
+//!   (reference/openbao.md).
+//! - When a node cannot serve a request (connection refused or lost, timeout, sealed, a standby
+//!   that finds no active node, 502/503/504, Raft's transient 400, a redirect), the active node
+//!   is looked for again among all addresses with a bounded backoff, and the request is sent
+//!   again when its [`Resend`] class allows it, for at most [`FAILOVER_BOUND`] in all.
+//! - A request that may have been processed (its reply was lost) is sent again only when that
+//!   is safe: reads, writes that leave the same state however often they land, and
+//!   check-and-set writes (the version check turns a second landing into a conflict). A
+//!   check-and-set conflict after such a try is [`VaultError::OutcomeUnknown`], never a success
+//!   and never a plain conflict: the first try may have landed, so the caller reads back. A
+//!   request that creates something each time ([`Resend::Once`]) is never sent again once it
+//!   may have been processed.
+//! - The HTTP client follows no redirect. A 307 (a standby pointing at the active node) is
+//!   followed here, only to a configured address, so the token goes nowhere else; the node
+//!   that answered 307 did not process the request, so sending it on is a first try there.
+//! - With one address there is nowhere to fail over to: one try (and its redirects), and the
+//!   error says why.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use reqwest::Method;
+use reqwest::{Method, Url};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::{classify_status, error_chain, Vault, VaultError};
 use crate::config::VaultConfig;
+
+/// How long one request may spend looking for an active node and trying again.
+pub const FAILOVER_BOUND: Duration = Duration::from_secs(60);
+/// The first and the longest pause between two rounds of `sys/health` probes.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Redirects followed in a row before the node is treated as failing.
+const MAX_REDIRECTS: u32 = 3;
+/// The longest a `sys/health` probe may take (shorter when the request timeout is).
+pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Raft failover answers (reference/openbao.md): the node did not process the request.
+const WAITING_FOR_PRIMARY: &str = "Waiting for the primary to upgrade";
+const NO_ACTIVE_NODE: &str = "local node not active but active cluster node not found";
+const NOT_LEADER: &str = "node is not the leader";
+/// The leader lost its leadership while committing: the write may or may not be committed.
+const LEADERSHIP_LOST: &str = "leadership lost";
+
+/// Whether a request may be sent again after a try that may have been processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Resend {
+    /// Changes nothing, or leaves the same state however often it lands (a read, custom
+    /// metadata, max_versions, destroying versions, revoking a token).
+    Always,
+    /// A check-and-set write: sent again; a mismatch after a try that may have landed is
+    /// reported as an unknown outcome.
+    CheckAndSet,
+    /// Creates something each time (a secret-id, a login's token, a use of a secret-id): sent
+    /// again only when no node may have processed it.
+    Once,
+}
 
 /// One request to Vault, as the callers of [`Vault::send`] describe it.
 pub(super) struct Request<'a> {
@@ -28,55 +75,104 @@ pub(super) struct Request<'a> {
     pub shown: &'a str,
     pub body: Option<&'a Value>,
     /// The counter of [`super::VaultStats`] this request adds one to, once, whatever the number
-    /// of addresses tried.
+    /// of tries.
     pub count: Option<&'a AtomicU64>,
+    pub resend: Resend,
 }
 
-/// Why one node did not answer a request with success.
-struct Failure {
-    error: VaultError,
-    /// The request certainly was not processed (or may be repeated): try the next address.
-    try_next: bool,
+/// What one try at one node came to (a 2xx aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// A definite answer of the cluster (404, 403, a CAS mismatch, another 4xx, a 5xx that is
+    /// not about failover): it goes back to the caller.
+    Answer,
+    /// A redirect to the configured address with this index.
+    Redirect(usize),
+    /// This node cannot serve the request now. `maybe_processed`: the request reached a node
+    /// and its reply was lost, so it may have been processed.
+    Failover { maybe_processed: bool },
 }
 
-/// GET and LIST change nothing and may be sent to any node, any number of times.
-pub(super) fn is_idempotent(method: &Method) -> bool {
+/// GET and LIST change nothing.
+pub(super) fn is_read(method: &Method) -> bool {
     method == Method::GET || method == Method::HEAD || method.as_str() == "LIST"
 }
 
-/// An answer that says the node did not process the request, so another node may: sealed or
-/// standby (503), rate limited (429), a Raft node waiting for the primary, a standby that
-/// cannot find the active node, or a redirect that was not followed.
-pub(super) fn not_processed(status: u16, errors: &[String]) -> bool {
+/// Classify an answer that is not a 2xx. `location` is the `Location` header of a redirect;
+/// `from` the index of the address that answered.
+pub(super) fn verdict(
+    status: u16,
+    errors: &[String],
+    location: Option<&str>,
+    from: usize,
+    addresses: &[String],
+) -> Verdict {
     let has = |needle: &str| errors.iter().any(|e| e.contains(needle));
+    let not_processed = Verdict::Failover {
+        maybe_processed: false,
+    };
     match status {
-        300..=399 | 429 | 503 => true,
-        400 => has("Waiting for the primary"),
-        500 => has("local node not active but active cluster node not found"),
-        _ => false,
+        300..=399 => match location.and_then(|l| redirect_target(l, from, addresses)) {
+            Some(i) => Verdict::Redirect(i),
+            None => not_processed,
+        },
+        // Sealed, standby, rate limited, a node between leaders.
+        429 | 503 => not_processed,
+        400 if has(WAITING_FOR_PRIMARY) => not_processed,
+        500 if has(NO_ACTIVE_NODE) || has(NOT_LEADER) => not_processed,
+        500 if has(LEADERSHIP_LOST) => Verdict::Failover {
+            maybe_processed: true,
+        },
+        // A gateway in front of a node: the node may have processed the request.
+        502 | 504 => Verdict::Failover {
+            maybe_processed: true,
+        },
+        _ => Verdict::Answer,
     }
 }
 
-/// The HTTP client shared by every node: request timeout, TLS roots, redirect policy.
-pub(super) fn client(cfg: &VaultConfig) -> Result<reqwest::Client, VaultError> {
-    let origins: Vec<reqwest::Url> = cfg
-        .addresses
+/// The configured address a redirect points at (same scheme, host and port), or `None`: a
+/// redirect elsewhere is never followed, the token must not leave the cluster.
+pub(super) fn redirect_target(location: &str, from: usize, addresses: &[String]) -> Option<usize> {
+    let target = Url::parse(addresses.get(from)?).ok()?.join(location).ok()?;
+    addresses
         .iter()
-        .filter_map(|a| reqwest::Url::parse(a).ok())
-        .collect();
-    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-        let allowed = origins.iter().any(|o| o.origin() == attempt.url().origin());
-        if allowed && attempt.previous().len() < 3 {
-            attempt.follow()
-        } else {
-            attempt.stop()
-        }
-    });
+        .position(|a| Url::parse(a).is_ok_and(|u| u.origin() == target.origin()))
+}
+
+/// The error a request ends with. A write that may have been processed (by this try or an
+/// earlier one) ends as an unknown outcome unless the cluster gave a definite answer that does
+/// not depend on it; a check-and-set conflict does depend on it (the earlier try may be the
+/// version that is now in the way).
+pub(super) fn final_error(
+    error: VaultError,
+    method: &Method,
+    shown: &str,
+    maybe_processed: bool,
+) -> VaultError {
+    if is_read(method) || !maybe_processed {
+        return error;
+    }
+    let reason = match error {
+        VaultError::Unavailable { address, reason } => format!("{address}: {reason}"),
+        VaultError::Sealed { address } => format!("{address}: sealed"),
+        VaultError::CasMismatch { .. } => "an earlier try's reply was lost, and the check-and-set now finds a newer version: that try may be it".to_string(),
+        other => return other,
+    };
+    VaultError::OutcomeUnknown {
+        path: shown.to_string(),
+        reason,
+    }
+}
+
+/// The HTTP client shared by every node: request timeout, TLS roots, no redirects (followed
+/// by [`Vault::send`], which knows whether the body may go again).
+pub(super) fn client(cfg: &VaultConfig) -> Result<reqwest::Client, VaultError> {
     let mut builder = reqwest::Client::builder()
         .timeout(cfg.request_timeout)
         // A connect that hangs is reported as a connect error: nothing was sent yet.
         .connect_timeout(cfg.request_timeout)
-        .redirect(redirects);
+        .redirect(reqwest::redirect::Policy::none());
     if let Some(ca) = &cfg.ca_file {
         let pem = std::fs::read(ca).map_err(|e| VaultError::Other {
             path: ca.display().to_string(),
@@ -99,44 +195,100 @@ pub(super) fn client(cfg: &VaultConfig) -> Result<reqwest::Client, VaultError> {
     })
 }
 
+/// The node a request goes to, and the discovery epoch it was chosen in.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    index: usize,
+    epoch: u64,
+}
+
 impl Vault {
-    /// Send a request to the active node, moving on to the next address when the rules above
-    /// allow it; remember the node that answered.
+    /// Send a request to the active node, following redirects to configured addresses and
+    /// failing over as the module's rules say.
     pub(super) async fn send(&self, req: Request<'_>) -> Result<Value, VaultError> {
         if let Some(counter) = req.count {
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        let n = self.addresses.len();
-        let start = self.active.load(Ordering::Relaxed);
-        for i in 0..n {
-            let idx = (start + i) % n;
-            let address = &self.addresses[idx];
-            match self.send_to(address, &req).await {
-                Ok(v) => {
-                    if idx != start {
-                        self.active.store(idx, Ordering::Relaxed);
+        let cluster = self.addresses.len() > 1;
+        let deadline = Instant::now() + FAILOVER_BOUND;
+        let mut node = self.node_for_request(deadline).await?;
+        let mut target = node.index;
+        let mut maybe_processed = false;
+        let mut redirects = 0;
+        let mut pause = BACKOFF_FIRST;
+        loop {
+            let (verdict, error) = match self.try_node(target, &req).await {
+                Ok(value) => {
+                    if target != self.active.load(Ordering::Relaxed) {
+                        self.active.store(target, Ordering::Relaxed);
                     }
-                    return Ok(v);
+                    return Ok(value);
                 }
-                Err(f) if f.try_next && i + 1 < n => {
-                    tracing::warn!(%address, error = %f.error, "vault node failed; trying the next address");
+                Err(failure) => failure,
+            };
+            let address = &self.addresses[target];
+            let processed = match verdict {
+                Verdict::Redirect(to) if redirects < MAX_REDIRECTS => {
+                    redirects += 1;
+                    tracing::debug!(%address, to = %self.addresses[to], path = req.shown, "vault redirect to a configured node");
+                    target = to;
+                    continue;
                 }
-                Err(f) => return Err(f.error),
+                Verdict::Redirect(_) => false,
+                Verdict::Answer => {
+                    // A CAS mismatch from a node that is no longer active may be its stale copy.
+                    let stale = cluster
+                        && matches!(error, VaultError::CasMismatch { .. })
+                        && !self.answers_active(target).await;
+                    if !stale {
+                        // A 5xx that does not say the node skipped the request: it may have
+                        // been applied.
+                        let five_xx = matches!(error, VaultError::Unavailable { .. });
+                        return Err(final_error(
+                            error,
+                            &req.method,
+                            req.shown,
+                            maybe_processed || five_xx,
+                        ));
+                    }
+                    false
+                }
+                Verdict::Failover { maybe_processed } => maybe_processed,
+            };
+            maybe_processed |= processed;
+            let give_up = !cluster
+                || (maybe_processed && req.resend == Resend::Once)
+                || Instant::now() >= deadline;
+            if give_up {
+                return Err(final_error(error, &req.method, req.shown, maybe_processed));
+            }
+            tracing::warn!(%address, path = req.shown, error = %error, "vault node cannot serve the request; looking for the active node");
+            match self.rediscover(target, node.epoch, deadline).await {
+                Some(found) => {
+                    if found.index == target {
+                        // The same node again (rate limited, a gateway failing, Raft catching
+                        // up): do not hammer it.
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        tokio::time::sleep(pause.min(left)).await;
+                        pause = (pause * 2).min(BACKOFF_MAX);
+                    }
+                    node = found;
+                    target = found.index;
+                    redirects = 0;
+                }
+                None => return Err(final_error(error, &req.method, req.shown, maybe_processed)),
             }
         }
-        Err(VaultError::Unavailable {
-            address: String::new(),
-            reason: "no address configured".into(),
-        })
     }
 
     /// A raw JSON call: `api_path` is the path after `/v1/`; errors are classified by
     /// [`classify_status`]. Not counted in [`super::VaultStats`]: callers count.
-    pub(crate) async fn raw(
+    pub(super) async fn raw(
         &self,
         method: reqwest::Method,
         api_path: &str,
         body: Option<Value>,
+        resend: Resend,
     ) -> Result<Value, VaultError> {
         self.send(Request {
             method,
@@ -144,12 +296,112 @@ impl Vault {
             shown: api_path,
             body: body.as_ref(),
             count: None,
+            resend,
         })
         .await
     }
 
-    async fn send_to(&self, address: &str, req: &Request<'_>) -> Result<Value, Failure> {
-        let idempotent = is_idempotent(&req.method);
+    /// The node a new request starts at: the known active node, or (a cluster whose active
+    /// node is not known) the one found now.
+    async fn node_for_request(&self, deadline: Instant) -> Result<Node, VaultError> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if self.addresses.len() < 2 || self.known.load(Ordering::Acquire) {
+            return Ok(Node {
+                index: self.active.load(Ordering::Relaxed),
+                epoch,
+            });
+        }
+        self.rediscover(usize::MAX, epoch, deadline)
+            .await
+            .ok_or_else(|| VaultError::Unavailable {
+                address: self.addresses.join(", "),
+                reason: format!(
+                    "no node answered sys/health as the active node within {}s",
+                    FAILOVER_BOUND.as_secs()
+                ),
+            })
+    }
+
+    /// Find the active node again after `failed` could not serve a request chosen in `epoch`.
+    /// One request looks at a time; the others wait and take what it found. `None` when no
+    /// node is active by `deadline`.
+    async fn rediscover(&self, failed: usize, epoch: u64, deadline: Instant) -> Option<Node> {
+        let _one_at_a_time = tokio::time::timeout_at(deadline.into(), self.discovery.lock())
+            .await
+            .ok()?;
+        let now_epoch = self.epoch.load(Ordering::Acquire);
+        if now_epoch != epoch && self.known.load(Ordering::Acquire) {
+            return Some(Node {
+                index: self.active.load(Ordering::Relaxed),
+                epoch: now_epoch,
+            });
+        }
+        self.known.store(false, Ordering::Release);
+        let mut backoff = BACKOFF_FIRST;
+        let started = Instant::now();
+        loop {
+            if let Some(index) = self.probe_all(failed).await {
+                self.active.store(index, Ordering::Relaxed);
+                self.known.store(true, Ordering::Release);
+                let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+                tracing::info!(address = %self.addresses[index], after_ms = started.elapsed().as_millis() as u64, "vault active node found");
+                return Some(Node { index, epoch });
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            tokio::time::sleep(backoff.min(left)).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// At start: the active node of a cluster, when one answers now (else the first request
+    /// looks for it, within its bound).
+    pub(super) async fn pick_active_node(&self) {
+        if self.addresses.len() < 2 {
+            return;
+        }
+        if let Some(index) = self.probe_all(usize::MAX).await {
+            self.active.store(index, Ordering::Relaxed);
+            self.known.store(true, Ordering::Release);
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Probe every node's `sys/health` at once; the index of one that answers 200 (active),
+    /// another than `failed` when there is one.
+    async fn probe_all(&self, failed: usize) -> Option<usize> {
+        let probes = (0..self.addresses.len()).map(|i| self.answers_active(i));
+        let active: Vec<usize> = futures_util::future::join_all(probes)
+            .await
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, active)| active.then_some(i))
+            .collect();
+        active
+            .iter()
+            .copied()
+            .find(|&i| i != failed)
+            .or(active.first().copied())
+    }
+
+    /// Does this node's `sys/health` answer 200 (initialized, unsealed, active)?
+    async fn answers_active(&self, index: usize) -> bool {
+        let url = format!("{}/v1/sys/health", self.addresses[index]);
+        match self.http.get(&url).timeout(self.probe_timeout).send().await {
+            Ok(resp) => resp.status().as_u16() == 200,
+            Err(_) => false,
+        }
+    }
+
+    /// One try at one node. A 2xx is the answer's JSON; anything else is classified.
+    async fn try_node(
+        &self,
+        index: usize,
+        req: &Request<'_>,
+    ) -> Result<Value, (Verdict, VaultError)> {
+        let address = &self.addresses[index];
         let url = format!("{address}/v1/{}", req.api_path);
         let mut builder = self
             .http
@@ -159,12 +411,12 @@ impl Vault {
         if !token.expose_secret().is_empty() {
             let mut value =
                 reqwest::header::HeaderValue::from_str(token.expose_secret()).map_err(|_| {
-                    Failure {
-                        error: VaultError::Login {
+                    (
+                        Verdict::Answer,
+                        VaultError::Login {
                             reason: "the token holds characters not allowed in a header".into(),
                         },
-                        try_next: false,
-                    }
+                    )
                 })?;
             // Kept out of the Debug output of requests.
             value.set_sensitive(true);
@@ -179,93 +431,57 @@ impl Vault {
         let resp = builder
             .send()
             .await
-            .map_err(|e| transport_failure(e, address, req.shown, idempotent))?;
+            .map_err(|e| transport_failure(e, address, req.shown))?;
         let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_string);
         let text = resp
             .text()
             .await
-            .map_err(|e| transport_failure(e, address, req.shown, idempotent))?;
+            .map_err(|e| transport_failure(e, address, req.shown))?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if (200..300).contains(&status) {
             return Ok(value);
         }
         let errors = error_list(&value);
-        let error = classify_status(status, &errors, req.shown, address);
-        if not_processed(status, &errors) {
-            return Err(Failure {
-                error,
-                try_next: true,
-            });
-        }
-        if idempotent {
-            let try_next = error.is_retryable();
-            return Err(Failure { error, try_next });
-        }
-        match error {
-            // A 5xx that does not say the node skipped the request: it may have been applied.
-            VaultError::Unavailable { reason, .. } => Err(Failure {
-                error: VaultError::OutcomeUnknown {
-                    path: req.shown.to_string(),
-                    reason: format!("{address}: {reason}"),
-                },
-                try_next: false,
-            }),
-            error => Err(Failure {
-                error,
-                try_next: false,
-            }),
-        }
-    }
-
-    /// Prefer the active node of an HA cluster: standbys check CAS against a stale copy
-    /// (reference/openbao.md). `sys/health` answers 200 only on the active node.
-    pub(super) async fn pick_active_node(&self) {
-        if self.addresses.len() < 2 {
-            return;
-        }
-        for (i, address) in self.addresses.iter().enumerate() {
-            let url = format!("{address}/v1/sys/health");
-            if let Ok(resp) = self.http.get(&url).send().await {
-                if resp.status().as_u16() == 200 {
-                    self.active.store(i, Ordering::Relaxed);
-                    return;
-                }
-            }
-        }
+        let verdict = verdict(status, &errors, location.as_deref(), index, &self.addresses);
+        let error = match verdict {
+            Verdict::Failover { .. } if (300..400).contains(&status) => VaultError::Unavailable {
+                address: address.to_string(),
+                reason: format!("status {status}: a redirect to an address that is not configured"),
+            },
+            _ => classify_status(status, &errors, req.shown, address),
+        };
+        Err((verdict, error))
     }
 }
 
-/// A request that got no answer. Never connected: not sent, safe anywhere. Otherwise a read
-/// may go elsewhere, and a write's outcome is unknown.
-fn transport_failure(e: reqwest::Error, address: &str, shown: &str, idempotent: bool) -> Failure {
+/// A request that got no answer. Never connected: not sent. Otherwise it may have been
+/// processed.
+fn transport_failure(e: reqwest::Error, address: &str, shown: &str) -> (Verdict, VaultError) {
     let (builder, connect) = (e.is_builder(), e.is_connect());
     let reason = error_chain(&e.without_url());
     if builder {
-        return Failure {
-            error: VaultError::Other {
-                path: shown.to_string(),
-                status: None,
-                message: reason,
-            },
-            try_next: false,
-        };
-    }
-    if connect || idempotent {
-        return Failure {
-            error: VaultError::Unavailable {
-                address: address.to_string(),
-                reason,
-            },
-            try_next: true,
-        };
-    }
-    Failure {
-        error: VaultError::OutcomeUnknown {
+        let error = VaultError::Other {
             path: shown.to_string(),
-            reason: format!("{address}: {reason}"),
-        },
-        try_next: false,
+            status: None,
+            message: reason,
+        };
+        return (Verdict::Answer, error);
     }
+    let error = VaultError::Unavailable {
+        address: address.to_string(),
+        reason,
+    };
+    (
+        Verdict::Failover {
+            maybe_processed: !connect,
+        },
+        error,
+    )
 }
 
 /// The `errors` list of a Vault error answer.
@@ -285,8 +501,18 @@ fn error_list(value: &Value) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn nodes() -> Vec<String> {
+        [
+            "http://127.0.0.1:8200",
+            "http://127.0.0.1:8210",
+            "https://vault-3.internal:8200",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     #[test]
-    fn only_reads_are_idempotent() {
+    fn only_reads_are_reads() {
         let cases = [
             ("GET", true),
             ("LIST", true),
@@ -296,47 +522,139 @@ mod tests {
             ("DELETE", false),
             ("PATCH", false),
         ];
-        for (method, idempotent) in cases {
+        for (method, read) in cases {
             let m = Method::from_bytes(method.as_bytes()).unwrap();
-            assert_eq!(is_idempotent(&m), idempotent, "{method}");
+            assert_eq!(is_read(&m), read, "{method}");
         }
     }
 
     #[test]
-    fn answers_that_say_the_request_was_not_processed() {
-        let cases: &[(u16, &[&str], bool)] = &[
-            (503, &["Vault is sealed"], true),
-            (503, &[], true),
-            (429, &[], true),
-            (307, &[], true),
+    fn classifies_answers_as_failover_redirect_or_a_definite_answer() {
+        let failover = |maybe_processed| Verdict::Failover { maybe_processed };
+        let to_second = Some("http://127.0.0.1:8210/v1/secret/data/x");
+        let cases: &[(u16, &[&str], Option<&str>, Verdict)] = &[
+            (503, &["Vault is sealed"], None, failover(false)),
+            (503, &[], None, failover(false)),
+            (429, &[], None, failover(false)),
+            (307, &[], to_second, Verdict::Redirect(1)),
+            (
+                307,
+                &[],
+                Some("http://10.0.0.9:8200/v1/secret/data/x"),
+                failover(false),
+            ),
+            (307, &[], None, failover(false)),
             (
                 400,
                 &["Waiting for the primary to upgrade from non-versioned to versioned data"],
-                true,
+                None,
+                failover(false),
             ),
             (
                 500,
                 &["local node not active but active cluster node not found"],
-                true,
+                None,
+                failover(false),
             ),
-            (500, &["internal error"], false),
-            (502, &[], false),
-            (504, &[], false),
+            (500, &["node is not the leader"], None, failover(false)),
+            (
+                500,
+                &["failed to persist: leadership lost while committing log"],
+                None,
+                failover(true),
+            ),
+            (502, &[], None, failover(true)),
+            (504, &[], None, failover(true)),
+            (500, &["internal error"], None, Verdict::Answer),
             (
                 400,
                 &["check-and-set parameter did not match the current version"],
-                false,
+                None,
+                Verdict::Answer,
             ),
-            (403, &["permission denied"], false),
-            (404, &[], false),
+            (
+                400,
+                &["check-and-set parameter required for this call"],
+                None,
+                Verdict::Answer,
+            ),
+            (403, &["permission denied"], None, Verdict::Answer),
+            (404, &[], None, Verdict::Answer),
         ];
-        for (status, errors, expected) in cases {
+        for (status, errors, location, expected) in cases {
             let errors: Vec<String> = errors.iter().map(|s| s.to_string()).collect();
             assert_eq!(
-                not_processed(*status, &errors),
+                verdict(*status, &errors, *location, 0, &nodes()),
                 *expected,
-                "{status} {errors:?}"
+                "{status} {errors:?} {location:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_redirect_is_followed_only_to_a_configured_address() {
+        let cases: &[(&str, usize, Option<usize>)] = &[
+            ("http://127.0.0.1:8210/v1/secret/data/x", 0, Some(1)),
+            (
+                "http://127.0.0.1:8200/v1/secret/data/x?version=2",
+                1,
+                Some(0),
+            ),
+            ("https://vault-3.internal:8200/v1/sys/health", 0, Some(2)),
+            ("https://vault-3.internal/v1/x", 0, None),
+            // The scheme counts: the token never goes out in clear to a TLS node's port.
+            ("http://vault-3.internal:8200/v1/x", 0, None),
+            ("https://127.0.0.1:8210/v1/x", 0, None),
+            ("http://127.0.0.1:8211/v1/x", 0, None),
+            ("http://evil.example:8200/v1/x", 0, None),
+            ("http://127.0.0.1:8200@evil.example/v1/x", 0, None),
+            // A relative redirect stays on the node that sent it.
+            ("/v1/secret/data/x", 1, Some(1)),
+            ("http://[::1", 0, None),
+        ];
+        for (location, from, expected) in cases {
+            assert_eq!(
+                redirect_target(location, *from, &nodes()),
+                *expected,
+                "{location} from {from}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_write_that_may_have_landed_ends_as_an_unknown_outcome() {
+        let error = |kind: &str| match kind {
+            "unavailable" => VaultError::Unavailable {
+                address: "http://127.0.0.1:8200".into(),
+                reason: "connection reset".into(),
+            },
+            "cas_mismatch" => VaultError::CasMismatch {
+                path: "secret/x".into(),
+            },
+            _ => VaultError::NotFound {
+                path: "secret/x".into(),
+            },
+        };
+        // (method, the last try's error, may an earlier or this try have been processed, the
+        // error the caller gets)
+        let cases = [
+            ("GET", "unavailable", true, "unavailable"),
+            ("LIST", "unavailable", true, "unavailable"),
+            ("POST", "unavailable", false, "unavailable"),
+            ("POST", "unavailable", true, "outcome_unknown"),
+            ("PUT", "unavailable", true, "outcome_unknown"),
+            ("POST", "cas_mismatch", false, "cas_mismatch"),
+            ("POST", "cas_mismatch", true, "outcome_unknown"),
+            ("POST", "not_found", true, "not_found"),
+            ("GET", "not_found", true, "not_found"),
+        ];
+        for (method, last, maybe_processed, kind) in cases {
+            let m = Method::from_bytes(method.as_bytes()).unwrap();
+            let e = final_error(error(last), &m, "secret/x", maybe_processed);
+            assert_eq!(e.kind(), kind, "{method} {last} {maybe_processed}");
+            if kind == "outcome_unknown" {
+                assert!(e.to_string().contains("secret/x"), "{e}");
+            }
         }
     }
 }

@@ -1,9 +1,10 @@
 //! The only code that talks to Vault/OpenBao: KV v2 reads and check-and-set writes, metadata,
 //! AppRole secret-ids, token login and renewal.
 //!
-//! Invariants: every call goes through one HTTP stack ([`http`]), which classifies errors into
-//! [`VaultError`], moves to the next configured address only when that is safe (a write whose
-//! reply was lost is never sent again), and counts requests (the rotation budget is measured in
+//! Invariants: every call goes through one HTTP stack ([`http`]), which sends it to the active
+//! node of a cluster, classifies errors into [`VaultError`], fails over and sends a request again
+//! only when that is safe (a write whose reply was lost goes again only when landing twice is
+//! harmless or caught by check-and-set), and counts requests (the rotation budget is measured in
 //! writes); no secret value is logged.
 
 mod approle;
@@ -13,7 +14,8 @@ mod extra;
 mod http;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use reqwest::Method;
@@ -26,6 +28,9 @@ pub use approle::{GeneratedSecretId, SecretIdInfo, SecretIdOptions};
 pub use auth::{resolve_login, Login};
 pub use error::{classify_status, error_chain, VaultError};
 pub use extra::{MountKind, TokenInfo};
+pub use http::FAILOVER_BOUND;
+
+use http::Resend;
 
 use crate::config::{KvPath, VaultConfig};
 use crate::secret::SecretFields;
@@ -73,8 +78,17 @@ pub struct VaultStats {
 pub struct Vault {
     /// Node addresses, without a trailing `/`.
     addresses: Vec<String>,
-    /// Index of the node that answered last; calls start there.
+    /// Index of the active node (of the node that answered last); calls start there.
     active: AtomicUsize,
+    /// `active` was found by `sys/health` and has not failed since (several addresses only).
+    known: AtomicBool,
+    /// Counts the times the active node was found; a request that fails looks again only when
+    /// nobody has since it started.
+    epoch: AtomicU64,
+    /// One request at a time looks for the active node; the others wait for what it finds.
+    discovery: tokio::sync::Mutex<()>,
+    /// How long a `sys/health` probe may take.
+    probe_timeout: Duration,
     login: Login,
     http: reqwest::Client,
     namespace: Option<String>,
@@ -104,6 +118,10 @@ impl Vault {
                 .map(|a| a.trim_end_matches('/').to_string())
                 .collect(),
             active: AtomicUsize::new(0),
+            known: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            discovery: tokio::sync::Mutex::new(()),
+            probe_timeout: cfg.request_timeout.min(http::PROBE_TIMEOUT),
             login,
             http: http::client(cfg)?,
             namespace: cfg.namespace.clone(),
@@ -117,7 +135,7 @@ impl Vault {
         Ok(vault)
     }
 
-    /// The address of the node calls start at.
+    /// The address of the node calls start at: the active node of a cluster.
     pub fn active_address(&self) -> &str {
         &self.addresses[self.active.load(Ordering::Relaxed)]
     }
@@ -191,6 +209,7 @@ impl Vault {
                 shown: &shown,
                 body: None,
                 count: Some(&self.stats.reads),
+                resend: Resend::Always,
             })
             .await?;
         let read: Read = data_of(answer, &shown)?;
@@ -240,6 +259,7 @@ impl Vault {
                 shown: &shown,
                 body: Some(&request),
                 count: Some(&self.stats.writes),
+                resend: Resend::CheckAndSet,
             })
             .await?;
         let written: Written = data_of(answer, &shown)?;
@@ -272,6 +292,7 @@ impl Vault {
                 shown: &shown,
                 body: None,
                 count: Some(&self.stats.reads),
+                resend: Resend::Always,
             })
             .await?;
         let m: Metadata = data_of(answer, &shown)?;
@@ -307,6 +328,7 @@ impl Vault {
             shown: &kv.to_string(),
             body: Some(&request),
             count: Some(&self.stats.writes),
+            resend: Resend::Always,
         })
         .await
         .map(|_| ())
@@ -321,6 +343,7 @@ impl Vault {
             shown: &kv.to_string(),
             body: Some(&request),
             count: Some(&self.stats.writes),
+            resend: Resend::Always,
         })
         .await
         .map(|_| ())
@@ -340,6 +363,7 @@ impl Vault {
                 shown: &shown,
                 body: None,
                 count: Some(&self.stats.reads),
+                resend: Resend::Always,
             })
             .await;
         match answer {

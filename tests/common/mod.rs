@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod fleet;
 pub mod proxy;
+pub mod raft;
 pub mod receiver;
 pub mod stack;
 
@@ -42,16 +44,27 @@ pub fn free_port_pair() -> u16 {
     }
 }
 
-/// A running `bao server -dev`, killed on drop.
+/// A running `bao server -dev`, killed on drop; or (`attach`) a handle on a server run by
+/// someone else.
 pub struct OpenBao {
     pub addr: String,
-    child: Child,
+    child: Option<Child>,
     pub http: reqwest::Client,
 }
 
 impl OpenBao {
     pub async fn start() -> OpenBao {
         OpenBao::launch(None, None).await
+    }
+
+    /// A handle on a server this handle does not run (a node of a [`raft::RaftCluster`]): the
+    /// helpers below, as root (`ROOT_TOKEN` must be a root token there).
+    pub fn attach(addr: &str) -> OpenBao {
+        OpenBao {
+            addr: addr.to_string(),
+            child: None,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// A dev server with a file audit device logging every request to `log` (a `request` and a
@@ -104,7 +117,7 @@ impl OpenBao {
             let scheme = if tls.is_some() { "https" } else { "http" };
             let mut bao = OpenBao {
                 addr: format!("{scheme}://127.0.0.1:{port}"),
-                child,
+                child: Some(child),
                 http: reqwest::Client::new(),
             };
             if let Some(dir) = tls {
@@ -124,8 +137,7 @@ impl OpenBao {
             if bao.wait_healthy(Duration::from_secs(20)).await {
                 return bao;
             }
-            let _ = bao.child.kill();
-            let _ = bao.child.wait();
+            drop(bao);
         }
         panic!("could not start an OpenBao dev server");
     }
@@ -133,7 +145,7 @@ impl OpenBao {
     async fn wait_healthy(&mut self, limit: Duration) -> bool {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
                 return false;
             }
             if let Ok(r) = self
@@ -297,8 +309,10 @@ impl OpenBao {
 
 impl Drop for OpenBao {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -73,7 +73,12 @@ impl Stack {
     }
 
     pub async fn with(opts: StackOptions) -> Stack {
-        let bao = OpenBao::start().await;
+        Stack::on(OpenBao::start().await, &[], opts).await
+    }
+
+    /// A stack on a Vault run elsewhere: `bao` is a handle on it (as root), `addresses` what the
+    /// config lists (every node of a cluster), or none for `bao`'s own address.
+    pub async fn on(bao: OpenBao, addresses: &[String], opts: StackOptions) -> Stack {
         let emu = bigcommerce_emulator::start(EmulatorConfig::new(Seed::demo()))
             .await
             .expect("start the emulator");
@@ -97,7 +102,11 @@ impl Stack {
         } else {
             None
         };
-        let vault_address = proxy.as_ref().map_or(bao.addr.clone(), Proxy::url);
+        let vault_address = match (&proxy, addresses) {
+            (Some(proxy), _) => format!("address = {:?}", proxy.url()),
+            (None, []) => format!("address = {:?}", bao.addr),
+            (None, all) => format!("addresses = {all:?}"),
+        };
         let token = if opts.root_token {
             ROOT_TOKEN.to_string()
         } else {
@@ -109,7 +118,7 @@ impl Stack {
             format!(
                 r#"
 [vault]
-address = "{bao}"
+{bao}
 [vault.auth]
 method = "token"
 

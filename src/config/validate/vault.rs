@@ -37,13 +37,15 @@ impl Validator<'_> {
                 if list.get_ref().is_empty() {
                     self.bad("vault.addresses", list, "must list at least one address");
                 }
-                let mut all = Some(Vec::new());
+                let mut all: Option<Vec<String>> = Some(Vec::new());
                 for (i, address) in list.get_ref().iter().enumerate() {
-                    match (
-                        self.url(&format!("vault.addresses[{i}]"), address),
-                        all.as_mut(),
-                    ) {
-                        (Some(address), Some(all)) => all.push(address),
+                    let key = format!("vault.addresses[{i}]");
+                    match (self.url(&key, address), all.as_mut()) {
+                        (Some(url), Some(seen)) if seen.contains(&url) => {
+                            self.bad(&key, address, "lists the same node twice");
+                            all = None;
+                        }
+                        (Some(url), Some(seen)) => seen.push(url),
                         _ => all = None,
                     }
                 }
