@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::stack::{Stack, StackOptions, ACCESS_TOKEN_PATH, CRED, STORE};
+use common::stack::{shared_name, shared_secret_path, Stack, StackOptions, STORE};
 use common::ROOT_TOKEN;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -13,70 +13,15 @@ use nix::unistd::Pid;
 const CREDENTIALS: usize = 100;
 
 fn name(i: usize) -> String {
-    if i == 0 {
-        CRED.to_string()
-    } else {
-        format!("shared-{i}")
-    }
+    shared_name(i)
 }
 
-fn secret_path(i: usize) -> String {
-    if i == 0 {
-        common::stack::SECRET_PATH.to_string()
-    } else {
-        format!("bigcommerce/shared-{i}")
-    }
-}
-
-fn start_instance(stack: &Stack, id: &str) -> tokio::process::Child {
-    let log = std::fs::File::create(stack.dir.path().join(format!("{id}.log"))).unwrap();
-    tokio::process::Command::new(common::binary())
-        .arg("--config")
-        .arg(&stack.config)
-        .args(["run", "--interval", "2s"])
-        .env("VAULT_TOKEN", &stack.token)
-        .env("SECRET_ROTATOR_INSTANCE_ID", id)
-        .env("SECRET_ROTATOR_LOG", "info")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start an instance")
-}
-
-/// Every credential's current secret version (0: none yet).
 async fn versions(stack: &Stack) -> Vec<u64> {
-    let mut out = Vec::new();
-    for i in 0..CREDENTIALS {
-        let (_, meta) = stack
-            .bao
-            .call_as(
-                ROOT_TOKEN,
-                "GET",
-                &format!("secret/metadata/{}", secret_path(i)),
-                None,
-            )
-            .await;
-        out.push(meta["data"]["current_version"].as_u64().unwrap_or(0));
-    }
-    out
+    stack.shared_versions(CREDENTIALS).await
 }
 
 async fn wait_for_versions(stack: &Stack, at_least: &[u64], limit: Duration) -> Vec<u64> {
-    let until = Instant::now() + limit;
-    loop {
-        let now = versions(stack).await;
-        if now.iter().zip(at_least).all(|(v, want)| v >= want) {
-            return now;
-        }
-        assert!(
-            Instant::now() < until,
-            "not every credential reached its version in {limit:?}: {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    stack.wait_for_shared_versions(at_least, limit).await
 }
 
 async fn mints(stack: &Stack) -> usize {
@@ -143,34 +88,13 @@ async fn three_instances_share_100_credentials_without_a_double_rotation_and_sur
         .set_rate_limit(STORE, u32::MAX, Duration::from_secs(30))
         .await
         .unwrap();
-    let base = stack.emu.base_url();
-    let mut config = std::fs::read_to_string(&stack.config).unwrap();
-    config.push_str("\n[daemon]\nstagger = \"2s\"\n");
-    for i in 1..CREDENTIALS {
-        config.push_str(&format!(
-            r#"
-[[credentials]]
-name = "{}"
-path = "{}"
-[credentials.bigcommerce_storefront]
-store_hash = "{STORE}"
-api_url = "{base}"
-storefront_url = "{base}/store-{{store_hash}}"
-access_token = {{ path = "{ACCESS_TOKEN_PATH}", key = "access_token" }}
-kind = "storefront"
-channel_ids = [1]
-"#,
-            name(i),
-            secret_path(i)
-        ));
-    }
-    std::fs::write(&stack.config, config).unwrap();
+    stack.add_shared_credentials("\n[daemon]\nstagger = \"2s\"\n", CREDENTIALS);
     let initial = versions(&stack).await;
     let minted_before = mints(&stack).await;
 
-    let mut a = start_instance(&stack, "ha-a");
-    let mut b = start_instance(&stack, "ha-b");
-    let mut c = start_instance(&stack, "ha-c");
+    let mut a = stack.start_instance("ha-a");
+    let mut b = stack.start_instance("ha-b");
+    let mut c = stack.start_instance("ha-c");
     // Round one mints the missing secrets; two more rounds on the 10 s max age.
     let round = |v: &[u64], more: u64| v.iter().map(|x| x + more).collect::<Vec<_>>();
     let started = Instant::now();
@@ -213,7 +137,7 @@ channel_ids = [1]
     for i in 0..CREDENTIALS {
         let secret = stack
             .bao
-            .root("GET", &format!("secret/data/{}", secret_path(i)), None)
+            .root("GET", &format!("secret/data/{}", shared_secret_path(i)), None)
             .await;
         let token = secret["data"]["data"]["token"]
             .as_str()

@@ -245,10 +245,11 @@ impl Budget {
                     .max(reset_at.saturating_duration_since(reset_h));
                 if apart <= tolerance {
                     // The same window: answers arrive in any order, the lowest count is the
-                    // latest.
+                    // latest; the latest reset instant is never before the store's (an answer
+                    // arrives after the store counted it), an estimate may be.
                     Known::Metered {
                         left: left.min(left_h),
-                        reset_at,
+                        reset_at: reset_at.max(reset_h),
                         since,
                     }
                 } else if reset_h > reset_at || started >= since {
@@ -507,6 +508,15 @@ mod tests {
                     // window, from the last start.
                     Ask(30, Go),
                     Ask(30, Until(30 + 2970 / 3)),
+                ],
+            ),
+            (
+                "in one window the latest reset instant holds (an estimate may be early)",
+                &[
+                    answer(0, 0, 0, 1000),
+                    Ask(1000, Go), // the window refreshed: assumed to end at 4000
+                    answer(1100, 1000, 0, 2950),
+                    Ask(1100, Until(4050)),
                 ],
             ),
             (

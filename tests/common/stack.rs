@@ -302,6 +302,118 @@ grace = "{grace}"
     }
 }
 
+/// The name of the `i`th of many storefront credentials of the stack's store (0: the stack's own).
+pub fn shared_name(i: usize) -> String {
+    if i == 0 {
+        CRED.to_string()
+    } else {
+        format!("shared-{i}")
+    }
+}
+
+/// The secret path of the `i`th of many storefront credentials (0: the stack's own).
+pub fn shared_secret_path(i: usize) -> String {
+    if i == 0 {
+        SECRET_PATH.to_string()
+    } else {
+        format!("bigcommerce/shared-{i}")
+    }
+}
+
+impl Stack {
+    /// Appends `toml` (a `[daemon]` table, say) to the config, then storefront credentials 1 to
+    /// `n - 1` of the stack's store ([`shared_name`], [`shared_secret_path`]), with no secret
+    /// yet: the daemon mints their first versions. Their paths are outside the example policy:
+    /// run the daemon with the root token.
+    pub fn add_shared_credentials(&self, toml: &str, n: usize) {
+        let base = self.emu.base_url();
+        let mut config = std::fs::read_to_string(&self.config).unwrap();
+        config.push_str(toml);
+        for i in 1..n {
+            config.push_str(&storefront_credential(
+                &shared_name(i),
+                &shared_secret_path(i),
+                &base,
+            ));
+        }
+        std::fs::write(&self.config, config).unwrap();
+    }
+
+    /// Gives shared credentials 1 to `n - 1` a version 1 minted by hand (as an operator adopting
+    /// existing tokens); returns the tokens of credentials 0 to `n - 1`.
+    pub async fn adopt_shared_secrets(&self, n: usize) -> Vec<String> {
+        let mut tokens = vec![self.current().await.1];
+        for i in 1..n {
+            let token = self.mint_by_hand().await;
+            self.bao
+                .write_secret("secret", &shared_secret_path(i), json!({ "token": token }))
+                .await;
+            tokens.push(token);
+        }
+        tokens
+    }
+
+    /// The current secret version of shared credentials 0 to `n - 1` (0: none yet).
+    pub async fn shared_versions(&self, n: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            let (_, meta) = self
+                .bao
+                .call_as(
+                    ROOT_TOKEN,
+                    "GET",
+                    &format!("secret/metadata/{}", shared_secret_path(i)),
+                    None,
+                )
+                .await;
+            out.push(meta["data"]["current_version"].as_u64().unwrap_or(0));
+        }
+        out
+    }
+
+    /// Polls until every shared credential is at least at its version in `at_least`; panics
+    /// with the versions after `limit`.
+    pub async fn wait_for_shared_versions(&self, at_least: &[u64], limit: Duration) -> Vec<u64> {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            let now = self.shared_versions(at_least.len()).await;
+            if now.iter().zip(at_least).all(|(v, want)| v >= want) {
+                return now;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "not every credential reached its version in {limit:?}: {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// `run --interval 2s` as instance `id` (one of several sharing the credentials), its log in
+    /// `{id}.log` in the stack's directory; killed when dropped.
+    pub fn start_instance(&self, id: &str) -> tokio::process::Child {
+        let log = std::fs::File::create(self.dir.path().join(format!("{id}.log"))).unwrap();
+        tokio::process::Command::new(super::binary())
+            .arg("--config")
+            .arg(&self.config)
+            .args(["run", "--interval", "2s"])
+            .env("VAULT_TOKEN", &self.token)
+            .env("SECRET_ROTATOR_INSTANCE_ID", id)
+            .env("SECRET_ROTATOR_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start an instance")
+    }
+
+    /// What instance `id` logged.
+    pub fn instance_log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{id}.log"))).unwrap_or_default()
+    }
+}
+
 /// The example policy on the stack's paths: its state prefix, its credential's secret and the
 /// parent access token (which the example also rotates, so the file grants it writes too).
 /// A `[[credentials]]` table for a storefront token of the emulator at `base`.
