@@ -137,7 +137,11 @@ async fn three_instances_share_100_credentials_without_a_double_rotation_and_sur
     for i in 0..CREDENTIALS {
         let secret = stack
             .bao
-            .root("GET", &format!("secret/data/{}", shared_secret_path(i)), None)
+            .root(
+                "GET",
+                &format!("secret/data/{}", shared_secret_path(i)),
+                None,
+            )
             .await;
         let token = secret["data"]["data"]["token"]
             .as_str()

@@ -53,9 +53,7 @@ async fn forty_rotations_due_at_once_against_one_store_keep_to_its_quota_without
     .unwrap_or_else(|_| panic!("log:\n{}", log()));
     for (i, token) in old.iter().enumerate() {
         assert!(
-            stack
-                .rejected_within(token, Duration::from_secs(40))
-                .await,
+            stack.rejected_within(token, Duration::from_secs(40)).await,
             "{}: the old token is still accepted; log:\n{}",
             shared_name(i),
             log()

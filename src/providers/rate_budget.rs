@@ -19,6 +19,7 @@
 //! that gave up) gives its place back.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -270,10 +271,51 @@ impl Budget {
     }
 }
 
-/// One store's budget in the process, and the waiters for its answers.
+/// One store's budget in the process, the waiters for its answers, and what it cost them.
 struct Entry {
     budget: Mutex<Budget>,
     answers: Notify,
+    /// Requests that waited before they started (or gave up).
+    waits: AtomicU64,
+    waited_ms: AtomicU64,
+    /// Calls ended with `Transient` because the wait would pass their deadline.
+    gave_up: AtomicU64,
+    /// Answers with status 429.
+    limited: AtomicU64,
+}
+
+/// What one store's budget cost so far (for metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitStats {
+    /// The budget's key ([`store_key`]): the API base URL and the store hash.
+    pub key: String,
+    /// Requests that waited for the budget before starting (or giving up).
+    pub waits: u64,
+    /// Their waits, added up.
+    pub waited: Duration,
+    /// Calls that ended with `Transient` because the wait would have passed their deadline.
+    pub gave_up: u64,
+    /// Answers with status 429 (the store's quota spent by someone else, or platform overload).
+    pub limited: u64,
+}
+
+/// Every store budget of the process so far, with what it cost.
+pub fn stats() -> Vec<WaitStats> {
+    let all = budgets()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut out: Vec<WaitStats> = all
+        .iter()
+        .map(|(key, e)| WaitStats {
+            key: key.clone(),
+            waits: e.waits.load(Ordering::Relaxed),
+            waited: Duration::from_millis(e.waited_ms.load(Ordering::Relaxed)),
+            gave_up: e.gave_up.load(Ordering::Relaxed),
+            limited: e.limited.load(Ordering::Relaxed),
+        })
+        .collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
 }
 
 impl Entry {
@@ -285,10 +327,13 @@ impl Entry {
     }
 }
 
-fn entry(key: &str) -> Arc<Entry> {
+fn budgets() -> &'static Mutex<HashMap<String, Arc<Entry>>> {
     static BUDGETS: OnceLock<Mutex<HashMap<String, Arc<Entry>>>> = OnceLock::new();
-    let mut all = BUDGETS
-        .get_or_init(|| Mutex::new(HashMap::new()))
+    BUDGETS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn entry(key: &str) -> Arc<Entry> {
+    let mut all = budgets()
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     all.entry(key.to_string())
@@ -296,6 +341,10 @@ fn entry(key: &str) -> Arc<Entry> {
             Arc::new(Entry {
                 budget: Mutex::new(Budget::new()),
                 answers: Notify::new(),
+                waits: AtomicU64::new(0),
+                waited_ms: AtomicU64::new(0),
+                gave_up: AtomicU64::new(0),
+                limited: AtomicU64::new(0),
             })
         })
         .clone()
@@ -313,6 +362,9 @@ impl Permit {
     /// Records the answer's status and headers in the budget; returns what the headers said.
     pub fn answered(mut self, status: u16, headers: &HeaderMap) -> RateHeaders {
         let rate = RateHeaders::parse(headers);
+        if status == 429 {
+            self.entry.limited.fetch_add(1, Ordering::Relaxed);
+        }
         self.entry
             .lock()
             .answered(Instant::now(), self.started, status, &rate);
@@ -336,6 +388,15 @@ impl Drop for Permit {
 /// in the reason).
 pub async fn reserve(key: &str, deadline: Instant, what: &str) -> Result<Permit, ProviderError> {
     let entry = entry(key);
+    let asked = Instant::now();
+    let mut waited = false;
+    let count_wait = |waited: bool| {
+        if waited {
+            entry.waits.fetch_add(1, Ordering::Relaxed);
+            let ms = asked.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
+            entry.waited_ms.fetch_add(ms, Ordering::Relaxed);
+        }
+    };
     loop {
         // Registered before the decision, so that an answer between the two is not missed.
         let answer = entry.answers.notified();
@@ -345,25 +406,34 @@ pub async fn reserve(key: &str, deadline: Instant, what: &str) -> Result<Permit,
         let decision = entry.lock().decide(now);
         match decision {
             Decision::Go => {
+                count_wait(waited);
                 return Ok(Permit {
                     entry: Arc::clone(&entry),
                     started: now,
                     released: false,
-                })
+                });
             }
             Decision::WaitUntil(until) if until > deadline => {
+                count_wait(true);
+                entry.gave_up.fetch_add(1, Ordering::Relaxed);
                 return Err(ProviderError::Transient {
                     reason: format!(
                         "{what}: the store's rate limit allows no request before the call's deadline"
                     ),
                     retry_after: Some(until.saturating_duration_since(now)),
-                })
+                });
             }
-            Decision::WaitUntil(until) => tokio::time::sleep_until(until).await,
+            Decision::WaitUntil(until) => {
+                waited = true;
+                tokio::time::sleep_until(until).await
+            }
             Decision::WaitForAnswer => {
+                waited = true;
                 tokio::select! {
                     _ = answer => {}
                     _ = tokio::time::sleep_until(deadline) => {
+                        count_wait(true);
+                        entry.gave_up.fetch_add(1, Ordering::Relaxed);
                         return Err(ProviderError::Transient {
                             reason: format!(
                                 "{what}: no answer from the store told its rate limit before the call's deadline"
@@ -805,5 +875,12 @@ mod tests {
             .await
             .unwrap();
         assert!(start.elapsed() >= Duration::from_millis(300));
+        let mine = stats().into_iter().find(|s| s.key == key).unwrap();
+        assert_eq!(
+            (mine.waits, mine.gave_up, mine.limited),
+            (2, 1, 1),
+            "{mine:?}"
+        );
+        assert!(mine.waited >= Duration::from_millis(300), "{mine:?}");
     }
 }
