@@ -9,15 +9,19 @@
 //! - store account: `client_id`, `access_token`, optionally `client_secret`.
 //!
 //! Invariants: verification never changes store data (reads, and writes with an empty body that
-//! a scoped token gets 422 for); one request per probe, no retries (the caller owns them); no
-//! error carries a token, a URL with credentials, or an answer's body: statuses and names only.
+//! a scoped token gets 422 for); one request per probe, no retries (the caller owns them), each
+//! started when the store's rate-limit budget ([`super::rate_budget`], shared with the storefront
+//! provider) has room, within [`REQUEST_TIMEOUT`] wait included; no error carries a token, a URL
+//! with credentials, or an answer's body: statuses and names only.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
-use reqwest::Method;
+use reqwest::{Method, RequestBuilder};
+use tokio::time::Instant;
 
+use super::rate_budget;
 use super::{MintRequest, Minted, Mode, Provider, ProviderError, ProviderInfo};
 use crate::config::{BasicAuthAccountConfig, ProviderConfig, ScopeLevel, StoreAccountConfig};
 use crate::secret::SecretFields;
@@ -241,7 +245,31 @@ fn send_error(what: &str, e: &reqwest::Error) -> ProviderError {
     }
 }
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest one probe takes, a wait for the store's rate-limit budget included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Sends one probe when the budget under `budget_key` has room for it, and returns the status.
+/// A 429 is `Transient` with the wait the store asked for.
+async fn probe_status(
+    budget_key: &str,
+    what: &str,
+    request: RequestBuilder,
+) -> Result<u16, ProviderError> {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    // Dropped without an answer (a send error), it frees its place in the budget.
+    let permit = rate_budget::reserve(budget_key, deadline, what).await?;
+    let request = request.timeout(deadline.saturating_duration_since(Instant::now()));
+    let resp = request.send().await.map_err(|e| send_error(what, &e))?;
+    let status = resp.status().as_u16();
+    let rate = permit.answered(status, resp.headers());
+    if status == 429 {
+        return Err(ProviderError::Transient {
+            reason: format!("{what}: the store answered 429"),
+            retry_after: rate.retry_wait(),
+        });
+    }
+    Ok(status)
+}
 
 /// `bigcommerce_store_account`.
 pub struct StoreAccountProvider {
@@ -264,7 +292,6 @@ impl StoreAccountProvider {
         let mut req = self
             .http
             .request(method.clone(), &url)
-            .timeout(REQUEST_TIMEOUT)
             .header("X-Auth-Token", token)
             .header(ACCEPT, "application/json");
         if method != Method::GET {
@@ -272,10 +299,8 @@ impl StoreAccountProvider {
             req = req.header(CONTENT_TYPE, "application/json");
         }
         let what = format!("{method} /{path}");
-        req.send()
-            .await
-            .map(|r| r.status().as_u16())
-            .map_err(|e| send_error(&what, &e))
+        let budget = rate_budget::store_key(&self.cfg.api_url, &self.cfg.store_hash);
+        probe_status(&budget, &what, req).await
     }
 }
 
@@ -430,15 +455,14 @@ impl BasicAuthProvider {
             })?;
         let username = secret.expose("username").unwrap_or(&self.cfg.username);
         let url = format!("{}time", self.cfg.api_path);
-        self.http
+        let request = self
+            .http
             .get(&url)
-            .timeout(REQUEST_TIMEOUT)
             .basic_auth(username, Some(token))
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .map_err(|e| send_error("GET {api_path}time", &e))
+            .header(ACCEPT, "application/json");
+        // The legacy API path has a quota of its own (a rolling hour), apart from the REST API's.
+        let budget = rate_budget::store_key(&self.cfg.api_path, &self.cfg.store_hash);
+        probe_status(&budget, "GET {api_path}time", request).await
     }
 }
 

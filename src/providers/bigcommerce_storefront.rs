@@ -6,21 +6,22 @@
 //! Invariants: the access token is read from Vault for every call that needs it and kept no
 //! longer than that call, so a rotated parent token is picked up at once; every request goes
 //! through [`StorefrontProvider::send`], which sends it once (retrying is the caller's business),
-//! waits for a spent quota only within the call's deadline, and turns a 429 into
+//! waits for room in the store's rate-limit budget ([`super::rate_budget`], shared by every
+//! credential of the store) only within the call's deadline, and turns a 429 into
 //! [`ProviderError::Transient`] with the wait the store asked for; no error carries a URL, the
 //! JWT or the access token (messages are summarised from status + title, then redacted).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
-use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::rate_budget;
 use super::{MintRequest, Minted, Mode, Provider, ProviderError, ProviderInfo};
 use crate::config::{StorefrontConfig, StorefrontTokenKind};
 use crate::secret::SecretFields;
@@ -28,17 +29,8 @@ use crate::vault::Vault;
 
 /// The longest one call takes, waiting for a spent quota included.
 pub const DEFAULT_CALL_DEADLINE: Duration = Duration::from_secs(30);
-/// Never believe a header asking for a longer wait than this (BigCommerce windows are 30 s).
-const MAX_HEADER_WAIT: Duration = Duration::from_secs(60);
 
 const GRAPHQL_PROBE: &str = "{ site { settings { storeName } } }";
-
-/// Per store: no request before this instant (the quota was seen spent). Process-wide, because
-/// the quota is shared by every client of a store, and so by every credential of that store.
-fn quota_gates() -> &'static Mutex<HashMap<String, Instant>> {
-    static GATES: OnceLock<Mutex<HashMap<String, Instant>>> = OnceLock::new();
-    GATES.get_or_init(|| Mutex::new(HashMap::new()))
-}
 
 /// Which call a request belongs to: a lost answer means different things for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +100,9 @@ impl StorefrontProvider {
         )
     }
 
-    fn gate_key(&self, url_base: &str) -> String {
-        format!("{url_base}|{}", self.cfg.store_hash)
+    /// The rate-limit budget of the store behind `url_base` (the REST API, or the storefront).
+    fn budget_key(&self, url_base: &str) -> String {
+        rate_budget::store_key(url_base, &self.cfg.store_hash)
     }
 
     fn what(&self, op: Op) -> String {
@@ -142,50 +135,32 @@ impl StorefrontProvider {
         }
     }
 
-    /// Sends one request, once. A spent quota (an earlier answer said 0 left, or a 429) is
-    /// waited out first when it refreshes within the call's deadline; otherwise, or on a 429,
-    /// the call ends with `Transient` and the wait the store asked for. Transport failures are
-    /// classified here; every other answer is returned for the caller to judge.
+    /// Sends one request, once, when the store's rate-limit budget has room for it: a wait for
+    /// room (a spent quota, a 429's wait, pacing) within the call's deadline is waited out;
+    /// otherwise, or on a 429, the call ends with `Transient` and the wait the store asked for.
+    /// Transport failures are classified here; every other answer is returned for the caller to
+    /// judge.
     async fn send(
         &self,
         op: Op,
-        gate_key: &str,
+        budget_key: &str,
         request: RequestBuilder,
     ) -> Result<Answer, ProviderError> {
         let deadline = Instant::now() + self.call_deadline;
-        if let Some(until) = quota_gate(gate_key) {
-            if until > deadline {
-                return Err(ProviderError::Transient {
-                    reason: format!(
-                        "{}: the store's rate limit quota is spent for longer than the call may wait",
-                        self.what(op)
-                    ),
-                    retry_after: Some(until.saturating_duration_since(Instant::now())),
-                });
-            }
-            tokio::time::sleep_until(until).await;
-        }
+        // Dropped without an answer (an error below), it frees its place in the budget.
+        let permit = rate_budget::reserve(budget_key, deadline, &self.what(op)).await?;
         let resp = match tokio::time::timeout_at(deadline, request.send()).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return Err(self.transport_error(op, e)),
             Err(_) => return Err(self.deadline_error(op)),
         };
         let status = resp.status().as_u16();
-        let rate = RateHeaders::parse(resp.headers());
+        let rate = permit.answered(status, resp.headers());
         if status == 429 {
-            let retry_after = rate.retry_wait();
-            if let Some(wait) = retry_after {
-                close_gate(gate_key, wait);
-            }
             return Err(ProviderError::Transient {
                 reason: format!("{}: rate limited (429)", self.what(op)),
-                retry_after,
+                retry_after: rate.retry_wait(),
             });
-        }
-        if rate.left == Some(0) {
-            if let Some(reset) = rate.reset {
-                close_gate(gate_key, reset);
-            }
         }
         let text = match tokio::time::timeout_at(deadline, resp.text()).await {
             Ok(Ok(t)) => t,
@@ -301,53 +276,6 @@ fn root_cause(e: reqwest::Error) -> String {
     cause.to_string()
 }
 
-/// What the `X-Rate-Limit-*` / `Retry-After` headers of one answer say.
-#[derive(Debug, Default, PartialEq)]
-struct RateHeaders {
-    left: Option<u64>,
-    reset: Option<Duration>,
-    retry_after: Option<Duration>,
-}
-
-impl RateHeaders {
-    fn parse(h: &HeaderMap) -> RateHeaders {
-        let num = |name: &str| -> Option<u64> { h.get(name)?.to_str().ok()?.trim().parse().ok() };
-        RateHeaders {
-            left: num("x-rate-limit-requests-left"),
-            reset: num("x-rate-limit-time-reset-ms").map(Duration::from_millis),
-            retry_after: num("x-retry-after")
-                .or_else(|| num("retry-after"))
-                .map(Duration::from_secs),
-        }
-    }
-
-    /// How long a 429 tells us to wait; `None` when it says nothing (platform overload).
-    fn retry_wait(&self) -> Option<Duration> {
-        self.reset
-            .or(self.retry_after)
-            .map(|w| w.min(MAX_HEADER_WAIT))
-    }
-}
-
-/// Until when the store's quota is known to be spent, if it still is.
-fn quota_gate(key: &str) -> Option<Instant> {
-    let until = quota_gates()
-        .lock()
-        .expect("quota gate lock poisoned")
-        .get(key)
-        .copied()?;
-    (until > Instant::now()).then_some(until)
-}
-
-fn close_gate(key: &str, reset: Duration) {
-    let until = Instant::now() + reset.min(MAX_HEADER_WAIT);
-    let mut gates = quota_gates().lock().expect("quota gate lock poisoned");
-    let entry = gates.entry(key.to_string()).or_insert(until);
-    if *entry < until {
-        *entry = until;
-    }
-}
-
 /// "status 403: <title or message>", from a v3, v2 or GraphQL error body, with every known
 /// secret value cut out in case the server echoed one.
 fn summarise(status: u16, body: &Value, secrets: &[&str]) -> String {
@@ -431,7 +359,7 @@ impl Provider for StorefrontProvider {
         let answer = self
             .send(
                 Op::Mint,
-                &self.gate_key(&self.cfg.api_url),
+                &self.budget_key(&self.cfg.api_url),
                 self.http
                     .request(Method::POST, &url)
                     .header("X-Auth-Token", &access_token)
@@ -500,7 +428,7 @@ impl Provider for StorefrontProvider {
         let answer = self
             .send(
                 Op::Verify,
-                &self.gate_key(&self.cfg.storefront_url),
+                &self.budget_key(&self.cfg.storefront_url),
                 self.http
                     .request(Method::POST, &url)
                     .bearer_auth(token)
@@ -539,7 +467,7 @@ impl Provider for StorefrontProvider {
         let answer = self
             .send(
                 Op::Revoke,
-                &self.gate_key(&self.cfg.api_url),
+                &self.budget_key(&self.cfg.api_url),
                 self.http
                     .request(Method::DELETE, &url)
                     .header("X-Auth-Token", &access_token)
@@ -584,54 +512,6 @@ impl Provider for StorefrontProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
-
-    /// Response headers, then the expected `left` and 429 wait.
-    type HeaderCase = (
-        &'static [(&'static str, &'static str)],
-        Option<u64>,
-        Option<Duration>,
-    );
-
-    #[test]
-    fn rate_headers_say_how_long_to_wait() {
-        let cases: &[HeaderCase] = &[
-            (
-                &[
-                    ("X-Rate-Limit-Requests-Left", "0"),
-                    ("X-Rate-Limit-Time-Reset-Ms", "1500"),
-                    ("X-Retry-After", "2"),
-                ],
-                Some(0),
-                Some(Duration::from_millis(1500)),
-            ),
-            (
-                &[("X-Retry-After", "2")],
-                None,
-                Some(Duration::from_secs(2)),
-            ),
-            (&[("Retry-After", "3")], None, Some(Duration::from_secs(3))),
-            (
-                &[("X-Rate-Limit-Time-Reset-Ms", "999999999")],
-                None,
-                Some(MAX_HEADER_WAIT),
-            ),
-            (&[], None, None),
-            (&[("X-Rate-Limit-Time-Reset-Ms", "soon")], None, None),
-        ];
-        for (headers, left, wait) in cases {
-            let mut h = HeaderMap::new();
-            for (k, v) in *headers {
-                h.insert(
-                    reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    HeaderValue::from_static(v),
-                );
-            }
-            let r = RateHeaders::parse(&h);
-            assert_eq!(r.left, *left, "{headers:?}");
-            assert_eq!(r.retry_wait(), *wait, "{headers:?}");
-        }
-    }
 
     #[test]
     fn a_token_past_its_recorded_expiry_is_expired() {

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::stack::{Stack, ACCESS_TOKEN_PATH, CRED, SECRET_PATH, STORE};
+use super::stack::{storefront_credential, Stack, CRED, SECRET_PATH, STORE};
 use super::ROOT_TOKEN;
 
 pub fn name(i: usize) -> String {
@@ -31,24 +31,28 @@ pub fn add_credentials(stack: &Stack, count: usize, before: &str) {
     let mut config = std::fs::read_to_string(&stack.config).unwrap();
     config.push_str(before);
     for i in 1..count {
-        config.push_str(&format!(
-            r#"
-[[credentials]]
-name = "{}"
-path = "{}"
-[credentials.bigcommerce_storefront]
-store_hash = "{STORE}"
-api_url = "{base}"
-storefront_url = "{base}/store-{{store_hash}}"
-access_token = {{ path = "{ACCESS_TOKEN_PATH}", key = "access_token" }}
-kind = "storefront"
-channel_ids = [1]
-"#,
-            name(i),
-            secret_path(i)
-        ));
+        config.push_str(&storefront_credential(&name(i), &secret_path(i), &base));
     }
     std::fs::write(&stack.config, config).unwrap();
+}
+
+/// Gives credentials 1..`count` a version 1 minted by hand (an operator adopting existing
+/// tokens); returns the tokens of credentials 0..`count`.
+pub async fn adopt_secrets(stack: &Stack, count: usize) -> Vec<String> {
+    let mut tokens = vec![stack.current().await.1];
+    for i in 1..count {
+        let token = stack.mint_by_hand().await;
+        stack
+            .bao
+            .write_secret(
+                "secret",
+                &secret_path(i),
+                serde_json::json!({ "token": token }),
+            )
+            .await;
+        tokens.push(token);
+    }
+    tokens
 }
 
 /// `run --interval 2s` as instance `id`, its log in `{id}.log` in the stack's directory.
