@@ -8,8 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::fleet::{
-    add_credentials, assert_current_tokens_live, assert_mints_accounted_for, instance_log, mints,
-    plus, start_instance, versions, wait_for_versions,
+    add_credentials, assert_current_tokens_live, assert_mints_accounted_for,
+    assert_no_rotation_right_after_another, instance_log, mints, plus, start_instance, versions,
+    wait_for_versions,
 };
 use common::raft::RaftCluster;
 use common::stack::{Stack, StackOptions, STORE};
@@ -91,5 +92,6 @@ async fn rotations_go_on_when_the_raft_leader_is_killed() {
     assert_eq!(status.code(), Some(0), "{}", instance_log(&stack, "raft"));
 
     assert_mints_accounted_for(&stack, &initial, minted_before).await;
+    assert_no_rotation_right_after_another(&stack, CREDENTIALS, chrono::Duration::seconds(2)).await;
     assert_current_tokens_live(&stack, CREDENTIALS).await;
 }
