@@ -6,11 +6,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::fleet::{
-    add_credentials, assert_current_tokens_live, assert_mints_accounted_for,
+    self, add_credentials, assert_current_tokens_live, assert_mints_accounted_for,
     assert_no_rotation_right_after_another, mints, plus, start_instance, versions,
     wait_for_versions,
 };
-use common::stack::{Stack, StackOptions, STORE};
+use common::stack::Stack;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -18,19 +18,8 @@ const CREDENTIALS: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_100_credentials_without_a_double_rotation_and_survive_a_kill() {
-    let stack = Stack::with(StackOptions {
-        max_age: "10s",
-        grace: "1s",
-        revocation_delay_ms: 0,
-        root_token: true,
-        ..Default::default()
-    })
-    .await;
-    stack
-        .admin
-        .set_rate_limit(STORE, u32::MAX, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let stack = Stack::with(fleet::options("10s")).await;
+    fleet::lift_rate_limit(&stack).await;
     add_credentials(&stack, CREDENTIALS, "\n[daemon]\nstagger = \"2s\"\n");
     let initial = versions(&stack, CREDENTIALS).await;
     let minted_before = mints(&stack).await;

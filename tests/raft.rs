@@ -8,12 +8,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::fleet::{
-    add_credentials, assert_current_tokens_live, assert_mints_accounted_for,
+    self, add_credentials, assert_current_tokens_live, assert_mints_accounted_for,
     assert_no_rotation_right_after_another, instance_log, mints, plus, start_instance, versions,
     wait_for_versions,
 };
 use common::raft::RaftCluster;
-use common::stack::{Stack, StackOptions, STORE};
+use common::stack::Stack;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -28,20 +28,10 @@ async fn rotations_go_on_when_the_raft_leader_is_killed() {
     let mut stack = Stack::on(
         cluster.client(leader),
         &cluster.addresses(),
-        StackOptions {
-            max_age: "4s",
-            grace: "1s",
-            revocation_delay_ms: 0,
-            root_token: true,
-            ..Default::default()
-        },
+        fleet::options("4s"),
     )
     .await;
-    stack
-        .admin
-        .set_rate_limit(STORE, u32::MAX, Duration::from_secs(30))
-        .await
-        .unwrap();
+    fleet::lift_rate_limit(&stack).await;
     add_credentials(&stack, CREDENTIALS, "");
     let config = std::fs::read_to_string(&stack.config).unwrap();
     assert!(config.contains("addresses = ["), "{config}");

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::stack::{storefront_credential, Stack, CRED, SECRET_PATH, STORE};
+use super::stack::{storefront_credential, Stack, StackOptions, CRED, SECRET_PATH, STORE};
 use super::ROOT_TOKEN;
 
 pub fn name(i: usize) -> String {
@@ -23,6 +23,27 @@ pub fn secret_path(i: usize) -> String {
     } else {
         format!("bigcommerce/shared-{i}")
     }
+}
+
+/// A stack for many credentials: grace 1 s, no revocation delay, the daemon on the root token
+/// (the shared paths are outside the example policy).
+pub fn options(max_age: &'static str) -> StackOptions {
+    StackOptions {
+        max_age,
+        grace: "1s",
+        revocation_delay_ms: 0,
+        root_token: true,
+        ..Default::default()
+    }
+}
+
+/// Lift the store's rate limit: these tests are about instances, not the quota.
+pub async fn lift_rate_limit(stack: &Stack) {
+    stack
+        .admin
+        .set_rate_limit(STORE, u32::MAX, Duration::from_secs(30))
+        .await
+        .unwrap();
 }
 
 /// Append to the stack's config `before` (more config lines), then credentials 1..`count`.
