@@ -236,6 +236,19 @@ async fn main() {
         }
     }
     let ready_secs = started.elapsed().as_secs_f64();
+    // Keep reading the notify socket, as systemd does: its queue holds about ten datagrams, and
+    // a bench that stops reading measures a sender that waits for room (before 2026-11-24 the
+    // daemon's loop itself waited there, and stopped reconciling after its first minute).
+    let drain = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        let mut statuses = 0u64;
+        while let Ok(got) = notify.recv(&mut buf).await {
+            if String::from_utf8_lossy(&buf[..got]).contains("STATUS=") {
+                statuses += 1;
+            }
+        }
+        statuses
+    });
     // Let the audit device write the last responses of the start-up.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let at_ready = audit_len(&audit);
@@ -248,6 +261,7 @@ async fn main() {
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = tokio::time::timeout(Duration::from_secs(40), daemon.wait()).await;
+    drain.abort();
 
     let startup = requests(&audit, before_start, at_ready);
     let idle = requests(&audit, at_ready, at_end);
