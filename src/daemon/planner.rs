@@ -113,7 +113,12 @@ pub(crate) struct Planner {
     settings: Settings,
     /// The name is shared by the entry's key and its place in the queue.
     entries: HashMap<Arc<str>, Entry>,
-    queue: BTreeSet<(DateTime<Utc>, Work, Arc<str>)>,
+    /// Reads and reconciles by time. Apart from the drives: when the read limit is reached, the
+    /// loop's look at the queue skips them all at once instead of one by one (at start-up there
+    /// are as many as credentials).
+    queue: Queue,
+    /// Drives by time.
+    drives_queue: Queue,
     drives: usize,
     reads: usize,
     /// Drives in flight per provider instance; the keys are the entries' `provider`.
@@ -128,6 +133,7 @@ impl Planner {
             settings,
             entries: HashMap::new(),
             queue: BTreeSet::new(),
+            drives_queue: BTreeSet::new(),
             drives: 0,
             reads: 0,
             per_provider: HashMap::new(),
@@ -206,7 +212,7 @@ impl Planner {
                     self.recovering = self.recovering.saturating_sub(1);
                 }
                 if let Some((t, w)) = e.queued {
-                    self.queue.remove(&(t, w, name.clone()));
+                    self.queue_mut(w).remove(&(t, w, name.clone()));
                 }
                 if let Some(w) = e.running {
                     self.release(w, &e.provider);
@@ -226,14 +232,8 @@ impl Planner {
         now: DateTime<Utc>,
         skip: impl Fn(&str, Work) -> bool,
     ) -> Option<(String, Work)> {
-        let found = self
-            .queue
-            .iter()
-            .take_while(|(t, _, _)| *t <= now)
-            .find(|(_, work, name)| !skip(name, *work) && self.allows(name, *work))
-            .cloned();
-        let (t, work, name) = found?;
-        self.queue.remove(&(t, work, name.clone()));
+        let (t, work, name) = self.candidate(now, &skip)?;
+        self.queue_mut(work).remove(&(t, work, name.clone()));
         let entry = self.entries.get_mut(&*name)?;
         entry.queued = None;
         entry.running = Some(work);
@@ -259,10 +259,37 @@ impl Planner {
         now: DateTime<Utc>,
         skip: impl Fn(&str, Work) -> bool,
     ) -> bool {
-        self.queue
-            .iter()
-            .take_while(|(t, _, _)| *t <= now)
-            .any(|(_, work, name)| !skip(name, *work) && self.allows(name, *work))
+        self.candidate(now, &skip).is_some()
+    }
+
+    /// The earliest work due at `now` that `skip` and the limits allow (a read first, then a
+    /// drive, then a reconcile, on a tie).
+    fn candidate(
+        &self,
+        now: DateTime<Utc>,
+        skip: &impl Fn(&str, Work) -> bool,
+    ) -> Option<(DateTime<Utc>, Work, Arc<str>)> {
+        let first = |queue: &Queue| {
+            queue
+                .iter()
+                .take_while(|(t, _, _)| *t <= now)
+                .find(|(_, work, name)| !skip(name, *work) && self.allows(name, *work))
+                .cloned()
+        };
+        let read = (self.reads < self.settings.max_reads)
+            .then(|| first(&self.queue))
+            .flatten();
+        let drive = (self.drives < self.settings.max_rotations)
+            .then(|| first(&self.drives_queue))
+            .flatten();
+        match (read, drive) {
+            (Some(r), Some(d)) => Some(r.min(d)),
+            (r, d) => r.or(d),
+        }
+    }
+
+    fn queue_mut(&mut self, work: Work) -> &mut Queue {
+        queue_for(&mut self.queue, &mut self.drives_queue, work)
     }
 
     /// Whether the limits let `work` start for `name` now.
@@ -397,7 +424,12 @@ impl Planner {
 
     /// When the loop should look at the queue next (the earliest planned work).
     pub(crate) fn next_wake(&self) -> Option<DateTime<Utc>> {
-        self.queue.first().map(|(t, _, _)| *t)
+        let read = self.queue.first().map(|(t, _, _)| *t);
+        let drive = self.drives_queue.first().map(|(t, _, _)| *t);
+        match (read, drive) {
+            (Some(r), Some(d)) => Some(r.min(d)),
+            (r, d) => r.or(d),
+        }
     }
 
     /// Start-up recovery is done: every credential read once, every attempt found in flight
@@ -425,7 +457,7 @@ impl Planner {
             return;
         };
         if let Some((t, w)) = e.queued.take() {
-            self.queue.remove(&(t, w, key.clone()));
+            queue_for(&mut self.queue, &mut self.drives_queue, w).remove(&(t, w, key.clone()));
         }
         if e.running.is_some() {
             return;
@@ -440,8 +472,19 @@ impl Planner {
         .min();
         if let Some((t, w)) = wake {
             e.queued = Some((t, w));
-            self.queue.insert((t, w, key.clone()));
+            queue_for(&mut self.queue, &mut self.drives_queue, w).insert((t, w, key.clone()));
         }
+    }
+}
+
+/// Work by time, and the credential's shared name.
+type Queue = BTreeSet<(DateTime<Utc>, Work, Arc<str>)>;
+
+/// The queue `work` goes in.
+fn queue_for<'a>(reads: &'a mut Queue, drives: &'a mut Queue, work: Work) -> &'a mut Queue {
+    match work {
+        Work::Drive => drives,
+        Work::Read | Work::Reconcile => reads,
     }
 }
 
