@@ -159,10 +159,10 @@ fn check_config_refuses_dev_zero_at_once_and_a_directory_without_a_fake_position
     assert!(!all.contains(":0:0:"), "{all}");
 
     let big = dir.path().join("big.toml");
-    std::fs::write(&big, "#".repeat(2 * 1024 * 1024)).unwrap();
+    std::fs::write(&big, "#".repeat(64 * 1024 * 1024 + 1)).unwrap();
     let (code, all) = check_config(&big);
     assert_eq!(code, Some(2), "{all}");
-    assert!(all.contains("larger than 1 MiB"), "{all}");
+    assert!(all.contains("larger than 64 MiB"), "{all}");
 }
 
 #[test]

@@ -57,12 +57,12 @@ pub fn parse(text: &str, source: &str, env: &dyn Environment) -> Result<Config, 
     validate::validate(raw, problems, env).map_err(located)
 }
 
-/// The largest configuration file read. A configuration is a few KB; the cap keeps a wrong path
-/// (`/dev/zero`, a log file) from filling memory.
-const MAX_FILE_SIZE: u64 = 1024 * 1024;
+/// The largest configuration file read. A fleet of 100,000 credentials takes about 20 MB; the
+/// cap keeps a wrong path (a log file, a pipe that never ends) from filling memory.
+const MAX_FILE_SIZE: u64 = 64 * 1024 * 1024;
 
 /// Reads and validates a configuration file. A file that cannot be read (missing, a directory or a
-/// device, larger than 1 MiB, not UTF-8) is one error naming the path, without a position.
+/// device, larger than 64 MiB, not UTF-8) is one error naming the path, without a position.
 pub fn load(path: &Path, env: &dyn Environment) -> Result<Config, ConfigErrors> {
     let source = path.display().to_string();
     match read_file(path) {

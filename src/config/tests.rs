@@ -1658,23 +1658,24 @@ fn whole_file_errors_have_no_position_or_key() {
 }
 
 #[test]
-fn a_file_larger_than_1_mib_is_refused_without_reading_it_all() {
+fn a_file_larger_than_64_mib_is_refused_without_reading_it_all() {
+    let max = super::MAX_FILE_SIZE as usize;
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big.toml");
-    std::fs::write(&big, "#".repeat(1024 * 1024 + 1)).unwrap();
+    std::fs::write(&big, "#".repeat(max + 1)).unwrap();
     let errors = load(&big, &FakeEnvironment::new()).unwrap_err();
     assert_eq!(errors.errors.len(), 1);
     assert!(
-        errors.errors[0].message.contains("larger than 1 MiB"),
+        errors.errors[0].message.contains("larger than 64 MiB"),
         "{errors}"
     );
 
     let just_fits = dir.path().join("fits.toml");
     let mut text =
         "vault = { address = \"https://v:8200\", auth = { method = \"token\" } }\n".to_string();
-    text.push_str(&"#".repeat(1024 * 1024 - text.len()));
+    text.push_str(&"#".repeat(max - text.len()));
     std::fs::write(&just_fits, text).unwrap();
-    load(&just_fits, &FakeEnvironment::new()).expect("a file of exactly 1 MiB is read");
+    load(&just_fits, &FakeEnvironment::new()).expect("a file of exactly 64 MiB is read");
 }
 
 #[test]

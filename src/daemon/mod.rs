@@ -6,6 +6,7 @@
 //! stop bound, and what is cut short after it resumes from its recorded phase on the next start.
 
 pub mod admin;
+mod checks;
 pub mod metrics;
 mod periodic;
 mod planner;
@@ -27,7 +28,6 @@ use crate::config::{Credential, ProcessEnvironment};
 use crate::events::{Event, EventKind, EventSink, FanOut};
 use crate::notify::deliver::{Deliverer, Workers};
 use crate::policy::SecretFacts;
-use crate::providers::Mode;
 use crate::report;
 use crate::rotation::{Begin, Engine, EngineError, Outcome, RunResult, StateRecord, Wait};
 use crate::vault::VaultError;
@@ -114,6 +114,35 @@ const READ_DEADLINE: Duration = Duration::from_secs(120);
 /// How often a `STATUS=` line is sent at most.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 
+/// How often the loop looks for drift checks whose interval passed (a scan of every credential).
+const DRIFT_EVERY: Duration = Duration::from_secs(1);
+
+/// The configuration's credentials by name: indices sorted by name (4 bytes per credential; a
+/// lookup is a binary search, where `Config::credential` scans them all).
+struct ByName(Vec<u32>);
+
+impl ByName {
+    fn new(app: &App) -> ByName {
+        let credentials = &app.config.credentials;
+        let mut order: Vec<u32> = (0..credentials.len() as u32).collect();
+        order.sort_by(|a, b| {
+            credentials[*a as usize]
+                .name
+                .cmp(&credentials[*b as usize].name)
+        });
+        ByName(order)
+    }
+
+    /// `app` is the one this index was built from.
+    fn get<'a>(&self, app: &'a App, name: &str) -> Option<&'a Credential> {
+        let credentials = &app.config.credentials;
+        self.0
+            .binary_search_by(|i| credentials[*i as usize].name.as_str().cmp(name))
+            .ok()
+            .map(|at| &credentials[self.0[at] as usize])
+    }
+}
+
 /// What a task reports back to the loop.
 enum Done {
     /// A full read (and a drive when there was one).
@@ -159,7 +188,14 @@ pub(crate) async fn run(
     };
     let mut keeper = keep_token(&app);
     tracing::info!(credentials = app.config.credentials.len(), owner = %app.engine.owner, "secret-rotator running");
-    preflight_all(&app).await;
+    // The start-up checks gate nothing (each attempt checks again before it mints): a pass
+    // (`--once`) makes them first, as its report; the daemon after READY, in the background.
+    let progress = Arc::new(checks::Progress::default());
+    let mut checking: Option<tokio::task::JoinHandle<()>> = None;
+    if once {
+        checks::run(&app, &progress).await;
+    }
+    let mut by_name = ByName::new(&app);
     // Dependents are told off the rotation path, one worker per credential that has any.
     let mut workers = start_deliveries(&app, &metrics);
     let heartbeat = Heartbeat::new();
@@ -190,6 +226,8 @@ pub(crate) async fn run(
     let mut stop: Option<Instant> = None;
     let mut last_status = Instant::now();
     let mut status_dirty = false;
+    let mut checks_were_running = false;
+    let mut last_drift = Instant::now() - DRIFT_EVERY;
     let code = loop {
         heartbeat.feed();
         if reload && stop.is_none() {
@@ -199,16 +237,20 @@ pub(crate) async fn run(
                 keeper.abort();
                 workers.stop(DELIVERY_STOP).await;
                 app = Arc::new(new);
+                by_name = ByName::new(&app);
                 keeper = keep_token(&app);
                 current.send_replace(app.clone());
-                preflight_all(&app).await;
+                if let Some(task) = checking.take() {
+                    task.abort();
+                }
+                checking = Some(checks::spawn(app.clone(), progress.clone()));
                 workers = start_deliveries(&app, &metrics);
                 // Re-plan: forget what left the configuration, read everything again.
-                planner.retain(|name| app.config.credential(name).is_some());
+                planner.retain(|name| by_name.get(&app, name).is_some());
                 track_all(&app, &mut planner, Utc::now(), false);
             }
             // Whether the new configuration was taken or refused, the daemon runs on.
-            systemd::ready(&status_line(&planner, errors, Utc::now()));
+            systemd::ready(&status_line(&planner, errors, &progress, Utc::now()));
         }
         // Hand out what is due, within the limits.
         if stop.is_none() {
@@ -217,7 +259,7 @@ pub(crate) async fn run(
                 (once && work == Work::Drive && driven.contains(name))
                     || backoff.waiting_until(name, now).is_some()
             }) {
-                let Some(cred) = app.config.credential(&name).cloned() else {
+                let Some(cred) = by_name.get(&app, &name).cloned() else {
                     planner.retain(|n| n != name);
                     continue;
                 };
@@ -251,14 +293,21 @@ pub(crate) async fn run(
         if !ready && planner.recovered() && stop.is_none() && !once {
             ready = true;
             health.recovered.store(true, Ordering::Relaxed);
-            let line = status_line(&planner, errors, Utc::now());
+            checking = Some(checks::spawn(app.clone(), progress.clone()));
+            let line = status_line(&planner, errors, &progress, Utc::now());
             tracing::info!(status = %line, "ready");
             systemd::ready(&line);
             last_status = Instant::now();
             status_dirty = false;
         }
+        // The checks' progress, and their end, show in the status line.
+        let checks_running = progress.running();
+        if checks_running || checks_were_running {
+            status_dirty = true;
+        }
+        checks_were_running = checks_running;
         if ready && status_dirty && last_status.elapsed() >= STATUS_EVERY {
-            systemd::status(&status_line(&planner, errors, Utc::now()));
+            systemd::status(&status_line(&planner, errors, &progress, Utc::now()));
             last_status = Instant::now();
             status_dirty = false;
         }
@@ -279,7 +328,8 @@ pub(crate) async fn run(
         }
         // Drift checks whose interval passed (in memory, no IO unless one is due; at most a
         // round at a time, off the loop). Not in `--once`: a pass there reads every credential.
-        if !once {
+        if !once && last_drift.elapsed() >= DRIFT_EVERY {
+            last_drift = Instant::now();
             spawn_drift_checks(&app);
         }
         // Sleep until the next planned work, a finished task, a tick or a signal.
@@ -293,7 +343,8 @@ pub(crate) async fn run(
         tokio::select! {
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok((name, work, done)) = joined {
-                    errors += settle(&app, &mut planner, &mut backoff, &metrics, &health, &name, work, done);
+                    let cred = by_name.get(&app, &name);
+                    errors += settle(cred, &mut planner, &mut backoff, &metrics, &health, &name, work, done);
                     status_dirty = true;
                 }
             }
@@ -329,6 +380,9 @@ pub(crate) async fn run(
         "shutting down; rotations in flight resume from their recorded phase on the next start"
     );
     tasks.abort_all();
+    if let Some(task) = checking {
+        task.abort();
+    }
     if let Some(mut p) = periodic {
         let _ = p.shutdown().await;
     }
@@ -340,6 +394,7 @@ pub(crate) async fn run(
     if let Some(a) = admin {
         a.abort();
     }
+    systemd::flush(Duration::from_secs(1)).await;
     Ok(code)
 }
 
@@ -538,7 +593,7 @@ async fn perform(app: &App, cred: &Credential, work: Work, known: (Option<u64>, 
 /// could not hold.
 #[allow(clippy::too_many_arguments)]
 fn settle(
-    app: &App,
+    cred: Option<&Credential>,
     planner: &mut Planner,
     backoff: &mut ErrorBackoff,
     metrics: &Metrics,
@@ -550,7 +605,7 @@ fn settle(
     if !planner.is_tracked(name) {
         return 0;
     }
-    let Some(cred) = app.config.credential(name) else {
+    let Some(cred) = cred else {
         return 0;
     };
     let now = Utc::now();
@@ -613,8 +668,14 @@ fn settle(
     }
 }
 
-/// "12 credentials, 1 in flight, next due in 3m".
-fn status_line(planner: &Planner, errors: usize, now: DateTime<Utc>) -> String {
+/// "12 credentials, 1 in flight, next due in 3m", and the start-up checks' progress and
+/// problems.
+fn status_line(
+    planner: &Planner,
+    errors: usize,
+    progress: &checks::Progress,
+    now: DateTime<Utc>,
+) -> String {
     let s = planner.summary();
     let mut line = format!("{} credentials, {} in flight", s.tracked, s.in_flight);
     if s.needs_attention > 0 {
@@ -629,6 +690,7 @@ fn status_line(planner: &Planner, errors: usize, now: DateTime<Utc>) -> String {
     } else {
         line.push_str(", next due in never");
     }
+    line.push_str(&progress.describe());
     line
 }
 
@@ -676,17 +738,21 @@ async fn reloaded(old: &App, metrics: &Metrics) -> Option<App> {
             "[admin] changed: the admin server keeps its address until the next restart"
         );
     }
+    let names = |c: &crate::config::Config| -> HashSet<String> {
+        c.credentials.iter().map(|c| c.name.clone()).collect()
+    };
+    let (old_names, new_names) = (names(&old.config), names(&config));
     let added: Vec<&str> = config
         .credentials
         .iter()
-        .filter(|c| old.config.credential(&c.name).is_none())
+        .filter(|c| !old_names.contains(&c.name))
         .map(|c| c.name.as_str())
         .collect();
     let removed: Vec<&str> = old
         .config
         .credentials
         .iter()
-        .filter(|c| config.credential(&c.name).is_none())
+        .filter(|c| !new_names.contains(&c.name))
         .map(|c| c.name.as_str())
         .collect();
     tracing::info!(
@@ -695,7 +761,7 @@ async fn reloaded(old: &App, metrics: &Metrics) -> Option<App> {
         removed = %removed.join(","),
         "configuration reloaded"
     );
-    metrics.retain_credentials(&|name| config.credential(name).is_some());
+    metrics.retain_credentials(&|name| new_names.contains(name));
     metrics.set_vault(vault.clone());
     let engine = Engine {
         vault: vault.clone(),
@@ -721,41 +787,6 @@ async fn reloaded(old: &App, metrics: &Metrics) -> Option<App> {
         deliverer,
         http: old.http.clone(),
     })
-}
-
-/// At start-up, say at once what would stop a rotation later (wrong mount, missing
-/// capabilities, a malformed secret); each attempt checks again before it mints.
-async fn preflight_all(app: &App) {
-    use futures_util::stream::{self, StreamExt};
-    // Concurrently, as many at a time as the loop reads: start-up is bounded by Vault's
-    // throughput, not by one round trip after another.
-    stream::iter(&app.config.credentials)
-        .for_each_concurrent(PREFLIGHT_CONCURRENCY, |cred| preflight_one(app, cred))
-        .await;
-}
-
-/// Credentials checked at once at start-up.
-const PREFLIGHT_CONCURRENCY: usize = 16;
-
-async fn preflight_one(app: &App, cred: &Credential) {
-    for problem in app.deliverer.preflight(cred).await {
-        tracing::error!(credential = %cred.name, error = %problem, "a dependent cannot be told until this is fixed");
-    }
-    let Ok(provider) = app.provider(cred) else {
-        return;
-    };
-    if provider.info().mode != Mode::Automatic {
-        return;
-    }
-    match app.engine.preflight(cred, provider.as_ref()).await {
-        Ok(_) => {}
-        Err(e @ EngineError::Refused { .. }) => {
-            tracing::error!(credential = %cred.name, error = %e, "this credential cannot be rotated until this is fixed")
-        }
-        Err(e) => {
-            tracing::warn!(credential = %cred.name, error = %e, "cannot check this credential at start-up")
-        }
-    }
 }
 
 /// Per credential, in memory: errors the state record cannot hold (Vault unreachable, a record
@@ -827,12 +858,18 @@ pub(crate) async fn facts(
     ),
     EngineError,
 > {
-    let meta = match app.vault.read_metadata(&cred.secret).await {
+    // Both at once: a start-up read costs one round trip, not two.
+    let (meta, record) = futures_util::future::join(
+        app.vault.read_metadata(&cred.secret),
+        app.engine.record(&cred.name),
+    )
+    .await;
+    let meta = match meta {
         Ok(m) => Some(m),
         Err(VaultError::NotFound { .. }) => None,
         Err(e) => return Err(e.into()),
     };
-    let record = app.engine.record(&cred.name).await?;
+    let record = record?;
     let current = meta.as_ref().and_then(|m| {
         m.current()
             .filter(|v| !v.deleted && !v.destroyed)

@@ -17,6 +17,7 @@
 //!   instance, `max_reads` reads (start-up, reconcile) in flight.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -75,10 +76,11 @@ pub(crate) struct Observation {
     pub needs_attention: bool,
 }
 
+/// One tracked credential (kept small: there may be 100,000 of them).
 #[derive(Debug, Clone)]
 struct Entry {
-    /// The provider instance whose limit a drive counts against.
-    provider: String,
+    /// The provider instance whose limit a drive counts against (shared by its credentials).
+    provider: Arc<str>,
     /// The reconcile slot within the interval.
     slot: Duration,
     version: Option<u64>,
@@ -109,11 +111,20 @@ pub(crate) struct Summary {
 
 pub(crate) struct Planner {
     settings: Settings,
-    entries: HashMap<String, Entry>,
-    queue: BTreeSet<(DateTime<Utc>, Work, String)>,
+    /// The name is shared by the entry's key and its place in the queue.
+    entries: HashMap<Arc<str>, Entry>,
+    /// Reads and reconciles by time. Apart from the drives: when the read limit is reached, the
+    /// loop's look at the queue skips them all at once instead of one by one (at start-up there
+    /// are as many as credentials).
+    queue: Queue,
+    /// Drives by time.
+    drives_queue: Queue,
     drives: usize,
     reads: usize,
-    per_provider: HashMap<String, usize>,
+    /// Drives in flight per provider instance; the keys are the entries' `provider`.
+    per_provider: HashMap<Arc<str>, usize>,
+    /// Entries still `recovering` (READY waits for none).
+    recovering: usize,
 }
 
 impl Planner {
@@ -122,9 +133,11 @@ impl Planner {
             settings,
             entries: HashMap::new(),
             queue: BTreeSet::new(),
+            drives_queue: BTreeSet::new(),
             drives: 0,
             reads: 0,
             per_provider: HashMap::new(),
+            recovering: 0,
         }
     }
 
@@ -142,36 +155,64 @@ impl Planner {
         recovering: bool,
     ) {
         let slot = reconcile_slot(self.settings.reconcile, name);
-        let entry = self
-            .entries
-            .entry(name.to_string())
-            .or_insert_with(|| Entry {
-                provider: provider.to_string(),
-                slot,
-                version: None,
-                read_at: None,
-                drive_at: None,
-                reconcile_at: None,
-                full_reconcile: false,
-                running: None,
-                queued: None,
-                in_flight: false,
-                needs_attention: false,
-                recovering,
-            });
-        entry.provider = provider.to_string();
+        let provider = self.intern_provider(provider);
+        let key: Arc<str> = match self.entries.get_key_value(name) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(name),
+        };
+        if recovering && !self.entries.contains_key(name) {
+            self.recovering += 1;
+        }
+        let entry = self.entries.entry(key).or_insert_with(|| Entry {
+            provider: provider.clone(),
+            slot,
+            version: None,
+            read_at: None,
+            drive_at: None,
+            reconcile_at: None,
+            full_reconcile: false,
+            running: None,
+            queued: None,
+            in_flight: false,
+            needs_attention: false,
+            recovering,
+        });
+        entry.provider = provider;
         entry.read_at = Some(now);
         self.requeue(name);
+    }
+
+    /// The shared name of a provider instance (one allocation for all its credentials).
+    fn intern_provider(&mut self, provider: &str) -> Arc<str> {
+        match self.per_provider.get_key_value(provider) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k: Arc<str> = Arc::from(provider);
+                self.per_provider.insert(k.clone(), 0);
+                k
+            }
+        }
+    }
+
+    /// `e` is recovered (it no longer holds READY back).
+    fn recovered_one(recovering: &mut usize, e: &mut Entry) {
+        if e.recovering {
+            e.recovering = false;
+            *recovering = recovering.saturating_sub(1);
+        }
     }
 
     /// Stop tracking what `keep` refuses (a reload removed it). A task still running for it
     /// reports to nobody.
     pub(crate) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        let gone: Vec<String> = self.entries.keys().filter(|n| !keep(n)).cloned().collect();
+        let gone: Vec<Arc<str>> = self.entries.keys().filter(|n| !keep(n)).cloned().collect();
         for name in gone {
             if let Some(e) = self.entries.remove(&name) {
+                if e.recovering {
+                    self.recovering = self.recovering.saturating_sub(1);
+                }
                 if let Some((t, w)) = e.queued {
-                    self.queue.remove(&(t, w, name.clone()));
+                    self.queue_mut(w).remove(&(t, w, name.clone()));
                 }
                 if let Some(w) = e.running {
                     self.release(w, &e.provider);
@@ -191,15 +232,9 @@ impl Planner {
         now: DateTime<Utc>,
         skip: impl Fn(&str, Work) -> bool,
     ) -> Option<(String, Work)> {
-        let found = self
-            .queue
-            .iter()
-            .take_while(|(t, _, _)| *t <= now)
-            .find(|(_, work, name)| !skip(name, *work) && self.allows(name, *work))
-            .cloned();
-        let (t, work, name) = found?;
-        self.queue.remove(&(t, work, name.clone()));
-        let entry = self.entries.get_mut(&name)?;
+        let (t, work, name) = self.candidate(now, &skip)?;
+        self.queue_mut(work).remove(&(t, work, name.clone()));
+        let entry = self.entries.get_mut(&*name)?;
         entry.queued = None;
         entry.running = Some(work);
         match work {
@@ -215,7 +250,7 @@ impl Planner {
             }
             Work::Read | Work::Reconcile => self.reads += 1,
         }
-        Some((name, work))
+        Some((name.to_string(), work))
     }
 
     /// Whether [`Planner::next_work`] would hand something out at `now` (changes nothing).
@@ -224,10 +259,37 @@ impl Planner {
         now: DateTime<Utc>,
         skip: impl Fn(&str, Work) -> bool,
     ) -> bool {
-        self.queue
-            .iter()
-            .take_while(|(t, _, _)| *t <= now)
-            .any(|(_, work, name)| !skip(name, *work) && self.allows(name, *work))
+        self.candidate(now, &skip).is_some()
+    }
+
+    /// The earliest work due at `now` that `skip` and the limits allow (a read first, then a
+    /// drive, then a reconcile, on a tie).
+    fn candidate(
+        &self,
+        now: DateTime<Utc>,
+        skip: &impl Fn(&str, Work) -> bool,
+    ) -> Option<(DateTime<Utc>, Work, Arc<str>)> {
+        let first = |queue: &Queue| {
+            queue
+                .iter()
+                .take_while(|(t, _, _)| *t <= now)
+                .find(|(_, work, name)| !skip(name, *work) && self.allows(name, *work))
+                .cloned()
+        };
+        let read = (self.reads < self.settings.max_reads)
+            .then(|| first(&self.queue))
+            .flatten();
+        let drive = (self.drives < self.settings.max_rotations)
+            .then(|| first(&self.drives_queue))
+            .flatten();
+        match (read, drive) {
+            (Some(r), Some(d)) => Some(r.min(d)),
+            (r, d) => r.or(d),
+        }
+    }
+
+    fn queue_mut(&mut self, work: Work) -> &mut Queue {
+        queue_for(&mut self.queue, &mut self.drives_queue, work)
     }
 
     /// Whether the limits let `work` start for `name` now.
@@ -235,7 +297,7 @@ impl Planner {
         match work {
             Work::Read | Work::Reconcile => self.reads < self.settings.max_reads,
             Work::Drive => {
-                let provider = self.entries.get(name).map(|e| e.provider.as_str());
+                let provider = self.entries.get(name).map(|e| &*e.provider);
                 let busy = provider
                     .and_then(|p| self.per_provider.get(p))
                     .copied()
@@ -245,7 +307,7 @@ impl Planner {
         }
     }
 
-    fn release(&mut self, work: Work, provider: &str) {
+    fn release(&mut self, work: Work, provider: &Arc<str>) {
         match work {
             Work::Drive => {
                 self.drives = self.drives.saturating_sub(1);
@@ -278,6 +340,7 @@ impl Planner {
         let stagger = self.settings.stagger;
         let reconcile = self.settings.reconcile;
         let instance = self.settings.instance.clone();
+        let mut recovering = self.recovering;
         let Some(e) = self.finished(name) else {
             return;
         };
@@ -288,7 +351,7 @@ impl Planner {
         e.reconcile_at = e.reconcile_at.filter(|t| *t > now);
         e.full_reconcile = seen.next == Next::Operator;
         if work == Work::Drive || !seen.in_flight {
-            e.recovering = false;
+            Self::recovered_one(&mut recovering, e);
         }
         e.drive_at = match seen.next {
             Next::Due(Some(at)) => {
@@ -305,6 +368,7 @@ impl Planner {
         if work == Work::Read && seen.in_flight {
             e.drive_at = e.drive_at.map(|t| t.min(now));
         }
+        self.recovering = recovering;
         self.requeue(name);
     }
 
@@ -317,11 +381,13 @@ impl Planner {
 
     /// The work failed with an error the state record cannot hold: read again at `retry_at`.
     pub(crate) fn failed(&mut self, name: &str, retry_at: DateTime<Utc>) {
+        let mut recovering = self.recovering;
         let Some(e) = self.finished(name) else {
             return;
         };
-        e.recovering = false;
+        Self::recovered_one(&mut recovering, e);
         e.read_at = Some(e.read_at.map_or(retry_at, |t| t.min(retry_at)));
+        self.recovering = recovering;
         self.requeue(name);
     }
 
@@ -341,7 +407,7 @@ impl Planner {
         }
         let n = names.len();
         for (name, at) in names {
-            if let Some(e) = self.entries.get_mut(&name) {
+            if let Some(e) = self.entries.get_mut(&*name) {
                 e.reconcile_at = Some(at);
             }
             self.requeue(&name);
@@ -358,13 +424,18 @@ impl Planner {
 
     /// When the loop should look at the queue next (the earliest planned work).
     pub(crate) fn next_wake(&self) -> Option<DateTime<Utc>> {
-        self.queue.first().map(|(t, _, _)| *t)
+        let read = self.queue.first().map(|(t, _, _)| *t);
+        let drive = self.drives_queue.first().map(|(t, _, _)| *t);
+        match (read, drive) {
+            (Some(r), Some(d)) => Some(r.min(d)),
+            (r, d) => r.or(d),
+        }
     }
 
     /// Start-up recovery is done: every credential read once, every attempt found in flight
     /// driven once.
     pub(crate) fn recovered(&self) -> bool {
-        !self.entries.values().any(|e| e.recovering)
+        self.recovering == 0
     }
 
     pub(crate) fn summary(&self) -> Summary {
@@ -379,11 +450,14 @@ impl Planner {
     /// Put `name` back in the queue at its earliest planned work (a read first, then a drive,
     /// then a reconcile, on a tie).
     fn requeue(&mut self, name: &str) {
+        let Some(key) = self.entries.get_key_value(name).map(|(k, _)| k.clone()) else {
+            return;
+        };
         let Some(e) = self.entries.get_mut(name) else {
             return;
         };
         if let Some((t, w)) = e.queued.take() {
-            self.queue.remove(&(t, w, name.to_string()));
+            queue_for(&mut self.queue, &mut self.drives_queue, w).remove(&(t, w, key.clone()));
         }
         if e.running.is_some() {
             return;
@@ -398,8 +472,19 @@ impl Planner {
         .min();
         if let Some((t, w)) = wake {
             e.queued = Some((t, w));
-            self.queue.insert((t, w, name.to_string()));
+            queue_for(&mut self.queue, &mut self.drives_queue, w).insert((t, w, key.clone()));
         }
+    }
+}
+
+/// Work by time, and the credential's shared name.
+type Queue = BTreeSet<(DateTime<Utc>, Work, Arc<str>)>;
+
+/// The queue `work` goes in.
+fn queue_for<'a>(reads: &'a mut Queue, drives: &'a mut Queue, work: Work) -> &'a mut Queue {
+    match work {
+        Work::Drive => drives,
+        Work::Read | Work::Reconcile => reads,
     }
 }
 

@@ -1,43 +1,116 @@
 //! The systemd notification protocol (`sd_notify`): readiness, status lines, reload, stop, and
 //! the watchdog. Every call is a no-op when `NOTIFY_SOCKET` is unset (not under systemd).
 //!
-//! Invariant: `WATCHDOG=1` is sent only while the run loop feeds the [`Heartbeat`]: the pinging
-//! task checks that the loop moved within the watchdog period, so a stuck loop gets the process
-//! restarted instead of being covered by a timer that keeps ticking.
+//! Invariants:
+//! - `WATCHDOG=1` is sent only while the run loop feeds the [`Heartbeat`]: the pinging task
+//!   checks that the loop moved within the watchdog period, so a stuck loop gets the process
+//!   restarted instead of being covered by a timer that keeps ticking.
+//! - Sending never blocks the caller: the notify socket is a datagram socket whose queue fills
+//!   when its reader falls behind (ten datagrams by default), and a blocking send there would
+//!   stop the run loop. The messages go through a bounded queue to a thread of their own; when
+//!   that queue is full the message is dropped with a warning.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
-fn notify(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
+/// One notification, owned, for the sending thread.
+enum Message {
+    Ready(String),
+    Status(String),
+    Reloading,
+    Stopping(String),
+    Watchdog,
+}
+
+/// Messages waiting for the sending thread at most.
+const QUEUE: usize = 64;
+
+fn send(message: &Message) {
+    let states = match message {
+        Message::Ready(status) => vec![NotifyState::Ready, NotifyState::Status(status)],
+        Message::Status(status) => vec![NotifyState::Status(status)],
+        Message::Reloading => match NotifyState::monotonic_usec_now() {
+            Ok(now) => vec![NotifyState::Reloading, now],
+            Err(_) => vec![NotifyState::Reloading],
+        },
+        Message::Stopping(status) => vec![NotifyState::Stopping, NotifyState::Status(status)],
+        Message::Watchdog => vec![NotifyState::Watchdog],
+    };
+    if let Err(e) = sd_notify::notify(&states) {
         tracing::warn!(error = %e, "cannot notify the service manager");
     }
 }
 
-/// Start-up (recovery and preflight) is done.
+/// Hand `message` to the sending thread (started on first use); never waits.
+fn notify(message: Message) {
+    static QUEUE_TX: OnceLock<SyncSender<Message>> = OnceLock::new();
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let tx = QUEUE_TX.get_or_init(|| {
+        let (tx, rx) = sync_channel::<Message>(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("sd-notify".into())
+            .spawn(move || {
+                for message in rx {
+                    send(&message);
+                    PENDING.fetch_sub(1, Ordering::AcqRel);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the thread that notifies the service manager");
+        }
+        tx
+    });
+    PENDING.fetch_add(1, Ordering::AcqRel);
+    match tx.try_send(message) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            PENDING.fetch_sub(1, Ordering::AcqRel);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "the service manager does not read its notify socket; notifications are dropped until it does"
+                );
+            }
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            PENDING.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Messages handed to the sending thread and not yet sent.
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+
+/// Before the process exits: let the sending thread send what is queued (`STOPPING=1`), for at
+/// most `bound`.
+pub(crate) async fn flush(bound: Duration) {
+    let until = Instant::now() + bound;
+    while PENDING.load(Ordering::Acquire) > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Start-up (recovery) is done.
 pub(crate) fn ready(status: &str) {
-    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+    notify(Message::Ready(status.to_string()));
 }
 
 /// A status line for `systemctl status`.
 pub(crate) fn status(status: &str) {
-    notify(&[NotifyState::Status(status)]);
+    notify(Message::Status(status.to_string()));
 }
 
 /// A configuration reload begins; `ready` ends it.
 pub(crate) fn reloading() {
-    match NotifyState::monotonic_usec_now() {
-        Ok(now) => notify(&[NotifyState::Reloading, now]),
-        Err(_) => notify(&[NotifyState::Reloading]),
-    }
+    notify(Message::Reloading);
 }
 
 /// Shutdown begins.
 pub(crate) fn stopping(status: &str) {
-    notify(&[NotifyState::Stopping, NotifyState::Status(status)]);
+    notify(Message::Stopping(status.to_string()));
 }
 
 /// When the run loop last showed it is alive.
@@ -78,7 +151,7 @@ pub(crate) fn spawn_watchdog(heartbeat: Arc<Heartbeat>) -> Option<tokio::task::J
             tokio::time::sleep(period / 2).await;
             let silent = heartbeat.silent_for();
             if silent < period {
-                notify(&[NotifyState::Watchdog]);
+                notify(Message::Watchdog);
                 stalled = false;
             } else if !stalled {
                 stalled = true;

@@ -36,7 +36,7 @@ use crate::notify::outbox::{self, Deliveries, Gate, Logged};
 use crate::notify::payload::PayloadType;
 use crate::providers::{MintRequest, Mode, Provider, ProviderError};
 use crate::secret::SecretFields;
-use crate::vault::{Vault, VaultError};
+use crate::vault::{MountKind, Vault, VaultError};
 
 mod assisted;
 pub use assisted::{drift_checked, drift_due, DriftCheck};
@@ -390,69 +390,128 @@ impl Engine {
     /// may read and write both paths, and the current secret holds what the provider needs.
     /// `Err(Refused)` names the path and what is missing. Returns the secret as
     /// [`Engine::read_current`] does.
+    ///
+    /// The same checks in parts ([`Engine::mount_of`], [`Engine::check_mount`],
+    /// [`Engine::preflight_capability_paths`], [`Engine::check_capabilities`],
+    /// [`Engine::preflight_secret`]) let the daemon's start-up check of many credentials ask
+    /// Vault once per mount and once per batch of paths.
     pub async fn preflight(
         &self,
         cred: &Credential,
         provider: &dyn Provider,
     ) -> Result<(u64, Option<SecretFields>), EngineError> {
-        let refuse = |reason: String| EngineError::Refused {
-            credential: cred.name.clone(),
-            reason,
-        };
         let state = self.state_path(&cred.name);
         for kv in [&cred.secret, &state] {
             let key = format!("mount:{}", kv.mount);
             if self.preflighted.fresh(&key) {
                 continue;
             }
-            let kind = match self.vault.mount_kind(&kv.mount).await {
-                Ok(k) => k,
-                Err(VaultError::NotFound { .. }) => {
-                    return Err(refuse(format!(
-                        "{kv}: no secrets engine is mounted at {}/ (or the daemon's token may not use it); secret-rotator needs a KV v2 mount there; nothing was minted",
-                        kv.mount
-                    )))
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if !kind.is_kv2() {
-                return Err(refuse(format!(
-                    "{kv}: the mount {}/ is {}; secret-rotator needs KV v2 (versions and check-and-set); nothing was minted",
-                    kv.mount,
-                    kind.describe()
-                )));
-            }
+            let kind = self.mount_of(&kv.mount).await?;
+            Self::check_mount(cred, kv, kind.as_ref())?;
             self.preflighted.note(key);
         }
-        let api = |kv: &KvPath| format!("{}/data/{}", kv.mount, kv.path);
-        let needs: [(&KvPath, String, &[&str]); 2] = [
-            (&cred.secret, api(&cred.secret), &["read", "update"]),
-            (&state, api(&state), &["read", "create", "update"]),
-        ];
-        let paths: Vec<String> = needs.iter().map(|n| n.1.clone()).collect();
+        let paths: Vec<String> = self
+            .preflight_capability_paths(cred)
+            .into_iter()
+            .map(|(_, path, _)| path)
+            .collect();
         let key = format!("capabilities:{}", paths.join(" "));
         if !self.preflighted.fresh(&key) {
             let caps = self.vault.capabilities_self(&paths).await?;
-            for (kv, path, needed) in &needs {
-                let have = caps.get(path).cloned().unwrap_or_default();
-                if have.iter().any(|c| c == "root") {
-                    continue;
-                }
-                let missing: Vec<&str> = needed
-                    .iter()
-                    .copied()
-                    .filter(|n| !have.iter().any(|c| c == n))
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(refuse(format!(
+            self.check_capabilities(cred, &caps)?;
+            self.preflighted.note(key);
+        }
+        self.preflight_secret(cred, provider).await
+    }
+
+    /// The engine behind `mount`; `None` when nothing (usable by the token) is mounted there.
+    pub async fn mount_of(&self, mount: &str) -> Result<Option<MountKind>, EngineError> {
+        match self.vault.mount_kind(mount).await {
+            Ok(k) => Ok(Some(k)),
+            Err(VaultError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `kv` (the credential's secret or its state record) is on a KV v2 mount, given what
+    /// [`Engine::mount_of`] said of its mount.
+    pub fn check_mount(
+        cred: &Credential,
+        kv: &KvPath,
+        kind: Option<&MountKind>,
+    ) -> Result<(), EngineError> {
+        let refuse = |reason: String| EngineError::Refused {
+            credential: cred.name.clone(),
+            reason,
+        };
+        let Some(kind) = kind else {
+            return Err(refuse(format!(
+                "{kv}: no secrets engine is mounted at {}/ (or the daemon's token may not use it); secret-rotator needs a KV v2 mount there; nothing was minted",
+                kv.mount
+            )));
+        };
+        if !kind.is_kv2() {
+            return Err(refuse(format!(
+                "{kv}: the mount {}/ is {}; secret-rotator needs KV v2 (versions and check-and-set); nothing was minted",
+                kv.mount,
+                kind.describe()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The API paths whose capabilities the preflight checks, and what each needs.
+    pub fn preflight_capability_paths(
+        &self,
+        cred: &Credential,
+    ) -> [(KvPath, String, &'static [&'static str]); 2] {
+        let state = self.state_path(&cred.name);
+        let api = |kv: &KvPath| format!("{}/data/{}", kv.mount, kv.path);
+        [
+            (cred.secret.clone(), api(&cred.secret), &["read", "update"]),
+            (state.clone(), api(&state), &["read", "create", "update"]),
+        ]
+    }
+
+    /// The token may read and write the secret and the state record, given its capabilities
+    /// (`sys/capabilities-self` on at least the paths of
+    /// [`Engine::preflight_capability_paths`]).
+    pub fn check_capabilities(
+        &self,
+        cred: &Credential,
+        caps: &std::collections::HashMap<String, Vec<String>>,
+    ) -> Result<(), EngineError> {
+        for (kv, path, needed) in &self.preflight_capability_paths(cred) {
+            let have = caps.get(path).cloned().unwrap_or_default();
+            if have.iter().any(|c| c == "root") {
+                continue;
+            }
+            let missing: Vec<&str> = needed
+                .iter()
+                .copied()
+                .filter(|n| !have.iter().any(|c| c == n))
+                .collect();
+            if !missing.is_empty() {
+                return Err(EngineError::Refused {
+                    credential: cred.name.clone(),
+                    reason: format!(
                         "{kv}: the daemon's Vault token lacks {} on {path} (it has: {}); nothing was minted",
                         missing.join(", "),
                         if have.is_empty() { "none".to_string() } else { have.join(", ") }
-                    )));
-                }
+                    ),
+                });
             }
-            self.preflighted.note(key);
         }
+        Ok(())
+    }
+
+    /// The current secret holds what the provider needs (one read). Returns the secret as
+    /// [`Engine::read_current`] does.
+    pub async fn preflight_secret(
+        &self,
+        cred: &Credential,
+        provider: &dyn Provider,
+    ) -> Result<(u64, Option<SecretFields>), EngineError> {
         let (version, current) = self.read_current(&cred.secret).await?;
         if let Some(current) = &current {
             let missing: Vec<&str> = provider
@@ -462,12 +521,15 @@ impl Engine {
                 .filter(|f| current.expose(f).is_none_or(str::is_empty))
                 .collect();
             if !missing.is_empty() {
-                return Err(refuse(format!(
-                    "{}: the current secret (version {version}) has no {} field (fields: {}); nothing was minted",
-                    cred.secret,
-                    missing.join(", "),
-                    current.keys().collect::<Vec<_>>().join(", ")
-                )));
+                return Err(EngineError::Refused {
+                    credential: cred.name.clone(),
+                    reason: format!(
+                        "{}: the current secret (version {version}) has no {} field (fields: {}); nothing was minted",
+                        cred.secret,
+                        missing.join(", "),
+                        current.keys().collect::<Vec<_>>().join(", ")
+                    ),
+                });
             }
         }
         Ok((version, current))

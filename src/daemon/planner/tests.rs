@@ -450,7 +450,7 @@ fn reconciles_come_once_per_interval_each_spread_over_it() {
         let mut count = 0;
         while let Some((name, work)) = p.next_work(to, |_, _| false) {
             assert_eq!(work, Work::Reconcile);
-            let (t, _) = (p.entries[&name].slot, ());
+            let (t, _) = (p.entries[name.as_str()].slot, ());
             distinct_seconds.insert(t.as_secs());
             *per_credential.entry(name.clone()).or_default() += 1;
             p.unchanged(&name);

@@ -1,0 +1,453 @@
+//! Start-up at scale: time to READY, the requests it takes, and the memory per tracked
+//! credential, side by side with raw OpenBao figures measured in the same run.
+//!
+//! Run: `cargo bench --bench startup` (release build). In one run:
+//! 1. a dev OpenBao with a file audit device (every request logged by the server);
+//! 2. `STARTUP_CREDENTIALS` credentials (default 10000; `exec` provider, max age 30 days, none
+//!    due), their secrets and (unless `STARTUP_RECORDS=0`) a state record each, as a fleet in
+//!    steady state has them, written beforehand by 32 concurrent writers;
+//! 3. raw metadata reads/s against the same server at the daemon's start-up concurrency
+//!    (`STARTUP_CONCURRENCY`, default 16 reads at a time) and at twice that (each start-up read
+//!    has up to two requests in flight);
+//! 4. the release daemon with one credential (the baseline: READY, then its resident memory);
+//! 5. the daemon with all of them (`[daemon] reconcile_interval = STARTUP_RECONCILE`, default 24h,
+//!    so that the requests counted are the start-up's): the time from spawn to `READY=1` on a
+//!    notify socket the bench listens on, the requests before READY by kind (audit log), then the
+//!    background start-up checks until a `STATUS=` line no longer says "checking", the requests
+//!    of those, and VmRSS at READY and after the checks, minus the baseline, per credential.
+//!
+//! Prints a table and writes `target/bench/startup-N.json`. Without `--bench` (as under
+//! `cargo test --all-targets`) it runs a smoke pass (50 credentials) and writes nothing.
+//! Loopback only.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, Read, Seek};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{vault_config, OpenBao, ROOT_TOKEN};
+use secrecy::SecretString;
+use secret_rotator::config::KvPath;
+use secret_rotator::rotation::StateRecord;
+use secret_rotator::secret::SecretFields;
+use secret_rotator::vault::{Login, Vault};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::UnixDatagram;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// The configuration of `n` credentials `boot-0` .. `boot-{n-1}` (one string, built in one go).
+fn config_text(bao: &str, reconcile: &str, n: usize) -> String {
+    let mut text = String::with_capacity(200 + n * 180);
+    let _ = write!(
+        text,
+        "[vault]\naddress = \"{bao}\"\n[vault.auth]\nmethod = \"token\"\n\n\
+         [defaults]\nmax_age = \"30d\"\n\n[daemon]\nreconcile_interval = \"{reconcile}\"\n"
+    );
+    for i in 0..n {
+        let _ = write!(
+            text,
+            "\n[[credentials]]\nname = \"boot-{i}\"\npath = \"boot/boot-{i}\"\n\
+             [credentials.exec]\nmint = [\"/bin/true\"]\nverify = [\"/bin/true\"]\n\
+             revoke = [\"/bin/true\"]\nfields = [\"key\"]\n"
+        );
+    }
+    text
+}
+
+fn secret(i: usize) -> KvPath {
+    KvPath {
+        mount: "secret".into(),
+        path: format!("boot/boot-{i}"),
+    }
+}
+
+/// The secrets (version 1, created now: none due) and, with `records`, an empty state record
+/// each, from 32 concurrent writers. Returns writes/s.
+async fn seed(vault: &Arc<Vault>, n: usize, records: bool) -> f64 {
+    let started = Instant::now();
+    let data = SecretFields::new().with("key", "x".repeat(32));
+    let mut tasks = Vec::new();
+    for w in 0..32 {
+        let (vault, data) = (vault.clone(), data.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut writes = 0u64;
+            for i in (w..n).step_by(32) {
+                vault
+                    .write_cas(&secret(i), &data, 0)
+                    .await
+                    .expect("write a secret");
+                writes += 1;
+                if records {
+                    let name = format!("boot-{i}");
+                    let record = serde_json::to_value(StateRecord::new(&name)).unwrap();
+                    let path = KvPath {
+                        mount: "secret".into(),
+                        path: format!("secret-rotator/credentials/{name}"),
+                    };
+                    vault
+                        .write_json_cas(&path, &record, 0)
+                        .await
+                        .expect("write a state record");
+                    writes += 1;
+                }
+            }
+            writes
+        }));
+    }
+    let mut writes = 0;
+    for t in tasks {
+        writes += t.await.unwrap();
+    }
+    writes as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Metadata reads on existing keys from `concurrency` tasks for `duration`: reads/s.
+async fn raw_metadata_reads(
+    vault: &Arc<Vault>,
+    n: usize,
+    concurrency: usize,
+    duration: Duration,
+) -> f64 {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let vault = vault.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut count = 0u64;
+            let mut i = w;
+            while started.elapsed() < duration {
+                if vault.read_metadata(&secret(i % n)).await.is_ok() {
+                    count += 1;
+                }
+                i += concurrency;
+            }
+            count
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+fn audit_len(log: &Path) -> u64 {
+    std::fs::metadata(log).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The audit log's requests between two byte offsets, by kind (streamed: the log of a 100,000
+/// credential start-up is hundreds of megabytes).
+fn requests(log: &Path, from: u64, to: u64) -> BTreeMap<String, u64> {
+    #[derive(Deserialize)]
+    struct Line {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        request: Option<Request>,
+    }
+    #[derive(Deserialize)]
+    struct Request {
+        #[serde(default)]
+        path: String,
+        #[serde(default)]
+        operation: String,
+    }
+    let mut kinds = BTreeMap::new();
+    let Ok(mut file) = std::fs::File::open(log) else {
+        return kinds;
+    };
+    if file.seek(std::io::SeekFrom::Start(from)).is_err() {
+        return kinds;
+    }
+    let reader = std::io::BufReader::with_capacity(1 << 20, file.take(to.saturating_sub(from)));
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        if !line.contains("\"type\":\"request\"") {
+            continue;
+        }
+        let Ok(v) = serde_json::from_str::<Line>(&line) else {
+            continue;
+        };
+        if v.kind != "request" {
+            continue;
+        }
+        let Some(r) = v.request else { continue };
+        let kind = if r.path.starts_with("secret/metadata/boot/") {
+            "secret metadata"
+        } else if r.path.starts_with("secret/data/boot/") {
+            "secret data"
+        } else if r.path.contains("secret-rotator/credentials/") {
+            "state record"
+        } else if r.path.starts_with("sys/internal/ui/mounts/") {
+            "mount kind"
+        } else if r.path == "sys/capabilities-self" {
+            "capabilities"
+        } else {
+            "other"
+        };
+        *kinds
+            .entry(format!("{kind} ({})", r.operation))
+            .or_insert(0) += 1;
+    }
+    kinds
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A daemon under test, with the notify socket it reports to.
+struct Daemon {
+    child: tokio::process::Child,
+    /// Every line received on the notify socket, read as it arrives (as systemd does: the
+    /// socket's queue holds about ten datagrams).
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Daemon {
+    fn start(dir: &Path, config: &Path, log: &str) -> Daemon {
+        let socket = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&socket);
+        let notify = UnixDatagram::bind(&socket).unwrap();
+        let child = tokio::process::Command::new(common::binary())
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .env("VAULT_TOKEN", ROOT_TOKEN)
+            .env("SECRET_ROTATOR_INSTANCE_ID", "startup-bench")
+            .env("SECRET_ROTATOR_LOG", log)
+            .env("NOTIFY_SOCKET", &socket)
+            .env_remove("WATCHDOG_USEC")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the daemon");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(got) = notify.recv(&mut buf).await {
+                for line in String::from_utf8_lossy(&buf[..got]).lines() {
+                    let _ = tx.send(line.to_string());
+                }
+            }
+        });
+        Daemon {
+            child,
+            lines,
+            reader,
+        }
+    }
+
+    /// Waits for a notification line for which `pred` holds (the lines before it are dropped).
+    async fn expect(&mut self, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let until = Instant::now() + limit;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let line = tokio::time::timeout(left, self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no such notification within {limit:?}"))
+                .expect("the notify socket is read");
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    async fn stop(mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(40), self.child.wait()).await;
+        self.reader.abort();
+    }
+}
+
+/// After READY: the first `STATUS=` line that no longer reports start-up checks under way.
+async fn checks_done(daemon: &mut Daemon, limit: Duration) -> String {
+    daemon
+        .expect(limit, |l| {
+            l.starts_with("STATUS=") && !l.contains("checking")
+        })
+        .await
+}
+
+#[tokio::main]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize = if full {
+        env_or("STARTUP_CREDENTIALS", 10_000)
+    } else {
+        50
+    };
+    let concurrency: usize = env_or("STARTUP_CONCURRENCY", 16);
+    let records = env_or("STARTUP_RECORDS", 1u8) != 0;
+    let reconcile: String = env_or("STARTUP_RECONCILE", "24h".to_string());
+    let log: String = env_or("STARTUP_LOG", "warn".to_string());
+    let raw_secs = if full { 5 } else { 1 };
+    let limit = Duration::from_secs(1800);
+
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let bao = OpenBao::start_with_audit(&audit).await;
+    let vault = Arc::new(
+        Vault::connect(
+            &vault_config(&bao.addr),
+            Login::Token(SecretString::from(ROOT_TOKEN.to_string())),
+        )
+        .await
+        .expect("connect to OpenBao"),
+    );
+    let seeded = Instant::now();
+    let write_rate = seed(&vault, n, records).await;
+    eprintln!(
+        "seeded {n} credentials in {:.1} s ({write_rate:.0} writes/s)",
+        seeded.elapsed().as_secs_f64()
+    );
+    let raw = raw_metadata_reads(&vault, n, concurrency, Duration::from_secs(raw_secs)).await;
+    let raw2 = raw_metadata_reads(&vault, n, 2 * concurrency, Duration::from_secs(raw_secs)).await;
+
+    // The baseline: the same daemon tracking one credential.
+    let one = dir.path().join("one.toml");
+    std::fs::write(&one, config_text(&bao.addr, &reconcile, 1)).unwrap();
+    let mut daemon = Daemon::start(dir.path(), &one, &log);
+    daemon.expect(limit, |l| l == "READY=1").await;
+    checks_done(&mut daemon, limit).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let baseline = rss_kib(daemon.pid());
+    daemon.stop().await;
+
+    let made = Instant::now();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(&bao.addr, &reconcile, n)).unwrap();
+    let config_secs = made.elapsed().as_secs_f64();
+
+    let before_start = audit_len(&audit);
+    let started = Instant::now();
+    let mut daemon = Daemon::start(dir.path(), &config, &log);
+    daemon.expect(limit, |l| l == "READY=1").await;
+    let ready_secs = started.elapsed().as_secs_f64();
+    // Every request made before READY was answered before it: its request line is written.
+    let at_ready = audit_len(&audit);
+    let rss_ready = rss_kib(daemon.pid());
+    let status = checks_done(&mut daemon, limit).await;
+    let checked_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_checked = audit_len(&audit);
+    let rss_checked = rss_kib(daemon.pid());
+    daemon.stop().await;
+
+    let before = requests(&audit, before_start, at_ready);
+    let after = requests(&audit, at_ready, at_checked);
+    let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
+    let per_cred = |c: u64| c as f64 / n as f64;
+    let bound = n as f64 / raw;
+    let bound2 = n as f64 / raw2;
+    let per_cred_bytes =
+        |rss: u64| (rss.saturating_sub(baseline) as f64 * 1024.0) / (n - 1).max(1) as f64;
+
+    println!(
+        "start-up: {n} credentials (exec, none due), state records {}, reconcile {reconcile}",
+        if records { "present" } else { "absent" }
+    );
+    println!("config written in {config_secs:.2} s; seeding {write_rate:.0} writes/s");
+    println!("{:<44} {:>12} {:>14}", "kind", "requests", "per credential");
+    for (label, m) in [("before READY", &before), ("after READY (checks)", &after)] {
+        println!("{label}:");
+        for (kind, count) in m {
+            println!("  {kind:<42} {count:>12} {:>14.3}", per_cred(*count));
+        }
+        println!(
+            "  {:<42} {:>12} {:>14.3}",
+            "total",
+            total(m),
+            per_cred(total(m))
+        );
+    }
+    println!("{:<44} {:>14} {:>14}", "figure", "daemon", "raw / target");
+    println!(
+        "{:<44} {:>12.2} s {:>12.2} s   N / {raw:.0} metadata reads/s at concurrency {concurrency}: {:.2}x (target <= 1.5x)",
+        "time to READY",
+        ready_secs,
+        bound,
+        ready_secs / bound
+    );
+    println!(
+        "{:<44} {:>14} {:>12.2} s   N / {raw2:.0} metadata reads/s at concurrency {}: {:.2}x",
+        "",
+        "",
+        bound2,
+        2 * concurrency,
+        ready_secs / bound2
+    );
+    println!(
+        "{:<44} {:>12.2} s   ({status})",
+        "start-up checks done (after READY)", checked_secs
+    );
+    println!(
+        "{:<44} {:>10} KiB {:>10} KiB   (1 credential, same run)",
+        "resident memory at READY / baseline", rss_ready, baseline
+    );
+    println!(
+        "{:<44} {:>10.0} B   at READY; {:.0} B after the checks (target <= 2048 B at 100,000)",
+        "resident memory per tracked credential",
+        per_cred_bytes(rss_ready),
+        per_cred_bytes(rss_checked)
+    );
+
+    if full {
+        let out = target_dir().join("bench");
+        std::fs::create_dir_all(&out).unwrap();
+        let report = json!({
+            "date": chrono::Utc::now().to_rfc3339(),
+            "credentials": n,
+            "state_records": records,
+            "reconcile_interval": reconcile,
+            "seed_writes_per_second": write_rate,
+            "raw_metadata_reads_per_second": { concurrency.to_string(): raw, (2 * concurrency).to_string(): raw2 },
+            "ready_seconds": ready_secs,
+            "raw_bound_seconds": bound,
+            "ready_over_raw_bound": ready_secs / bound,
+            "ready_over_raw_bound_at_twice_the_concurrency": ready_secs / bound2,
+            "requests_before_ready": before,
+            "requests_before_ready_per_credential": per_cred(total(&before)),
+            "requests_after_ready_checks": after,
+            "requests_after_ready_checks_per_credential": per_cred(total(&after)),
+            "checks_done_seconds": checked_secs,
+            "rss_kib": { "baseline_one_credential": baseline, "at_ready": rss_ready, "after_checks": rss_checked },
+            "rss_bytes_per_credential": { "at_ready": per_cred_bytes(rss_ready), "after_checks": per_cred_bytes(rss_checked) },
+        });
+        let path = out.join(format!("startup-{n}.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+        println!("wrote {}", path.display());
+    }
+}
