@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::providers::rate_budget::WaitStats;
 use crate::report::StatusRow;
 use crate::rotation::state::AttemptSummary;
 use crate::vault::Vault;
@@ -65,6 +66,35 @@ struct PhaseLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
+}
+
+/// A store's rate-limit budget: the API it is for and the store.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    api: String,
+    store: String,
+}
+
+impl BudgetLabels {
+    /// From a budget key (`{api base URL}|{store hash}`); the URL as host, port and path only.
+    fn of(key: &str) -> BudgetLabels {
+        let (base, store) = key.rsplit_once('|').unwrap_or((key, ""));
+        let api = reqwest::Url::parse(base).map_or_else(
+            |_| String::new(),
+            |u| {
+                format!(
+                    "{}{}{}",
+                    u.host_str().unwrap_or_default(),
+                    u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                    u.path().trim_end_matches('/')
+                )
+            },
+        );
+        BudgetLabels {
+            api,
+            store: store.to_string(),
+        }
+    }
 }
 
 /// What the last pass saw of one credential.
@@ -199,6 +229,48 @@ impl Collector for Live {
                 kind: kind.to_string(),
             };
             ConstCounter::new(retired[i] + counts[i]).encode(family.encode_family(&labels)?)?;
+        }
+
+        // The stores' rate-limit budgets (process-wide, shared by every credential of a store).
+        let budgets = crate::providers::rate_budget::stats();
+        let families: [(&str, &str, fn(&WaitStats) -> u64); 3] = [
+            (
+                "secret_rotator_rate_limit_waits",
+                "Provider requests that waited for the store's rate-limit budget before starting.",
+                |w| w.waits,
+            ),
+            (
+                "secret_rotator_rate_limit_gave_up",
+                "Provider calls that ended (tried again later) because the budget would not refresh before their deadline.",
+                |w| w.gave_up,
+            ),
+            (
+                "secret_rotator_rate_limited",
+                "Provider answers with status 429.",
+                |w| w.limited,
+            ),
+        ];
+        for (name, help, figure) in families {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            for w in &budgets {
+                ConstCounter::new(figure(w))
+                    .encode(family.encode_family(&BudgetLabels::of(&w.key))?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "secret_rotator_rate_limit_wait",
+            "Time provider requests spent waiting for the store's rate-limit budget.",
+            Some(&Unit::Seconds),
+            ConstCounter::new(0f64).metric_type(),
+        )?;
+        for w in &budgets {
+            ConstCounter::new(w.waited.as_secs_f64())
+                .encode(family.encode_family(&BudgetLabels::of(&w.key))?)?;
         }
         Ok(())
     }
@@ -340,5 +412,56 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String does not fail");
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_is_labelled_by_api_and_store_without_scheme_userinfo_or_query() {
+        let cases = [
+            (
+                "https://api.bigcommerce.com/stores/abc123|abc123",
+                "api.bigcommerce.com/stores/abc123",
+                "abc123",
+            ),
+            ("http://127.0.0.1:8080|s1", "127.0.0.1:8080", "s1"),
+            (
+                "https://u:p@shop.example/api/v2?x=1|s2",
+                "shop.example/api/v2",
+                "s2",
+            ),
+            ("not a url|s3", "", "s3"),
+        ];
+        for (key, api, store) in cases {
+            let got = BudgetLabels::of(key);
+            assert_eq!(
+                (got.api.as_str(), got.store.as_str()),
+                (api, store),
+                "{key}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn every_store_budget_shows_in_the_metrics() {
+        let key = "http://127.0.0.1:9/metrics-test|m1";
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        drop(crate::providers::rate_budget::reserve(key, deadline, "a test").await);
+        let text = Metrics::new().encode();
+        for family in [
+            "secret_rotator_rate_limit_waits_total",
+            "secret_rotator_rate_limit_gave_up_total",
+            "secret_rotator_rate_limited_total",
+            "secret_rotator_rate_limit_wait_seconds_total",
+        ] {
+            let line = format!("{family}{{api=\"127.0.0.1:9/metrics-test\",store=\"m1\"}} 0");
+            assert!(
+                text.lines().any(|l| l.starts_with(&line)),
+                "{line} in:\n{text}"
+            );
+        }
     }
 }

@@ -450,7 +450,7 @@ async fn recv_tick(ticks: &mut Option<mpsc::Receiver<Tick>>) -> Option<Tick> {
 
 /// A periodic job fired.
 fn tick_hook(
-    app: &App,
+    app: &Arc<App>,
     planner: &mut Planner,
     sweeper: &mut periodic::Sweeper,
     workers: &Workers,
@@ -464,9 +464,10 @@ fn tick_hook(
             }
         }
         Tick::Liveness => {
-            // The drift check runs off the loop (`spawn_drift_checks`); the planner's reconcile
-            // already notices a secret changed behind its back.
-            tracing::debug!(credentials = app.config.credentials.len(), "liveness check");
+            // Verify current credentials whose `drift_interval` passed, off the loop. The loop
+            // also asks every second (an interval may be shorter than this job's period); this
+            // job is the backstop should the loop's own clock be starved.
+            spawn_drift_checks(app);
         }
         Tick::OutboxSweep => {
             // Wake every delivery worker: an event whose retry time passed goes out now even
