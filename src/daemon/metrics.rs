@@ -68,6 +68,9 @@ struct KindLabels {
     kind: String,
 }
 
+/// A counter family of the stores' rate-limit budgets: name, help, and its figure.
+type BudgetFamily = (&'static str, &'static str, fn(&WaitStats) -> u64);
+
 /// A store's rate-limit budget: the API it is for and the store.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BudgetLabels {
@@ -233,7 +236,7 @@ impl Collector for Live {
 
         // The stores' rate-limit budgets (process-wide, shared by every credential of a store).
         let budgets = crate::providers::rate_budget::stats();
-        let families: [(&str, &str, fn(&WaitStats) -> u64); 3] = [
+        let families: [BudgetFamily; 3] = [
             (
                 "secret_rotator_rate_limit_waits",
                 "Provider requests that waited for the store's rate-limit budget before starting.",
