@@ -42,6 +42,35 @@ async fn ready_watchdog_status_and_stopping_arrive_on_the_notify_socket() {
 }
 
 #[tokio::test]
+async fn a_slow_start_says_how_far_it_got_and_asks_for_more_time_before_ready() {
+    let stack = Stack::with(StackOptions {
+        proxy: true,
+        ..Default::default()
+    })
+    .await;
+    // The start-up read of the secret's metadata takes 5 s to reach OpenBao.
+    stack.proxy.as_ref().unwrap().stall_request(
+        "GET",
+        "secret/metadata/bigcommerce/",
+        1,
+        Duration::from_secs(5),
+    );
+    let mut daemon = Daemon::start(&stack, None);
+    let status = daemon
+        .expect(START, |l| l.starts_with("STATUS=starting:"))
+        .await;
+    assert_eq!(status, "STATUS=starting: 0 of 1 credentials read");
+    daemon
+        .expect(START, |l| l.starts_with("EXTEND_TIMEOUT_USEC="))
+        .await;
+    let received = daemon.messages.join("\n");
+    assert!(!received.contains("READY=1"), "{received}");
+    daemon.expect(START, |l| l == "READY=1").await;
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.exit_code(Duration::from_secs(35)).await, Some(0));
+}
+
+#[tokio::test]
 async fn no_watchdog_ping_is_sent_when_systemd_asks_for_none() {
     let stack = Stack::start().await;
     let mut daemon = Daemon::start(&stack, None);

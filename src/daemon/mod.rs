@@ -225,6 +225,7 @@ pub(crate) async fn run(
     let mut reload = false;
     let mut stop: Option<Instant> = None;
     let mut last_status = Instant::now();
+    let mut last_left: Option<usize> = None;
     let mut status_dirty = false;
     let mut checks_were_running = false;
     let mut last_drift = Instant::now() - DRIFT_EVERY;
@@ -289,6 +290,20 @@ pub(crate) async fn run(
                     (cred.name, work, done)
                 });
             }
+        }
+        // A long start-up (many credentials) says how far it got, and asks systemd for more
+        // time while it moves on.
+        if !ready && !once && stop.is_none() && last_status.elapsed() >= STATUS_EVERY {
+            let left = planner.recovering();
+            if left > 0 && Some(left) != last_left {
+                let total = planner.summary().tracked;
+                systemd::starting(&format!(
+                    "starting: {} of {total} credentials read",
+                    total.saturating_sub(left)
+                ));
+                last_left = Some(left);
+            }
+            last_status = Instant::now();
         }
         if !ready && planner.recovered() && stop.is_none() && !once {
             ready = true;

@@ -438,6 +438,11 @@ impl Planner {
         self.recovering == 0
     }
 
+    /// Credentials still to be read before start-up is done.
+    pub(crate) fn recovering(&self) -> usize {
+        self.recovering
+    }
+
     pub(crate) fn summary(&self) -> Summary {
         Summary {
             tracked: self.entries.len(),

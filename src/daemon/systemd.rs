@@ -19,6 +19,7 @@ use sd_notify::NotifyState;
 
 /// One notification, owned, for the sending thread.
 enum Message {
+    Starting(String),
     Ready(String),
     Status(String),
     Reloading,
@@ -31,6 +32,10 @@ const QUEUE: usize = 64;
 
 fn send(message: &Message) {
     let states = match message {
+        Message::Starting(status) => vec![
+            NotifyState::Status(status),
+            NotifyState::ExtendTimeoutUsec(START_EXTENSION.as_micros() as u32),
+        ],
         Message::Ready(status) => vec![NotifyState::Ready, NotifyState::Status(status)],
         Message::Status(status) => vec![NotifyState::Status(status)],
         Message::Reloading => match NotifyState::monotonic_usec_now() {
@@ -91,6 +96,15 @@ pub(crate) async fn flush(bound: Duration) {
     while PENDING.load(Ordering::Acquire) > 0 && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// How far each sign of start-up progress moves systemd's start timeout (`TimeoutStartSec=`):
+/// from now, this much more. Sent only while start-up moves on, so a stuck one still times out.
+pub(crate) const START_EXTENSION: Duration = Duration::from_secs(30);
+
+/// Start-up (recovery) moved on: a status line, and more time to start.
+pub(crate) fn starting(status: &str) {
+    notify(Message::Starting(status.to_string()));
 }
 
 /// Start-up (recovery) is done.
