@@ -19,30 +19,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{vault_config, OpenBao, ROOT_TOKEN};
-use secrecy::SecretString;
+use common::bench::{env_or, raw_metadata_reads, root_client, rss_kib, target_dir};
+use common::{OpenBao, ROOT_TOKEN};
 use secret_rotator::config::KvPath;
 use secret_rotator::secret::SecretFields;
-use secret_rotator::vault::{Login, Vault};
 use serde_json::{json, Value};
 use tokio::net::UnixDatagram;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
 
 fn config_text(bao: &str, reconcile: &str, n: usize) -> String {
     let mut text = format!(
@@ -112,42 +96,12 @@ fn audit_len(log: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Metadata reads on existing keys from 16 tasks for `duration`: reads/s.
-async fn raw_metadata_reads(vault: &Arc<Vault>, n: usize, duration: Duration) -> f64 {
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..16 {
-        let vault = vault.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut count = 0u64;
-            let mut i = w;
-            while started.elapsed() < duration {
-                let kv = KvPath {
-                    mount: "secret".into(),
-                    path: format!("idle/idle-{}", i % n),
-                };
-                if vault.read_metadata(&kv).await.is_ok() {
-                    count += 1;
-                }
-                i += 16;
-            }
-            count
-        }));
+/// The `i`th credential's secret.
+fn idle_secret(i: usize) -> KvPath {
+    KvPath {
+        mount: "secret".into(),
+        path: format!("idle/idle-{i}"),
     }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.unwrap();
-    }
-    total as f64 / started.elapsed().as_secs_f64()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::main]
@@ -171,14 +125,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.log");
     let bao = OpenBao::start_with_audit(&audit).await;
-    let vault = Arc::new(
-        Vault::connect(
-            &vault_config(&bao.addr),
-            Login::Token(SecretString::from(ROOT_TOKEN.to_string())),
-        )
-        .await
-        .expect("connect to OpenBao"),
-    );
+    let vault = root_client(&bao.addr).await;
     // The secrets, written as an operator would have (version 1, created now: none due).
     let data = SecretFields::new().with("key", "x".repeat(32));
     let mut writes = Vec::new();
@@ -186,12 +133,8 @@ async fn main() {
         let (vault, data) = (vault.clone(), data.clone());
         writes.push(tokio::spawn(async move {
             for i in (w..n).step_by(8) {
-                let kv = KvPath {
-                    mount: "secret".into(),
-                    path: format!("idle/idle-{i}"),
-                };
                 vault
-                    .write_cas(&kv, &data, 0)
+                    .write_cas(&idle_secret(i), &data, 0)
                     .await
                     .expect("write a secret");
             }
@@ -200,8 +143,14 @@ async fn main() {
     for w in writes {
         w.await.unwrap();
     }
-    let raw_reads =
-        raw_metadata_reads(&vault, n, Duration::from_secs(if full { 3 } else { 1 })).await;
+    let raw_reads = raw_metadata_reads(
+        &vault,
+        idle_secret,
+        n,
+        16,
+        Duration::from_secs(if full { 3 } else { 1 }),
+    )
+    .await;
 
     let config = dir.path().join("config.toml");
     std::fs::write(&config, config_text(&bao.addr, &reconcile, n)).unwrap();

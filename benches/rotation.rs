@@ -20,20 +20,18 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::bench::{env_or, root_client, target_dir};
 use common::stack::{Stack, StackOptions, STORE};
-use common::{vault_config, ROOT_TOKEN};
-use secrecy::SecretString;
 use secret_rotator::config::{Credential, KvPath};
 use secret_rotator::events::MemorySink;
 use secret_rotator::providers::Provider;
 use secret_rotator::rotation::{Engine, EngineSettings, Outcome, RunResult};
 use secret_rotator::secret::SecretFields;
-use secret_rotator::vault::{Login, Vault};
+use secret_rotator::vault::Vault;
 use serde_json::{json, Value};
 
 /// Vault writes of one rotation on the common path: minting, minted, the secret, notified, idle.
@@ -72,19 +70,6 @@ impl Row {
             "p99_ms": self.p99_ms,
         })
     }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 /// (p50, p99) in milliseconds.
@@ -277,14 +262,7 @@ async fn main() {
         .await
         .expect("lift the store's rate limit");
 
-    let vault = Arc::new(
-        Vault::connect(
-            &vault_config(&s.bao.addr),
-            Login::Token(SecretString::from(ROOT_TOKEN.to_string())),
-        )
-        .await
-        .expect("connect to OpenBao"),
-    );
+    let vault = root_client(&s.bao.addr).await;
 
     // Credentials: `per_level` per concurrency level, each adopted with a hand-minted token as
     // version 1 (setup, not timed, not counted in the client's stats).

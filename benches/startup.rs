@@ -26,32 +26,19 @@ mod common;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, Read, Seek};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{vault_config, OpenBao, ROOT_TOKEN};
-use secrecy::SecretString;
+use common::bench::{env_or, raw_metadata_reads, root_client, rss_kib, target_dir};
+use common::{OpenBao, ROOT_TOKEN};
 use secret_rotator::config::KvPath;
 use secret_rotator::rotation::StateRecord;
 use secret_rotator::secret::SecretFields;
-use secret_rotator::vault::{Login, Vault};
+use secret_rotator::vault::Vault;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::UnixDatagram;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
 
 /// The configuration of `n` credentials `boot-0` .. `boot-{n-1}` (one string, built in one go).
 fn config_text(bao: &str, reconcile: &str, n: usize) -> String {
@@ -119,36 +106,6 @@ async fn seed(vault: &Arc<Vault>, n: usize, records: bool) -> f64 {
     writes as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Metadata reads on existing keys from `concurrency` tasks for `duration`: reads/s.
-async fn raw_metadata_reads(
-    vault: &Arc<Vault>,
-    n: usize,
-    concurrency: usize,
-    duration: Duration,
-) -> f64 {
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..concurrency {
-        let vault = vault.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut count = 0u64;
-            let mut i = w;
-            while started.elapsed() < duration {
-                if vault.read_metadata(&secret(i % n)).await.is_ok() {
-                    count += 1;
-                }
-                i += concurrency;
-            }
-            count
-        }));
-    }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.unwrap();
-    }
-    total as f64 / started.elapsed().as_secs_f64()
-}
-
 fn audit_len(log: &Path) -> u64 {
     std::fs::metadata(log).map(|m| m.len()).unwrap_or(0)
 }
@@ -208,15 +165,6 @@ fn requests(log: &Path, from: u64, to: u64) -> BTreeMap<String, u64> {
             .or_insert(0) += 1;
     }
     kinds
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A daemon under test, with the notify socket it reports to.
@@ -319,22 +267,29 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.log");
     let bao = OpenBao::start_with_audit(&audit).await;
-    let vault = Arc::new(
-        Vault::connect(
-            &vault_config(&bao.addr),
-            Login::Token(SecretString::from(ROOT_TOKEN.to_string())),
-        )
-        .await
-        .expect("connect to OpenBao"),
-    );
+    let vault = root_client(&bao.addr).await;
     let seeded = Instant::now();
     let write_rate = seed(&vault, n, records).await;
     eprintln!(
         "seeded {n} credentials in {:.1} s ({write_rate:.0} writes/s)",
         seeded.elapsed().as_secs_f64()
     );
-    let raw = raw_metadata_reads(&vault, n, concurrency, Duration::from_secs(raw_secs)).await;
-    let raw2 = raw_metadata_reads(&vault, n, 2 * concurrency, Duration::from_secs(raw_secs)).await;
+    let raw = raw_metadata_reads(
+        &vault,
+        secret,
+        n,
+        concurrency,
+        Duration::from_secs(raw_secs),
+    )
+    .await;
+    let raw2 = raw_metadata_reads(
+        &vault,
+        secret,
+        n,
+        2 * concurrency,
+        Duration::from_secs(raw_secs),
+    )
+    .await;
 
     // The baseline: the same daemon tracking one credential.
     let one = dir.path().join("one.toml");

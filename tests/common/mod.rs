@@ -2,6 +2,7 @@
 //! operator would (root token over the HTTP API).
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod daemon;
 pub mod fleet;
 pub mod proxy;

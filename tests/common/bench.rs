@@ -1,0 +1,81 @@
+//! What the benchmarks (`benches/`) share: settings from the environment, where figures go, a
+//! process's resident memory, and the raw metadata read rate of an OpenBao.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use secret_rotator::config::KvPath;
+use secret_rotator::vault::{Login, Vault};
+
+use super::{vault_config, ROOT_TOKEN};
+
+/// A Vault client on the dev server at `addr`, with its root token.
+pub async fn root_client(addr: &str) -> Arc<Vault> {
+    Arc::new(
+        Vault::connect(
+            &vault_config(addr),
+            Login::Token(SecretString::from(ROOT_TOKEN.to_string())),
+        )
+        .await
+        .expect("connect to OpenBao"),
+    )
+}
+
+/// The environment variable `name` parsed, or `default` when unset or unparsable.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Cargo's target directory (figures go under `bench/` in it).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// VmRSS of process `pid` in KiB (0 when it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Metadata reads per second of `n` secrets (`secret(i)`), `concurrency` in flight, for
+/// `duration`: the raw figure the daemon's reads are compared with.
+pub async fn raw_metadata_reads(
+    vault: &Arc<Vault>,
+    secret: fn(usize) -> KvPath,
+    n: usize,
+    concurrency: usize,
+    duration: Duration,
+) -> f64 {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let vault = vault.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut count = 0u64;
+            let mut i = w;
+            while started.elapsed() < duration {
+                if vault.read_metadata(&secret(i % n)).await.is_ok() {
+                    count += 1;
+                }
+                i += concurrency;
+            }
+            count
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
