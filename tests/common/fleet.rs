@@ -144,9 +144,11 @@ pub async fn mints(stack: &Stack) -> usize {
     stack.admin.storefront_tokens(STORE).await.unwrap().len()
 }
 
-/// Mints the records account for without a committed version (a pending credential, noted
-/// orphans), and attempts stopped in `minting` while a mint may have been under way (a stop cut
-/// them there: the next start notes the possible orphan before it mints again).
+/// Mints the records account for without a committed version: (certain, possible). Certain:
+/// a pending credential, a mint its attempt discarded. Possible: noted orphans (a mint whose
+/// answer was lost, or an attempt resumed in `minting`: the mint may or may not have happened,
+/// e.g. when the reply to the `minting` write itself was lost in a failover), and attempts
+/// stopped in `minting` while a mint may have been under way.
 pub async fn uncommitted_in_records(stack: &Stack, count: usize) -> (usize, usize) {
     let (mut n, mut unsettled) = (0, 0);
     for i in 0..count {
@@ -168,9 +170,9 @@ pub async fn uncommitted_in_records(stack: &Stack, count: usize) -> (usize, usiz
         if attempt["phase"] == "minting" && attempt["mint_settled"] != true {
             unsettled += 1;
         }
-        n += attempt["orphans"].as_array().map_or(0, Vec::len);
+        unsettled += attempt["orphans"].as_array().map_or(0, Vec::len);
         for h in record["history"].as_array().unwrap_or(&Vec::new()) {
-            n += h["orphans"].as_array().map_or(0, Vec::len);
+            unsettled += h["orphans"].as_array().map_or(0, Vec::len);
             // A mint whose attempt ended without committing it (rejected, aborted): revoked.
             let minted = h["marks"]
                 .as_array()
@@ -200,13 +202,16 @@ pub async fn assert_mints_accounted_for(
     );
     assert!(
         (committed + accounted..=committed + accounted + unsettled).contains(&minted),
-        "minted {minted}, committed {committed}, pending or noted orphans {accounted}, attempts stopped while a mint may have been under way {unsettled}"
+        "minted {minted}, committed {committed}, pending or discarded {accounted}, possible orphans and attempts stopped while a mint may have been under way {unsettled}"
     );
     (minted, committed)
 }
 
-/// Never two rotations of one version: each rotation begins at least `min_gap` after the
-/// previous one's commit (a max age less its jitter), never right after another instance's.
+/// Never two rotations of one version: each rotation begins at least `min_gap` (a max age
+/// less its jitter) after Vault created the version it replaces (after that version's attempt
+/// began, for an expiry rotation), never right after another instance's commit. Vault's
+/// `created_time`, not the record's commit mark: a commit whose reply was lost in a failover is
+/// marked only once a node answers again, seconds later.
 pub async fn assert_no_rotation_right_after_another(
     stack: &Stack,
     count: usize,
@@ -224,6 +229,10 @@ pub async fn assert_no_rotation_right_after_another(
                 None,
             )
             .await;
+        let meta = stack
+            .bao
+            .root("GET", &format!("secret/metadata/{}", secret_path(i)), None)
+            .await;
         let history = record["data"]["data"]["history"]
             .as_array()
             .unwrap()
@@ -233,19 +242,25 @@ pub async fn assert_no_rotation_right_after_another(
             .filter(|h| h["outcome"] == "rotated")
             .collect();
         for pair in rotated.windows(2) {
-            let committed = pair[0]["marks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|m| m["phase"] == "committed")
-                .map(|m| time(&m["at"]))
-                .unwrap();
-            let gap = time(&pair[1]["started_at"]) - committed;
+            let version = pair[0]["version_after"].as_u64().unwrap();
+            let created = &meta["data"]["versions"][version.to_string()]["created_time"];
+            if created.is_null() {
+                continue; // an old version Vault no longer keeps
+            }
+            // An expiry comes from the previous attempt's start (the mint's planned expiry):
+            // a commit held up by a failover may be followed by an expiry rotation soon after.
+            let since = if pair[1]["trigger"] == "expiry" {
+                time(&pair[0]["started_at"])
+            } else {
+                time(created)
+            };
+            let gap = time(&pair[1]["started_at"]) - since;
             assert!(
                 gap >= min_gap,
-                "{}: attempt {} began {gap} after the commit of {}",
+                "{}: attempt {} ({}) began {gap} after version {version} (or its attempt) of attempt {}",
                 name(i),
                 pair[1]["id"],
+                pair[1]["trigger"],
                 pair[0]["id"]
             );
         }
