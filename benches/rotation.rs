@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::bench::{env_or, root_client, target_dir};
-use common::stack::{Stack, StackOptions, STORE};
+use common::stack::{storefront_credential, Stack, StackOptions, STORE};
 use secret_rotator::config::{Credential, KvPath};
 use secret_rotator::events::MemorySink;
 use secret_rotator::providers::Provider;
@@ -149,19 +149,10 @@ grace = "0s"
 "#
     );
     for name in names {
-        text.push_str(&format!(
-            r#"
-[[credentials]]
-name = "{name}"
-path = "bigcommerce/bench/{name}"
-[credentials.bigcommerce_storefront]
-store_hash = "{STORE}"
-api_url = "{base}"
-storefront_url = "{base}/store-{{store_hash}}"
-access_token = {{ path = "bigcommerce/abc123/store-api", key = "access_token" }}
-kind = "storefront"
-channel_ids = [1]
-"#
+        text.push_str(&storefront_credential(
+            name,
+            &format!("bigcommerce/bench/{name}"),
+            base,
         ));
     }
     text
