@@ -21,8 +21,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::bench::{env_or, raw_metadata_reads, root_client, rss_kib, target_dir};
-use common::{OpenBao, ROOT_TOKEN};
+use common::bench::{env_or, raw_metadata_reads, root_client, rss_kib, spawn_daemon, target_dir};
+use common::OpenBao;
 use secret_rotator::config::KvPath;
 use secret_rotator::secret::SecretFields;
 use serde_json::{json, Value};
@@ -158,20 +158,12 @@ async fn main() {
     let notify = UnixDatagram::bind(&socket).unwrap();
     let before_start = audit_len(&audit);
     let started = Instant::now();
-    let mut daemon = tokio::process::Command::new(common::binary())
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .env("VAULT_TOKEN", ROOT_TOKEN)
-        .env("SECRET_ROTATOR_INSTANCE_ID", "idle-bench")
-        .env("SECRET_ROTATOR_LOG", env_or("IDLE_LOG", "warn".to_string()))
-        .env("NOTIFY_SOCKET", &socket)
-        .env_remove("WATCHDOG_USEC")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the daemon");
+    let mut daemon = spawn_daemon(
+        &config,
+        "idle-bench",
+        &env_or("IDLE_LOG", "warn".to_string()),
+        &socket,
+    );
     let mut buf = vec![0u8; 4096];
     loop {
         let got = tokio::time::timeout(Duration::from_secs(600), notify.recv(&mut buf))

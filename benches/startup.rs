@@ -30,8 +30,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::bench::{env_or, raw_metadata_reads, root_client, rss_kib, target_dir};
-use common::{OpenBao, ROOT_TOKEN};
+use common::bench::{env_or, raw_metadata_reads, root_client, rss_kib, spawn_daemon, target_dir};
+use common::OpenBao;
 use secret_rotator::config::KvPath;
 use secret_rotator::rotation::StateRecord;
 use secret_rotator::secret::SecretFields;
@@ -181,20 +181,7 @@ impl Daemon {
         let socket = dir.join("notify.sock");
         let _ = std::fs::remove_file(&socket);
         let notify = UnixDatagram::bind(&socket).unwrap();
-        let child = tokio::process::Command::new(common::binary())
-            .arg("--config")
-            .arg(config)
-            .arg("run")
-            .env("VAULT_TOKEN", ROOT_TOKEN)
-            .env("SECRET_ROTATOR_INSTANCE_ID", "startup-bench")
-            .env("SECRET_ROTATOR_LOG", log)
-            .env("NOTIFY_SOCKET", &socket)
-            .env_remove("WATCHDOG_USEC")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the daemon");
+        let child = spawn_daemon(config, "startup-bench", log, &socket);
         let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::daemon::Daemon;
-use common::stack::{Stack, StackOptions, ACCESS_TOKEN_PATH, STORE};
+use common::stack::{storefront_credential, Stack, StackOptions};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -140,19 +140,10 @@ async fn sighup_with_a_new_credential_starts_tracking_and_rotating_it() {
     // A second storefront credential whose secret does not exist yet: it is due at once.
     let base = stack.emu.base_url();
     let mut config = std::fs::read_to_string(&stack.config).unwrap();
-    config.push_str(&format!(
-        r#"
-[[credentials]]
-name = "storefront-second"
-path = "bigcommerce/storefront-second"
-[credentials.bigcommerce_storefront]
-store_hash = "{STORE}"
-api_url = "{base}"
-storefront_url = "{base}/store-{{store_hash}}"
-access_token = {{ path = "{ACCESS_TOKEN_PATH}", key = "access_token" }}
-kind = "storefront"
-channel_ids = [1]
-"#
+    config.push_str(&storefront_credential(
+        "storefront-second",
+        "bigcommerce/storefront-second",
+        &base,
     ));
     std::fs::write(&stack.config, config).unwrap();
     daemon.signal(Signal::SIGHUP);

@@ -11,6 +11,30 @@ use secret_rotator::vault::{Login, Vault};
 
 use super::{vault_config, ROOT_TOKEN};
 
+/// `secret-rotator run` on `config` with the root token, as instance `instance`, logging at
+/// `log` to this process's stderr and notifying `socket` (the bench reads READY and STATUS there).
+pub fn spawn_daemon(
+    config: &std::path::Path,
+    instance: &str,
+    log: &str,
+    socket: &std::path::Path,
+) -> tokio::process::Child {
+    tokio::process::Command::new(super::binary())
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .env("VAULT_TOKEN", ROOT_TOKEN)
+        .env("SECRET_ROTATOR_INSTANCE_ID", instance)
+        .env("SECRET_ROTATOR_LOG", log)
+        .env("NOTIFY_SOCKET", socket)
+        .env_remove("WATCHDOG_USEC")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the daemon")
+}
+
 /// A Vault client on the dev server at `addr`, with its root token.
 pub async fn root_client(addr: &str) -> Arc<Vault> {
     Arc::new(
