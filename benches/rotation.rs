@@ -5,10 +5,12 @@
 //!
 //! Run: `cargo bench --bench rotation`. In one run, side by side:
 //! 1. raw `Vault::write_cas` on distinct keys (check-and-set 0, one new key per write) at
-//!    concurrency 1 and 8, for `BENCH_SECS` seconds each (default 3);
+//!    concurrency 1, 8 and 16, for `BENCH_SECS` seconds per level (default 3);
 //! 2. full rotations with `Engine::drive(.., Some(Begin::Manual), Wait::All)` in-process, grace 0 and the
-//!    emulator's revocation delay 0, over `BENCH_CREDENTIALS` credentials (default 200) each
-//!    rotated once, at concurrency 1 and 8, counting Vault writes and reads per rotation;
+//!    emulator's revocation delay 0, over `BENCH_CREDENTIALS` credentials per level (default
+//!    600) each rotated once, counting Vault writes and reads per rotation; each level runs in
+//!    `BENCH_ROUNDS` rounds (default 6) of raw writes then rotations in turn, so that the load of
+//!    the (shared) machine weighs on both sides of the ratio alike;
 //! 3. rotations/s × measured writes per rotation ÷ CAS writes/s at each concurrency (1, 8, 16);
 //!    before the timed levels, each credential's first rotation (it creates the state record)
 //!    is shown on a row of its own.
@@ -44,11 +46,12 @@ struct Row {
     count: u64,
     errors: u64,
     seconds: f64,
-    /// Per rotation (rotation rows only).
-    writes_per_rotation: Option<f64>,
-    reads_per_rotation: Option<f64>,
-    p50_ms: f64,
-    p99_ms: f64,
+    /// Rotation rows: the attempts, and the Vault writes and reads they made.
+    attempts: u64,
+    writes: u64,
+    reads: u64,
+    /// Of each operation that succeeded, in microseconds.
+    latencies_us: Vec<u64>,
 }
 
 impl Row {
@@ -56,7 +59,37 @@ impl Row {
         self.count as f64 / self.seconds
     }
 
+    fn writes_per_rotation(&self) -> Option<f64> {
+        (self.attempts > 0).then(|| self.writes as f64 / self.attempts as f64)
+    }
+
+    fn reads_per_rotation(&self) -> Option<f64> {
+        (self.attempts > 0).then(|| self.reads as f64 / self.attempts as f64)
+    }
+
+    /// (p50, p99) in milliseconds.
+    fn percentiles(&self) -> (f64, f64) {
+        percentiles(self.latencies_us.clone())
+    }
+
+    /// The rounds of one level, as one row.
+    fn merged(rounds: Vec<Row>) -> Row {
+        let mut rounds = rounds.into_iter();
+        let mut row = rounds.next().expect("at least one round");
+        for r in rounds {
+            row.count += r.count;
+            row.errors += r.errors;
+            row.seconds += r.seconds;
+            row.attempts += r.attempts;
+            row.writes += r.writes;
+            row.reads += r.reads;
+            row.latencies_us.extend(r.latencies_us);
+        }
+        row
+    }
+
     fn json(&self) -> Value {
+        let (p50_ms, p99_ms) = self.percentiles();
         json!({
             "operation": self.operation,
             "concurrency": self.concurrency,
@@ -64,10 +97,10 @@ impl Row {
             "errors": self.errors,
             "seconds": self.seconds,
             "per_second": self.per_second(),
-            "vault_writes_per_rotation": self.writes_per_rotation,
-            "vault_reads_per_rotation": self.reads_per_rotation,
-            "p50_ms": self.p50_ms,
-            "p99_ms": self.p99_ms,
+            "vault_writes_per_rotation": self.writes_per_rotation(),
+            "vault_reads_per_rotation": self.reads_per_rotation(),
+            "p50_ms": p50_ms,
+            "p99_ms": p99_ms,
         })
     }
 }
@@ -86,7 +119,7 @@ fn percentiles(mut us: Vec<u64>) -> (f64, f64) {
 
 /// `write_cas` with check-and-set 0 on a new key per write, from `concurrency` tasks, for
 /// `duration`.
-async fn raw_cas(vault: &Arc<Vault>, concurrency: usize, duration: Duration) -> Row {
+async fn raw_cas(vault: &Arc<Vault>, concurrency: usize, round: usize, duration: Duration) -> Row {
     let data = SecretFields::new().with("token", "x".repeat(64));
     let started = Instant::now();
     let deadline = started + duration;
@@ -100,7 +133,7 @@ async fn raw_cas(vault: &Arc<Vault>, concurrency: usize, duration: Duration) -> 
             while Instant::now() < deadline {
                 let key = KvPath {
                     mount: "secret".into(),
-                    path: format!("bench/raw/c{concurrency}/w{worker}/k{n}"),
+                    path: format!("bench/raw/c{concurrency}/r{round}/w{worker}/k{n}"),
                 };
                 n += 1;
                 let t = Instant::now();
@@ -118,19 +151,16 @@ async fn raw_cas(vault: &Arc<Vault>, concurrency: usize, duration: Duration) -> 
         all.extend(l);
         errors += e;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let count = all.len() as u64;
-    let (p50_ms, p99_ms) = percentiles(all);
     Row {
         operation: "vault write_cas (new key)",
         concurrency,
-        count,
+        count: all.len() as u64,
         errors,
-        seconds,
-        writes_per_rotation: None,
-        reads_per_rotation: None,
-        p50_ms,
-        p99_ms,
+        seconds: started.elapsed().as_secs_f64(),
+        attempts: 0,
+        writes: 0,
+        reads: 0,
+        latencies_us: all,
     }
 }
 
@@ -210,22 +240,16 @@ async fn rotations(
         all.extend(l);
         errors += e;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let attempts = work.len().max(1) as f64;
-    let writes = vault.stats.writes.load(Ordering::Relaxed) - writes_before;
-    let reads = vault.stats.reads.load(Ordering::Relaxed) - reads_before;
-    let count = all.len() as u64;
-    let (p50_ms, p99_ms) = percentiles(all);
     Row {
         operation: "storefront token rotation",
         concurrency,
-        count,
+        count: all.len() as u64,
         errors,
-        seconds,
-        writes_per_rotation: Some(writes as f64 / attempts),
-        reads_per_rotation: Some(reads as f64 / attempts),
-        p50_ms,
-        p99_ms,
+        seconds: started.elapsed().as_secs_f64(),
+        attempts: work.len() as u64,
+        writes: vault.stats.writes.load(Ordering::Relaxed) - writes_before,
+        reads: vault.stats.reads.load(Ordering::Relaxed) - reads_before,
+        latencies_us: all,
     }
 }
 
@@ -234,10 +258,11 @@ async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let secs: f64 = if full { env_or("BENCH_SECS", 3.0) } else { 0.2 };
     let per_level: usize = if full {
-        env_or("BENCH_CREDENTIALS", 200)
+        env_or("BENCH_CREDENTIALS", 600)
     } else {
         10
     };
+    let rounds: usize = if full { env_or("BENCH_ROUNDS", 6) } else { 2 };
     let duration = Duration::from_secs_f64(secs);
 
     // OpenBao dev server, emulator (demo store, revocation delay set to 0 over the admin API),
@@ -296,10 +321,6 @@ async fn main() {
     });
     let http = reqwest::Client::new();
 
-    let mut raw_rows = Vec::new();
-    for c in CONCURRENCIES {
-        raw_rows.push(raw_cas(&vault, c, duration).await);
-    }
     let work_of = |level: &[String]| -> Vec<(Credential, Box<dyn Provider>)> {
         level
             .iter()
@@ -314,9 +335,18 @@ async fn main() {
     // Each credential's first rotation creates its state record (a read more to find none, a
     // write more to set its max_versions): shown, but the common path is the next ones.
     let first = rotations(&engine, work_of(&all_names), 8).await;
-    let mut rotation_rows = Vec::new();
+    // Each level in `rounds` rounds, raw writes and rotations in turn, so that a change in the
+    // machine's load (it is shared) weighs on both sides of the ratio alike.
+    let (mut raw_rows, mut rotation_rows) = (Vec::new(), Vec::new());
     for (c, level) in CONCURRENCIES.iter().zip(&names) {
-        rotation_rows.push(rotations(&engine, work_of(level), *c).await);
+        let chunk = level.len().div_ceil(rounds);
+        let (mut raw, mut rot) = (Vec::new(), Vec::new());
+        for (round, part) in level.chunks(chunk).enumerate() {
+            raw.push(raw_cas(&vault, *c, round, duration / rounds as u32).await);
+            rot.push(rotations(&engine, work_of(part), *c).await);
+        }
+        raw_rows.push(Row::merged(raw));
+        rotation_rows.push(Row::merged(rot));
     }
 
     println!();
@@ -341,7 +371,13 @@ async fn main() {
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
     let mut first = first;
     first.operation = "first rotation (new record)";
-    for r in raw_rows.iter().chain([&first]).chain(&rotation_rows) {
+    let rows: Vec<&Row> = raw_rows
+        .iter()
+        .chain([&first])
+        .chain(&rotation_rows)
+        .collect();
+    for r in &rows {
+        let (p50_ms, p99_ms) = r.percentiles();
         println!(
             "{:<28} {:>5} {:>7} {:>7} {:>8.2} {:>9.0} {:>13} {:>12} {:>8.2} {:>8.2}",
             r.operation,
@@ -350,16 +386,16 @@ async fn main() {
             r.errors,
             r.seconds,
             r.per_second(),
-            opt(r.writes_per_rotation),
-            opt(r.reads_per_rotation),
-            r.p50_ms,
-            r.p99_ms,
+            opt(r.writes_per_rotation()),
+            opt(r.reads_per_rotation()),
+            p50_ms,
+            p99_ms,
         );
     }
     println!();
     let mut ratios = Vec::new();
     for (raw, rot) in raw_rows.iter().zip(&rotation_rows) {
-        let writes = rot.writes_per_rotation.unwrap_or(WRITES_PER_ROTATION);
+        let writes = rot.writes_per_rotation().unwrap_or(WRITES_PER_ROTATION);
         let bound = raw.per_second() / writes;
         let ratio = rot.per_second() / bound;
         println!(
@@ -382,7 +418,8 @@ async fn main() {
         "raw_seconds_per_level": secs,
         "credentials_per_rotation_level": per_level,
         "writes_per_rotation_assumed": WRITES_PER_ROTATION,
-        "rows": raw_rows.iter().chain([&first]).chain(&rotation_rows).map(Row::json).collect::<Vec<_>>(),
+        "rounds_per_level": rounds,
+        "rows": rows.iter().map(|r| r.json()).collect::<Vec<_>>(),
         "ratios": ratios,
     });
     let failed = rotation_rows.iter().chain([&first]).any(|r| r.errors > 0);

@@ -436,8 +436,10 @@ impl Storefront {
         }
     }
 
+    /// A provider that reads the access token for every call (the reuse has a test of its own).
     fn provider(&self, kind: StorefrontTokenKind) -> StorefrontProvider {
         StorefrontProvider::new(self.cfg(kind), self.vault.clone(), http())
+            .with_access_token_reuse(Duration::ZERO)
     }
 
     async fn fault(&self, endpoint: &str, mode: FaultMode, count: Option<u64>) {
@@ -723,6 +725,72 @@ async fn storefront_reads_the_parent_token_afresh_for_every_call() {
     sf.bao
         .write_secret("secret", ACCESS_TOKEN_PATH, json!({ "other": "x" }))
         .await;
+    assert!(matches!(
+        p.mint(&mint_request("missing")).await,
+        Err(ProviderError::Config { .. })
+    ));
+}
+
+#[tokio::test]
+async fn storefront_reuses_the_parent_token_briefly_and_drops_it_when_the_store_refuses_it() {
+    let sf = Storefront::start().await;
+    let reuse = Duration::from_millis(800);
+    let p = StorefrontProvider::new(
+        sf.cfg(StorefrontTokenKind::Storefront),
+        sf.vault.clone(),
+        http(),
+    )
+    .with_access_token_reuse(reuse);
+    let reads = || {
+        sf.vault
+            .stats
+            .reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+
+    // A mint and its revoke within the reuse time read the token once.
+    let before = reads();
+    let minted = p.mint(&mint_request("one")).await.unwrap();
+    p.revoke(&minted.secret).await.unwrap();
+    assert_eq!(reads() - before, 1, "one read for a mint and a revoke");
+
+    // The account is replaced by hand within the reuse time: the store refuses the token read
+    // before, so it is read again at once and the refused call made once more.
+    let fresh = sf
+        .admin
+        .create_api_account(STORE, "replacement", Scopes::all(Access::Modify))
+        .await
+        .unwrap();
+    sf.bao
+        .write_secret(
+            "secret",
+            ACCESS_TOKEN_PATH,
+            json!({ "access_token": fresh.access_token }),
+        )
+        .await;
+    sf.admin
+        .delete_api_account(STORE, demo::CLIENT_ID)
+        .await
+        .unwrap();
+    let before = reads();
+    let created_before = sf.status_count("200").await;
+    let minted = p
+        .mint(&mint_request("after"))
+        .await
+        .expect("the refused call is made again with the token now in Vault");
+    assert_eq!(reads() - before, 1, "read again once");
+    assert_eq!(
+        sf.status_count("200").await,
+        created_before + 1,
+        "one token created"
+    );
+    p.revoke(&minted.secret).await.unwrap();
+
+    // A change in Vault that the store would not refuse is seen once the reuse time is over.
+    sf.bao
+        .write_secret("secret", ACCESS_TOKEN_PATH, json!({ "other": "x" }))
+        .await;
+    tokio::time::sleep(reuse).await;
     assert!(matches!(
         p.mint(&mint_request("missing")).await,
         Err(ProviderError::Config { .. })

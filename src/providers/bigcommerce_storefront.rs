@@ -3,8 +3,10 @@
 //!
 //! Secret fields: `token` (the JWT), `expires_at` (RFC 3339), `kind`.
 //!
-//! Invariants: the access token is read from Vault for every call that needs it and kept no
-//! longer than that call, so a rotated parent token is picked up at once; every request goes
+//! Invariants: the access token is read from Vault at most [`ACCESS_TOKEN_REUSE`] before a call
+//! that needs it (the Vault client keeps the read that long, in memory only), so a rotated parent
+//! token is picked up within seconds, and at once when the store refuses the one reused (it is
+//! read again and the refused request, which did nothing, sent once more); every request goes
 //! through [`StorefrontProvider::send`], which sends it once (retrying is the caller's business),
 //! waits for room in the store's rate-limit budget ([`super::rate_budget`], shared by every
 //! credential of the store) only within the call's deadline, and turns a 429 into
@@ -29,6 +31,10 @@ use crate::vault::Vault;
 
 /// The longest one call takes, waiting for a spent quota included.
 pub const DEFAULT_CALL_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long a store access token read from Vault is used again before it is read anew (a
+/// rotation's mint and revoke, and a burst of rotations against one store, read it once).
+pub const ACCESS_TOKEN_REUSE: Duration = Duration::from_secs(5);
 
 const GRAPHQL_PROBE: &str = "{ site { settings { storeName } } }";
 
@@ -63,6 +69,7 @@ pub struct StorefrontProvider {
     vault: Arc<Vault>,
     http: reqwest::Client,
     call_deadline: Duration,
+    token_reuse: Duration,
 }
 
 impl StorefrontProvider {
@@ -72,7 +79,15 @@ impl StorefrontProvider {
             vault,
             http,
             call_deadline: DEFAULT_CALL_DEADLINE,
+            token_reuse: ACCESS_TOKEN_REUSE,
         }
+    }
+
+    /// How long a store access token read from Vault is used again ([`ACCESS_TOKEN_REUSE`]
+    /// unless set; zero reads it for every call).
+    pub fn with_access_token_reuse(mut self, reuse: Duration) -> Self {
+        self.token_reuse = reuse;
+        self
     }
 
     /// The longest one call may take, waiting for a spent quota included
@@ -109,23 +124,28 @@ impl StorefrontProvider {
         format!("bigcommerce store {} {}", self.cfg.store_hash, op.name())
     }
 
-    /// The store-level access token, read fresh from Vault for this one call.
-    async fn access_token(&self) -> Result<String, ProviderError> {
+    /// The store-level access token: Vault's answer of less than the reuse time ago, or read
+    /// now (`true`: reused).
+    async fn access_token(&self) -> Result<(String, bool), ProviderError> {
         let field = &self.cfg.access_token;
-        let version = self.vault.read(&field.secret).await.map_err(|e| {
-            let reason = format!("cannot read the store access token: {e}");
-            if e.is_retryable() {
-                ProviderError::Transient {
-                    reason,
-                    retry_after: None,
+        let (version, reused) = self
+            .vault
+            .read_recent(&field.secret, self.token_reuse)
+            .await
+            .map_err(|e| {
+                let reason = format!("cannot read the store access token: {e}");
+                if e.is_retryable() {
+                    ProviderError::Transient {
+                        reason,
+                        retry_after: None,
+                    }
+                } else {
+                    // Not found, permission denied: the configuration or the daemon's policy is wrong.
+                    ProviderError::Config { reason }
                 }
-            } else {
-                // Not found, permission denied: the configuration or the daemon's policy is wrong.
-                ProviderError::Config { reason }
-            }
-        })?;
+            })?;
         match version.data.expose(&field.key) {
-            Some(t) if !t.is_empty() => Ok(t.to_string()),
+            Some(t) if !t.is_empty() => Ok((t.to_string(), reused)),
             _ => Err(ProviderError::Config {
                 reason: format!(
                     "the store access token secret {} has no `{}` field",
@@ -133,6 +153,32 @@ impl StorefrontProvider {
                 ),
             }),
         }
+    }
+
+    /// [`Self::send`] with the store access token in `X-Auth-Token`. A reused token the store
+    /// refuses (401, 403) may have been replaced in Vault since it was read: it is read again
+    /// and the request, which the store did not carry out, sent once more. Returns the answer
+    /// and the token it went with (for the summary to mask).
+    async fn send_authorized(
+        &self,
+        op: Op,
+        budget_key: &str,
+        request: impl Fn() -> RequestBuilder,
+    ) -> Result<(Answer, String), ProviderError> {
+        let (token, reused) = self.access_token().await?;
+        let answer = self
+            .send(op, budget_key, request().header("X-Auth-Token", &token))
+            .await?;
+        if !(reused && matches!(answer.status, 401 | 403)) {
+            return Ok((answer, token));
+        }
+        self.vault.forget(&self.cfg.access_token.secret);
+        tracing::debug!(store = %self.cfg.store_hash, status = answer.status, "the store refused the access token read lately; reading it again");
+        let (token, _) = self.access_token().await?;
+        let answer = self
+            .send(op, budget_key, request().header("X-Auth-Token", &token))
+            .await?;
+        Ok((answer, token))
     }
 
     /// Sends one request, once, when the store's rate-limit budget has room for it: a wait for
@@ -354,19 +400,15 @@ impl Provider for StorefrontProvider {
 
     async fn mint(&self, req: &MintRequest) -> Result<Minted, ProviderError> {
         let body = self.create_body(req)?;
-        let access_token = self.access_token().await?;
         let url = format!("{}/{}", self.api_base(), create_path(self.cfg.kind));
-        let answer = self
-            .send(
-                Op::Mint,
-                &self.budget_key(&self.cfg.api_url),
+        let (answer, access_token) = self
+            .send_authorized(Op::Mint, &self.budget_key(&self.cfg.api_url), || {
                 self.http
                     .request(Method::POST, &url)
-                    .header("X-Auth-Token", &access_token)
                     .header(ACCEPT, "application/json")
                     .header(CONTENT_TYPE, "application/json")
-                    .json(&body),
-            )
+                    .json(&body)
+            })
             .await?;
         let status = answer.status;
         let reason = || {
@@ -462,19 +504,15 @@ impl Provider for StorefrontProvider {
 
     async fn revoke(&self, secret: &SecretFields) -> Result<(), ProviderError> {
         let token = token_of(secret)?;
-        let access_token = self.access_token().await?;
         let url = format!("{}/api-token", self.api_base());
-        let answer = self
-            .send(
-                Op::Revoke,
-                &self.budget_key(&self.cfg.api_url),
+        let (answer, access_token) = self
+            .send_authorized(Op::Revoke, &self.budget_key(&self.cfg.api_url), || {
                 self.http
                     .request(Method::DELETE, &url)
-                    .header("X-Auth-Token", &access_token)
                     .header("Sf-Api-Token", token)
                     .header(ACCEPT, "application/json")
-                    .header(CONTENT_TYPE, "application/json"),
-            )
+                    .header(CONTENT_TYPE, "application/json")
+            })
             .await?;
         let status = answer.status;
         let reason = || {

@@ -175,6 +175,8 @@ struct Loaded {
     /// This call began the attempt: preflight has just found the mounts KV v2 and the secret at
     /// the attempt's `version_before`.
     began_here: bool,
+    /// When this call last wrote the record (its check-and-set proved nobody else had).
+    saved_at: Option<std::time::Instant>,
 }
 
 impl Loaded {
@@ -184,6 +186,7 @@ impl Loaded {
             version,
             new_events: false,
             began_here: false,
+            saved_at: None,
         }
     }
 }
@@ -204,6 +207,12 @@ struct Extra {
     /// A reminder (`rotation.due` sent again): its number, part of the event id.
     reminder: u32,
 }
+
+/// A check-and-set write of the record this recent stands for the read [`Engine::hold`] makes
+/// before an irreversible step: the lease it covers keeps other instances out, and a read would
+/// only narrow the window for an operator's write by as little. Within one call with no wait
+/// (grace 0), the commit's write is this recent when the old credential is revoked.
+const HOLD_PROVEN: Duration = Duration::from_secs(1);
 
 /// How often a revocation held for acks looks at the deliveries record again.
 const ACK_RECHECK: Duration = Duration::from_secs(5);
@@ -311,6 +320,7 @@ impl Engine {
                     }
                 }
                 l.version = v;
+                l.saved_at = Some(std::time::Instant::now());
                 if std::mem::take(&mut l.new_events) {
                     self.wakeup.wake(&l.record.credential);
                 }
@@ -766,13 +776,17 @@ impl Engine {
 
     /// Does this process still hold the attempt? Before an irreversible step: the lease must
     /// cover the step with room to spare (else it is renewed, a CAS write), and nobody may have
-    /// written the record since this process did (a read). `Err(Fenced)` otherwise.
+    /// written the record since this process did (a read, unless this call's own check-and-set
+    /// write proved that less than [`HOLD_PROVEN`] ago). `Err(Fenced)` otherwise.
     async fn hold(&self, l: &mut Loaded, a: Attempt) -> Result<Attempt, EngineError> {
         let now = Utc::now();
         let step = self.settings.step_deadline + self.settings.revocation_timeout;
         if !state::lease_covers(&a, now, step) {
             let a = take_over(a, &self.owner, now, self.settings.lease + step);
             self.save_attempt(l, &a).await?;
+            return Ok(a);
+        }
+        if l.saved_at.is_some_and(|t| t.elapsed() < HOLD_PROVEN) {
             return Ok(a);
         }
         let path = self.state_path(&l.record.credential);

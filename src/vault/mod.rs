@@ -93,6 +93,8 @@ pub struct Vault {
     http: reqwest::Client,
     namespace: Option<String>,
     token: std::sync::RwLock<SecretString>,
+    /// What [`Vault::read_recent`] read lately, by path.
+    recent: std::sync::Mutex<HashMap<String, (std::time::Instant, SecretVersion)>>,
     pub stats: VaultStats,
 }
 
@@ -126,6 +128,7 @@ impl Vault {
             http: http::client(cfg)?,
             namespace: cfg.namespace.clone(),
             token: std::sync::RwLock::new(initial_token),
+            recent: Default::default(),
             stats: VaultStats::default(),
         };
         vault.pick_active_node().await;
@@ -143,6 +146,37 @@ impl Vault {
     /// Read the current version's data and metadata in one round trip.
     pub async fn read(&self, kv: &KvPath) -> Result<SecretVersion, VaultError> {
         self.read_at(kv, None).await
+    }
+
+    /// [`Vault::read`], or what it gave for the same path less than `max_age` ago (`true`:
+    /// reused). For a parent credential that every provider call needs (a store's access
+    /// token): a burst of rotations against one store reads it once, and a change in Vault is
+    /// seen within `max_age`, or at once after [`Vault::forget`] (the caller's answer to the
+    /// provider refusing it).
+    pub async fn read_recent(
+        &self,
+        kv: &KvPath,
+        max_age: Duration,
+    ) -> Result<(SecretVersion, bool), VaultError> {
+        let key = kv.to_string();
+        {
+            let recent = self.recent.lock().expect("recent reads lock poisoned");
+            if let Some((at, v)) = recent.get(&key) {
+                if at.elapsed() < max_age {
+                    return Ok((v.clone(), true));
+                }
+            }
+        }
+        let v = self.read(kv).await?;
+        let mut recent = self.recent.lock().expect("recent reads lock poisoned");
+        recent.insert(key, (std::time::Instant::now(), v.clone()));
+        Ok((v, false))
+    }
+
+    /// The next [`Vault::read_recent`] of `kv` reads it from Vault.
+    pub fn forget(&self, kv: &KvPath) {
+        let mut recent = self.recent.lock().expect("recent reads lock poisoned");
+        recent.remove(&kv.to_string());
     }
 
     /// Read a given version's data and metadata.
