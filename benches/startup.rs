@@ -4,11 +4,11 @@
 //! Run: `cargo bench --bench startup` (release build). In one run:
 //! 1. a dev OpenBao with a file audit device (every request logged by the server);
 //! 2. `STARTUP_CREDENTIALS` credentials (default 10000; `exec` provider, max age 30 days, none
-//!    due), their secrets and (unless `STARTUP_RECORDS=0`) a state record each, as a fleet in
-//!    steady state has them, written beforehand by 32 concurrent writers;
+//!    due), their secrets and (unless `STARTUP_RECORDS=0`) a state record each as the daemon
+//!    leaves it in a fleet in steady state (ten rotations in its history, the last of which
+//!    wrote the current version), written beforehand by 32 concurrent writers;
 //! 3. raw metadata reads/s against the same server at the daemon's start-up concurrency
-//!    (`STARTUP_CONCURRENCY`, default 16 reads at a time) and at twice that (each start-up read
-//!    has up to two requests in flight);
+//!    (`STARTUP_CONCURRENCY`, default 16 reads at a time) and at twice that;
 //! 4. the release daemon with one credential (the baseline: READY, then its resident memory);
 //! 5. the daemon with all of them (`[daemon] reconcile_interval = STARTUP_RECONCILE`, default 24h,
 //!    so that the requests counted are the start-up's): the time from spawn to `READY=1` on a
@@ -30,14 +30,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use common::bench::{env_or, raw_metadata_reads, root_client, rss_kib, spawn_daemon, target_dir};
 use common::OpenBao;
 use secret_rotator::config::KvPath;
-use secret_rotator::rotation::StateRecord;
+use secret_rotator::events::MemorySink;
+use secret_rotator::rotation::state::HISTORY_LIMIT;
+use secret_rotator::rotation::{
+    Begin, Engine, EngineSettings, Outcome, RunResult, StateRecord, Wait,
+};
 use secret_rotator::secret::SecretFields;
 use secret_rotator::vault::Vault;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::net::UnixDatagram;
 
 /// The configuration of `n` credentials `boot-0` .. `boot-{n-1}` (one string, built in one go).
@@ -66,25 +71,85 @@ fn secret(i: usize) -> KvPath {
     }
 }
 
-/// The secrets (version 1, created now: none due) and, with `records`, an empty state record
-/// each, from 32 concurrent writers. Returns writes/s.
-async fn seed(vault: &Arc<Vault>, n: usize, records: bool) -> f64 {
+/// The state record a credential has after months of rotations by the daemon, made by the
+/// daemon's own engine: one credential (`exec`, grace 0) rotated until its history holds as
+/// many finished rotations as the record keeps; its record is returned, and [`seed`] gives each
+/// credential a copy naming it and its own version 1 as current.
+async fn steady_record(bao: &str, vault: &Arc<Vault>) -> StateRecord {
+    let script = |out: &str| format!("cat >/dev/null; printf '%s' '{out}'");
+    let text = format!(
+        "[vault]\naddress = \"{bao}\"\n[vault.auth]\nmethod = \"token\"\n\n\
+         [defaults]\nmax_age = \"30d\"\ngrace = \"0s\"\n\n\
+         [[credentials]]\nname = \"template\"\npath = \"boot/template\"\n\
+         [credentials.exec]\nmint = [\"/bin/sh\", \"-c\", {mint:?}]\nverify = [\"/bin/true\"]\n\
+         revoke = [\"/bin/true\"]\nverify_revoked = [\"/bin/sh\", \"-c\", {dead:?}]\n\
+         fields = [\"key\"]\n",
+        mint = script(r#"{"fields": {"key": "k-'"$$"'"}}"#),
+        dead = script(r#"{"revoked": true}"#),
+    );
+    let config = secret_rotator::config::parse(
+        &text,
+        "template.toml",
+        &secret_rotator::config::ProcessEnvironment,
+    )
+    .unwrap_or_else(|e| panic!("template config: {e:?}"));
+    let cred = config.credential("template").expect("template").clone();
+    let provider = secret_rotator::providers::build(&cred, vault.clone(), reqwest::Client::new())
+        .expect("template provider");
+    let engine = Engine {
+        vault: vault.clone(),
+        events: Arc::new(MemorySink::default()),
+        owner: "bench".into(),
+        state_mount: "secret".into(),
+        state_prefix: "secret-rotator".into(),
+        settings: EngineSettings::default(),
+        wakeup: Default::default(),
+        preflighted: Default::default(),
+    };
+    for _ in 0..=HISTORY_LIMIT {
+        let r = engine
+            .drive(&cred, provider.as_ref(), Some(Begin::Manual), Wait::All)
+            .await
+            .expect("rotate the template");
+        assert!(
+            matches!(&r, RunResult::Finished(f) if f.outcome == Outcome::Rotated),
+            "template rotation: {r:?}"
+        );
+    }
+    engine.record("template").await.expect("template record")
+}
+
+/// `template` as the record of credential `name`, whose version 1 Vault created at `created`.
+fn record_of(template: &StateRecord, name: &str, created: Option<DateTime<Utc>>) -> Value {
+    let mut record = template.clone();
+    record.credential = name.to_string();
+    if let Some(last) = record.history.last_mut() {
+        last.version_before = 0;
+        last.version_after = Some(1);
+        last.version_created_at = created;
+    }
+    serde_json::to_value(record).unwrap()
+}
+
+/// The secrets (version 1, created now: none due) and, with `template`, a state record each as
+/// the daemon leaves it ([`steady_record`]), from 32 concurrent writers. Returns writes/s.
+async fn seed(vault: &Arc<Vault>, n: usize, template: Option<Arc<StateRecord>>) -> f64 {
     let started = Instant::now();
     let data = SecretFields::new().with("key", "x".repeat(32));
     let mut tasks = Vec::new();
     for w in 0..32 {
-        let (vault, data) = (vault.clone(), data.clone());
+        let (vault, data, template) = (vault.clone(), data.clone(), template.clone());
         tasks.push(tokio::spawn(async move {
             let mut writes = 0u64;
             for i in (w..n).step_by(32) {
-                vault
-                    .write_cas(&secret(i), &data, 0)
+                let (_, created) = vault
+                    .write_cas_created(&secret(i), &data, 0)
                     .await
                     .expect("write a secret");
                 writes += 1;
-                if records {
+                if let Some(template) = &template {
                     let name = format!("boot-{i}");
-                    let record = serde_json::to_value(StateRecord::new(&name)).unwrap();
+                    let record = record_of(template, &name, created);
                     let path = KvPath {
                         mount: "secret".into(),
                         path: format!("secret-rotator/credentials/{name}"),
@@ -256,7 +321,22 @@ async fn main() {
     let bao = OpenBao::start_with_audit(&audit).await;
     let vault = root_client(&bao.addr).await;
     let seeded = Instant::now();
-    let write_rate = seed(&vault, n, records).await;
+    let template = if records {
+        let record = steady_record(&bao.addr, &vault).await;
+        let text = serde_json::to_string_pretty(&record).unwrap();
+        let size = serde_json::to_string(&record).unwrap().len();
+        eprintln!(
+            "state record after {} rotations: {size} bytes of JSON",
+            record.history.len()
+        );
+        let dir = target_dir().join("bench");
+        std::fs::create_dir_all(&dir).expect("create target/bench");
+        std::fs::write(dir.join("steady-record.json"), text).expect("write steady-record.json");
+        Some(Arc::new(record))
+    } else {
+        None
+    };
+    let write_rate = seed(&vault, n, template).await;
     eprintln!(
         "seeded {n} credentials in {:.1} s ({write_rate:.0} writes/s)",
         seeded.elapsed().as_secs_f64()

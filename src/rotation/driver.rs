@@ -1057,6 +1057,20 @@ impl Engine {
         expected: u64,
         read_first: bool,
     ) -> Result<Result<u64, u64>, EngineError> {
+        self.write_once_created(kv, data, expected, read_first)
+            .await
+            .map(|r| r.map(|(v, _)| v))
+    }
+
+    /// [`Engine::write_once`], with the `created_time` Vault gave the version when this call
+    /// wrote it (`None` when found written by an earlier try).
+    async fn write_once_created(
+        &self,
+        kv: &KvPath,
+        data: &SecretFields,
+        expected: u64,
+        read_first: bool,
+    ) -> Result<Result<(u64, Option<DateTime<Utc>>), u64>, EngineError> {
         let decide = |version: u64, current: Option<SecretFields>| {
             let ours = current.as_ref().is_some_and(|c| c.same_as(data));
             commit_check(expected, version, ours)
@@ -1064,20 +1078,20 @@ impl Engine {
         if read_first {
             let (version, current) = self.read_current(kv).await?;
             match decide(version, current) {
-                CommitCheck::AlreadyCommitted(v) => return Ok(Ok(v)),
+                CommitCheck::AlreadyCommitted(v) => return Ok(Ok((v, None))),
                 CommitCheck::Conflict(v) => return Ok(Err(v)),
                 CommitCheck::Write => {}
             }
         }
-        let error = match self.vault.write_cas(kv, data, expected).await {
-            Ok(v) => return Ok(Ok(v)),
+        let error = match self.vault.write_cas_created(kv, data, expected).await {
+            Ok(written) => return Ok(Ok(written)),
             Err(e) => e,
         };
         let (version, current) = self.read_current(kv).await?;
         match decide(version, current) {
             CommitCheck::AlreadyCommitted(v) => {
                 tracing::info!(path = %kv, version = v, error = %error, "the write landed although its reply was an error");
-                Ok(Ok(v))
+                Ok(Ok((v, None)))
             }
             CommitCheck::Conflict(v) => Ok(Err(v)),
             CommitCheck::Write => Err(error.into()),
@@ -1114,13 +1128,15 @@ impl Engine {
             }
         }
 
-        let version = match self
-            .write_once(&cred.secret, &pending, a.version_before, !l.began_here)
+        let (version, created) = match self
+            .write_once_created(&cred.secret, &pending, a.version_before, !l.began_here)
             .await?
         {
-            Ok(v) => v,
+            Ok(written) => written,
             Err(theirs) => return self.conflict(cred, provider, a, l, &pending, theirs).await,
         };
+        let mut a = a;
+        a.version_created_at = created;
         crash::point("committed");
         if provider.info().mode == Mode::Assisted {
             return self.committed_assisted(cred, provider, a, l, version).await;

@@ -304,6 +304,10 @@ pub struct Attempt {
     /// Assisted: `credential.rotated` was announced.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub announced: bool,
+    /// Vault's `created_time` of `version_after`, from the reply to the commit's write (absent
+    /// when the commit was found written after a lost reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_created_at: Option<DateTime<Utc>>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -352,6 +356,10 @@ pub struct AttemptSummary {
     pub error: Option<String>,
     /// The new credential's expiry, when the provider's credentials expire.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Vault's `created_time` of `version_after`, when the commit's reply said it: with it the
+    /// record alone tells how old the current version is (start-up reads nothing else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_created_at: Option<DateTime<Utc>>,
 }
 
 /// What the driver does next for an attempt.
@@ -647,6 +655,7 @@ pub fn begin(s: Start<'_>) -> Attempt {
         pending: None,
         pending_expires_at: None,
         version_after: None,
+        version_created_at: None,
         revoke_after: None,
         orphans: Vec::new(),
         marks: vec![Mark {
@@ -858,6 +867,7 @@ pub fn finish(
         orphans: a.orphans,
         error,
         expires_at: a.pending_expires_at,
+        version_created_at: a.version_created_at,
     });
     record.attempt = None;
     record

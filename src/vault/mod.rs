@@ -273,6 +273,18 @@ impl Vault {
             .await
     }
 
+    /// [`Vault::write_cas`], with the `created_time` Vault gave the new version (`None` if
+    /// the reply did not carry a readable one).
+    pub async fn write_cas_created(
+        &self,
+        kv: &KvPath,
+        data: &SecretFields,
+        expected_version: u64,
+    ) -> Result<(u64, Option<DateTime<Utc>>), VaultError> {
+        self.write_json_cas_created(kv, &data.to_json(), expected_version)
+            .await
+    }
+
     /// Check-and-set write of a JSON object (the daemon's own records).
     pub async fn write_json_cas(
         &self,
@@ -280,9 +292,24 @@ impl Vault {
         body: &Value,
         expected_version: u64,
     ) -> Result<u64, VaultError> {
+        let (version, _) = self
+            .write_json_cas_created(kv, body, expected_version)
+            .await?;
+        Ok(version)
+    }
+
+    /// [`Vault::write_json_cas`], with the new version's `created_time`.
+    pub async fn write_json_cas_created(
+        &self,
+        kv: &KvPath,
+        body: &Value,
+        expected_version: u64,
+    ) -> Result<(u64, Option<DateTime<Utc>>), VaultError> {
         #[derive(Deserialize)]
         struct Written {
             version: u64,
+            #[serde(default)]
+            created_time: Option<String>,
         }
         let shown = kv.to_string();
         let request = json!({ "data": body, "options": { "cas": expected_version } });
@@ -297,7 +324,10 @@ impl Vault {
             })
             .await?;
         let written: Written = data_of(answer, &shown)?;
-        Ok(written.version)
+        let created = written
+            .created_time
+            .and_then(|t| parse_time(&t, &shown).ok());
+        Ok((written.version, created))
     }
 
     /// The secret's metadata: current version, each version's created_time, custom_metadata.
