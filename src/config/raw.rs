@@ -127,14 +127,16 @@ pub(crate) struct RawCredential {
     pub supply_reminder: Text,
     pub drift_interval: Text,
 
-    // Provider tables: exactly one must be present (checked in validation).
-    pub bigcommerce_storefront: Option<Spanned<RawStorefront>>,
-    pub vault_approle_secret_id: Option<Spanned<RawAppRoleSecretId>>,
-    pub bigcommerce_legacy_account: Option<Spanned<RawBasicAuthAccount>>,
-    pub bigcommerce_user_token: Option<Spanned<RawBasicAuthAccount>>,
-    pub bigcommerce_store_account: Option<Spanned<RawStoreAccount>>,
-    pub exec: Option<Spanned<RawExecProvider>>,
-    pub http: Option<Spanned<RawHttpProvider>>,
+    // Provider tables: exactly one must be present (checked in validation). Boxed: inline, the
+    // seven tables made each credential about 3 KB while the file is read (300 MB of transient
+    // heap at 100,000 credentials); boxed, only the one present takes room.
+    pub bigcommerce_storefront: Option<Box<Spanned<RawStorefront>>>,
+    pub vault_approle_secret_id: Option<Box<Spanned<RawAppRoleSecretId>>>,
+    pub bigcommerce_legacy_account: Option<Box<Spanned<RawBasicAuthAccount>>>,
+    pub bigcommerce_user_token: Option<Box<Spanned<RawBasicAuthAccount>>>,
+    pub bigcommerce_store_account: Option<Box<Spanned<RawStoreAccount>>>,
+    pub exec: Option<Box<Spanned<RawExecProvider>>>,
+    pub http: Option<Box<Spanned<RawHttpProvider>>>,
 
     #[serde(default)]
     pub dependents: Vec<Spanned<RawDependent>>,
@@ -315,15 +317,19 @@ pub(crate) fn read(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>
         }
     };
     let unknown_providers = remove_unknown_providers(document.get_mut());
-    // Kept to name the key at the error's position: serde's error carries only the span.
-    let tree = document.clone();
     match RawConfig::deserialize(toml::de::Deserializer::from(document)) {
         Ok(raw) => Ok((raw, unknown_providers)),
         Err(error) => {
-            let key = error
-                .span()
-                .map(|span| key_at(tree.get_ref(), span.start))
-                .unwrap_or_default();
+            // The key at the error's position (serde's error carries only the span), from the
+            // text parsed again: a copy of the tree kept for this case would double the heap
+            // the parse takes.
+            let key = match (error.span(), DeTable::parse(text)) {
+                (Some(span), Ok(mut tree)) => {
+                    remove_unknown_providers(tree.get_mut());
+                    key_at(tree.get_ref(), span.start)
+                }
+                _ => String::new(),
+            };
             let mut problems = unknown_providers;
             problems.push(Problem::new(
                 key,

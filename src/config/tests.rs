@@ -124,6 +124,22 @@ max_age = 7
         &[("credentials[0].max_age", 5, "invalid type")],
     ),
     (
+        "a value of the wrong type in a provider table, after an unknown provider",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "shop"
+path = "shop"
+[credentials.no_such_provider]
+x = 1
+[credentials.exec]
+mint = "/bin/true"
+"#,
+        &[
+            ("credentials[0].no_such_provider", 5, "unknown provider"),
+            ("credentials[0].exec.mint", 8, "invalid type"),
+        ],
+    ),
+    (
         "a secret value where none belongs: there is no key for it",
         r#"[vault]
 address = "https://v:8200"

@@ -177,7 +177,8 @@ impl Validator<'_> {
             .unwrap_or_else(|| (builtin, Origins::default()));
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut secrets: HashMap<KvPath, usize> = HashMap::new();
-        let mut credentials = Some(Vec::new());
+        // Sized once: grown by doubling, a fleet's list would keep up to half its size unused.
+        let mut credentials = Some(Vec::with_capacity(raw.credentials.len()));
         for (index, credential) in raw.credentials.iter().enumerate() {
             let checked = self.credential(
                 index,
