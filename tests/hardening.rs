@@ -565,12 +565,8 @@ async fn a_state_record_created_between_the_read_and_its_metadata_read_is_read_a
     // Both attempts are in the record: the first instance did not start from a blank record
     // at the version the second one wrote.
     let record = raw_record(&s).await;
-    let ids: Vec<&str> = record["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|h| h["id"].as_str())
-        .collect();
+    let history = common::history_of(&record);
+    let ids: Vec<&str> = history.iter().filter_map(|h| h["id"].as_str()).collect();
     assert_eq!(ids.len(), 2, "{record}");
     let (version, current) = s.current().await;
     assert_eq!(version, v0 + 2);

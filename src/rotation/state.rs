@@ -50,9 +50,9 @@ use crate::notify::outbox::EventLog;
 use crate::secret::SecretFields;
 
 /// The record format this binary writes.
-pub const SCHEMA: u32 = 4;
+pub const SCHEMA: u32 = 5;
 /// The record formats this binary reads (1: before the failure budget and bounds; 3: before the
-/// assisted phases, `paused` and `drift`).
+/// assisted phases, `paused` and `drift`; 4: `history` as a JSON list).
 pub const OLDEST_SCHEMA: u32 = 1;
 /// At most this many finished attempts are kept in the record (fewer when they are large).
 pub const HISTORY_LIMIT: usize = 10;
@@ -65,6 +65,26 @@ pub const MAX_ORPHANS: usize = 3;
 const MAX_MARKS: usize = 12;
 const MAX_ERROR_CHARS: usize = 300;
 
+/// `StateRecord::history` as one JSON text, read from a text or (schema 4 and older) a list.
+mod history_text {
+    use super::AttemptSummary;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(history: &[AttemptSummary], s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(history).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AttemptSummary>, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(text) => {
+                serde_json::from_str(&text).map_err(serde::de::Error::custom)
+            }
+            list => serde_json::from_value(list).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// The daemon's record for one credential, kept at `{state_mount}/{state_prefix}/credentials/{name}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StateRecord {
@@ -75,8 +95,13 @@ pub struct StateRecord {
     pub written_by: Option<String>,
     /// The attempt in flight, if any.
     pub attempt: Option<Attempt>,
-    /// The latest finished attempts, oldest first (bounded).
-    #[serde(default)]
+    /// The latest finished attempts, oldest first (bounded). Stored as one JSON text (schema
+    /// 5; a list before, still read): the record is read at every start-up and drive, and what
+    /// OpenBao spends on a read (each string HMACed by every audit device, decoded and encoded
+    /// again) and its request-complexity limit count strings. Ten summaries are about 150
+    /// strings as a list, one as a text; a steady-state record then costs a start-up about what a
+    /// metadata read does.
+    #[serde(default, with = "history_text")]
     pub history: Vec<AttemptSummary>,
     /// Attempts in a row that ended without rotating (failed, rolled back).
     #[serde(default)]
@@ -1509,6 +1534,36 @@ mod tests {
         assert!(r.validate("c").is_ok());
         assert_eq!(r.history.len(), 1);
         assert_eq!((r.failures, r.parked.is_none()), (0, true));
+    }
+
+    #[test]
+    fn history_is_written_as_one_text_and_read_from_a_list_too() {
+        let mut r = StateRecord::new("c");
+        for _ in 0..HISTORY_LIMIT {
+            r = finish(
+                r,
+                attempt(Phase::Minted),
+                Outcome::Rotated,
+                None,
+                t(2),
+                &RetryPolicy::default(),
+                1.0,
+            );
+        }
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json["history"].is_string(), "{json}");
+        let (strings, _) = json_size(&json);
+        assert!(strings < 20, "{strings} strings: {json}");
+        let back: StateRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back.history.len(), HISTORY_LIMIT);
+        assert_eq!(back.history[0].id, r.history[0].id);
+        // Schema 4 kept it as a list.
+        let mut old = serde_json::to_value(&r).unwrap();
+        old["schema"] = serde_json::json!(4);
+        old["history"] = serde_json::to_value(&r.history).unwrap();
+        let back: StateRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(back.history.len(), HISTORY_LIMIT);
+        assert!(back.validate("c").is_ok());
     }
 
     #[test]

@@ -171,7 +171,7 @@ pub async fn uncommitted_in_records(stack: &Stack, count: usize) -> (usize, usiz
             unsettled += 1;
         }
         unsettled += attempt["orphans"].as_array().map_or(0, Vec::len);
-        for h in record["history"].as_array().unwrap_or(&Vec::new()) {
+        for h in &super::history_of(record) {
             unsettled += h["orphans"].as_array().map_or(0, Vec::len);
             // A mint whose attempt ended without committing it (rejected, aborted): revoked.
             let minted = h["marks"]
@@ -233,10 +233,7 @@ pub async fn assert_no_rotation_right_after_another(
             .bao
             .root("GET", &format!("secret/metadata/{}", secret_path(i)), None)
             .await;
-        let history = record["data"]["data"]["history"]
-            .as_array()
-            .unwrap()
-            .clone();
+        let history = super::history_of(&record["data"]["data"]);
         let rotated: Vec<&serde_json::Value> = history
             .iter()
             .filter(|h| h["outcome"] == "rotated")

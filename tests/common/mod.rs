@@ -503,3 +503,13 @@ impl PolicyPaths {
         policy_hcl(&self.rules())
     }
 }
+
+/// The finished attempts of a state record as read raw from Vault: one JSON text since record
+/// schema 5, a list before.
+pub fn history_of(record: &Value) -> Vec<Value> {
+    match &record["history"] {
+        Value::String(text) => serde_json::from_str(text).expect("the history text is JSON"),
+        Value::Array(list) => list.clone(),
+        _ => Vec::new(),
+    }
+}
