@@ -29,9 +29,8 @@ use std::time::{Duration, Instant};
 use common::bench::{env_or, root_client, target_dir};
 use common::stack::{storefront_credential, Stack, StackOptions, STORE};
 use secret_rotator::config::{Credential, KvPath};
-use secret_rotator::events::MemorySink;
 use secret_rotator::providers::Provider;
-use secret_rotator::rotation::{Engine, EngineSettings, Outcome, RunResult};
+use secret_rotator::rotation::{Engine, Outcome, RunResult};
 use secret_rotator::secret::SecretFields;
 use secret_rotator::vault::Vault;
 use serde_json::{json, Value};
@@ -309,16 +308,7 @@ async fn main() {
             .await;
     }
 
-    let engine = Arc::new(Engine {
-        vault: vault.clone(),
-        events: Arc::new(MemorySink::default()),
-        owner: "bench".into(),
-        state_mount: "secret".into(),
-        state_prefix: "secret-rotator".into(),
-        settings: EngineSettings::default(),
-        wakeup: Default::default(),
-        preflighted: Default::default(),
-    });
+    let engine = Arc::new(common::bench::engine(&vault));
     let http = reqwest::Client::new();
 
     let work_of = |level: &[String]| -> Vec<(Credential, Box<dyn Provider>)> {

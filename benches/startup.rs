@@ -8,7 +8,7 @@
 //!    leaves it in a fleet in steady state (ten rotations in its history, the last of which
 //!    wrote the current version), written beforehand by 32 concurrent writers;
 //! 3. raw metadata reads/s against the same server at the daemon's start-up concurrency
-//!    (`STARTUP_CONCURRENCY`, default 16 reads at a time) and at twice that;
+//!    (`STARTUP_CONCURRENCY`, default 32, the daemon's own reads in flight) and at twice that;
 //! 4. the release daemon with one credential (the baseline: READY, then its resident memory);
 //! 5. the daemon with all of them (`[daemon] reconcile_interval = STARTUP_RECONCILE`, default 24h,
 //!    so that the requests counted are the start-up's): the time from spawn to `READY=1` on a
@@ -31,14 +31,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::bench::{env_or, raw_metadata_reads, root_client, rss_kib, spawn_daemon, target_dir};
+use common::bench::{
+    env_or, raw_metadata_reads, raw_reads, root_client, rss_kib, spawn_daemon, target_dir, RawRead,
+};
 use common::OpenBao;
 use secret_rotator::config::KvPath;
-use secret_rotator::events::MemorySink;
 use secret_rotator::rotation::state::HISTORY_LIMIT;
-use secret_rotator::rotation::{
-    Begin, Engine, EngineSettings, Outcome, RunResult, StateRecord, Wait,
-};
+use secret_rotator::rotation::{Begin, Outcome, RunResult, StateRecord, Wait};
 use secret_rotator::secret::SecretFields;
 use secret_rotator::vault::Vault;
 use serde::Deserialize;
@@ -71,6 +70,13 @@ fn secret(i: usize) -> KvPath {
     }
 }
 
+fn record_path(i: usize) -> KvPath {
+    KvPath {
+        mount: "secret".into(),
+        path: format!("secret-rotator/credentials/boot-{i}"),
+    }
+}
+
 /// The state record a credential has after months of rotations by the daemon, made by the
 /// daemon's own engine: one credential (`exec`, grace 0) rotated until its history holds as
 /// many finished rotations as the record keeps; its record is returned, and [`seed`] gives each
@@ -96,16 +102,7 @@ async fn steady_record(bao: &str, vault: &Arc<Vault>) -> StateRecord {
     let cred = config.credential("template").expect("template").clone();
     let provider = secret_rotator::providers::build(&cred, vault.clone(), reqwest::Client::new())
         .expect("template provider");
-    let engine = Engine {
-        vault: vault.clone(),
-        events: Arc::new(MemorySink::default()),
-        owner: "bench".into(),
-        state_mount: "secret".into(),
-        state_prefix: "secret-rotator".into(),
-        settings: EngineSettings::default(),
-        wakeup: Default::default(),
-        preflighted: Default::default(),
-    };
+    let engine = common::bench::engine(vault);
     for _ in 0..=HISTORY_LIMIT {
         let r = engine
             .drive(&cred, provider.as_ref(), Some(Begin::Manual), Wait::All)
@@ -150,10 +147,7 @@ async fn seed(vault: &Arc<Vault>, n: usize, template: Option<Arc<StateRecord>>) 
                 if let Some(template) = &template {
                     let name = format!("boot-{i}");
                     let record = record_of(template, &name, created);
-                    let path = KvPath {
-                        mount: "secret".into(),
-                        path: format!("secret-rotator/credentials/{name}"),
-                    };
+                    let path = record_path(i);
                     vault
                         .write_json_cas(&path, &record, 0)
                         .await
@@ -309,7 +303,7 @@ async fn main() {
     } else {
         50
     };
-    let concurrency: usize = env_or("STARTUP_CONCURRENCY", 16);
+    let concurrency: usize = env_or("STARTUP_CONCURRENCY", 32);
     let records = env_or("STARTUP_RECORDS", 1u8) != 0;
     let reconcile: String = env_or("STARTUP_RECONCILE", "24h".to_string());
     let log: String = env_or("STARTUP_LOG", "warn".to_string());
@@ -357,6 +351,20 @@ async fn main() {
         Duration::from_secs(raw_secs),
     )
     .await;
+    // What the server alone gives for the reads start-up makes (no daemon): the records.
+    let raw_records = if records {
+        raw_reads(
+            &vault,
+            RawRead::Data,
+            record_path,
+            n,
+            concurrency,
+            Duration::from_secs(raw_secs),
+        )
+        .await
+    } else {
+        0.0
+    };
 
     // The baseline: the same daemon tracking one credential.
     let one = dir.path().join("one.toml");
@@ -431,6 +439,15 @@ async fn main() {
         2 * concurrency,
         ready_secs / bound2
     );
+    if records {
+        println!(
+            "{:<44} {:>14} {:>12.2} s   N / {raw_records:.0} state-record reads/s at concurrency {concurrency} (the server alone): {:.2}x",
+            "",
+            "",
+            n as f64 / raw_records,
+            ready_secs * raw_records / n as f64
+        );
+    }
     println!(
         "{:<44} {:>12.2} s   ({status})",
         "start-up checks done (after READY)", checked_secs
@@ -456,6 +473,7 @@ async fn main() {
             "reconcile_interval": reconcile,
             "seed_writes_per_second": write_rate,
             "raw_metadata_reads_per_second": { concurrency.to_string(): raw, (2 * concurrency).to_string(): raw2 },
+            "raw_state_record_reads_per_second": { concurrency.to_string(): raw_records },
             "ready_seconds": ready_secs,
             "raw_bound_seconds": bound,
             "ready_over_raw_bound": ready_secs / bound,

@@ -442,6 +442,27 @@ impl Storefront {
             .with_access_token_reuse(Duration::ZERO)
     }
 
+    /// The store-level account rotated by hand: a new account's token in Vault, the demo
+    /// account deleted.
+    async fn replace_store_account(&self) {
+        let fresh = self
+            .admin
+            .create_api_account(STORE, "replacement", Scopes::all(Access::Modify))
+            .await
+            .unwrap();
+        self.bao
+            .write_secret(
+                "secret",
+                ACCESS_TOKEN_PATH,
+                json!({ "access_token": fresh.access_token }),
+            )
+            .await;
+        self.admin
+            .delete_api_account(STORE, demo::CLIENT_ID)
+            .await
+            .unwrap();
+    }
+
     async fn fault(&self, endpoint: &str, mode: FaultMode, count: Option<u64>) {
         let mut spec = FaultSpec::new(endpoint, mode);
         spec.count = count;
@@ -696,22 +717,7 @@ async fn storefront_reads_the_parent_token_afresh_for_every_call() {
     p.mint(&mint_request("before")).await.unwrap();
 
     // The store-level account is rotated by hand: new account in Vault, old one deleted.
-    let fresh = sf
-        .admin
-        .create_api_account(STORE, "replacement", Scopes::all(Access::Modify))
-        .await
-        .unwrap();
-    sf.bao
-        .write_secret(
-            "secret",
-            ACCESS_TOKEN_PATH,
-            json!({ "access_token": fresh.access_token }),
-        )
-        .await;
-    sf.admin
-        .delete_api_account(STORE, demo::CLIENT_ID)
-        .await
-        .unwrap();
+    sf.replace_store_account().await;
 
     let minted = p
         .mint(&mint_request("after"))
@@ -756,22 +762,7 @@ async fn storefront_reuses_the_parent_token_briefly_and_drops_it_when_the_store_
 
     // The account is replaced by hand within the reuse time: the store refuses the token read
     // before, so it is read again at once and the refused call made once more.
-    let fresh = sf
-        .admin
-        .create_api_account(STORE, "replacement", Scopes::all(Access::Modify))
-        .await
-        .unwrap();
-    sf.bao
-        .write_secret(
-            "secret",
-            ACCESS_TOKEN_PATH,
-            json!({ "access_token": fresh.access_token }),
-        )
-        .await;
-    sf.admin
-        .delete_api_account(STORE, demo::CLIENT_ID)
-        .await
-        .unwrap();
+    sf.replace_store_account().await;
     let before = reads();
     let created_before = sf.status_count("200").await;
     let minted = p

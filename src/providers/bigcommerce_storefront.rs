@@ -133,16 +133,10 @@ impl StorefrontProvider {
             .read_recent(&field.secret, self.token_reuse)
             .await
             .map_err(|e| {
-                let reason = format!("cannot read the store access token: {e}");
-                if e.is_retryable() {
-                    ProviderError::Transient {
-                        reason,
-                        retry_after: None,
-                    }
-                } else {
-                    // Not found, permission denied: the configuration or the daemon's policy is wrong.
-                    ProviderError::Config { reason }
-                }
+                ProviderError::parent_unreadable(
+                    format!("cannot read the store access token: {e}"),
+                    &e,
+                )
             })?;
         match version.data.expose(&field.key) {
             Some(t) if !t.is_empty() => Ok((t.to_string(), reused)),

@@ -189,14 +189,7 @@ impl HttpProvider {
                     "{}: cannot read the parent secret `{name}`: {e}",
                     self.what(step)
                 );
-                if e.is_retryable() {
-                    ProviderError::Transient {
-                        reason,
-                        retry_after: None,
-                    }
-                } else {
-                    ProviderError::Config { reason }
-                }
+                ProviderError::parent_unreadable(reason, &e)
             })?;
             match version.data.expose(&field.key) {
                 Some(v) if !v.is_empty() => values.push((name.to_string(), v.to_string())),

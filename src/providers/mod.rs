@@ -87,6 +87,20 @@ impl ProviderError {
             ProviderError::Config { .. } => "config",
         }
     }
+
+    /// A parent secret could not be read from Vault (`reason` says which, with Vault's error):
+    /// transient when Vault's error may pass; otherwise (not found, permission denied) the
+    /// configuration or the daemon's policy is wrong.
+    pub fn parent_unreadable(reason: String, e: &crate::vault::VaultError) -> ProviderError {
+        if e.is_retryable() {
+            ProviderError::Transient {
+                reason,
+                retry_after: None,
+            }
+        } else {
+            ProviderError::Config { reason }
+        }
+    }
 }
 
 /// One kind of credential. Every call is idempotent or safe to repeat after a crash: revoking a

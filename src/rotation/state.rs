@@ -65,22 +65,45 @@ pub const MAX_ORPHANS: usize = 3;
 const MAX_MARKS: usize = 12;
 const MAX_ERROR_CHARS: usize = 300;
 
-/// `StateRecord::history` as one JSON text, read from a text or (schema 4 and older) a list.
+/// `StateRecord::history` as one text: the JSON list, gzip-compressed, in standard base64
+/// (`jq -r .history | base64 -d | gunzip` shows it). Read from that, from a plain JSON text, or
+/// (schema 4 and older) from a list.
 mod history_text {
-    use super::AttemptSummary;
+    use std::io::{Read, Write};
+
+    use base64::Engine as _;
+    use flate2::{read::GzDecoder, write::GzEncoder, Compression};
     use serde::{Deserialize, Deserializer, Serializer};
 
+    use super::AttemptSummary;
+
     pub fn serialize<S: Serializer>(history: &[AttemptSummary], s: S) -> Result<S::Ok, S::Error> {
-        let text = serde_json::to_string(history).map_err(serde::ser::Error::custom)?;
-        s.serialize_str(&text)
+        let json = serde_json::to_vec(history).map_err(serde::ser::Error::custom)?;
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        let packed = gz
+            .write_all(&json)
+            .and_then(|()| gz.finish())
+            .map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(packed))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AttemptSummary>, D::Error> {
+        use serde::de::Error;
         match serde_json::Value::deserialize(d)? {
-            serde_json::Value::String(text) => {
-                serde_json::from_str(&text).map_err(serde::de::Error::custom)
+            serde_json::Value::String(text) if text.starts_with('[') => {
+                serde_json::from_str(&text).map_err(D::Error::custom)
             }
-            list => serde_json::from_value(list).map_err(serde::de::Error::custom),
+            serde_json::Value::String(text) => {
+                let packed = base64::engine::general_purpose::STANDARD
+                    .decode(text.as_bytes())
+                    .map_err(|e| D::Error::custom(format!("history: not base64: {e}")))?;
+                let mut json = Vec::new();
+                GzDecoder::new(packed.as_slice())
+                    .read_to_end(&mut json)
+                    .map_err(|e| D::Error::custom(format!("history: not gzip: {e}")))?;
+                serde_json::from_slice(&json).map_err(D::Error::custom)
+            }
+            list => serde_json::from_value(list).map_err(D::Error::custom),
         }
     }
 }
@@ -95,12 +118,12 @@ pub struct StateRecord {
     pub written_by: Option<String>,
     /// The attempt in flight, if any.
     pub attempt: Option<Attempt>,
-    /// The latest finished attempts, oldest first (bounded). Stored as one JSON text (schema
-    /// 5; a list before, still read): the record is read at every start-up and drive, and what
-    /// OpenBao spends on a read (each string HMACed by every audit device, decoded and encoded
-    /// again) and its request-complexity limit count strings. Ten summaries are about 150
-    /// strings as a list, one as a text; a steady-state record then costs a start-up about what a
-    /// metadata read does.
+    /// The latest finished attempts, oldest first (bounded). Stored as one compressed text
+    /// (schema 5; a list before, still read): the record is read at every start-up and drive,
+    /// and what OpenBao spends on a read grows with its strings (each one HMACed by every audit
+    /// device, decoded and encoded again; its request-complexity limit counts them) and its
+    /// bytes. Ten summaries are about 150 strings and 6 KB as a list; one string of about 1 KB
+    /// as this text.
     #[serde(default, with = "history_text")]
     pub history: Vec<AttemptSummary>,
     /// Attempts in a row that ended without rotating (failed, rolled back).
@@ -1537,7 +1560,7 @@ mod tests {
     }
 
     #[test]
-    fn history_is_written_as_one_text_and_read_from_a_list_too() {
+    fn history_is_written_as_one_compressed_text_and_read_from_a_list_too() {
         let mut r = StateRecord::new("c");
         for _ in 0..HISTORY_LIMIT {
             r = finish(
@@ -1552,8 +1575,10 @@ mod tests {
         }
         let json = serde_json::to_value(&r).unwrap();
         assert!(json["history"].is_string(), "{json}");
-        let (strings, _) = json_size(&json);
+        let (strings, bytes) = json_size(&json);
+        let list = serde_json::to_string(&r.history).unwrap().len();
         assert!(strings < 20, "{strings} strings: {json}");
+        assert!(bytes * 3 < list, "{bytes} bytes against {list} as a list");
         let back: StateRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back.history.len(), HISTORY_LIMIT);
         assert_eq!(back.history[0].id, r.history[0].id);
@@ -1561,9 +1586,17 @@ mod tests {
         let mut old = serde_json::to_value(&r).unwrap();
         old["schema"] = serde_json::json!(4);
         old["history"] = serde_json::to_value(&r.history).unwrap();
-        let back: StateRecord = serde_json::from_value(old).unwrap();
+        let back: StateRecord = serde_json::from_value(old.clone()).unwrap();
         assert_eq!(back.history.len(), HISTORY_LIMIT);
         assert!(back.validate("c").is_ok());
+        // A plain JSON text is read too.
+        old["history"] = serde_json::json!(serde_json::to_string(&r.history).unwrap());
+        let back: StateRecord = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(back.history.len(), HISTORY_LIMIT);
+        // A text that is neither is an error naming the field.
+        old["history"] = serde_json::json!("not history");
+        let e = serde_json::from_value::<StateRecord>(old).unwrap_err();
+        assert!(e.to_string().contains("history"), "{e}");
     }
 
     #[test]

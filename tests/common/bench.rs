@@ -36,6 +36,21 @@ pub fn spawn_daemon(
 }
 
 /// A Vault client on the dev server at `addr`, with its root token.
+/// An engine as the daemon builds one (default settings, events kept in memory), owner "bench",
+/// its records under `secret/secret-rotator`.
+pub fn engine(vault: &Arc<Vault>) -> secret_rotator::rotation::Engine {
+    secret_rotator::rotation::Engine {
+        vault: vault.clone(),
+        events: Arc::new(secret_rotator::events::MemorySink::default()),
+        owner: "bench".into(),
+        state_mount: "secret".into(),
+        state_prefix: "secret-rotator".into(),
+        settings: secret_rotator::rotation::EngineSettings::default(),
+        wakeup: Default::default(),
+        preflighted: Default::default(),
+    }
+}
+
 pub async fn root_client(addr: &str) -> Arc<Vault> {
     Arc::new(
         Vault::connect(
@@ -81,6 +96,27 @@ pub async fn raw_metadata_reads(
     concurrency: usize,
     duration: Duration,
 ) -> f64 {
+    raw_reads(vault, RawRead::Metadata, secret, n, concurrency, duration).await
+}
+
+/// What [`raw_reads`] reads.
+#[derive(Debug, Clone, Copy)]
+pub enum RawRead {
+    /// A secret's metadata (`GET {mount}/metadata/{path}`).
+    Metadata,
+    /// A secret's current data as JSON (`GET {mount}/data/{path}`): a state record, say.
+    Data,
+}
+
+/// Reads/s of `path(0..n)`, `concurrency` at a time, for `duration`: the server's own rate.
+pub async fn raw_reads(
+    vault: &Arc<Vault>,
+    read: RawRead,
+    path: fn(usize) -> KvPath,
+    n: usize,
+    concurrency: usize,
+    duration: Duration,
+) -> f64 {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
@@ -89,7 +125,12 @@ pub async fn raw_metadata_reads(
             let mut count = 0u64;
             let mut i = w;
             while started.elapsed() < duration {
-                if vault.read_metadata(&secret(i % n)).await.is_ok() {
+                let kv = path(i % n);
+                let ok = match read {
+                    RawRead::Metadata => vault.read_metadata(&kv).await.is_ok(),
+                    RawRead::Data => vault.read_json(&kv).await.is_ok_and(|v| v.is_some()),
+                };
+                if ok {
                     count += 1;
                 }
                 i += concurrency;

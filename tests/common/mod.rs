@@ -504,12 +504,24 @@ impl PolicyPaths {
     }
 }
 
-/// The finished attempts of a state record as read raw from Vault: one JSON text since record
-/// schema 5, a list before.
+/// The finished attempts of a state record as read raw from Vault (schema 5 keeps them as one
+/// compressed text), as JSON.
 pub fn history_of(record: &Value) -> Vec<Value> {
-    match &record["history"] {
-        Value::String(text) => serde_json::from_str(text).expect("the history text is JSON"),
-        Value::Array(list) => list.clone(),
-        _ => Vec::new(),
+    #[derive(serde::Deserialize)]
+    struct History {
+        #[serde(default)]
+        history: Option<Value>,
     }
+    let Ok(History { history: Some(h) }) = serde_json::from_value::<History>(record.clone()) else {
+        return Vec::new();
+    };
+    let mut minimal = serde_json::json!({ "schema": 5, "credential": "c", "attempt": null });
+    minimal["history"] = h;
+    let parsed: secret_rotator::rotation::StateRecord =
+        serde_json::from_value(minimal).expect("a readable history");
+    parsed
+        .history
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap())
+        .collect()
 }
