@@ -122,7 +122,7 @@ pub struct StateRecord {
     /// (schema 5; a list before, still read): the record is read at every start-up and drive,
     /// and what OpenBao spends on a read grows with its strings (each one HMACed by every audit
     /// device, decoded and encoded again; its request-complexity limit counts them) and its
-    /// bytes. Ten summaries are about 150 strings and 6 KB as a list; one string of about 1 KB
+    /// bytes. Ten summaries are about 150 strings and 6 KB as a list; one string of about 1.3 KB
     /// as this text.
     #[serde(default, with = "history_text")]
     pub history: Vec<AttemptSummary>,
