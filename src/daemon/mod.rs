@@ -107,8 +107,7 @@ const DELIVERY_STOP: Duration = Duration::from_secs(10);
 
 /// Reads (start-up, reconcile) in flight at once. 32 rather than 16: the server is as fast at
 /// either (`cargo bench --bench startup` measures both), and the daemon's own time between one
-/// read's answer and the next read is hidden behind the others' (start-up to READY at 10,000
-/// credentials went from 1.58x to 1.36x the server's own metadata-read bound).
+/// read's answer and the next read is hidden behind the others' (BENCHMARKS.md has the runs).
 const MAX_READS: usize = 32;
 
 /// The longest a read task may take (each Vault request has its own timeout as well).
