@@ -4,37 +4,21 @@
 //! providers) and calls them; the logic lives in `config`, `policy`, `rotation` and `report`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, Config, Credential, ProcessEnvironment};
-use crate::events::{EventSink, FanOut, JsonLinesSink, LogSink};
-use crate::notify::deliver::{Deliverer, Target, Workers};
+pub use crate::app::{exit, Failure};
+use crate::app::{instance_id, load_config, App, Options};
+use crate::config::Credential;
+use crate::notify::deliver::{Target, Workers};
 use crate::notify::outbox::{DeliveryPolicy, Logged};
 use crate::notify::payload::PayloadType;
-use crate::providers::{self, Mode, Provider};
+use crate::providers::{self, Mode};
 use crate::report::{self, StatusRow};
 use crate::rotation::state::Step;
-use crate::rotation::{Begin, Engine, EngineError, EngineSettings, Outcome, RunResult, Wait};
-use crate::vault::{resolve_login, Vault, VaultError};
-
-/// Exit codes, also listed in `--help`.
-pub mod exit {
-    pub const OK: i32 = 0;
-    /// `status --check` found an overdue, missing or unreadable credential.
-    pub const CHECK_FAILED: i32 = 1;
-    pub const CONFIG: i32 = 2;
-    /// Vault could not be reached, refused the daemon, or answered an error.
-    pub const VAULT: i32 = 3;
-    /// A rotation did not complete (failed, rolled back, aborted, or needs attention).
-    pub const ROTATION: i32 = 4;
-    /// Another instance holds the credential's rotation lease.
-    pub const BUSY: i32 = 5;
-    pub const USAGE: i32 = 64;
-}
+use crate::rotation::{Begin, Engine, EngineError, Outcome, RunResult, Wait};
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -196,217 +180,21 @@ pub enum Command {
 /// recorded: what is cut short is delivered again by the daemon).
 pub(crate) const DELIVERY_DRAIN: Duration = Duration::from_secs(60);
 
-/// The parts a command that talks to Vault needs.
-pub(crate) struct App {
-    /// Where the configuration was read from (the daemon reads it again on SIGHUP).
-    pub(crate) config_path: PathBuf,
-    pub(crate) config: Config,
-    pub(crate) vault: Arc<Vault>,
-    pub(crate) engine: Engine,
-    pub(crate) deliverer: Arc<Deliverer>,
-    pub(crate) http: reqwest::Client,
-}
-
-/// A failure with the exit code it maps to; the message is already fit to print.
-pub struct Failure {
-    pub code: i32,
-    pub message: String,
-}
-
-impl Failure {
-    pub(crate) fn new(code: i32, message: impl Into<String>) -> Failure {
-        Failure {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<VaultError> for Failure {
-    fn from(e: VaultError) -> Self {
-        Failure::new(exit::VAULT, e.to_string())
-    }
-}
-
-impl From<EngineError> for Failure {
-    fn from(e: EngineError) -> Self {
-        let code = match e {
-            EngineError::Vault(_) | EngineError::Corrupt { .. } => exit::VAULT,
-            EngineError::Fenced { .. } => exit::BUSY,
-            EngineError::Refused { .. } => exit::ROTATION,
-        };
-        Failure::new(code, e.to_string())
-    }
-}
-
-pub(crate) fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
-    config::load(path, &ProcessEnvironment).map_err(|errors| {
-        Failure::new(
-            exit::CONFIG,
-            format!(
-                "invalid configuration: {} error(s) in {}\n{errors}",
-                errors.errors.len(),
-                path.display()
-            ),
-        )
-    })
-}
-
-fn instance_id(cli: &Cli) -> String {
-    cli.instance_id.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "secret-rotator".into())
-    })
-}
-
+/// The [`App`] the global flags describe.
 async fn app(cli: &Cli) -> Result<App, Failure> {
-    let config = load_config(&cli.config)?;
-    let vault = connect_vault(&config).await?;
-    let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(LogSink)];
-    if let Some(path) = &cli.events_file {
-        sinks.push(Arc::new(JsonLinesSink::new(path.clone())));
-    }
-    let owner = crate::instance::owner_id(&instance_id(cli));
-    let wakeup = crate::notify::deliver::Wakeup::default();
-    let deliverer = Arc::new(Deliverer {
-        vault: vault.clone(),
-        owner: owner.clone(),
-        state_mount: config.vault.state_mount.clone(),
-        state_prefix: config.vault.state_prefix.clone(),
-        policy: DeliveryPolicy {
+    App::build(&Options {
+        config_path: &cli.config,
+        events_file: cli.events_file.as_deref(),
+        instance_id: cli.instance_id.as_deref(),
+        delivery: DeliveryPolicy {
             backoff: crate::rotation::state::Backoff {
                 base: cli.delivery_backoff,
                 cap: cli.delivery_backoff_max.max(cli.delivery_backoff),
             },
             budget: cli.delivery_budget,
         },
-        wakeup: wakeup.clone(),
-        observer: None,
-    });
-    let engine = Engine {
-        vault: vault.clone(),
-        events: Arc::new(FanOut(sinks)),
-        owner,
-        state_mount: config.vault.state_mount.clone(),
-        state_prefix: config.vault.state_prefix.clone(),
-        settings: EngineSettings::default(),
-        wakeup,
-        preflighted: Default::default(),
-    };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| Failure::new(exit::CONFIG, format!("cannot build the HTTP client: {e}")))?;
-    Ok(App {
-        config_path: cli.config.clone(),
-        config,
-        vault,
-        engine,
-        deliverer,
-        http,
     })
-}
-
-/// Log in to Vault as the configuration says. Nothing is written.
-pub(crate) async fn connect_vault(config: &Config) -> Result<Arc<Vault>, Failure> {
-    let login = resolve_login(&config.vault.auth, &|k| std::env::var(k).ok())?;
-    let token_login = matches!(login, crate::vault::Login::Token(_));
-    let vault = Arc::new(Vault::connect(&config.vault, login).await?);
-    if token_login {
-        // A wrong or expired token is said so, not reported as a missing policy on each path.
-        if let Err(e @ VaultError::Login { .. }) = vault.lookup_self().await {
-            return Err(e.into());
-        }
-    }
-    Ok(vault)
-}
-
-impl App {
-    fn credential(&self, name: &str) -> Result<&Credential, Failure> {
-        self.config.credential(name).ok_or_else(|| {
-            let known: Vec<&str> = self
-                .config
-                .credentials
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect();
-            Failure::new(
-                exit::USAGE,
-                format!(
-                    "no credential named {name:?} in the configuration (known: {})",
-                    known.join(", ")
-                ),
-            )
-        })
-    }
-
-    pub(crate) fn provider(&self, cred: &Credential) -> Result<Box<dyn Provider>, Failure> {
-        providers::build(cred, self.vault.clone(), self.http.clone())
-            .map_err(|e| Failure::new(exit::ROTATION, format!("{}: {e}", cred.name)))
-    }
-
-    /// The rows of `status` (and of the admin server's `/v1/status`), read from Vault now.
-    pub(crate) async fn status_rows(&self) -> Vec<StatusRow> {
-        let now = Utc::now();
-        let mut rows = Vec::new();
-        // A secret on a KV v1 (or any other) mount would read as missing: say what it is.
-        let mut kinds = std::collections::HashMap::new();
-        for cred in &self.config.credentials {
-            if !kinds.contains_key(&cred.secret.mount) {
-                let kind = self.vault.mount_kind(&cred.secret.mount).await;
-                kinds.insert(cred.secret.mount.clone(), kind);
-            }
-            let wrong_mount = match &kinds[&cred.secret.mount] {
-                Ok(k) if !k.is_kv2() => Some(format!(
-                    "{}: the mount {}/ is {}; secret-rotator needs KV v2",
-                    cred.secret,
-                    cred.secret.mount,
-                    k.describe()
-                )),
-                Err(VaultError::NotFound { .. }) => Some(format!(
-                    "{}: no secrets engine is mounted at {}/",
-                    cred.secret, cred.secret.mount
-                )),
-                _ => None,
-            };
-            if let Some(e) = wrong_mount {
-                rows.push(report::error_row(cred, e));
-                continue;
-            }
-            rows.push(match crate::daemon::facts(self, cred).await {
-                Ok((facts, version, record)) => {
-                    let mut row = report::status_row(cred, facts, version, record.as_ref(), now);
-                    if !cred.dependents.is_empty() {
-                        match self.deliverer.load(&cred.name).await {
-                            Ok((d, _)) => {
-                                let log = record.map(|r| r.events).unwrap_or_default();
-                                row.dependents = report::dependent_rows(cred, &d, &log);
-                            }
-                            Err(e) => row.error = Some(e.to_string()),
-                        }
-                    }
-                    row
-                }
-                Err(e) => report::error_row(cred, e.to_string()),
-            });
-        }
-        rows
-    }
-}
-
-/// A stable jitter seed for a credential version: FNV-1a of the name and version.
-pub fn jitter_seed(name: &str, version: u64) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes().chain(version.to_le_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    .await
 }
 
 /// Run the parsed command; returns the exit code.
@@ -434,7 +222,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Status { json, check } => {
             let app = app(&cli).await?;
-            let rows = app.status_rows().await;
+            let rows = crate::standing::status_rows(&app).await;
             if *json {
                 println!(
                     "{}",
@@ -530,7 +318,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             let pause = matches!(cli.command, Command::Pause { .. });
             let changed = app
                 .engine
-                .set_paused(&cred.name, pause, &instance_id(&cli))
+                .set_paused(&cred.name, pause, &instance_id(cli.instance_id.as_deref()))
                 .await?;
             let what = if pause { "paused" } else { "resumed" };
             if changed {
@@ -937,7 +725,7 @@ async fn plan(app: &App) -> Result<i32, Failure> {
     for cred in &app.config.credentials {
         let record = app.engine.record(&cred.name).await?;
         let provider = providers::build(cred, app.vault.clone(), app.http.clone());
-        let (trigger, at) = crate::daemon::due_trigger(app, cred).await?;
+        let (trigger, at) = crate::standing::due_trigger(app, cred).await?;
         println!("{} ({}, {}):", cred.name, cred.provider.kind(), cred.secret);
         if let Some(a) = &record.attempt {
             println!(

@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the code map and each module's invariant.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod crash;
@@ -16,5 +17,6 @@ pub mod providers;
 pub mod report;
 pub mod rotation;
 pub mod secret;
+pub mod standing;
 pub mod template;
 pub mod vault;

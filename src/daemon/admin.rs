@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::metrics::Metrics;
 use super::Health;
-use crate::cli::{exit, App, Failure};
+use crate::app::{exit, App, Failure};
 use crate::config::AdminConfig;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -67,7 +67,7 @@ async fn metrics(State(shared): State<Shared>) -> Response {
 
 async fn status(State(shared): State<Shared>) -> Response {
     let app = shared.app.borrow().clone();
-    let rows = app.status_rows().await;
+    let rows = crate::standing::status_rows(&app).await;
     let body = serde_json::to_string_pretty(&rows).expect("rows serialise");
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

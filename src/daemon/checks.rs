@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
 
-use crate::cli::App;
+use crate::app::App;
 use crate::config::Credential;
 use crate::providers::Mode;
 use crate::rotation::{Engine, EngineError};

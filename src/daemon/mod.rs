@@ -23,14 +23,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::cli::{exit, jitter_seed, App, Failure};
+use crate::app::{exit, App, Failure};
 use crate::config::{Credential, ProcessEnvironment};
 use crate::events::{Event, EventKind, EventSink, FanOut};
 use crate::notify::deliver::{Deliverer, Workers};
-use crate::policy::SecretFacts;
 use crate::report;
-use crate::rotation::{Begin, Engine, EngineError, Outcome, RunResult, StateRecord, Wait};
-use crate::vault::{SecretMetadata, VaultError};
+use crate::rotation::{Begin, EngineError, Outcome, RunResult, Wait};
+use crate::standing::{due, read_to_plan, see, Seen};
+use crate::vault::VaultError;
 use metrics::{CredentialView, Metrics};
 use periodic::Tick;
 use planner::{Planner, RecordView, Work};
@@ -744,7 +744,7 @@ async fn reloaded(old: &App, metrics: &Metrics) -> Option<App> {
             return None;
         }
     };
-    let vault = match crate::cli::connect_vault(&config).await {
+    let vault = match crate::app::connect_vault(&config).await {
         Ok(v) => v,
         Err(failure) => {
             tracing::error!(error = %failure.message, "reload refused: cannot use the new Vault settings; the running configuration stays in force");
@@ -781,30 +781,7 @@ async fn reloaded(old: &App, metrics: &Metrics) -> Option<App> {
     );
     metrics.retain_credentials(&|name| new_names.contains(name));
     metrics.set_vault(vault.clone());
-    let engine = Engine {
-        vault: vault.clone(),
-        events: old.engine.events.clone(),
-        owner: old.engine.owner.clone(),
-        state_mount: config.vault.state_mount.clone(),
-        state_prefix: config.vault.state_prefix.clone(),
-        settings: old.engine.settings.clone(),
-        wakeup: old.engine.wakeup.clone(),
-        preflighted: Default::default(),
-    };
-    let deliverer = Arc::new(Deliverer {
-        vault: vault.clone(),
-        state_mount: config.vault.state_mount.clone(),
-        state_prefix: config.vault.state_prefix.clone(),
-        ..(*old.deliverer).clone()
-    });
-    Some(App {
-        config_path: old.config_path.clone(),
-        config,
-        vault,
-        engine,
-        deliverer,
-        http: old.http.clone(),
-    })
+    Some(old.rebuilt(config, vault))
 }
 
 /// Per credential, in memory: errors the state record cannot hold (Vault unreachable, a record
@@ -838,22 +815,6 @@ impl ErrorBackoff {
     }
 }
 
-/// A credential as read from Vault: its facts, version and state record.
-struct Seen {
-    facts: Option<SecretFacts>,
-    version: Option<u64>,
-    record: Option<StateRecord>,
-}
-
-async fn see(app: &App, cred: &Credential) -> Result<Seen, EngineError> {
-    let (facts, version, record) = facts(app, cred).await?;
-    Ok(Seen {
-        facts,
-        version,
-        record,
-    })
-}
-
 /// A short, bounded name for an error of the loop (a metric label).
 fn failure_reason(e: &EngineError) -> String {
     match e {
@@ -861,202 +822,5 @@ fn failure_reason(e: &EngineError) -> String {
         EngineError::Fenced { .. } => "fenced".into(),
         EngineError::Corrupt { .. } => "corrupt_record".into(),
         EngineError::Refused { .. } => "refused".into(),
-    }
-}
-
-/// What a plain read (start-up, reload, after an error) plans from: the state record, and the
-/// secret's metadata only when the record cannot say which version is current and when Vault
-/// created it (see [`record_facts`]). At start-up that is one request per credential of a
-/// fleet in steady state, where it was two. What the record says is believed until the
-/// credential's reconcile slot reads the metadata, and a drive always reads it: a version written
-/// by hand while the daemon was stopped is seen within one reconcile interval, as one written
-/// while it runs is.
-async fn read_to_plan(app: &App, cred: &Credential) -> Result<Seen, EngineError> {
-    let record = app.engine.record(&cred.name).await?;
-    if let Some((version, facts)) = record_facts(&record) {
-        return Ok(Seen {
-            facts: Some(facts),
-            version: Some(version),
-            record: Some(record),
-        });
-    }
-    let meta = match app.vault.read_metadata(&cred.secret).await {
-        Ok(m) => Some(m),
-        Err(VaultError::NotFound { .. }) => None,
-        Err(e) => return Err(e.into()),
-    };
-    let (facts, version) = facts_of(meta.as_ref(), &record);
-    Ok(Seen {
-        facts,
-        version,
-        record: Some(record),
-    })
-}
-
-/// The current version and its facts, from the record alone: when nothing is in flight and the
-/// last attempt rotated the credential and recorded the `created_time` Vault gave its version.
-/// `None` otherwise (never rotated here, an attempt in flight, the last attempt failed or found
-/// the secret changed by someone else, a record written before the time was kept).
-fn record_facts(record: &StateRecord) -> Option<(u64, SecretFacts)> {
-    if record.attempt.is_some() {
-        return None;
-    }
-    let last = record.history.last()?;
-    if last.outcome != Outcome::Rotated {
-        return None;
-    }
-    let facts = SecretFacts {
-        created_time: last.version_created_at?,
-        expires_at: last.expires_at,
-    };
-    Some((last.version_after?, facts))
-}
-
-/// The current secret's facts for the policy, and its version.
-pub(crate) async fn facts(
-    app: &App,
-    cred: &Credential,
-) -> Result<(Option<SecretFacts>, Option<u64>, Option<StateRecord>), EngineError> {
-    // Both at once: a read costs one round trip, not two.
-    let (meta, record) = futures_util::future::join(
-        app.vault.read_metadata(&cred.secret),
-        app.engine.record(&cred.name),
-    )
-    .await;
-    let meta = match meta {
-        Ok(m) => Some(m),
-        Err(VaultError::NotFound { .. }) => None,
-        Err(e) => return Err(e.into()),
-    };
-    let record = record?;
-    let (facts, version) = facts_of(meta.as_ref(), &record);
-    Ok((facts, version, Some(record)))
-}
-
-/// The current version (not deleted or destroyed) and its facts, from the secret's metadata;
-/// the expiry from the record's attempt that wrote that version.
-fn facts_of(
-    meta: Option<&SecretMetadata>,
-    record: &StateRecord,
-) -> (Option<SecretFacts>, Option<u64>) {
-    let current = meta.and_then(|m| {
-        m.current()
-            .filter(|v| !v.deleted && !v.destroyed)
-            .map(|v| (m.current_version, v.created_time))
-    });
-    let facts = current.map(|(version, created_time)| SecretFacts {
-        created_time,
-        // The expiry the provider gave the credential this daemon wrote at this version.
-        expires_at: record
-            .history
-            .iter()
-            .rev()
-            .find(|h| h.version_after == Some(version))
-            .and_then(|h| h.expires_at),
-    });
-    (facts, current.map(|(v, _)| v))
-}
-
-/// Is the credential due now, and why? `None` when not due.
-pub(crate) async fn due_trigger(
-    app: &App,
-    cred: &Credential,
-) -> Result<(Option<&'static str>, chrono::DateTime<Utc>), EngineError> {
-    let seen = see(app, cred).await?;
-    Ok(due(cred, &seen, Utc::now()))
-}
-
-/// When the credential is due (jitter included), and why when that is now.
-fn due(
-    cred: &Credential,
-    seen: &Seen,
-    now: DateTime<Utc>,
-) -> (Option<&'static str>, DateTime<Utc>) {
-    let seed = jitter_seed(&cred.name, seen.version.unwrap_or(0));
-    match planner::due(&cred.policy, seen.facts.as_ref(), seed, now) {
-        Ok(due) => due,
-        Err(e) => {
-            tracing::error!(credential = %cred.name, error = %e, "cannot compute when this credential is due");
-            (None, now + chrono::Duration::hours(1))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rotation::state::{begin, AttemptSummary, Start};
-    use chrono::TimeZone;
-
-    fn at(h: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2030, 1, 1, h, 0, 0).unwrap()
-    }
-
-    fn summary(
-        outcome: Outcome,
-        version_after: Option<u64>,
-        created: Option<DateTime<Utc>>,
-    ) -> AttemptSummary {
-        AttemptSummary {
-            id: "a".into(),
-            trigger: "max_age".into(),
-            started_at: at(1),
-            finished_at: at(1),
-            outcome,
-            version_before: 1,
-            version_after,
-            marks: Vec::new(),
-            orphans: Vec::new(),
-            error: None,
-            expires_at: Some(at(9)),
-            version_created_at: created,
-        }
-    }
-
-    #[test]
-    fn the_record_alone_plans_a_credential_only_when_its_last_rotation_says_everything() {
-        let rotated = summary(Outcome::Rotated, Some(2), Some(at(1)));
-        let in_flight = begin(Start {
-            id: "b".into(),
-            owner: "me",
-            trigger: "max_age",
-            now: at(2),
-            lease: Duration::from_secs(60),
-            version: 2,
-            current: None,
-            lifetime: None,
-        });
-        let facts = SecretFacts {
-            created_time: at(1),
-            expires_at: Some(at(9)),
-        };
-        // (history, attempt in flight, what the record alone says)
-        let cases = [
-            (vec![], false, None),
-            (vec![rotated.clone()], false, Some((2, facts))),
-            (vec![rotated.clone()], true, None),
-            (vec![summary(Outcome::Rotated, Some(2), None)], false, None),
-            (
-                vec![rotated.clone(), summary(Outcome::Failed, None, None)],
-                false,
-                None,
-            ),
-            (
-                vec![rotated.clone(), summary(Outcome::Aborted, None, None)],
-                false,
-                None,
-            ),
-            (
-                vec![summary(Outcome::Failed, None, None), rotated.clone()],
-                false,
-                Some((2, facts)),
-            ),
-        ];
-        for (i, (history, flying, expected)) in cases.into_iter().enumerate() {
-            let mut record = StateRecord::new("c");
-            record.history = history;
-            record.attempt = flying.then(|| in_flight.clone());
-            assert_eq!(record_facts(&record), expected, "case {i}");
-        }
     }
 }

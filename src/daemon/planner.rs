@@ -22,8 +22,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::config::Policy;
-use crate::policy::{self, jitter_offset, SecretFacts};
+use crate::policy::jitter_offset;
 use crate::rotation::RunResult;
 
 /// What the loop does for a credential when its time comes.
@@ -501,24 +500,6 @@ pub(crate) struct RecordView {
     pub parked: bool,
     /// After a failed attempt: no new one starts before this time.
     pub retry_at: Option<DateTime<Utc>>,
-}
-
-/// When the credential is due, and why when that is now (`policy::next_due`: max age, schedule,
-/// expiry lead, jitter seeded by name and version, window, missed windows).
-pub(crate) fn due(
-    policy: &Policy,
-    facts: Option<&SecretFacts>,
-    seed: u64,
-    now: DateTime<Utc>,
-) -> Result<(Option<&'static str>, DateTime<Utc>), policy::PolicyError> {
-    let due = policy::next_due(facts, policy, now, seed)?;
-    let reason = match due.reason {
-        policy::DueReason::MaxAge => "max_age",
-        policy::DueReason::Schedule => "schedule",
-        policy::DueReason::Expiry => "expiry",
-        policy::DueReason::Missing => "missing",
-    };
-    Ok(((due.at <= now).then_some(reason), due.at))
 }
 
 /// What a full read (and the engine's answer, when it was driven) means for the plan.

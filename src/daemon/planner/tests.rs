@@ -7,6 +7,7 @@ use chrono::NaiveTime;
 use chrono_tz::{Europe::Berlin, Tz, UTC};
 
 use crate::config::{Policy, Window};
+use crate::policy::SecretFacts;
 
 fn time(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
@@ -75,10 +76,10 @@ fn plan(case: Case) -> Observation {
         expires_at: case.expires.map(time),
     });
     let now = time(case.now);
-    let due_at = due(
+    let due_at = crate::standing::policy_due(
         &policy,
         facts.as_ref(),
-        crate::cli::jitter_seed("c", 3),
+        crate::app::jitter_seed("c", 3),
         now,
     )
     .ok()

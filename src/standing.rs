@@ -1,0 +1,294 @@
+//! Where each credential stands, read from Vault: the facts the policy works from (the current
+//! version and when it was created), when it is due and why, and the rows of `status`. The CLI
+//! (`status`, `plan`), the admin server and the daemon's loop all read through here.
+//!
+//! Invariant: reads only; nothing here writes to Vault.
+
+use chrono::{DateTime, Utc};
+
+use crate::app::{jitter_seed, App};
+use crate::config::{Credential, Policy};
+use crate::policy::{self, SecretFacts};
+use crate::report::{self, StatusRow};
+use crate::rotation::{EngineError, Outcome, StateRecord};
+use crate::vault::{SecretMetadata, VaultError};
+
+/// A credential as read from Vault: its facts, version and state record.
+pub(crate) struct Seen {
+    pub(crate) facts: Option<SecretFacts>,
+    pub(crate) version: Option<u64>,
+    pub(crate) record: Option<StateRecord>,
+}
+
+pub(crate) async fn see(app: &App, cred: &Credential) -> Result<Seen, EngineError> {
+    let (facts, version, record) = facts(app, cred).await?;
+    Ok(Seen {
+        facts,
+        version,
+        record,
+    })
+}
+
+/// What a plain read (start-up, reload, after an error) plans from: the state record, and the
+/// secret's metadata only when the record cannot say which version is current and when Vault
+/// created it (see [`record_facts`]). At start-up that is one request per credential of a
+/// fleet in steady state, where it was two. What the record says is believed until the
+/// credential's reconcile slot reads the metadata, and a drive always reads it: a version written
+/// by hand while the daemon was stopped is seen within one reconcile interval, as one written
+/// while it runs is.
+pub(crate) async fn read_to_plan(app: &App, cred: &Credential) -> Result<Seen, EngineError> {
+    let record = app.engine.record(&cred.name).await?;
+    if let Some((version, facts)) = record_facts(&record) {
+        return Ok(Seen {
+            facts: Some(facts),
+            version: Some(version),
+            record: Some(record),
+        });
+    }
+    let meta = match app.vault.read_metadata(&cred.secret).await {
+        Ok(m) => Some(m),
+        Err(VaultError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let (facts, version) = facts_of(meta.as_ref(), &record);
+    Ok(Seen {
+        facts,
+        version,
+        record: Some(record),
+    })
+}
+
+/// The current version and its facts, from the record alone: when nothing is in flight and the
+/// last attempt rotated the credential and recorded the `created_time` Vault gave its version.
+/// `None` otherwise (never rotated here, an attempt in flight, the last attempt failed or found
+/// the secret changed by someone else, a record written before the time was kept).
+fn record_facts(record: &StateRecord) -> Option<(u64, SecretFacts)> {
+    if record.attempt.is_some() {
+        return None;
+    }
+    let last = record.history.last()?;
+    if last.outcome != Outcome::Rotated {
+        return None;
+    }
+    let facts = SecretFacts {
+        created_time: last.version_created_at?,
+        expires_at: last.expires_at,
+    };
+    Some((last.version_after?, facts))
+}
+
+/// The current secret's facts for the policy, and its version.
+pub(crate) async fn facts(
+    app: &App,
+    cred: &Credential,
+) -> Result<(Option<SecretFacts>, Option<u64>, Option<StateRecord>), EngineError> {
+    // Both at once: a read costs one round trip, not two.
+    let (meta, record) = futures_util::future::join(
+        app.vault.read_metadata(&cred.secret),
+        app.engine.record(&cred.name),
+    )
+    .await;
+    let meta = match meta {
+        Ok(m) => Some(m),
+        Err(VaultError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let record = record?;
+    let (facts, version) = facts_of(meta.as_ref(), &record);
+    Ok((facts, version, Some(record)))
+}
+
+/// The current version (not deleted or destroyed) and its facts, from the secret's metadata;
+/// the expiry from the record's attempt that wrote that version.
+fn facts_of(
+    meta: Option<&SecretMetadata>,
+    record: &StateRecord,
+) -> (Option<SecretFacts>, Option<u64>) {
+    let current = meta.and_then(|m| {
+        m.current()
+            .filter(|v| !v.deleted && !v.destroyed)
+            .map(|v| (m.current_version, v.created_time))
+    });
+    let facts = current.map(|(version, created_time)| SecretFacts {
+        created_time,
+        // The expiry the provider gave the credential this daemon wrote at this version.
+        expires_at: record
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.version_after == Some(version))
+            .and_then(|h| h.expires_at),
+    });
+    (facts, current.map(|(v, _)| v))
+}
+
+/// Is the credential due now, and why? `None` when not due.
+pub(crate) async fn due_trigger(
+    app: &App,
+    cred: &Credential,
+) -> Result<(Option<&'static str>, chrono::DateTime<Utc>), EngineError> {
+    let seen = see(app, cred).await?;
+    Ok(due(cred, &seen, Utc::now()))
+}
+
+/// When the credential is due (jitter included), and why when that is now.
+pub(crate) fn due(
+    cred: &Credential,
+    seen: &Seen,
+    now: DateTime<Utc>,
+) -> (Option<&'static str>, DateTime<Utc>) {
+    let seed = jitter_seed(&cred.name, seen.version.unwrap_or(0));
+    match policy_due(&cred.policy, seen.facts.as_ref(), seed, now) {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::error!(credential = %cred.name, error = %e, "cannot compute when this credential is due");
+            (None, now + chrono::Duration::hours(1))
+        }
+    }
+}
+
+/// When the credential is due, and why when that is now (`policy::next_due`: max age, schedule,
+/// expiry lead, jitter seeded by name and version, window, missed windows).
+pub(crate) fn policy_due(
+    policy: &Policy,
+    facts: Option<&SecretFacts>,
+    seed: u64,
+    now: DateTime<Utc>,
+) -> Result<(Option<&'static str>, DateTime<Utc>), policy::PolicyError> {
+    let due = policy::next_due(facts, policy, now, seed)?;
+    let reason = match due.reason {
+        policy::DueReason::MaxAge => "max_age",
+        policy::DueReason::Schedule => "schedule",
+        policy::DueReason::Expiry => "expiry",
+        policy::DueReason::Missing => "missing",
+    };
+    Ok(((due.at <= now).then_some(reason), due.at))
+}
+
+/// The rows of `status` (and of the admin server's `/v1/status`), read from Vault now.
+pub(crate) async fn status_rows(app: &App) -> Vec<StatusRow> {
+    let now = Utc::now();
+    let mut rows = Vec::new();
+    // A secret on a KV v1 (or any other) mount would read as missing: say what it is.
+    let mut kinds = std::collections::HashMap::new();
+    for cred in &app.config.credentials {
+        if !kinds.contains_key(&cred.secret.mount) {
+            let kind = app.vault.mount_kind(&cred.secret.mount).await;
+            kinds.insert(cred.secret.mount.clone(), kind);
+        }
+        let wrong_mount = match &kinds[&cred.secret.mount] {
+            Ok(k) if !k.is_kv2() => Some(format!(
+                "{}: the mount {}/ is {}; secret-rotator needs KV v2",
+                cred.secret,
+                cred.secret.mount,
+                k.describe()
+            )),
+            Err(VaultError::NotFound { .. }) => Some(format!(
+                "{}: no secrets engine is mounted at {}/",
+                cred.secret, cred.secret.mount
+            )),
+            _ => None,
+        };
+        if let Some(e) = wrong_mount {
+            rows.push(report::error_row(cred, e));
+            continue;
+        }
+        rows.push(match facts(app, cred).await {
+            Ok((facts, version, record)) => {
+                let mut row = report::status_row(cred, facts, version, record.as_ref(), now);
+                if !cred.dependents.is_empty() {
+                    match app.deliverer.load(&cred.name).await {
+                        Ok((d, _)) => {
+                            let log = record.map(|r| r.events).unwrap_or_default();
+                            row.dependents = report::dependent_rows(cred, &d, &log);
+                        }
+                        Err(e) => row.error = Some(e.to_string()),
+                    }
+                }
+                row
+            }
+            Err(e) => report::error_row(cred, e.to_string()),
+        });
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rotation::state::{begin, AttemptSummary, Start};
+    use chrono::TimeZone;
+    use std::time::Duration;
+
+    fn at(h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 1, 1, h, 0, 0).unwrap()
+    }
+
+    fn summary(
+        outcome: Outcome,
+        version_after: Option<u64>,
+        created: Option<DateTime<Utc>>,
+    ) -> AttemptSummary {
+        AttemptSummary {
+            id: "a".into(),
+            trigger: "max_age".into(),
+            started_at: at(1),
+            finished_at: at(1),
+            outcome,
+            version_before: 1,
+            version_after,
+            marks: Vec::new(),
+            orphans: Vec::new(),
+            error: None,
+            expires_at: Some(at(9)),
+            version_created_at: created,
+        }
+    }
+
+    #[test]
+    fn the_record_alone_plans_a_credential_only_when_its_last_rotation_says_everything() {
+        let rotated = summary(Outcome::Rotated, Some(2), Some(at(1)));
+        let in_flight = begin(Start {
+            id: "b".into(),
+            owner: "me",
+            trigger: "max_age",
+            now: at(2),
+            lease: Duration::from_secs(60),
+            version: 2,
+            current: None,
+            lifetime: None,
+        });
+        let facts = SecretFacts {
+            created_time: at(1),
+            expires_at: Some(at(9)),
+        };
+        // (history, attempt in flight, what the record alone says)
+        let cases = [
+            (vec![], false, None),
+            (vec![rotated.clone()], false, Some((2, facts))),
+            (vec![rotated.clone()], true, None),
+            (vec![summary(Outcome::Rotated, Some(2), None)], false, None),
+            (
+                vec![rotated.clone(), summary(Outcome::Failed, None, None)],
+                false,
+                None,
+            ),
+            (
+                vec![rotated.clone(), summary(Outcome::Aborted, None, None)],
+                false,
+                None,
+            ),
+            (
+                vec![summary(Outcome::Failed, None, None), rotated.clone()],
+                false,
+                Some((2, facts)),
+            ),
+        ];
+        for (i, (history, flying, expected)) in cases.into_iter().enumerate() {
+            let mut record = StateRecord::new("c");
+            record.history = history;
+            record.attempt = flying.then(|| in_flight.clone());
+            assert_eq!(record_facts(&record), expected, "case {i}");
+        }
+    }
+}
