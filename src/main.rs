@@ -4,7 +4,8 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
-use secret_rotator::cli::{self, exit, Cli, LogFormat};
+use secret_rotator::app::exit;
+use secret_rotator::cli::{self, Cli, LogFormat};
 
 /// mimalloc rather than glibc's malloc: the configuration parse of a large fleet takes several
 /// times the heap the daemon keeps, and glibc keeps what was freed mapped (5.1 KB resident per

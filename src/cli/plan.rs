@@ -1,0 +1,108 @@
+//! `plan`: what is due and what each step would do. Writes nothing.
+
+use chrono::Utc;
+
+use crate::app::{exit, App, Failure};
+use crate::providers::{self, Mode};
+use crate::rotation::state::Step;
+use crate::rotation::Engine;
+
+pub(super) async fn plan(app: &App) -> Result<i32, Failure> {
+    let now = Utc::now();
+    for cred in &app.config.credentials {
+        let record = app.engine.record(&cred.name).await?;
+        let provider = providers::build(cred, app.vault.clone(), app.http.clone());
+        let (trigger, at) = crate::standing::due_trigger(app, cred).await?;
+        println!("{} ({}, {}):", cred.name, cred.provider.kind(), cred.secret);
+        if let Some(a) = &record.attempt {
+            println!(
+                "  in flight: attempt {} in phase {}{}; next: {}",
+                a.id,
+                a.phase.as_str(),
+                if a.needs_attention {
+                    " (needs attention: `rotate` resumes it)"
+                } else {
+                    ""
+                },
+                match crate::rotation::state::next_step(a, now) {
+                    Step::Mint => "mint a new credential".to_string(),
+                    Step::VerifyAndCommit => "verify the new credential, then commit it".into(),
+                    Step::WaitUntil(t) =>
+                        format!("revoke the old credential after {}", t.to_rfc3339()),
+                    Step::RevokeOld => "revoke the old credential and check it is rejected".into(),
+                    Step::RollBack =>
+                        "write the previous credential back, then revoke the newer one".into(),
+                    Step::RetryAt(t) => format!("try the failed step again at {}", t.to_rfc3339()),
+                    Step::AwaitSupply(t) => format!(
+                        "wait for `secret-rotator supply {}` (next reminder or deadline at {})",
+                        cred.name,
+                        t.to_rfc3339()
+                    ),
+                    Step::Remind => "send rotation.due again".into(),
+                    Step::SupplyOverdue =>
+                        "raise needs_attention: nothing was supplied by the deadline".into(),
+                    Step::CheckOld => "check that the old credential is rejected".into(),
+                }
+            );
+            if let Some(e) = &a.last_error {
+                println!("  last error: {e}");
+            }
+            continue;
+        }
+        match trigger {
+            None => {
+                println!("  not due; next rotation at {}", at.to_rfc3339());
+                continue;
+            }
+            Some(reason) => println!("  due now ({reason})"),
+        }
+        match provider {
+            Err(e) => println!("  would not rotate: {e}"),
+            Ok(p) if p.info().mode == Mode::Assisted => {
+                println!("  assisted: a person takes these steps:");
+                for s in p.assisted_steps() {
+                    println!("    - {s}");
+                }
+            }
+            Ok(p) => {
+                let info = p.info();
+                let version = app
+                    .vault
+                    .read_metadata(&cred.secret)
+                    .await
+                    .map(|m| m.current_version)
+                    .unwrap_or(0);
+                println!(
+                    "  1. record attempt in {} (check-and-set)",
+                    app.engine.state_path(&cred.name)
+                );
+                if info.credentials_expire {
+                    println!(
+                        "  2. mint a new credential that expires in {}",
+                        humantime::format_duration(Engine::lifetime(cred))
+                    );
+                } else {
+                    println!("  2. mint a new credential");
+                }
+                println!("  3. record it, verify it with the provider (rejected: revoke it, keep the old one)");
+                println!(
+                    "  4. write it to {} with cas={version}; read it back",
+                    cred.secret
+                );
+                println!(
+                    "  5. announce credential.rotated, wait the grace period ({})",
+                    humantime::format_duration(cred.policy.grace)
+                );
+                println!(
+                    "  6. revoke the old credential, poll until the provider rejects it{}, announce credential.revoked",
+                    if info.async_revocation { " (revocation is asynchronous)" } else { "" }
+                );
+                if cred.policy.destroy_old_version {
+                    println!("  7. destroy KV version {version}");
+                }
+            }
+        }
+    }
+    println!("(dry run: nothing was written)");
+    Ok(exit::OK)
+}
