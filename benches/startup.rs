@@ -100,8 +100,12 @@ async fn steady_record(bao: &str, vault: &Arc<Vault>) -> StateRecord {
     )
     .unwrap_or_else(|e| panic!("template config: {e:?}"));
     let cred = config.credential("template").expect("template").clone();
-    let provider = secret_rotator::providers::build(&cred, vault.clone(), reqwest::Client::new())
-        .expect("template provider");
+    let provider = secret_rotator::providers::build(
+        &cred,
+        vault.clone(),
+        secret_rotator::egress::Client::builder().build().unwrap(),
+    )
+    .expect("template provider");
     let engine = common::bench::engine(vault);
     for _ in 0..=HISTORY_LIMIT {
         let r = engine

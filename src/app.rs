@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::config::{self, Config, Credential, ProcessEnvironment};
 use crate::events::{EventSink, FanOut, JsonLinesSink, LogSink};
@@ -73,7 +72,7 @@ pub(crate) struct App {
     pub(crate) vault: Arc<Vault>,
     pub(crate) engine: Engine,
     pub(crate) deliverer: Arc<Deliverer>,
-    pub(crate) http: reqwest::Client,
+    pub(crate) http: crate::egress::Client,
 }
 
 /// What the command line decides about the [`App`] (its global flags).
@@ -95,7 +94,7 @@ struct Lasting {
     wakeup: Wakeup,
     delivery: DeliveryPolicy,
     observer: Option<Observer>,
-    http: reqwest::Client,
+    http: crate::egress::Client,
 }
 
 impl App {
@@ -107,14 +106,10 @@ impl App {
         if let Some(path) = options.events_file {
             sinks.push(Arc::new(JsonLinesSink::new(path.to_path_buf())));
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")))
+        // The providers' client: the egress policy's defaults (10 s connect, 30 s read and total).
+        let http = crate::egress::Client::builder()
             .build()
-            .map_err(|e| {
-                Failure::new(exit::CONFIG, format!("cannot build the HTTP client: {e}"))
-            })?;
+            .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
         let lasting = Lasting {
             owner: crate::instance::owner_id(&instance_id(options.instance_id)),
             events: Arc::new(FanOut(sinks)),

@@ -233,8 +233,12 @@ impl InProcess {
             wakeup,
             observer: None,
         });
-        let provider =
-            secret_rotator::providers::build(&cred, vault.clone(), reqwest::Client::new()).unwrap();
+        let provider = secret_rotator::providers::build(
+            &cred,
+            vault.clone(),
+            secret_rotator::egress::Client::builder().build().unwrap(),
+        )
+        .unwrap();
         InProcess {
             vault,
             engine,

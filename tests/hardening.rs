@@ -49,8 +49,12 @@ impl InProcess {
             .unwrap(),
         );
         let cred = config.credential(CRED).unwrap().clone();
-        let provider =
-            secret_rotator::providers::build(&cred, vault.clone(), reqwest::Client::new()).unwrap();
+        let provider = secret_rotator::providers::build(
+            &cred,
+            vault.clone(),
+            secret_rotator::egress::Client::builder().build().unwrap(),
+        )
+        .unwrap();
         InProcess {
             vault,
             cred,

@@ -487,8 +487,8 @@ impl Storefront {
     }
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+fn http() -> secret_rotator::egress::Client {
+    secret_rotator::egress::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
@@ -1015,7 +1015,7 @@ async fn storefront_unreachable_or_silent_store() {
     let p = StorefrontProvider::new(
         sf.cfg(StorefrontTokenKind::Storefront),
         sf.vault.clone(),
-        reqwest::Client::builder()
+        secret_rotator::egress::Client::builder()
             .timeout(Duration::from_millis(300))
             .build()
             .unwrap(),

@@ -297,8 +297,12 @@ async fn the_common_path_makes_at_most_five_vault_writes() {
         wakeup: Default::default(),
         preflighted: Default::default(),
     };
-    let provider =
-        secret_rotator::providers::build(cred, vault.clone(), reqwest::Client::new()).unwrap();
+    let provider = secret_rotator::providers::build(
+        cred,
+        vault.clone(),
+        secret_rotator::egress::Client::builder().build().unwrap(),
+    )
+    .unwrap();
     let writes_of_one_rotation = || async {
         let before = vault
             .stats

@@ -21,6 +21,7 @@ use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use sha2::Sha256;
 
 use crate::config::redact_url;
+use crate::egress::SendError;
 use crate::notify::payload::Payload;
 use crate::vault::error_chain;
 
@@ -108,7 +109,7 @@ pub struct WebhookSink {
     /// The URL as reasons show it.
     shown: String,
     timeout: Duration,
-    client: reqwest::Client,
+    client: crate::egress::Client,
 }
 
 impl WebhookSink {
@@ -125,11 +126,11 @@ impl WebhookSink {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(WebhookError::InvalidUrl { url: shown });
         }
-        let mut builder = reqwest::Client::builder()
+        let mut builder = crate::egress::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")));
+            .read_timeout(timeout)
+            .body_cap(BODY_CAP);
         if let Some(ca) = extra_ca {
             let ca_error = |message: String| WebhookError::CaFile {
                 path: ca.display().to_string(),
@@ -144,7 +145,7 @@ impl WebhookSink {
         }
         let client = builder
             .build()
-            .map_err(|e| WebhookError::Client(error_chain(&e)))?;
+            .map_err(|crate::egress::EgressError::Build(e)| WebhookError::Client(e))?;
         Ok(WebhookSink {
             url: parsed,
             shown,
@@ -184,20 +185,33 @@ impl WebhookSink {
             };
         }
         let timestamp = chrono::Utc::now().timestamp();
+        // The signature is no secret once sent, but is kept out of every Debug all the same.
+        let Ok(signature) = crate::egress::sensitive(&sign(id, timestamp, body, keys)) else {
+            unreachable!("base64 and spaces are valid header characters");
+        };
         let request = self
             .client
             .post(self.url.clone())
             .header("content-type", "application/json")
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", sign(id, timestamp, body, keys))
+            .header("webhook-signature", signature)
             .body(body.to_vec());
-        let mut response = match request.send().await {
+        let mut response = match self.client.send(request).await {
             Ok(r) => r,
-            Err(e) => {
+            Err(SendError::Transport(e)) => {
                 return Outcome::Failed {
                     retryable: true,
                     reason: self.transport_reason(e),
+                }
+            }
+            Err(SendError::Redirect(r)) => {
+                return Outcome::Failed {
+                    retryable: retryable(r.status),
+                    reason: format!(
+                        "webhook {} answered {}: redirect to {} not followed",
+                        self.shown, r.status, r.location
+                    ),
                 }
             }
         };
@@ -205,16 +219,7 @@ impl WebhookSink {
         if status.is_success() {
             return Outcome::Delivered;
         }
-        let answer = if status.is_redirection() {
-            let to = response
-                .headers()
-                .get("location")
-                .map(|l| redact_url(&String::from_utf8_lossy(l.as_bytes())))
-                .unwrap_or_else(|| "nowhere".to_string());
-            format!("redirect to {to} not followed")
-        } else {
-            summary(&read_capped(&mut response).await, keys)
-        };
+        let answer = summary(&self.client.read_capped(&mut response).await.body, keys);
         Outcome::Failed {
             retryable: retryable(status.as_u16()),
             reason: format!(
@@ -245,21 +250,6 @@ impl WebhookSink {
             error_chain(&e.without_url())
         )
     }
-}
-
-/// At most [`BODY_CAP`] bytes of the body; what could be read when the rest fails.
-async fn read_capped(response: &mut reqwest::Response) -> Vec<u8> {
-    let mut body = Vec::new();
-    while body.len() < BODY_CAP {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                let take = chunk.len().min(BODY_CAP - body.len());
-                body.extend_from_slice(&chunk[..take]);
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    body
 }
 
 /// The start of an answer's body on one line, with any key the receiver echoed hidden.

@@ -22,8 +22,9 @@ use reqwest::{Method, RequestBuilder};
 use tokio::time::Instant;
 
 use super::rate_budget;
-use super::{MintRequest, Minted, Mode, Provider, ProviderError, ProviderInfo};
+use super::{secret_header, MintRequest, Minted, Mode, Provider, ProviderError, ProviderInfo};
 use crate::config::{BasicAuthAccountConfig, ProviderConfig, ScopeLevel, StoreAccountConfig};
+use crate::egress::SendError;
 use crate::secret::SecretFields;
 
 /// The fields a supplied store-level account needs (and may have).
@@ -251,6 +252,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Sends one probe when the budget under `budget_key` has room for it, and returns the status.
 /// A 429 is `Transient` with the wait the store asked for.
 async fn probe_status(
+    http: &crate::egress::Client,
     budget_key: &str,
     what: &str,
     request: RequestBuilder,
@@ -259,7 +261,14 @@ async fn probe_status(
     // Dropped without an answer (a send error), it frees its place in the budget.
     let permit = rate_budget::reserve(budget_key, deadline, what).await?;
     let request = request.timeout(deadline.saturating_duration_since(Instant::now()));
-    let resp = request.send().await.map_err(|e| send_error(what, &e))?;
+    let resp = match http.send(request).await {
+        Ok(r) => r,
+        Err(SendError::Transport(e)) => return Err(send_error(what, &e)),
+        // Probes create nothing: a redirect only says the address is wrong.
+        Err(SendError::Redirect(r)) => {
+            return Err(super::redirected(format!("{what}: {r}"), r.status, false))
+        }
+    };
     let status = resp.status().as_u16();
     let rate = permit.answered(status, resp.headers());
     if status == 429 {
@@ -274,12 +283,12 @@ async fn probe_status(
 /// `bigcommerce_store_account`.
 pub struct StoreAccountProvider {
     cfg: StoreAccountConfig,
-    http: reqwest::Client,
+    http: crate::egress::Client,
     credential: String,
 }
 
 impl StoreAccountProvider {
-    pub fn new(cfg: StoreAccountConfig, http: reqwest::Client, credential: &str) -> Self {
+    pub fn new(cfg: StoreAccountConfig, http: crate::egress::Client, credential: &str) -> Self {
         StoreAccountProvider {
             cfg,
             http,
@@ -292,7 +301,7 @@ impl StoreAccountProvider {
         let mut req = self
             .http
             .request(method.clone(), &url)
-            .header("X-Auth-Token", token)
+            .header("X-Auth-Token", secret_header(token)?)
             .header(ACCEPT, "application/json");
         if method != Method::GET {
             // An empty body: a token with the scope gets 422, nothing is created or changed.
@@ -300,7 +309,7 @@ impl StoreAccountProvider {
         }
         let what = format!("{method} /{path}");
         let budget = rate_budget::store_key(&self.cfg.api_url, &self.cfg.store_hash);
-        probe_status(&budget, &what, req).await
+        probe_status(&self.http, &budget, &what, req).await
     }
 }
 
@@ -418,7 +427,7 @@ pub enum BasicKind {
 pub struct BasicAuthProvider {
     cfg: BasicAuthAccountConfig,
     kind: BasicKind,
-    http: reqwest::Client,
+    http: crate::egress::Client,
     credential: String,
 }
 
@@ -426,7 +435,7 @@ impl BasicAuthProvider {
     pub fn new(
         cfg: BasicAuthAccountConfig,
         kind: BasicKind,
-        http: reqwest::Client,
+        http: crate::egress::Client,
         credential: &str,
     ) -> Self {
         BasicAuthProvider {
@@ -462,7 +471,7 @@ impl BasicAuthProvider {
             .header(ACCEPT, "application/json");
         // The legacy API path has a quota of its own (a rolling hour), apart from the REST API's.
         let budget = rate_budget::store_key(&self.cfg.api_path, &self.cfg.store_hash);
-        probe_status(&budget, "GET {api_path}time", request).await
+        probe_status(&self.http, &budget, "GET {api_path}time", request).await
     }
 }
 

@@ -24,8 +24,9 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::rate_budget;
-use super::{MintRequest, Minted, Mode, Provider, ProviderError, ProviderInfo};
+use super::{secret_header, MintRequest, Minted, Mode, Provider, ProviderError, ProviderInfo};
 use crate::config::{StorefrontConfig, StorefrontTokenKind};
+use crate::egress::{Capped, SendError};
 use crate::secret::SecretFields;
 use crate::vault::Vault;
 
@@ -67,13 +68,13 @@ struct Answer {
 pub struct StorefrontProvider {
     cfg: StorefrontConfig,
     vault: Arc<Vault>,
-    http: reqwest::Client,
+    http: crate::egress::Client,
     call_deadline: Duration,
     token_reuse: Duration,
 }
 
 impl StorefrontProvider {
-    pub fn new(cfg: StorefrontConfig, vault: Arc<Vault>, http: reqwest::Client) -> Self {
+    pub fn new(cfg: StorefrontConfig, vault: Arc<Vault>, http: crate::egress::Client) -> Self {
         StorefrontProvider {
             cfg,
             vault,
@@ -161,7 +162,11 @@ impl StorefrontProvider {
     ) -> Result<(Answer, String), ProviderError> {
         let (token, reused) = self.access_token().await?;
         let answer = self
-            .send(op, budget_key, request().header("X-Auth-Token", &token))
+            .send(
+                op,
+                budget_key,
+                request().header("X-Auth-Token", secret_header(&token)?),
+            )
             .await?;
         if !(reused && matches!(answer.status, 401 | 403)) {
             return Ok((answer, token));
@@ -170,7 +175,11 @@ impl StorefrontProvider {
         tracing::debug!(store = %self.cfg.store_hash, status = answer.status, "the store refused the access token read lately; reading it again");
         let (token, _) = self.access_token().await?;
         let answer = self
-            .send(op, budget_key, request().header("X-Auth-Token", &token))
+            .send(
+                op,
+                budget_key,
+                request().header("X-Auth-Token", secret_header(&token)?),
+            )
             .await?;
         Ok((answer, token))
     }
@@ -189,9 +198,13 @@ impl StorefrontProvider {
         let deadline = Instant::now() + self.call_deadline;
         // Dropped without an answer (an error below), it frees its place in the budget.
         let permit = rate_budget::reserve(budget_key, deadline, &self.what(op)).await?;
-        let resp = match tokio::time::timeout_at(deadline, request.send()).await {
+        let mut resp = match tokio::time::timeout_at(deadline, self.http.send(request)).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(self.transport_error(op, e)),
+            Ok(Err(SendError::Transport(e))) => return Err(self.transport_error(op, e)),
+            Ok(Err(SendError::Redirect(r))) => {
+                let reason = format!("{}: {r}", self.what(op));
+                return Err(super::redirected(reason, r.status, op == Op::Mint));
+            }
             Err(_) => return Err(self.deadline_error(op)),
         };
         let status = resp.status().as_u16();
@@ -202,14 +215,19 @@ impl StorefrontProvider {
                 retry_after: rate.retry_wait(),
             });
         }
-        let text = match tokio::time::timeout_at(deadline, resp.text()).await {
-            Ok(Ok(t)) => t,
+        let capped = match tokio::time::timeout_at(deadline, self.http.read_capped(&mut resp)).await
+        {
             // The status line arrived but the body did not: for a mint, a 200 would have
             // carried the only copy of the token.
-            Ok(Err(e)) => return Err(self.transport_error(op, e)),
+            Ok(Capped { error: Some(e), .. }) => return Err(self.transport_error(op, e)),
+            Ok(c) => c,
             Err(_) => return Err(self.deadline_error(op)),
         };
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        // An answer over the cap is not read whole: it counts as one without a body.
+        let body = match capped.over_cap {
+            true => Value::Null,
+            false => serde_json::from_slice(&capped.body).unwrap_or(Value::Null),
+        };
         Ok(Answer {
             status,
             body,
@@ -499,11 +517,12 @@ impl Provider for StorefrontProvider {
     async fn revoke(&self, secret: &SecretFields) -> Result<(), ProviderError> {
         let token = token_of(secret)?;
         let url = format!("{}/api-token", self.api_base());
+        let sf_token = secret_header(token)?;
         let (answer, access_token) = self
             .send_authorized(Op::Revoke, &self.budget_key(&self.cfg.api_url), || {
                 self.http
                     .request(Method::DELETE, &url)
-                    .header("Sf-Api-Token", token)
+                    .header("Sf-Api-Token", sf_token.clone())
                     .header(ACCEPT, "application/json")
                     .header(CONTENT_TYPE, "application/json")
             })

@@ -2,10 +2,11 @@
 //! (`crate::template`) for the URL, the headers and the body.
 //!
 //! Invariants: the parent secrets are read from Vault for every call that uses them and kept no
-//! longer than the call; TLS is always verified and redirects are never followed (a redirect is
-//! an unexpected status); every request has a timeout covering its answer, and at most
-//! [`BODY_CAP`] bytes of an answer are read. No error carries a URL (templates may put secrets
-//! in it), a header, or the body of a successful mint (it holds the new credential); other
+//! longer than the call; the client is the egress policy's (`crate::egress`: TLS verified, a
+//! redirect is a `Config` error naming the configured URL and is never followed); every request
+//! has a timeout covering its answer, and at most [`BODY_CAP`] bytes of an answer are read. A
+//! header with a placeholder is sensitive. No error carries a rendered URL (templates may put
+//! secrets in it; the configured one is named, user info and query hidden), a header, or the body of a successful mint (it holds the new credential); other
 //! bodies are quoted clipped, with every secret value the call knows cut out.
 
 use std::time::Duration;
@@ -17,7 +18,8 @@ use serde_json::Value;
 
 use super::exec::{parse_time, static_names};
 use super::{MintRequest, Minted, Mode, Provider, ProviderError, ProviderInfo};
-use crate::config::{HttpProviderConfig, HttpRequestConfig};
+use crate::config::{redact_url, HttpProviderConfig, HttpRequestConfig};
+use crate::egress::{Capped, SendError};
 use crate::secret::SecretFields;
 use crate::template::{url_encode, Placeholder, Template};
 use crate::vault::Vault;
@@ -117,7 +119,7 @@ pub struct HttpProvider {
     cfg: HttpProviderConfig,
     credential: String,
     vault: Arc<Vault>,
-    http: reqwest::Client,
+    http: crate::egress::Client,
     fields: &'static [&'static str],
 }
 
@@ -127,14 +129,12 @@ impl HttpProvider {
         credential: &str,
         vault: Arc<Vault>,
     ) -> Result<HttpProvider, ProviderError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+        let http = crate::egress::Client::builder()
             .timeout(cfg.timeout)
-            .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")))
+            .body_cap(BODY_CAP)
             .build()
             .map_err(|e| ProviderError::Config {
-                reason: format!("http provider: cannot build the HTTP client: {e}"),
+                reason: format!("http provider: {e}"),
             })?;
         let names: Vec<String> = cfg.fields.iter().map(|(n, _)| n.clone()).collect();
         Ok(HttpProvider {
@@ -230,8 +230,21 @@ impl HttpProvider {
                 reason: format!("{}: invalid method", self.what(step)),
             })?;
         let mut builder = self.http.request(method, &url);
-        for (name, value) in &req.headers {
-            builder = builder.header(name.as_str(), render(value, str::to_string)?);
+        for (name, template) in &req.headers {
+            let rendered = render(template, str::to_string)?;
+            // A header with a placeholder may carry a secret, and Authorization always may:
+            // Debug never shows either.
+            let mut value = reqwest::header::HeaderValue::from_str(&rendered).map_err(|_| {
+                ProviderError::Config {
+                    reason: format!(
+                        "{}: header `{name}` is not a valid header value once rendered",
+                        self.what(step)
+                    ),
+                }
+            })?;
+            value
+                .set_sensitive(rendered != *template || name.eq_ignore_ascii_case("authorization"));
+            builder = builder.header(name.as_str(), value);
         }
         if let Some(body) = &req.body {
             builder = builder.body(render(body, str::to_string)?);
@@ -242,9 +255,19 @@ impl HttpProvider {
                 self.what(step)
             ),
         })?;
-        let mut resp = match self.http.execute(request).await {
+        let mut resp = match self.http.send_request(request).await {
             Ok(r) => r,
-            Err(e) => return Err(self.no_answer(step, e)),
+            Err(SendError::Transport(e)) => return Err(self.no_answer(step, e)),
+            Err(SendError::Redirect(r)) => {
+                // The configured URL, not the rendered one: a template may put a secret in it.
+                let reason = format!(
+                    "{}: {} answered {}, a redirect, not followed",
+                    self.what(step),
+                    redact_url(&req.url),
+                    r.status
+                );
+                return Err(super::redirected(reason, r.status, step == Step::Mint));
+            }
         };
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -253,24 +276,18 @@ impl HttpProvider {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s.min(60)));
-        let mut body = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > BODY_CAP {
-                        let reason = format!(
-                            "{}: status {status} with an answer larger than {} KiB",
-                            self.what(step),
-                            BODY_CAP / 1024
-                        );
-                        return Err(self.unknown(step, reason));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return Err(self.no_answer(step, e)),
+        let body = match self.http.read_capped(&mut resp).await {
+            Capped { error: Some(e), .. } => return Err(self.no_answer(step, e)),
+            Capped { over_cap: true, .. } => {
+                let reason = format!(
+                    "{}: status {status} with an answer larger than {} KiB",
+                    self.what(step),
+                    BODY_CAP / 1024
+                );
+                return Err(self.unknown(step, reason));
             }
-        }
+            Capped { body, .. } => body,
+        };
         Ok(Answer {
             status,
             body,

@@ -150,7 +150,7 @@ pub trait Provider: Send + Sync {
 pub fn build(
     cred: &Credential,
     vault: Arc<Vault>,
-    http: reqwest::Client,
+    http: crate::egress::Client,
 ) -> Result<Box<dyn Provider>, ProviderError> {
     match &cred.provider {
         ProviderConfig::BigCommerceStorefront(c) => Ok(Box::new(
@@ -185,4 +185,25 @@ pub fn build(
             )))
         }
     }
+}
+
+/// A 3xx answer, which the egress client never follows (`reason` names the endpoint): the
+/// configured address is wrong, and sending again will not help. A create answered 303 ("see
+/// other") may have been carried out before the answer pointed elsewhere.
+pub(crate) fn redirected(reason: String, status: u16, creates: bool) -> ProviderError {
+    if creates && status == 303 {
+        ProviderError::UnknownOutcome {
+            reason: format!("{reason}; a credential may have been created"),
+        }
+    } else {
+        ProviderError::Config { reason }
+    }
+}
+
+/// A header value that carries a secret, marked sensitive ([`crate::egress::sensitive`]). The
+/// error never quotes the value.
+pub(crate) fn secret_header(value: &str) -> Result<reqwest::header::HeaderValue, ProviderError> {
+    crate::egress::sensitive(value).map_err(|_| ProviderError::Config {
+        reason: "a secret holds characters a header cannot carry".into(),
+    })
 }
