@@ -309,7 +309,7 @@ async fn main() {
     }
 
     let engine = Arc::new(common::bench::engine(&vault));
-    let http = secret_rotator::egress::Client::builder().build().unwrap();
+    let http = secret_rotator::egress::builder().build().unwrap();
 
     let work_of = |level: &[String]| -> Vec<(Credential, Box<dyn Provider>)> {
         level

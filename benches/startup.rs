@@ -103,7 +103,7 @@ async fn steady_record(bao: &str, vault: &Arc<Vault>) -> StateRecord {
     let provider = secret_rotator::providers::build(
         &cred,
         vault.clone(),
-        secret_rotator::egress::Client::builder().build().unwrap(),
+        secret_rotator::egress::builder().build().unwrap(),
     )
     .expect("template provider");
     let engine = common::bench::engine(vault);

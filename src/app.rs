@@ -107,7 +107,7 @@ impl App {
             sinks.push(Arc::new(JsonLinesSink::new(path.to_path_buf())));
         }
         // The providers' client: the egress policy's defaults (10 s connect, 30 s read and total).
-        let http = crate::egress::Client::builder()
+        let http = crate::egress::builder()
             .build()
             .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
         let lasting = Lasting {

@@ -187,11 +187,12 @@ pub struct Capped {
     pub error: Option<reqwest::Error>,
 }
 
-impl Client {
-    pub fn builder() -> Builder {
-        Builder::default()
-    }
+/// The policy's builder: the one way to make a [`Client`].
+pub fn builder() -> Builder {
+    Builder::default()
+}
 
+impl Client {
     /// The body cap this client was built with.
     pub fn body_cap(&self) -> usize {
         self.body_cap
@@ -260,7 +261,7 @@ mod tests {
 
     #[test]
     fn the_debug_of_a_built_request_never_shows_a_secret_header() {
-        let client = Client::builder().build().unwrap();
+        let client = builder().build().unwrap();
         let token = "tok-5f0c1d2e3a4b";
         let cases: Vec<(&str, RequestBuilder)> = vec![
             (

@@ -236,7 +236,7 @@ impl InProcess {
         let provider = secret_rotator::providers::build(
             &cred,
             vault.clone(),
-            secret_rotator::egress::Client::builder().build().unwrap(),
+            secret_rotator::egress::builder().build().unwrap(),
         )
         .unwrap();
         InProcess {

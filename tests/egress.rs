@@ -206,7 +206,7 @@ impl World {
 }
 
 fn client() -> egress::Client {
-    egress::Client::builder()
+    egress::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
@@ -440,10 +440,7 @@ async fn a_redirect_to_another_host_never_receives_a_credential() {
                 assert!(lower.contains("redirect"), "{case}: {error}");
                 // The endpoint is named (the Vault transport names its address).
                 let endpoint = front.base.trim_start_matches("http://");
-                assert!(
-                    error.contains(endpoint),
-                    "{case}: no {endpoint} in {error}"
-                );
+                assert!(error.contains(endpoint), "{case}: no {endpoint} in {error}");
                 for secret in world.secrets() {
                     assert!(!error.contains(secret), "{case}: a secret in {error}");
                 }

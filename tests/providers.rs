@@ -488,7 +488,7 @@ impl Storefront {
 }
 
 fn http() -> secret_rotator::egress::Client {
-    secret_rotator::egress::Client::builder()
+    secret_rotator::egress::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
@@ -1015,7 +1015,7 @@ async fn storefront_unreachable_or_silent_store() {
     let p = StorefrontProvider::new(
         sf.cfg(StorefrontTokenKind::Storefront),
         sf.vault.clone(),
-        secret_rotator::egress::Client::builder()
+        secret_rotator::egress::builder()
             .timeout(Duration::from_millis(300))
             .build()
             .unwrap(),

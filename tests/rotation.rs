@@ -300,7 +300,7 @@ async fn the_common_path_makes_at_most_five_vault_writes() {
     let provider = secret_rotator::providers::build(
         cred,
         vault.clone(),
-        secret_rotator::egress::Client::builder().build().unwrap(),
+        secret_rotator::egress::builder().build().unwrap(),
     )
     .unwrap();
     let writes_of_one_rotation = || async {

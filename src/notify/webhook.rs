@@ -126,7 +126,7 @@ impl WebhookSink {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(WebhookError::InvalidUrl { url: shown });
         }
-        let mut builder = crate::egress::Client::builder()
+        let mut builder = crate::egress::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .read_timeout(timeout)

@@ -129,7 +129,7 @@ impl HttpProvider {
         credential: &str,
         vault: Arc<Vault>,
     ) -> Result<HttpProvider, ProviderError> {
-        let http = crate::egress::Client::builder()
+        let http = crate::egress::builder()
             .timeout(cfg.timeout)
             .body_cap(BODY_CAP)
             .build()
