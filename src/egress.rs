@@ -296,6 +296,28 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_body_is_read_up_to_the_cap_and_no_further() {
+        let cap = 16;
+        // (body length, kept, over the cap)
+        let cases = [
+            (0, 0, false),
+            (15, 15, false),
+            (16, 16, false),
+            (17, 16, true),
+        ];
+        for (len, kept, over) in cases {
+            let answer = axum::http::Response::new(vec![b'x'; len]);
+            let mut resp = Response::from(answer);
+            let capped = read_capped(&mut resp, cap).await;
+            assert_eq!(
+                (capped.body.len(), capped.over_cap, capped.error.is_none()),
+                (kept, over, true),
+                "a body of {len} bytes"
+            );
+        }
+    }
+
     #[test]
     fn a_redirect_names_the_endpoint_and_target_without_query_or_user_info() {
         let r = Redirect {
