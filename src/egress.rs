@@ -110,14 +110,24 @@ impl Builder {
         for cert in self.roots {
             builder = builder.add_root_certificate(cert);
         }
-        let inner = builder
-            .build()
-            .map_err(|e| EgressError::Build(crate::vault::error_chain(&e)))?;
+        let inner = builder.build().map_err(|e| EgressError::Build(chain(&e)))?;
         Ok(Client {
             inner,
             body_cap: self.body_cap,
         })
     }
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// A 3xx answer, not followed. Shows the endpoint and the target with user info and query

@@ -320,10 +320,9 @@ async fn provider_call(p: &dyn Provider, step: Step, secret: &SecretFields) -> S
         Step::VerifyRevoked => p.verify_revoked(secret).await.map(|_| ()),
     };
     match result {
-        Err(e @ (ProviderError::Config { .. } | ProviderError::UnknownOutcome { .. })) => {
-            format!("{e} {e:?}")
-        }
-        other => panic!("{step:?}: expected a redirect error, got {other:?}"),
+        // The origin refused it here: not retried, no credential made.
+        Err(e @ ProviderError::Config { .. }) => format!("{e} {e:?}"),
+        other => panic!("{step:?}: expected a Config error, got {other:?}"),
     }
 }
 

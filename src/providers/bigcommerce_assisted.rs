@@ -265,9 +265,7 @@ async fn probe_status(
         Ok(r) => r,
         Err(SendError::Transport(e)) => return Err(send_error(what, &e)),
         // Probes create nothing: a redirect only says the address is wrong.
-        Err(SendError::Redirect(r)) => {
-            return Err(super::redirected(format!("{what}: {r}"), r.status, false))
-        }
+        Err(SendError::Redirect(r)) => return Err(super::redirected(format!("{what}: {r}"))),
     };
     let status = resp.status().as_u16();
     let rate = permit.answered(status, resp.headers());

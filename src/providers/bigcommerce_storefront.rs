@@ -203,7 +203,7 @@ impl StorefrontProvider {
             Ok(Err(SendError::Transport(e))) => return Err(self.transport_error(op, e)),
             Ok(Err(SendError::Redirect(r))) => {
                 let reason = format!("{}: {r}", self.what(op));
-                return Err(super::redirected(reason, r.status, op == Op::Mint));
+                return Err(super::redirected(reason));
             }
             Err(_) => return Err(self.deadline_error(op)),
         };

@@ -266,7 +266,7 @@ impl HttpProvider {
                     redact_url(&req.url),
                     r.status
                 );
-                return Err(super::redirected(reason, r.status, step == Step::Mint));
+                return Err(super::redirected(reason));
             }
         };
         let status = resp.status().as_u16();

@@ -188,16 +188,10 @@ pub fn build(
 }
 
 /// A 3xx answer, which the egress client never follows (`reason` names the endpoint): the
-/// configured address is wrong, and sending again will not help. A create answered 303 ("see
-/// other") may have been carried out before the answer pointed elsewhere.
-pub(crate) fn redirected(reason: String, status: u16, creates: bool) -> ProviderError {
-    if creates && status == 303 {
-        ProviderError::UnknownOutcome {
-            reason: format!("{reason}; a credential may have been created"),
-        }
-    } else {
-        ProviderError::Config { reason }
-    }
+/// origin refused the request here (the configured address is wrong), and sending it again will
+/// not help.
+pub(crate) fn redirected(reason: String) -> ProviderError {
+    ProviderError::Config { reason }
 }
 
 /// A header value that carries a secret, marked sensitive ([`crate::egress::sensitive`]). The
