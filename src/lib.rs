@@ -14,6 +14,7 @@ pub mod instance;
 pub mod notify;
 pub mod policy;
 pub mod process;
+pub mod prompt;
 pub mod providers;
 pub mod report;
 pub mod rotation;

@@ -39,8 +39,8 @@ pub(super) async fn confirm_revoked(app: &App, name: &str) -> Result<i32, Failur
     assisted_result(app, cred, &result?).await
 }
 
-/// `supply`'s input: a JSON object of strings on stdin, or each field typed at a prompt that
-/// does not echo when stdin is a terminal. Nothing of it is printed or logged.
+/// `supply`'s input: a JSON object of strings on stdin, or each field typed at a prompt when
+/// stdin is a terminal ([`prompt_fields`]). Nothing of it is printed or logged.
 fn read_supplied(cred: &Credential) -> Result<crate::secret::SecretFields, Failure> {
     use crate::providers::bigcommerce_assisted::{
         BASIC_FIELDS, STORE_FIELDS, STORE_OPTIONAL_FIELDS,
@@ -59,25 +59,15 @@ fn read_supplied(cred: &Credential) -> Result<crate::secret::SecretFields, Failu
         _ => (BASIC_FIELDS, &[]),
     };
     if std::io::stdin().is_terminal() {
-        let mut fields = crate::secret::SecretFields::new();
-        for (field, needed) in required
-            .iter()
-            .map(|f| (f, true))
-            .chain(optional.iter().map(|f| (f, false)))
-        {
-            let prompt = if needed {
-                format!("{field}: ")
-            } else {
-                format!("{field} (optional, Enter to skip): ")
-            };
-            let value = rpassword::prompt_password(prompt)
-                .map_err(|e| usage(format!("cannot read {field} from the terminal: {e}")))?;
-            let value = value.trim();
-            if !value.is_empty() {
-                fields.insert(field, value);
-            }
-        }
-        return Ok(fields);
+        return prompt_fields(cred, required, optional).map_err(|(field, e)| {
+            Failure::new(
+                exit::USAGE,
+                format!(
+                    "{}: no {field} read at the terminal: {e}; nothing was written",
+                    cred.name
+                ),
+            )
+        });
     }
     let mut text = String::new();
     std::io::stdin()
@@ -101,6 +91,55 @@ fn read_supplied(cred: &Credential) -> Result<crate::secret::SecretFields, Failu
             .as_str()
             .ok_or_else(|| usage(format!("field {k} is not a string")))?;
         fields.insert(k, v.trim());
+    }
+    Ok(fields)
+}
+
+/// The supplied fields that identify rather than authenticate: they echo at the prompt. Any
+/// other field (token, access_token, client_secret, ...) is taken as secret.
+const VISIBLE_FIELDS: &[&str] = &["username", "api_path", "client_id"];
+
+/// `supply`'s fields typed at the terminal: secret ones do not echo; the others echo and offer
+/// the configured value (username, API path) as their default. An optional field left empty
+/// is not set.
+fn prompt_fields(
+    cred: &Credential,
+    required: &[&str],
+    optional: &[&str],
+) -> Result<crate::secret::SecretFields, (String, crate::prompt::PromptError)> {
+    use secrecy::ExposeSecret;
+    let configured = |field: &str| match &cred.provider {
+        crate::config::ProviderConfig::BigCommerceLegacyAccount(c)
+        | crate::config::ProviderConfig::BigCommerceUserToken(c) => match field {
+            "username" => Some(c.username.clone()),
+            "api_path" => Some(c.api_path.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let mut fields = crate::secret::SecretFields::new();
+    let fields_to_ask = required
+        .iter()
+        .map(|f| (*f, true))
+        .chain(optional.iter().map(|f| (*f, false)));
+    for (field, needed) in fields_to_ask {
+        let label = if needed {
+            field.to_string()
+        } else {
+            format!("{field} (optional, Enter to skip)")
+        };
+        let failed = |e| (field.to_string(), e);
+        let value = if !VISIBLE_FIELDS.contains(&field) {
+            crate::prompt::secret(&label)
+                .map_err(failed)?
+                .expose_secret()
+                .to_string()
+        } else {
+            crate::prompt::line(&label, configured(field).as_deref()).map_err(failed)?
+        };
+        if !value.is_empty() {
+            fields.insert(field, value);
+        }
     }
     Ok(fields)
 }
