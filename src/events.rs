@@ -94,7 +94,7 @@ pub struct LogSink;
 
 impl EventSink for LogSink {
     fn emit(&self, e: &Event) {
-        tracing::info!(event = e.kind.as_str(), credential = %e.credential, attempt = %e.attempt, version = ?e.version, detail = %e.detail, "event");
+        tracing::info!(event = e.kind.as_str(), credential = %e.credential, attempt = %e.attempt, version = e.version, detail = %e.detail, "event");
     }
 }
 

@@ -149,17 +149,18 @@ pub fn dependent_lines(credential: &str, rows: &[DependentRow]) -> String {
     let mut out = String::new();
     for r in rows {
         let last = match (&r.last_delivered, r.delivered_at) {
-            (Some(id), Some(at)) => format!("last delivered {id} at {}", at.to_rfc3339()),
+            (Some(id), Some(at)) => format!("last delivered {id} at {}", crate::human::time(at)),
             _ => "nothing delivered yet".to_string(),
         };
         let what = match r.state.as_str() {
-            "delivered" => format!("delivered; {last}"),
+            "delivered" if r.last_delivered.is_some() => format!("up to date; {last}"),
+            "delivered" => "up to date: nothing to deliver yet".to_string(),
             "pending" => format!("pending: {} event(s) waiting; {last}", r.waiting.len()),
             "failing" => format!(
                 "failing: {} event(s) waiting, {} failed tries, next try at {}; last error: {}",
                 r.waiting.len(),
                 r.failures,
-                r.next_try.map(|t| t.to_rfc3339()).unwrap_or("-".into()),
+                r.next_try.map(crate::human::time).unwrap_or("-".into()),
                 r.last_error.as_deref().unwrap_or("-")
             ),
             _ => format!(
@@ -221,7 +222,7 @@ pub fn status_row(
         )),
         (Some(p), _) => Some(format!(
             "parked since {}: {}",
-            p.since.to_rfc3339(),
+            crate::human::time(p.since),
             p.reason
         )),
         (_, Some(a)) => a.held.clone(),
@@ -295,41 +296,9 @@ pub fn error_row(cred: &Credential, error: String) -> StatusRow {
     }
 }
 
-/// "3d 4h", "12m", "40s": short, for tables.
+/// "3d 4h", "12m", "40s": short, for tables ([`crate::human::duration`]).
 pub fn short_duration(secs: u64) -> String {
-    let (d, h, m, s) = (
-        secs / 86_400,
-        secs % 86_400 / 3600,
-        secs % 3600 / 60,
-        secs % 60,
-    );
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) => format!(
-            "{m}m{}",
-            if s > 0 {
-                format!(" {s}s")
-            } else {
-                String::new()
-            }
-        ),
-        (0, _, _) => format!(
-            "{h}h{}",
-            if m > 0 {
-                format!(" {m}m")
-            } else {
-                String::new()
-            }
-        ),
-        _ => format!(
-            "{d}d{}",
-            if h > 0 {
-                format!(" {h}h")
-            } else {
-                String::new()
-            }
-        ),
-    }
+    crate::human::seconds(secs)
 }
 
 /// A plain text table: a header and rows, columns padded to their widest cell.
@@ -376,22 +345,20 @@ pub fn status_table(rows: &[StatusRow]) -> String {
                 (None, None, Some(t)) => format!(
                     "{} (last attempt failed; next at {})",
                     r.state,
-                    t.format("%Y-%m-%d %H:%M:%SZ")
+                    crate::human::time(t)
                 ),
                 (None, None, None) => r.state.clone(),
             };
             let state = match (&r.paused, &r.awaiting_supply, &r.drift) {
                 (Some(p), ..) => format!(
                     "PAUSED since {} by {}; {state}",
-                    p.since.format("%Y-%m-%d %H:%M:%SZ"),
+                    crate::human::time(p.since),
                     p.by
                 ),
                 (None, Some(w), _) if r.needs_attention.is_none() => format!(
                     "awaiting supply since {} (deadline {})",
-                    w.since.format("%Y-%m-%d %H:%M:%SZ"),
-                    w.deadline
-                        .map(|d| d.format("%Y-%m-%d %H:%M:%SZ").to_string())
-                        .unwrap_or("-".into())
+                    crate::human::time(w.since),
+                    w.deadline.map(crate::human::time).unwrap_or("-".into())
                 ),
                 (None, _, Some(d)) => format!("DRIFT (version {}); {state}", d.version),
                 _ => state,
@@ -433,7 +400,7 @@ pub fn status_table(rows: &[StatusRow]) -> String {
             out.push_str(&format!(
                 "\n{}: drift since {}: {}\n",
                 r.name,
-                d.since.to_rfc3339(),
+                crate::human::time(d.since),
                 d.reason
             ));
         }
@@ -473,7 +440,7 @@ impl AttemptRow<'_> {
         vec![
             self.id.chars().take(8).collect(),
             self.trigger.to_string(),
-            self.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            crate::human::time(self.started_at),
             self.marks
                 .iter()
                 .map(|m| m.phase.as_str())

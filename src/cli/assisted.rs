@@ -166,8 +166,8 @@ pub(super) async fn assisted_result(
         crate::rotation::Phase::AwaitingSupply => {
             println!(
                 "{name}: awaiting supply since {} (deadline {}): a person regenerates it in the control panel, then runs `secret-rotator supply {name}`",
-                a.started_at.to_rfc3339(),
-                a.deadline.map(|d| d.to_rfc3339()).unwrap_or("-".into())
+                crate::human::time(a.started_at),
+                a.deadline.map(crate::human::time).unwrap_or("-".into())
             );
             Ok(exit::OK)
         }
@@ -175,7 +175,7 @@ pub(super) async fn assisted_result(
             println!(
                 "{name}: version {} committed and announced; waiting for the old account to be deleted in the control panel (checked again at {}; `secret-rotator confirm-revoked {name}` once it is)",
                 a.version_after.unwrap_or_default(),
-                a.next_check.map(|d| d.to_rfc3339()).unwrap_or("-".into())
+                a.next_check.map(crate::human::time).unwrap_or("-".into())
             );
             Ok(exit::OK)
         }

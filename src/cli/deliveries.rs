@@ -57,7 +57,7 @@ pub(super) async fn deliveries(
             for e in events {
                 println!(
                     "  {} {} {} version {}: {}",
-                    e.at.to_rfc3339(),
+                    crate::human::time(e.at),
                     e.kind.as_str(),
                     e.id,
                     e.version.map(|v| v.to_string()).unwrap_or("-".into()),

@@ -28,15 +28,16 @@ pub(super) async fn plan(app: &App) -> Result<i32, Failure> {
                     Step::Mint => "mint a new credential".to_string(),
                     Step::VerifyAndCommit => "verify the new credential, then commit it".into(),
                     Step::WaitUntil(t) =>
-                        format!("revoke the old credential after {}", t.to_rfc3339()),
+                        format!("revoke the old credential after {}", crate::human::time(t)),
                     Step::RevokeOld => "revoke the old credential and check it is rejected".into(),
                     Step::RollBack =>
                         "write the previous credential back, then revoke the newer one".into(),
-                    Step::RetryAt(t) => format!("try the failed step again at {}", t.to_rfc3339()),
+                    Step::RetryAt(t) =>
+                        format!("try the failed step again at {}", crate::human::time(t)),
                     Step::AwaitSupply(t) => format!(
                         "wait for `secret-rotator supply {}` (next reminder or deadline at {})",
                         cred.name,
-                        t.to_rfc3339()
+                        crate::human::time(t)
                     ),
                     Step::Remind => "send rotation.due again".into(),
                     Step::SupplyOverdue =>
@@ -51,7 +52,7 @@ pub(super) async fn plan(app: &App) -> Result<i32, Failure> {
         }
         match trigger {
             None => {
-                println!("  not due; next rotation at {}", at.to_rfc3339());
+                println!("  not due; next rotation at {}", crate::human::time(at));
                 continue;
             }
             Some(reason) => println!("  due now ({reason})"),
@@ -79,7 +80,7 @@ pub(super) async fn plan(app: &App) -> Result<i32, Failure> {
                 if info.credentials_expire {
                     println!(
                         "  2. mint a new credential that expires in {}",
-                        humantime::format_duration(Engine::lifetime(cred))
+                        crate::human::duration(Engine::lifetime(cred))
                     );
                 } else {
                     println!("  2. mint a new credential");
@@ -91,7 +92,7 @@ pub(super) async fn plan(app: &App) -> Result<i32, Failure> {
                 );
                 println!(
                     "  5. announce credential.rotated, wait the grace period ({})",
-                    humantime::format_duration(cred.policy.grace)
+                    crate::human::duration(cred.policy.grace)
                 );
                 println!(
                     "  6. revoke the old credential, poll until the provider rejects it{}, announce credential.revoked",

@@ -18,7 +18,7 @@ pub(super) async fn rotate(app: &App, name: &str, wait: bool) -> Result<i32, Fai
             "{}: paused by {} since {}; not rotated (`secret-rotator resume {}` first)",
             cred.name,
             p.by,
-            p.since.to_rfc3339(),
+            crate::human::time(p.since),
             cred.name
         );
         return Ok(exit::ROTATION);
@@ -100,28 +100,28 @@ pub(super) fn print_result(name: &str, result: &RunResult) -> i32 {
         RunResult::Waiting { until } => {
             println!(
                 "{name}: new credential committed; the old one is revoked after the grace period, at {} (by the daemon, or `rotate {name} --wait`)",
-                until.to_rfc3339()
+                crate::human::time(*until)
             );
             exit::OK
         }
         RunResult::RetryAt { until, error } => {
             println!(
                 "{name}: a step failed and is tried again at {} (by the daemon, or `rotate {name}`): {error}",
-                until.to_rfc3339()
+                crate::human::time(*until)
             );
             exit::ROTATION
         }
         RunResult::BackingOff { until } => {
             println!(
                 "{name}: the last attempt failed; the daemon tries again at {} (`rotate {name}` starts now)",
-                until.to_rfc3339()
+                crate::human::time(*until)
             );
             exit::ROTATION
         }
         RunResult::Parked(p) => {
             println!(
                 "{name}: parked since {}: {}; `rotate {name}` starts a new attempt",
-                p.since.to_rfc3339(),
+                crate::human::time(p.since),
                 p.reason
             );
             exit::ROTATION
@@ -129,7 +129,7 @@ pub(super) fn print_result(name: &str, result: &RunResult) -> i32 {
         RunResult::Busy { owner, until } => {
             println!(
                 "{name}: instance {owner} holds the rotation lease until {}",
-                until.to_rfc3339()
+                crate::human::time(*until)
             );
             exit::BUSY
         }

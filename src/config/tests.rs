@@ -735,7 +735,7 @@ vault_approle_secret_id = { role_name = "a" }
         &[(
             "credentials[0].max_age",
             7,
-            "jitter (1day) must be shorter than max_age (12h)",
+            "jitter (1d) must be shorter than max_age (12h)",
         )],
     ),
     (

@@ -219,17 +219,15 @@ impl Loop {
                 Work::Read | Work::Reconcile => READ_DEADLINE,
             };
             self.tasks.spawn(async move {
-                let done =
-                    match tokio::time::timeout(deadline, perform(&app, &cred, work, known)).await {
-                        Ok(done) => done,
-                        Err(_) => Done::Failed(EngineError::Vault(VaultError::Unavailable {
-                            address: String::new(),
-                            reason: format!(
-                                "no answer within {}",
-                                humantime::format_duration(deadline)
-                            ),
-                        })),
-                    };
+                let done = match tokio::time::timeout(deadline, perform(&app, &cred, work, known))
+                    .await
+                {
+                    Ok(done) => done,
+                    Err(_) => Done::Failed(EngineError::Vault(VaultError::Unavailable {
+                        address: String::new(),
+                        reason: format!("no answer within {}", crate::human::duration(deadline)),
+                    })),
+                };
                 (cred.name, work, done)
             });
         }

@@ -86,7 +86,7 @@ async fn stop_requested(term: &mut Signal, int: &mut Signal) {
 /// Shutdown begins: no new work from now on; returns the time by which the process exits.
 fn begin_stop() -> Instant {
     tracing::info!(
-        bound = ?STOP_BOUND,
+        bound = %crate::human::duration(STOP_BOUND),
         "stopping: no new work; the step in progress may finish, or stops at its recorded phase"
     );
     systemd::stopping("stopping");

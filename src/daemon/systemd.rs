@@ -158,7 +158,7 @@ impl Heartbeat {
 /// the period for as long as the heartbeat is fed within the period.
 pub(crate) fn spawn_watchdog(heartbeat: Arc<Heartbeat>) -> Option<tokio::task::JoinHandle<()>> {
     let period = sd_notify::watchdog_enabled()?;
-    tracing::info!(period = ?period, "systemd watchdog enabled");
+    tracing::info!(period = %crate::human::duration(period), "systemd watchdog enabled");
     Some(tokio::spawn(async move {
         let mut stalled = false;
         loop {
@@ -169,7 +169,7 @@ pub(crate) fn spawn_watchdog(heartbeat: Arc<Heartbeat>) -> Option<tokio::task::J
                 stalled = false;
             } else if !stalled {
                 stalled = true;
-                tracing::error!(silent_for = ?silent, "the run loop is stuck; no watchdog ping (systemd restarts the service)");
+                tracing::error!(silent_for = %crate::human::duration(silent), "the run loop is stuck; no watchdog ping (systemd restarts the service)");
             }
         }
     }))

@@ -451,7 +451,7 @@ impl Deliverer {
                 retryable: true,
                 reason: format!(
                     "no outcome within {}",
-                    humantime::format_duration(target.deadline(cred))
+                    crate::human::duration(target.deadline(cred))
                 ),
             },
         };
@@ -641,7 +641,7 @@ impl Deliverer {
                 Err(e) => {
                     failures += 1;
                     let delay = errors.delay(failures, rand::random::<f64>());
-                    tracing::warn!(credential = %cred.name, error = %e, retry_in = %humantime::format_duration(Duration::from_secs(delay.as_secs())), "cannot deliver this credential's events now");
+                    tracing::warn!(credential = %cred.name, error = %e, retry_in = %crate::human::duration(delay), "cannot deliver this credential's events now");
                     Some(Utc::now() + delay)
                 }
             };

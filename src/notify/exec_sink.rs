@@ -151,7 +151,7 @@ impl ExecSink {
                 true,
                 format!(
                     "timed out after {}; its process group was killed",
-                    humantime::format_duration(self.timeout)
+                    crate::human::duration(self.timeout)
                 ),
             ),
         };

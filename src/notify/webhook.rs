@@ -235,7 +235,7 @@ impl WebhookSink {
             return format!(
                 "webhook {} did not answer within {}",
                 self.shown,
-                humantime::format_duration(self.timeout)
+                crate::human::duration(self.timeout)
             );
         }
         let what = if e.is_connect() {

@@ -255,7 +255,7 @@ impl StorefrontProvider {
         let reason = format!(
             "{}: no answer within the call's deadline of {}",
             self.what(op),
-            humantime::format_duration(self.call_deadline)
+            crate::human::duration(self.call_deadline)
         );
         self.no_answer(op, reason, false)
     }

@@ -163,7 +163,7 @@ impl ExecProvider {
             }
             Ended::TimedOut => Err(failed(format!(
                 "no answer within {}; its process group was killed",
-                humantime::format_duration(self.cfg.timeout)
+                crate::human::duration(self.cfg.timeout)
             ))),
         }
     }

@@ -182,7 +182,7 @@ impl Provider for AppRoleProvider {
                 reason: format!(
                     "{}: the secret-id expired at {}",
                     self.what(),
-                    info.expires_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+                    info.expires_at.map(crate::human::time).unwrap_or_default()
                 ),
             }),
             None => Err(ProviderError::Rejected {

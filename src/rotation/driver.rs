@@ -624,7 +624,7 @@ impl Engine {
                         // (its attempt already ended): that rotation was this one.
                         let now_at = current.as_ref().map(|_| version);
                         if now_at != seen {
-                            tracing::info!(credential = %cred.name, seen = ?seen, now = ?now_at, "the secret changed since it was found due; not rotated");
+                            tracing::info!(credential = %cred.name, seen, now = now_at, "the secret changed since it was found due; not rotated");
                             return Ok(RunResult::Idle);
                         }
                         trigger
@@ -688,7 +688,7 @@ impl Engine {
                         return Ok(RunResult::Waiting { until: t });
                     }
                     let left = (t - Utc::now()).to_std().unwrap_or_default();
-                    tracing::info!(credential = %cred.name, grace_left = %humantime::format_duration(Duration::from_secs(left.as_secs())), "waiting out the grace period before revoking the old credential");
+                    tracing::info!(credential = %cred.name, grace_left = %crate::human::duration(left), "waiting out the grace period before revoking the old credential");
                     tokio::time::sleep(left).await;
                     continue;
                 }
@@ -707,7 +707,7 @@ impl Engine {
                         l,
                         format!(
                             "nothing was supplied by the deadline ({}); `secret-rotator supply {}` still takes the new credential",
-                            deadline.to_rfc3339(),
+                            crate::human::time(deadline),
                             cred.name
                         ),
                     )
@@ -768,7 +768,7 @@ impl Engine {
             Err(_) => Err(ProviderError::UnknownOutcome {
                 reason: format!(
                     "{what}: no answer within {}",
-                    humantime::format_duration(self.settings.step_deadline)
+                    crate::human::duration(self.settings.step_deadline)
                 ),
             }),
         }
@@ -1220,7 +1220,7 @@ impl Engine {
                 return Err((
                     format!(
                         "the credential is still accepted {} after it was revoked",
-                        humantime::format_duration(self.settings.revocation_timeout)
+                        crate::human::duration(self.settings.revocation_timeout)
                     ),
                     true,
                 ));
@@ -1403,7 +1403,7 @@ impl Engine {
             return Err(refuse(match last {
                 Some(h) => format!(
                     "nothing to roll back: the last attempt ended {} ({}); its previous credential is no longer kept",
-                    h.finished_at.to_rfc3339(),
+                    crate::human::time(h.finished_at),
                     h.outcome.as_str()
                 ),
                 None => "nothing to roll back: no rotation recorded".into(),

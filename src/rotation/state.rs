@@ -850,7 +850,7 @@ pub fn transient(
     if now - since >= chrono::Duration::from_std(policy.transient_budget).unwrap_or_default() {
         let spent = format!(
             "{error} (failing for {}, {tries} tries)",
-            humantime::format_duration(Duration::from_secs(
+            crate::human::duration(Duration::from_secs(
                 (now - since).num_seconds().max(0) as u64
             ))
         );

@@ -373,5 +373,5 @@ pub(super) fn pick_here(
 }
 
 pub(super) fn show(duration: Duration) -> String {
-    humantime::format_duration(duration).to_string()
+    crate::human::duration(duration)
 }

@@ -108,7 +108,7 @@ impl Engine {
     fn announce_due(&self, cred: &Credential, a: &Attempt, l: &mut Loaded, reminder: u32) {
         let deadline = a
             .deadline
-            .map(|d| d.to_rfc3339())
+            .map(crate::human::time)
             .unwrap_or_else(|| "-".into());
         let detail = format!(
             "due ({}): regenerate it in the control panel and run `secret-rotator supply {}` by {deadline}{}",
@@ -340,7 +340,7 @@ impl Engine {
             return Err(refuse(format!(
                 "paused by {} since {}: `secret-rotator resume {}` first",
                 p.by,
-                p.since.to_rfc3339(),
+                crate::human::time(p.since),
                 cred.name
             )));
         }
