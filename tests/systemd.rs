@@ -236,6 +236,46 @@ fn the_unit_speaks_notify_reloads_on_hup_and_stops_after_the_daemon_bound() {
     assert_eq!(setting(&unit, "ProtectProc"), ["invisible"]);
 }
 
+/// The directories a `file` dependent of `config/example.toml` writes in (its temporary file,
+/// then the rename), each under one of the unit's `ReadWritePaths=`.
+#[test]
+fn the_unit_lets_the_example_configs_file_dependents_be_written() {
+    use secret_rotator::config::Sink;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("config/example.toml")).unwrap();
+    let config = secret_rotator::config::parse(
+        &text,
+        "example.toml",
+        &secret_rotator::config::ProcessEnvironment,
+    )
+    .expect("config/example.toml is valid");
+    let dirs: Vec<std::path::PathBuf> = config
+        .credentials
+        .iter()
+        .flat_map(|c| &c.dependents)
+        .filter_map(|d| match &d.sink {
+            Sink::File { path, .. } => Some(path.parent().unwrap().to_path_buf()),
+            _ => None,
+        })
+        .collect();
+    assert!(!dirs.is_empty(), "the example has a file dependent");
+    let dir = tempfile::tempdir().unwrap();
+    let (unit, _) = unit_under_test(dir.path());
+    assert_eq!(setting(&unit, "ProtectSystem"), ["strict"]);
+    let writable: Vec<&std::path::Path> = setting(&unit, "ReadWritePaths")
+        .iter()
+        .flat_map(|l| l.split_whitespace())
+        .map(|p| std::path::Path::new(p.trim_start_matches(['-', '+'])))
+        .collect();
+    for d in &dirs {
+        assert!(
+            writable.iter().any(|w| d.starts_with(w)),
+            "{} is not under ReadWritePaths= {writable:?}",
+            d.display()
+        );
+    }
+}
+
 #[test]
 fn the_unit_verifies_and_its_exposure_is_at_most_1_5() {
     let Some(analyze) = systemd_analyze() else {
