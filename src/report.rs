@@ -313,7 +313,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         cells
             .iter()
             .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            // Padded by hand: a width in `format!` is at most u16::MAX, and a cell may be longer.
+            .map(|(i, c)| format!("{c}{}", " ".repeat(widths[i] - c.chars().count())))
             .collect::<Vec<_>>()
             .join("  ")
             .trim_end()

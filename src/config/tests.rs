@@ -1704,3 +1704,80 @@ fn devices_are_refused_before_reading() {
 }
 
 mod generic;
+
+/// Names, paths, URLs and store hashes have limits (README "Limits"): at the limit a value is
+/// taken, one character over it is refused at its key and line, with both lengths.
+#[test]
+fn values_over_their_limits_are_refused_at_their_key_and_line() {
+    use crate::config::validate::limits::{MAX_NAME, MAX_PATH, MAX_STORE_HASH, MAX_URL};
+    let config = |name: &str, path: &str, hash: &str, url: &str| {
+        format!(
+            r#"vault = {{ address = "https://v:8200", auth = {{ method = "token" }} }}
+[[credentials]]
+name = "{name}"
+path = "{path}"
+[credentials.bigcommerce_store_account]
+store_hash = "{hash}"
+api_url = "{url}"
+required_scopes = {{ orders = "read-only" }}
+"#
+        )
+    };
+    let (name, path, hash) = (
+        "a".repeat(MAX_NAME),
+        "p".repeat(MAX_PATH),
+        "h".repeat(MAX_STORE_HASH),
+    );
+    let url = format!("https://{}", "u".repeat(MAX_URL - "https://".len()));
+    parse_ok(&config(&name, &path, &hash, &url), &FakeEnvironment::new());
+    let over = |s: &str| format!("{s}x");
+    let cases: [(String, (&str, usize, String)); 5] = [
+        (
+            config(&over(&name), &path, &hash, &url),
+            (
+                "credentials[0].name",
+                3,
+                format!("is {} characters long; at most {MAX_NAME}", MAX_NAME + 1),
+            ),
+        ),
+        // 65,536 characters once passed, and `status` then panicked on the table's width.
+        (
+            config(&"n".repeat(65_536), &path, &hash, &url),
+            (
+                "credentials[0].name",
+                3,
+                format!("is 65536 characters long; at most {MAX_NAME}"),
+            ),
+        ),
+        (
+            config(&name, &over(&path), &hash, &url),
+            (
+                "credentials[0].path",
+                4,
+                format!("is {} characters long; at most {MAX_PATH}", MAX_PATH + 1),
+            ),
+        ),
+        (
+            config(&name, &path, &"h".repeat(MAX_STORE_HASH + 1), &url),
+            (
+                "credentials[0].bigcommerce_store_account.store_hash",
+                6,
+                format!(
+                    "is {} characters long; at most {MAX_STORE_HASH}",
+                    MAX_STORE_HASH + 1
+                ),
+            ),
+        ),
+        (
+            config(&name, &path, &hash, &over(&url)),
+            (
+                "credentials[0].bigcommerce_store_account.api_url",
+                7,
+                format!("is {} characters long; at most {MAX_URL}", MAX_URL + 1),
+            ),
+        ),
+    ];
+    for (toml, (key, line, fragment)) in &cases {
+        check(toml, &[(key, *line, fragment)]);
+    }
+}

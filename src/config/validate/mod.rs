@@ -20,6 +20,11 @@ mod policy;
 pub(crate) mod store_account;
 mod storefront;
 mod values;
+
+/// The longest names, paths, URLs and store hashes a config may hold (README "Limits").
+pub mod limits {
+    pub use super::values::{MAX_NAME, MAX_PATH, MAX_STORE_HASH, MAX_URL};
+}
 mod vault;
 
 use std::collections::HashMap;

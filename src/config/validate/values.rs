@@ -9,9 +9,45 @@ use crate::config::model::*;
 use crate::config::raw::*;
 use crate::config::redact_url;
 
+/// The longest name (credential, dependent, AppRole role, field), in characters.
+pub const MAX_NAME: usize = 128;
+/// The longest Vault mount or path, in characters.
+pub const MAX_PATH: usize = 512;
+/// The longest URL, in characters.
+pub const MAX_URL: usize = 2048;
+/// The longest store hash, in characters.
+pub const MAX_STORE_HASH: usize = 64;
+
+/// `Err` when `value` is longer than `max` characters.
+fn within(value: &str, max: usize, what: &str) -> Result<(), String> {
+    let length = value.chars().count();
+    if length > max {
+        return Err(format!(
+            "{what} is {length} characters long; at most {max} are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// A value too long to quote whole: its first characters.
+fn head(value: &str) -> String {
+    match value.char_indices().nth(40) {
+        Some((end, _)) => format!("{}...", &value[..end]),
+        None => value.to_string(),
+    }
+}
+
 impl Validator<'_> {
     pub(super) fn name(&mut self, key: &str, value: &Spanned<String>) -> Option<String> {
         let name = value.get_ref();
+        if let Err(problem) = within(name, MAX_NAME, "the name") {
+            self.bad(
+                key,
+                value,
+                format!("invalid name {}: {problem}", quote(&head(name))),
+            );
+            return None;
+        }
         let ok = !name.is_empty()
             && name
                 .chars()
@@ -32,6 +68,14 @@ impl Validator<'_> {
 
     pub(super) fn store_hash(&mut self, key: &str, value: &Spanned<String>) -> Option<String> {
         let hash = value.get_ref();
+        if let Err(problem) = within(hash, MAX_STORE_HASH, "the store hash") {
+            self.bad(
+                key,
+                value,
+                format!("invalid store hash {}: {problem}", quote(&head(hash))),
+            );
+            return None;
+        }
         let ok = !hash.is_empty()
             && hash
                 .chars()
@@ -57,7 +101,7 @@ impl Validator<'_> {
                 self.bad(
                     key,
                     value,
-                    format!("invalid path {}: {problem}", quote(value.get_ref())),
+                    format!("invalid path {}: {problem}", quote(&head(value.get_ref()))),
                 );
                 None
             }
@@ -167,7 +211,7 @@ impl Validator<'_> {
                 self.bad(
                     key,
                     value,
-                    format!("invalid URL {}: {problem}", quote(value.get_ref())),
+                    format!("invalid URL {}: {problem}", quote(&head(value.get_ref()))),
                 );
                 None
             }
@@ -221,20 +265,21 @@ pub(super) fn is_under(secret: &KvPath, prefix: &KvPath) -> bool {
 }
 
 /// A KV v2 mount or secret path: segments separated by single '/', no '.' or '..' segments.
-pub(super) fn check_kv_path(path: &str) -> Result<(), &'static str> {
+pub(super) fn check_kv_path(path: &str) -> Result<(), String> {
+    within(path, MAX_PATH, "the path")?;
     if path.is_empty() {
-        return Err("must not be empty");
+        return Err("must not be empty".into());
     }
     if path.starts_with('/') || path.ends_with('/') {
-        return Err("must not start or end with '/'");
+        return Err("must not start or end with '/'".into());
     }
     if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("must not contain whitespace");
+        return Err("must not contain whitespace".into());
     }
     for segment in path.split('/') {
         match segment {
-            "" => return Err("must not contain '//'"),
-            "." | ".." => return Err("must not contain '.' or '..' segments"),
+            "" => return Err("must not contain '//'".into()),
+            "." | ".." => return Err("must not contain '.' or '..' segments".into()),
             _ => {}
         }
     }
@@ -242,30 +287,31 @@ pub(super) fn check_kv_path(path: &str) -> Result<(), &'static str> {
 }
 
 /// http or https with a host; no whitespace; no user info (which would put a secret in the file).
-pub(super) fn check_url(url: &str) -> Result<(), &'static str> {
+pub(super) fn check_url(url: &str) -> Result<(), String> {
+    within(url, MAX_URL, "the URL")?;
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
         .ok_or("must start with http:// or https://")?;
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("must not contain whitespace");
+        return Err("must not contain whitespace".into());
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     if authority.contains('@') {
-        return Err("must not contain a user name or password");
+        return Err("must not contain a user name or password".into());
     }
     let host = match authority.rsplit_once(':') {
         // A port: digits after the last ':' (and not inside an IPv6 literal).
         Some((host, port)) if !port.contains(']') => {
             if port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()) {
-                return Err("has an invalid port");
+                return Err("has an invalid port".into());
             }
             host
         }
         _ => authority,
     };
     if host.is_empty() {
-        return Err("has no host");
+        return Err("has no host".into());
     }
     Ok(())
 }
