@@ -83,6 +83,9 @@ pub(crate) struct Options<'a> {
     /// `--instance-id`; the host name when `None`.
     pub(crate) instance_id: Option<&'a str>,
     pub(crate) delivery: DeliveryPolicy,
+    /// A command that ends when Vault does not answer now (every command but `run`, which waits
+    /// for Vault): see [`connect_vault`].
+    pub(crate) reachable_now: bool,
 }
 
 /// What an [`App`] keeps across a reload: who it is, where its events go, how it rotates and
@@ -101,7 +104,7 @@ impl App {
     /// Read the configuration, log in to Vault and assemble the parts.
     pub(crate) async fn build(options: &Options<'_>) -> Result<App, Failure> {
         let config = load_config(options.config_path)?;
-        let vault = connect_vault(&config).await?;
+        let vault = connect_vault(&config, options.reachable_now).await?;
         let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(LogSink)];
         if let Some(path) = options.events_file {
             sinks.push(Arc::new(JsonLinesSink::new(path.to_path_buf())));
@@ -222,18 +225,48 @@ pub(crate) fn instance_id(given: Option<&str>) -> String {
     })
 }
 
-/// Log in to Vault as the configuration says. Nothing is written.
-pub(crate) async fn connect_vault(config: &Config) -> Result<Arc<Vault>, Failure> {
+/// Log in to Vault as the configuration says. Nothing is written. With `reachable_now`, a Vault
+/// that does not answer within `request_timeout` ends the command at once, rather than after one
+/// timeout per request.
+pub(crate) async fn connect_vault(
+    config: &Config,
+    reachable_now: bool,
+) -> Result<Arc<Vault>, Failure> {
     let login = resolve_login(&config.vault.auth, &|k| std::env::var(k).ok())?;
     let token_login = matches!(login, crate::vault::Login::Token(_));
-    let vault = Arc::new(Vault::connect(&config.vault, login).await?);
+    let vault = Arc::new(
+        Vault::connect(&config.vault, login)
+            .await
+            .map_err(|e| unreachable(config, e))?,
+    );
     if token_login {
         // A wrong or expired token is said so, not reported as a missing policy on each path.
-        if let Err(e @ VaultError::Login { .. }) = vault.lookup_self().await {
-            return Err(e.into());
+        match vault.lookup_self().await {
+            Err(e @ VaultError::Login { .. }) => return Err(e.into()),
+            Err(e @ (VaultError::Unavailable { .. } | VaultError::Sealed { .. }))
+                if reachable_now =>
+            {
+                return Err(unreachable(config, e))
+            }
+            _ => {}
         }
     }
     Ok(vault)
+}
+
+/// A Vault that cannot serve a command now, said without "retrying later" (a command does not).
+fn unreachable(config: &Config, e: VaultError) -> Failure {
+    let message = match e {
+        VaultError::Unavailable { address, reason } => format!(
+            "cannot reach Vault at {address} (request_timeout {}): {reason}; nothing was done",
+            crate::human::duration(config.vault.request_timeout)
+        ),
+        VaultError::Sealed { address } => {
+            format!("Vault at {address} is sealed; nothing was done")
+        }
+        other => other.to_string(),
+    };
+    Failure::new(exit::VAULT, message)
 }
 
 /// A stable jitter seed for a credential version: FNV-1a of the name and version.

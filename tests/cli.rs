@@ -303,3 +303,61 @@ async fn vault_errors_name_the_path_and_exit_3() {
         "{stderr}"
     );
 }
+
+/// A Vault that accepts connections and never answers: every command gives up after one
+/// `request_timeout` (the listener sees one connection: one request, not one per credential or
+/// step), says it could not reach Vault, and exits 3. Before, `status` waited one timeout per
+/// request (60 s against 10 s).
+#[test]
+fn every_command_gives_up_on_a_hung_vault_after_one_request_timeout() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(conn);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("http://{addr}"));
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        &format!("address = \"http://{addr}\""),
+        &format!("address = \"http://{addr}\"\nrequest_timeout = \"1s\""),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let verbs: &[&[&str]] = &[
+        &["status"],
+        &["status", "--check"],
+        &["plan"],
+        &["history", "by-hand"],
+        &["rotate", "by-hand"],
+        &["rollback", "by-hand"],
+        &["deliveries", "by-hand"],
+        &["pause", "by-hand"],
+        &["resume", "by-hand"],
+        &["confirm-revoked", "by-hand"],
+        &["supply", "by-hand"],
+    ];
+    for verb in verbs {
+        let before = accepted.load(Ordering::SeqCst);
+        let (code, _, stderr) = run_cli(&config, verb, &[]);
+        assert_eq!(code, 3, "{verb:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "cannot reach Vault at http://{addr} (request_timeout 1s)"
+            )) && stderr.contains("nothing was done"),
+            "{verb:?}: {stderr}"
+        );
+        assert_eq!(
+            accepted.load(Ordering::SeqCst) - before,
+            1,
+            "{verb:?}: one request, one timeout"
+        );
+    }
+}

@@ -1,6 +1,7 @@
-//! `supply` at a terminal: the real binary under a pseudo-terminal, against a real OpenBao and the
-//! emulator's control panel. A field that may be seen echoes and offers the configured value; a
-//! secret does not echo; Ctrl-C and Ctrl-D at a secret prompt leave the terminal as it was.
+//! `supply`'s input: at a terminal (the real binary under a pseudo-terminal, against a real
+//! OpenBao and the emulator's control panel), a field that may be seen echoes and offers the
+//! configured value, a secret does not echo, and Ctrl-C and Ctrl-D at a secret prompt leave the
+//! terminal as it was; on stdin, more than the cap is said to be too large.
 
 mod common;
 
@@ -251,4 +252,39 @@ async fn a_regenerated_token_typed_at_the_prompts_is_committed_with_the_configur
             "api_path": format!("{}/store-{STORE}/api/v2/", s.emu.base_url()),
         })
     );
+}
+
+// Multi-threaded: the emulator answers on the runtime while the test waits on the child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_over_64_kib_is_refused_as_too_large() {
+    let (s, api) = stack().await;
+    let token = "t".repeat(64 * 1024);
+    let input = json!({ "username": demo::LEGACY_USERNAME, "token": token, "api_path": api });
+    let mut child = Command::new(common::binary())
+        .arg("--config")
+        .arg(&s.config)
+        .args(["supply", CRED])
+        .env("VAULT_TOKEN", &s.token)
+        .env("SECRET_ROTATOR_INSTANCE_ID", "test-instance")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        // The reader stops at the cap: the rest may find the pipe closed.
+        let _ = stdin.write_all(input.to_string().as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: {CRED}: stdin is too large: more than 64 KiB"
+        )) && stderr.contains("nothing was written"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not a JSON object"), "{stderr}");
 }

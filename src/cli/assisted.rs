@@ -39,6 +39,9 @@ pub(super) async fn confirm_revoked(app: &App, name: &str) -> Result<i32, Failur
     assisted_result(app, cred, &result?).await
 }
 
+/// The most `supply` reads from stdin.
+const SUPPLY_STDIN_MAX: u64 = 64 * 1024;
+
 /// `supply`'s input: a JSON object of strings on stdin, or each field typed at a prompt when
 /// stdin is a terminal ([`prompt_fields`]). Nothing of it is printed or logged.
 fn read_supplied(cred: &Credential) -> Result<crate::secret::SecretFields, Failure> {
@@ -71,9 +74,15 @@ fn read_supplied(cred: &Credential) -> Result<crate::secret::SecretFields, Failu
     }
     let mut text = String::new();
     std::io::stdin()
-        .take(64 * 1024)
+        .take(SUPPLY_STDIN_MAX + 1)
         .read_to_string(&mut text)
         .map_err(|e| usage(format!("cannot read stdin: {e}")))?;
+    if text.len() as u64 > SUPPLY_STDIN_MAX {
+        return Err(usage(format!(
+            "stdin is too large: more than {} KiB (a credential's fields are far less)",
+            SUPPLY_STDIN_MAX / 1024
+        )));
+    }
     // The parser's message may quote the input: say where, not what.
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         usage(format!(

@@ -39,6 +39,7 @@ async fn app(cli: &Cli) -> Result<App, Failure> {
             },
             budget: cli.delivery_budget,
         },
+        reachable_now: !matches!(cli.command, Command::Run { .. }),
     })
     .await
 }

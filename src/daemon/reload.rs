@@ -77,7 +77,7 @@ pub(super) async fn reloaded(old: &App, metrics: &Metrics) -> Option<App> {
             return None;
         }
     };
-    let vault = match crate::app::connect_vault(&config).await {
+    let vault = match crate::app::connect_vault(&config, false).await {
         Ok(v) => v,
         Err(failure) => {
             tracing::error!(error = %failure.message, "reload refused: cannot use the new Vault settings; the running configuration stays in force");

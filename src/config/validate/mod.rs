@@ -22,6 +22,7 @@ mod storefront;
 mod values;
 
 /// The longest names, paths, URLs and store hashes a config may hold (README "Limits").
+#[cfg(test)]
 pub mod limits {
     pub use super::values::{MAX_NAME, MAX_PATH, MAX_STORE_HASH, MAX_URL};
 }
