@@ -125,9 +125,12 @@ fn ask(question: &str, echo: bool) -> Result<String, PromptError> {
 mod tests {
     use super::*;
 
+    /// What was read, whether the input ended, and the answer (`None`: read more).
+    type Case = (&'static [u8], bool, Option<Result<&'static str, &'static str>>);
+
     #[test]
     fn a_line_is_what_was_typed_up_to_enter_or_why_there_is_none() {
-        let cases: &[(&[u8], bool, Option<Result<&str, &str>>)] = &[
+        let cases: &[Case] = &[
             (b"export-bot\n", false, Some(Ok("export-bot"))),
             (b"\n", false, Some(Ok(""))),
             (b"tok", false, None),
