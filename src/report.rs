@@ -153,7 +153,7 @@ pub fn dependent_lines(credential: &str, rows: &[DependentRow]) -> String {
             _ => "nothing delivered yet".to_string(),
         };
         let what = match r.state.as_str() {
-            "delivered" if r.last_delivered.is_some() => format!("up to date; {last}"),
+            "delivered" if r.last_delivered.is_some() => format!("delivered; {last}"),
             "delivered" => "up to date: nothing to deliver yet".to_string(),
             "pending" => format!("pending: {} event(s) waiting; {last}", r.waiting.len()),
             "failing" => format!(
