@@ -126,7 +126,11 @@ mod tests {
     use super::*;
 
     /// What was read, whether the input ended, and the answer (`None`: read more).
-    type Case = (&'static [u8], bool, Option<Result<&'static str, &'static str>>);
+    type Case = (
+        &'static [u8],
+        bool,
+        Option<Result<&'static str, &'static str>>,
+    );
 
     #[test]
     fn a_line_is_what_was_typed_up_to_enter_or_why_there_is_none() {
