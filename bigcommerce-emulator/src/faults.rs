@@ -38,6 +38,14 @@ pub enum FaultMode {
     RateLimitStorm { with_headers: bool },
     /// Handle the request (mint, record, revoke...) then close the connection without answering.
     DropAfterCommit,
+    /// Handle the request (mint, record, revoke...), then, after `delay_ms`, answer `status` as a
+    /// gateway in front of the store would (a 502, or a 504 after its timeout): the change is
+    /// made, the client gets a gateway's plain-text error instead of the store's answer.
+    GatewayAfterCommit {
+        status: u16,
+        #[serde(default)]
+        delay_ms: u64,
+    },
 }
 
 impl FaultSpec {
@@ -69,6 +77,8 @@ pub enum FaultError {
     Rate(f64),
     #[error("an error status must be 400 to 599, got {0}")]
     Status(u16),
+    #[error("a gateway status must be 500 to 599, got {0}")]
+    GatewayStatus(u16),
     #[error("count must be at least 1")]
     Count,
 }
@@ -89,6 +99,29 @@ pub struct FaultPlan {
     pub latency_ms: u64,
     pub early: Option<EarlyAnswer>,
     pub drop_after_commit: bool,
+    /// Answer this gateway status after this many milliseconds, once the request is handled.
+    pub gateway_after_commit: Option<(u16, u64)>,
+}
+
+impl FaultPlan {
+    /// The request is handled, but its answer does not reach the client as the store gave it.
+    pub fn after_commit(&self) -> Option<AfterCommit> {
+        if self.drop_after_commit {
+            Some(AfterCommit::Drop)
+        } else {
+            self.gateway_after_commit
+                .map(|(status, delay_ms)| AfterCommit::Gateway { status, delay_ms })
+        }
+    }
+}
+
+/// What happens to the answer of a handled request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterCommit {
+    /// The connection is closed without an answer.
+    Drop,
+    /// A gateway's `status` replaces the answer, `delay_ms` later.
+    Gateway { status: u16, delay_ms: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +147,11 @@ impl Faults {
         if let FaultMode::Error { status } = spec.mode {
             if !(400..=599).contains(&status) {
                 return Err(FaultError::Status(status));
+            }
+        }
+        if let FaultMode::GatewayAfterCommit { status, .. } = spec.mode {
+            if !(500..=599).contains(&status) {
+                return Err(FaultError::GatewayStatus(status));
             }
         }
         if spec.count == Some(0) {
@@ -157,7 +195,7 @@ impl Faults {
             }
             let relevant = match fault.spec.mode {
                 FaultMode::Latency { .. } => true,
-                _ => plan.early.is_none() && !plan.drop_after_commit,
+                _ => plan.early.is_none() && plan.after_commit().is_none(),
             };
             if !relevant {
                 continue;
@@ -177,6 +215,9 @@ impl Faults {
                     plan.early = Some(EarlyAnswer::RateLimitStorm { with_headers })
                 }
                 FaultMode::DropAfterCommit => plan.drop_after_commit = true,
+                FaultMode::GatewayAfterCommit { status, delay_ms } => {
+                    plan.gateway_after_commit = Some((status, delay_ms))
+                }
             }
         }
         self.active.retain(|f| f.spec.count != Some(0));
@@ -212,6 +253,16 @@ mod tests {
             (
                 FaultSpec::new("v2_time", FaultMode::DropAfterCommit).count(0),
                 Err(FaultError::Count),
+            ),
+            (
+                FaultSpec::new(
+                    "v2_time",
+                    FaultMode::GatewayAfterCommit {
+                        status: 404,
+                        delay_ms: 0,
+                    },
+                ),
+                Err(FaultError::GatewayStatus(404)),
             ),
         ];
         for (spec, expected) in cases {
@@ -283,6 +334,44 @@ mod tests {
             .filter(|_| f.decide(EndpointId::V2Time, &mut r).early.is_some())
             .count();
         assert!((800..1200).contains(&hits), "{hits}");
+    }
+
+    #[test]
+    fn a_gateway_after_commit_fault_plans_its_status_and_delay_and_excludes_a_drop() {
+        let mut f = Faults::default();
+        let gateway = FaultMode::GatewayAfterCommit {
+            status: 504,
+            delay_ms: 3000,
+        };
+        f.add(FaultSpec::new("storefront_token_create", gateway).count(1))
+            .unwrap();
+        f.add(FaultSpec::new("*", FaultMode::DropAfterCommit))
+            .unwrap();
+        let mut r = rng();
+        let cases = [
+            (
+                EndpointId::StorefrontTokenCreate,
+                Some(AfterCommit::Gateway {
+                    status: 504,
+                    delay_ms: 3000,
+                }),
+            ),
+            (EndpointId::StorefrontTokenCreate, Some(AfterCommit::Drop)),
+        ];
+        for (endpoint, expected) in cases {
+            assert_eq!(f.decide(endpoint, &mut r).after_commit(), expected);
+        }
+        let spec: FaultSpec = serde_json::from_str(
+            r#"{"endpoint":"*","mode":"gateway_after_commit","status":502}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            spec.mode,
+            FaultMode::GatewayAfterCommit {
+                status: 502,
+                delay_ms: 0
+            }
+        );
     }
 
     #[test]

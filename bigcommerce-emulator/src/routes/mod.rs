@@ -20,7 +20,7 @@ use axum::Router;
 
 use crate::api_errors;
 use crate::endpoints::{classify, Flavor, PROBES};
-use crate::faults::{EarlyAnswer, FaultPlan};
+use crate::faults::{AfterCommit, EarlyAnswer, FaultPlan};
 use crate::rate_limit::{Decision, RateStatus};
 use crate::state::App;
 
@@ -123,12 +123,24 @@ fn too_many(flavor: Flavor, status: Option<&RateStatus>) -> Response {
     resp
 }
 
+/// A gateway's own error page: plain text, none of the store's headers.
+fn gateway_answer(status: u16) -> Response {
+    let status = axum::http::StatusCode::from_u16(status)
+        .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Gateway Error")
+    );
+    (status, [("content-type", "text/plain")], text).into_response()
+}
+
 /// What the pipeline decided before the handler runs.
 enum Before {
     NoStore,
     Early(EarlyAnswer, RateStatus),
     Limited(RateStatus),
-    Handle(Option<RateStatus>, bool),
+    Handle(Option<RateStatus>, Option<AfterCommit>),
 }
 
 async fn pipeline(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
@@ -153,11 +165,11 @@ async fn pipeline(State(app): State<Arc<App>>, req: Request, next: Next) -> Resp
                     Before::Early(early, store.window().peek(now))
                 } else if c.endpoint.rate_limited() {
                     match store.window().take(now) {
-                        Decision::Allowed(s) => Before::Handle(Some(s), plan.drop_after_commit),
+                        Decision::Allowed(s) => Before::Handle(Some(s), plan.after_commit()),
                         Decision::Limited(s) => Before::Limited(s),
                     }
                 } else {
-                    Before::Handle(None, plan.drop_after_commit)
+                    Before::Handle(None, plan.after_commit())
                 };
                 (before, plan.latency_ms)
             }
@@ -175,12 +187,17 @@ async fn pipeline(State(app): State<Arc<App>>, req: Request, next: Next) -> Resp
             too_many(c.flavor, with_headers.then_some(&s))
         }
         Before::Limited(s) => too_many(c.flavor, Some(&s)),
-        Before::Handle(rate, drop_after_commit) => {
+        Before::Handle(rate, after_commit) => {
             let mut resp = next.run(req).await.into_response();
             if let Some(s) = rate {
                 set_rate_headers(resp.headers_mut(), &s);
             }
-            if drop_after_commit {
+            if let Some(AfterCommit::Gateway { status, delay_ms }) = after_commit {
+                tracing::info!(endpoint = %c.endpoint, status, delay_ms, "fault: a gateway answer after commit");
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                resp = gateway_answer(status);
+            }
+            if after_commit == Some(AfterCommit::Drop) {
                 if let Some(kill) = kill {
                     {
                         let mut inner = app.inner.lock().await;

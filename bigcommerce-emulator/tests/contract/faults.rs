@@ -1,4 +1,5 @@
-//! Fault injection: latency, error statuses, 429 storms, drop-after-commit.
+//! Fault injection: latency, error statuses, 429 storms, drop-after-commit, a gateway's answer
+//! after commit.
 
 use std::time::{Duration, Instant};
 
@@ -161,6 +162,43 @@ async fn drop_after_commit_mints_the_token_but_never_answers() {
 }
 
 #[tokio::test]
+async fn gateway_after_commit_mints_the_token_then_answers_the_gateway_status_after_the_delay() {
+    let emu = Emu::demo().await;
+    // (status, delay): a gateway's 502, and its 504 after a timeout.
+    let cases = [(502, 0), (504, 400)];
+    for (n, (status, delay_ms)) in cases.into_iter().enumerate() {
+        emu.admin
+            .set_fault(
+                FaultSpec::new(
+                    "storefront_token_create",
+                    FaultMode::GatewayAfterCommit { status, delay_ms },
+                )
+                .count(1),
+            )
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let a = emu
+            .api(Method::POST, "/stores/abc123/v3/storefront/api-token")
+            .json(&json!({"channel_id": 1, "expires_at": in_secs(600)}))
+            .send()
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(a.status().as_u16(), status);
+        assert!(took >= Duration::from_millis(delay_ms), "{status} after {took:?}");
+        assert!(a.headers().get("x-rate-limit-requests-left").is_none());
+        let text = a.text().await.unwrap();
+        assert!(text.starts_with(&status.to_string()), "{text}");
+        assert!(!text.contains("eyJ"), "the token never reaches the client: {text}");
+        let tokens = emu.admin.storefront_tokens("abc123").await.unwrap();
+        assert_eq!(tokens.len(), n + 1, "{status}: the token was minted");
+        assert!(tokens.iter().all(|t| t.state == TokenState::Live));
+    }
+    assert!(emu.admin.faults().await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn drop_after_commit_on_revoke_still_schedules_it() {
     let emu = Emu::demo().await;
     let token = emu.mint_storefront().await;
@@ -188,6 +226,13 @@ async fn invalid_fault_specs_are_refused() {
         FaultSpec::new("no_such_endpoint", FaultMode::DropAfterCommit),
         FaultSpec::new("*", FaultMode::Error { status: 200 }),
         FaultSpec::new("*", FaultMode::DropAfterCommit).rate(2.0),
+        FaultSpec::new(
+            "*",
+            FaultMode::GatewayAfterCommit {
+                status: 404,
+                delay_ms: 0,
+            },
+        ),
     ];
     for spec in cases {
         let got = emu.admin.set_fault(spec.clone()).await;
