@@ -23,6 +23,7 @@ use reqwest::{Method, RequestBuilder};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::outcome::{self, Definite, Reply, Request};
 use super::rate_budget;
 use super::{secret_header, MintRequest, Minted, Mode, Provider, ProviderError, ProviderInfo};
 use crate::config::{StorefrontConfig, StorefrontTokenKind};
@@ -48,6 +49,14 @@ enum Op {
 }
 
 impl Op {
+    /// A mint creates a token each time; a verify or a revoke does the same however often.
+    fn request(self) -> Request {
+        match self {
+            Op::Mint => Request::NotIdempotent,
+            Op::Verify | Op::Revoke => Request::Idempotent,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Op::Mint => "mint",
@@ -63,6 +72,26 @@ struct Answer {
     body: Value,
     /// What `X-Rate-Limit-Time-Reset-Ms` / `Retry-After` asked for, if anything.
     retry_after: Option<Duration>,
+}
+
+impl Answer {
+    /// The store's own answer says it did nothing: a wait it asked for, or its JSON error
+    /// body (a gateway's page is text or HTML). Only a 503 is judged by it ([`outcome`]).
+    fn reply(&self) -> Reply {
+        Reply::Status {
+            status: self.status,
+            origin_refused: self.retry_after.is_some() || !self.body.is_null(),
+        }
+    }
+
+    /// [`outcome::definite`] for this answer to `op`.
+    fn definite(
+        &self,
+        op: Op,
+        reason: impl FnOnce() -> String,
+    ) -> Result<Definite, ProviderError> {
+        outcome::definite(op.request(), self.reply(), reason, self.retry_after)
+    }
 }
 
 pub struct StorefrontProvider {
@@ -261,16 +290,12 @@ impl StorefrontProvider {
     }
 
     fn no_answer(&self, op: Op, reason: String, never_sent: bool) -> ProviderError {
-        if op == Op::Mint && !never_sent {
-            ProviderError::UnknownOutcome {
-                reason: format!("{reason}; a token may have been created"),
-            }
+        let reply = if never_sent {
+            Reply::NotSent
         } else {
-            ProviderError::Transient {
-                reason,
-                retry_after: None,
-            }
-        }
+            Reply::Lost
+        };
+        outcome::no_answer(op.request(), reply, reason)
     }
 
     fn create_body(&self, req: &MintRequest) -> Result<Value, ProviderError> {
@@ -430,8 +455,8 @@ impl Provider for StorefrontProvider {
                 summarise(status, &answer.body, &[&access_token])
             )
         };
-        match status {
-            200..=299 => {
+        match answer.definite(Op::Mint, reason)? {
+            Definite::Success => {
                 let Some(token) = answer
                     .body
                     .pointer("/data/token")
@@ -439,12 +464,14 @@ impl Provider for StorefrontProvider {
                     .filter(|t| !t.is_empty())
                 else {
                     // Accepted, but the token did not reach us: one may exist that nobody holds.
-                    return Err(ProviderError::UnknownOutcome {
-                        reason: format!(
+                    return Err(outcome::no_answer(
+                        Request::NotIdempotent,
+                        Reply::Unreadable,
+                        format!(
                             "{}: status {status} without a token in the answer",
                             self.what(Op::Mint)
                         ),
-                    });
+                    ));
                 };
                 // BigCommerce keeps whole seconds.
                 let expires_at = Utc
@@ -464,15 +491,11 @@ impl Provider for StorefrontProvider {
                 })
             }
             // Bad access token, or it lacks "Storefront API Tokens: modify".
-            401 | 403 => Err(ProviderError::Rejected { reason: reason() }),
-            // The request may have been processed before the server failed.
-            500 => Err(ProviderError::UnknownOutcome { reason: reason() }),
-            501..=599 => Err(ProviderError::Transient {
-                reason: reason(),
-                retry_after: answer.retry_after,
-            }),
+            Definite::Refused if matches!(status, 401 | 403) => {
+                Err(ProviderError::Rejected { reason: reason() })
+            }
             // 400/422: bad body (channel unknown, expiry in the past...); 404: no such store.
-            _ => Err(ProviderError::Config { reason: reason() }),
+            Definite::Refused => Err(ProviderError::Config { reason: reason() }),
         }
     }
 
@@ -499,18 +522,16 @@ impl Provider for StorefrontProvider {
                 summarise(status, &answer.body, &[token])
             )
         };
-        match status {
-            200..=299 if answer.body.get("data").is_some_and(|d| !d.is_null()) => Ok(()),
-            200..=299 => Err(ProviderError::Config {
+        match answer.definite(Op::Verify, reason)? {
+            Definite::Success if answer.body.get("data").is_some_and(|d| !d.is_null()) => Ok(()),
+            Definite::Success => Err(ProviderError::Config {
                 reason: format!("{}: an answer without data", reason()),
             }),
             // All GraphQL auth errors are 401 ("Unknown JWT token", "JWT is expired", ...).
-            401 | 403 => Err(ProviderError::Rejected { reason: reason() }),
-            500..=599 => Err(ProviderError::Transient {
-                reason: reason(),
-                retry_after: answer.retry_after,
-            }),
-            _ => Err(ProviderError::Config { reason: reason() }),
+            Definite::Refused if matches!(status, 401 | 403) => {
+                Err(ProviderError::Rejected { reason: reason() })
+            }
+            Definite::Refused => Err(ProviderError::Config { reason: reason() }),
         }
     }
 
@@ -535,27 +556,25 @@ impl Provider for StorefrontProvider {
                 summarise(status, &answer.body, &[token, &access_token])
             )
         };
-        match status {
+        match answer.definite(Op::Revoke, reason)? {
             // "Revocation has been scheduled": verify_revoked polls until it took effect.
-            200..=299 => Ok(()),
+            Definite::Success => Ok(()),
             // "The JWT is missing or invalid": the store does not take it for one of its tokens.
             // Past its expiry it is dead anyway; otherwise nothing says it is not live.
-            422 if expired(secret, Utc::now()) => {
+            Definite::Refused if status == 422 && expired(secret, Utc::now()) => {
                 tracing::debug!(store = %self.cfg.store_hash, "revoke refused for a token past its expiry");
                 Ok(())
             }
-            422 => Err(ProviderError::Rejected {
+            Definite::Refused if status == 422 => Err(ProviderError::Rejected {
                 reason: format!(
                     "{}; the store refused to revoke the token, which may still be live",
                     reason()
                 ),
             }),
-            401 | 403 => Err(ProviderError::Rejected { reason: reason() }),
-            500..=599 => Err(ProviderError::Transient {
-                reason: reason(),
-                retry_after: answer.retry_after,
-            }),
-            _ => Err(ProviderError::Config { reason: reason() }),
+            Definite::Refused if matches!(status, 401 | 403) => {
+                Err(ProviderError::Rejected { reason: reason() })
+            }
+            Definite::Refused => Err(ProviderError::Config { reason: reason() }),
         }
     }
 }

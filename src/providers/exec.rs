@@ -21,6 +21,7 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use secrecy::{ExposeSecret, SecretSlice};
 use serde_json::{json, Value};
 
+use super::outcome::{self, Reply, Request};
 use super::{MintRequest, Minted, Mode, Provider, ProviderError, ProviderInfo};
 use crate::config::ExecProviderConfig;
 use crate::process::{Ended, Finished, Program};
@@ -45,6 +46,14 @@ enum Step {
 }
 
 impl Step {
+    /// A mint creates a credential each time; the other steps do the same however often.
+    fn request(self) -> Request {
+        match self {
+            Step::Mint => Request::NotIdempotent,
+            _ => Request::Idempotent,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Step::Mint => "mint",
@@ -124,10 +133,8 @@ impl ExecProvider {
             if e.permanent() {
                 ProviderError::Config { reason }
             } else {
-                ProviderError::Transient {
-                    reason,
-                    retry_after: None,
-                }
+                // Never started: nothing happened.
+                outcome::no_answer(step.request(), Reply::NotSent, reason)
             }
         })?;
         let Finished {
@@ -136,9 +143,10 @@ impl ExecProvider {
             stderr,
         } = finished;
         let stderr = quote_stderr(&stderr.to_text(), secrets);
+        // Sent, and no answer the program stands by: its work may be done (a lost reply).
         let failed = |said: String| {
             let reason = format!("{}: {said}{stderr}", self.what(step));
-            self.unknown(step, reason)
+            outcome::no_answer(step.request(), Reply::Lost, reason)
         };
         match ended {
             Ended::Exited(0) if stdout.complete() => Ok(SecretSlice::from(stdout.kept)),
@@ -168,26 +176,14 @@ impl ExecProvider {
         }
     }
 
-    /// A failure that does not say whether the step happened: for a mint, a credential may exist.
-    fn unknown(&self, step: Step, reason: String) -> ProviderError {
-        match step {
-            Step::Mint => ProviderError::UnknownOutcome {
-                reason: format!("{reason}; a credential may have been created"),
-            },
-            _ => ProviderError::Transient {
-                reason,
-                retry_after: None,
-            },
-        }
-    }
-
     /// Stdout as the JSON object the step answers.
     fn answer(&self, step: Step, stdout: &SecretSlice<u8>) -> Result<Value, ProviderError> {
         match serde_json::from_slice::<Value>(stdout.expose_secret()) {
             Ok(v @ Value::Object(_)) => Ok(v),
             // Never the text itself: it may be a secret.
-            _ => Err(self.unknown(
-                step,
+            _ => Err(outcome::no_answer(
+                step.request(),
+                Reply::Unreadable,
                 format!(
                     "{}: exited 0 but stdout is not a JSON object ({} bytes)",
                     self.what(step),
@@ -233,8 +229,9 @@ impl Provider for ExecProvider {
         let stdout = self.run(Step::Mint, &input, &[]).await?;
         let answer = self.answer(Step::Mint, &stdout)?;
         let bad = |what: String| {
-            self.unknown(
-                Step::Mint,
+            outcome::no_answer(
+                Step::Mint.request(),
+                Reply::Unreadable,
                 format!("{}: exited 0 but {what}", self.what(Step::Mint)),
             )
         };

@@ -17,6 +17,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::exec::{parse_time, static_names};
+use super::outcome::{self, Reply, Request};
 use super::{MintRequest, Minted, Mode, Provider, ProviderError, ProviderInfo};
 use crate::config::{redact_url, HttpProviderConfig, HttpRequestConfig};
 use crate::egress::{Capped, SendError};
@@ -38,6 +39,14 @@ enum Step {
 }
 
 impl Step {
+    /// A mint creates a credential each time; a verify or a revoke does the same however often.
+    fn request(self) -> Request {
+        match self {
+            Step::Mint => Request::NotIdempotent,
+            Step::Verify | Step::Revoke => Request::Idempotent,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Step::Mint => "mint",
@@ -284,7 +293,7 @@ impl HttpProvider {
                     self.what(step),
                     BODY_CAP / 1024
                 );
-                return Err(self.unknown(step, reason));
+                return Err(outcome::no_answer(step.request(), Reply::Unreadable, reason));
             }
             Capped { body, .. } => body,
         };
@@ -305,28 +314,13 @@ impl HttpProvider {
         } else {
             "connection lost before the answer"
         };
-        let never_sent = e.is_connect();
-        let reason = format!("{}: {what} ({})", self.what(step), root_cause(e));
-        if never_sent {
-            ProviderError::Transient {
-                reason,
-                retry_after: None,
-            }
+        let reply = if e.is_connect() {
+            Reply::NotSent
         } else {
-            self.unknown(step, reason)
-        }
-    }
-
-    fn unknown(&self, step: Step, reason: String) -> ProviderError {
-        match step {
-            Step::Mint => ProviderError::UnknownOutcome {
-                reason: format!("{reason}; a credential may have been created"),
-            },
-            _ => ProviderError::Transient {
-                reason,
-                retry_after: None,
-            },
-        }
+            Reply::Lost
+        };
+        let reason = format!("{}: {what} ({})", self.what(step), root_cause(e));
+        outcome::no_answer(step.request(), reply, reason)
     }
 
     /// The error for an answer that is not ok.
@@ -348,10 +342,6 @@ impl HttpProvider {
                 reason,
                 retry_after: answer.retry_after,
             },
-            // A server error after a mint may have created the credential.
-            Class::Unexpected if step == Step::Mint && answer.status >= 500 => {
-                self.unknown(step, reason)
-            }
             Class::Unexpected => ProviderError::Config {
                 reason: format!("{reason} (a status the configuration does not list)"),
             },
@@ -372,6 +362,24 @@ impl HttpProvider {
             mint,
         };
         let answer = self.send(step, &values).await?;
+        // The configured lists judge the answer, but never make a mint's lost answer (a 5xx
+        // but the origin's own 503 with a `Retry-After`) "nothing happened".
+        let reply = Reply::Status {
+            status: answer.status,
+            origin_refused: answer.retry_after.is_some(),
+        };
+        let reason = || {
+            format!(
+                "{}: {}",
+                self.what(step),
+                summarise(answer.status, &answer.body, &values.secrets())
+            )
+        };
+        if let Err(e @ ProviderError::UnknownOutcome { .. }) =
+            outcome::definite(step.request(), reply, reason, answer.retry_after)
+        {
+            return Err(e);
+        }
         match classify(self.request(step), answer.status) {
             Class::Ok => Ok(answer),
             // The body of a 2xx mint may hold the new credential: never quoted.
@@ -383,7 +391,7 @@ impl HttpProvider {
                         reason,
                         retry_after: answer.retry_after,
                     },
-                    _ => self.unknown(step, reason),
+                    _ => outcome::no_answer(step.request(), Reply::Unreadable, reason),
                 })
             }
             class => Err(self.refused(step, &answer, class, &values.secrets())),
@@ -409,8 +417,9 @@ impl Provider for HttpProvider {
     async fn mint(&self, req: &MintRequest) -> Result<Minted, ProviderError> {
         let answer = self.call(Step::Mint, None, Some(req)).await?;
         let bad = |what: String| {
-            self.unknown(
-                Step::Mint,
+            outcome::no_answer(
+                Request::NotIdempotent,
+                Reply::Unreadable,
                 format!(
                     "{}: status {} but {what}",
                     self.what(Step::Mint),

@@ -8,6 +8,7 @@ pub mod bigcommerce_assisted;
 pub mod bigcommerce_storefront;
 pub mod exec;
 pub mod http;
+pub mod outcome;
 pub mod rate_budget;
 pub mod vault_approle;
 

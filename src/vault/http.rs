@@ -33,6 +33,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::{classify_status, error_chain, Vault, VaultError};
+use crate::providers::outcome::{self, Outcome, Reply, Request as OutcomeRequest};
 use crate::config::VaultConfig;
 
 /// How long one request may spend looking for an active node and trying again.
@@ -116,17 +117,25 @@ pub(super) fn verdict(
             Some(i) => Verdict::Redirect(i),
             None => not_processed,
         },
-        // Sealed, standby, rate limited, a node between leaders.
-        429 | 503 => not_processed,
         400 if has(WAITING_FOR_PRIMARY) => not_processed,
         500 if has(NO_ACTIVE_NODE) || has(NOT_LEADER) => not_processed,
         500 if has(LEADERSHIP_LOST) => Verdict::Failover {
             maybe_processed: true,
         },
-        // A gateway in front of a node: the node may have processed the request.
-        502 | 504 => Verdict::Failover {
-            maybe_processed: true,
-        },
+        // Rate limited; sealed or a standby (Vault's own 503 says why in its errors); a gateway
+        // in front of a node (502, 504, a bare 503), whose node may have processed it. Whether
+        // it may have been processed is the one table's answer for a request that is not
+        // idempotent ([`crate::providers::outcome`]).
+        429 | 502..=504 => {
+            let reply = Reply::Status {
+                status,
+                origin_refused: !errors.is_empty(),
+            };
+            Verdict::Failover {
+                maybe_processed: outcome::classify(OutcomeRequest::NotIdempotent, reply)
+                    == Outcome::Unknown,
+            }
+        }
         _ => Verdict::Answer,
     }
 }
@@ -534,7 +543,8 @@ mod tests {
         let to_second = Some("http://127.0.0.1:8210/v1/secret/data/x");
         let cases: &[(u16, &[&str], Option<&str>, Verdict)] = &[
             (503, &["Vault is sealed"], None, failover(false)),
-            (503, &[], None, failover(false)),
+            // A bare 503 is a gateway's (Vault's own says why): the node may have done it.
+            (503, &[], None, failover(true)),
             (429, &[], None, failover(false)),
             (307, &[], to_second, Verdict::Redirect(1)),
             (
@@ -588,6 +598,41 @@ mod tests {
                 *expected,
                 "{status} {errors:?} {location:?}"
             );
+        }
+    }
+
+    /// The transport and the providers share one table: for a write that creates something
+    /// (`Resend::Once`), "its reply may be lost" is exactly the table's unknown outcome, for
+    /// every status but a redirect, with Vault's error body or without (Vault's own failover
+    /// texts aside: they are its word that the node skipped the request).
+    #[test]
+    fn a_write_may_have_landed_exactly_when_the_outcome_table_says_unknown() {
+        let bodies: [&[&str]; 2] = [&[], &["some error"]];
+        for status in (100..300).chain(400..600) {
+            for errors in bodies {
+                let errors: Vec<String> = errors.iter().map(|s| s.to_string()).collect();
+                let may_have_landed = match verdict(status, &errors, None, 0, &nodes()) {
+                    Verdict::Failover { maybe_processed } => maybe_processed,
+                    Verdict::Redirect(_) => false,
+                    Verdict::Answer => {
+                        let e = classify_status(status, &errors, "p", "a");
+                        let e = final_error(e, &Method::POST, "p", false);
+                        // `send`: a 5xx answer that is not about failover may have landed.
+                        matches!(e, VaultError::Unavailable { .. })
+                    }
+                };
+                let reply = Reply::Status {
+                    status,
+                    origin_refused: !errors.is_empty(),
+                };
+                let table = outcome::classify(OutcomeRequest::NotIdempotent, reply);
+                let expected = if (200..300).contains(&status) {
+                    false
+                } else {
+                    table == Outcome::Unknown
+                };
+                assert_eq!(may_have_landed, expected, "{status} {errors:?}: {table:?}");
+            }
         }
     }
 
