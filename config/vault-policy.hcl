@@ -62,9 +62,10 @@ path "secret/metadata/approle/billing/secret-id" {
   capabilities = ["read"]
 }
 
-# Generate a new secret-id.
+# Generate a new secret-id; list the role's accessors to find (and destroy) one whose generate
+# answer was lost (without `list` it is reported as a possible orphan that expires on its own).
 path "auth/approle/role/billing/secret-id" {
-  capabilities = ["update"]
+  capabilities = ["update", "list"]
 }
 
 # The role's own secret_id_ttl: when neither the role nor the config sets one, the daemon asks

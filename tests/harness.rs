@@ -289,6 +289,8 @@ fn the_example_policy_grants_what_the_example_config_needs() {
                 }
                 needs.push((format!("{role}/role-id"), &["read"]));
                 needs.push((format!("{role}/secret-id-ttl"), &["read"]));
+                // To find a secret-id whose generate answer was lost.
+                needs.push((format!("{role}/secret-id"), &["list"]));
             }
             _ => {}
         }

@@ -171,3 +171,88 @@ reject = [401, 403, 422]
 "#
     )
 }
+
+/// An AppRole secret-id whose generate answer is lost (the proxy closes the connection after
+/// OpenBao answered): the provider finds it by the attempt id in its metadata among the role's
+/// accessors and destroys it, so nothing is left live and the outcome is known; without `list`
+/// on the role's secret-ids it stays an unknown outcome (the driver reports a possible orphan,
+/// bounded by the secret-id's TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approle_secret_id_whose_answer_is_lost_is_found_by_its_accessor_and_destroyed() {
+    use common::proxy::Proxy;
+    use common::{vault_config, OpenBao, ROOT_TOKEN};
+    use secrecy::SecretString;
+    use secret_rotator::config::AppRoleSecretIdConfig;
+    use secret_rotator::providers::vault_approle::AppRoleProvider;
+    use secret_rotator::providers::{MintRequest, Provider, ProviderError};
+    use secret_rotator::vault::{Login, Vault};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let bao = OpenBao::start().await;
+    bao.approle_role("app", serde_json::json!({ "token_ttl": "60s" }))
+        .await;
+    let without_list = bao
+        .token_with_exact_policy(
+            "no-list",
+            r#"
+path "auth/approle/role/app/role-id" { capabilities = ["read"] }
+path "auth/approle/role/app/secret-id" { capabilities = ["update"] }
+path "auth/approle/role/app/secret-id-accessor/lookup" { capabilities = ["update"] }
+path "auth/approle/role/app/secret-id-accessor/destroy" { capabilities = ["update"] }
+"#,
+        )
+        .await;
+    // (token, expected error kind, secret-ids it leaves live)
+    let cases = [
+        (ROOT_TOKEN.to_string(), "transient", 0),
+        (without_list, "unknown_outcome", 1),
+    ];
+    for (token, kind, left) in cases {
+        let proxy = Proxy::start(bao.socket_addr()).await;
+        let vault = Vault::connect(
+            &vault_config(&proxy.url()),
+            Login::Token(SecretString::from(token)),
+        )
+        .await
+        .unwrap();
+        let cfg = AppRoleSecretIdConfig {
+            mount: "approle".into(),
+            role_name: "app".into(),
+            secret_id_ttl: Some(Duration::from_secs(3600)),
+            secret_id_num_uses: None,
+        };
+        let p = AppRoleProvider::new(cfg, Arc::new(vault));
+        let before = approle_accessors(&bao).await;
+        proxy.drop_reply("POST", "auth/approle/role/app/secret-id", 1);
+        let now = Utc::now();
+        let req = MintRequest {
+            attempt_id: format!("lost-{kind}"),
+            now,
+            expires_at: now + chrono::Duration::hours(1),
+        };
+        let err = p.mint(&req).await.expect_err("the answer was lost");
+        assert_eq!(err.kind(), kind, "{err}");
+        if let ProviderError::Transient { reason, .. } = &err {
+            assert!(reason.contains("found by its accessor and destroyed"), "{reason}");
+        }
+        assert_eq!(approle_accessors(&bao).await - before, left, "{kind}");
+    }
+}
+
+/// How many secret-ids the role `app` has, as root sees them.
+async fn approle_accessors(bao: &common::OpenBao) -> usize {
+    let (status, v) = bao
+        .call_as(
+            common::ROOT_TOKEN,
+            "LIST",
+            "auth/approle/role/app/secret-id",
+            None,
+        )
+        .await;
+    match status {
+        404 => 0,
+        200 => v["data"]["keys"].as_array().unwrap().len(),
+        other => panic!("list the role's secret-ids: {other}"),
+    }
+}

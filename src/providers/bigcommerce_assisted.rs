@@ -21,6 +21,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder};
 use tokio::time::Instant;
 
+use super::outcome;
 use super::rate_budget;
 use super::{secret_header, MintRequest, Minted, Mode, Provider, ProviderError, ProviderInfo};
 use crate::config::{BasicAuthAccountConfig, ProviderConfig, ScopeLevel, StoreAccountConfig};
@@ -216,34 +217,39 @@ pub fn check_fields(provider: &ProviderConfig, secret: &SecretFields) -> Result<
     Ok(())
 }
 
-/// Classify an answer that is neither ok nor a named rejection.
+/// Classify an answer that is neither ok nor a named rejection. Every call here is a read or a
+/// write the store refuses ([`outcome::Request::Idempotent`]): a 5xx is transient.
 fn other_status(what: &str, status: u16) -> ProviderError {
-    match status {
-        429 | 500..=599 => ProviderError::Transient {
-            reason: format!("{what}: the store answered {status}"),
-            retry_after: None,
-        },
-        _ => ProviderError::Config {
+    let reply = outcome::Reply::Status {
+        status,
+        origin_refused: false,
+    };
+    let reason = || format!("{what}: the store answered {status}");
+    match outcome::definite(outcome::Request::Idempotent, reply, reason, None) {
+        Err(e) => e,
+        Ok(_) => ProviderError::Config {
             reason: format!("{what}: unexpected answer {status}"),
         },
     }
 }
 
 fn send_error(what: &str, e: &reqwest::Error) -> ProviderError {
-    // Every call here is a read or a write the store refuses: safe to repeat.
-    ProviderError::Transient {
-        reason: format!(
-            "{what}: {}",
-            if e.is_timeout() {
-                "no answer in time"
-            } else if e.is_connect() {
-                "cannot connect to the store"
-            } else {
-                "the request failed"
-            }
-        ),
-        retry_after: None,
-    }
+    let reason = format!(
+        "{what}: {}",
+        if e.is_timeout() {
+            "no answer in time"
+        } else if e.is_connect() {
+            "cannot connect to the store"
+        } else {
+            "the request failed"
+        }
+    );
+    let reply = if e.is_connect() {
+        outcome::Reply::NotSent
+    } else {
+        outcome::Reply::Lost
+    };
+    outcome::no_answer(outcome::Request::Idempotent, reply, reason)
 }
 
 /// The longest one probe takes, a wait for the store's rate-limit budget included.

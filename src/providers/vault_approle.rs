@@ -69,6 +69,70 @@ impl AppRoleProvider {
     }
 }
 
+impl AppRoleProvider {
+    /// A generate whose answer was lost: look for the secret-id it may have created, by the
+    /// attempt id in its metadata, among the role's accessors, and destroy it. Found and
+    /// destroyed, the outcome is known (nothing live is left): `Transient`. Otherwise (none
+    /// found: it may still land; the list or a lookup refused or failed; too many to look
+    /// through) it stays an unknown outcome, and the driver notes a possible orphan.
+    async fn reclaim(&self, attempt_id: &str, reason: String) -> ProviderError {
+        let (mount, role) = (&self.cfg.mount, &self.cfg.role_name);
+        let unknown = |why: String| ProviderError::UnknownOutcome {
+            reason: format!("{reason}; {why}"),
+        };
+        let accessors = match self.vault.approle_list_accessors(mount, role).await {
+            Ok(a) if a.len() <= RECLAIM_LOOKUPS => a,
+            Ok(a) => {
+                return unknown(format!(
+                    "the role has {} secret-ids, too many to look the lost one up",
+                    a.len()
+                ))
+            }
+            Err(e) => return unknown(format!("cannot list the role's secret-ids to find it ({e})")),
+        };
+        let mut destroyed = 0;
+        for accessor in accessors {
+            let ours = match self
+                .vault
+                .approle_accessor_metadata(mount, role, &accessor)
+                .await
+            {
+                Ok(m) => m.is_some_and(|m| {
+                    m.iter()
+                        .any(|(k, v)| k == ATTEMPT_METADATA && v == attempt_id)
+                }),
+                Err(e) => return unknown(format!("cannot look a secret-id up to find it ({e})")),
+            };
+            if !ours {
+                continue;
+            }
+            if let Err(e) = self
+                .vault
+                .approle_destroy_secret_id(mount, role, &accessor)
+                .await
+            {
+                return unknown(format!("found it, but cannot destroy it ({e})"));
+            }
+            destroyed += 1;
+        }
+        if destroyed == 0 {
+            return unknown("no secret-id of this attempt found (yet)".into());
+        }
+        tracing::info!(role = %role, attempt = %attempt_id, destroyed, "a secret-id whose answer was lost was found by its accessor and destroyed");
+        ProviderError::Transient {
+            reason: format!(
+                "{reason}; the secret-id it created was found by its accessor and destroyed"
+            ),
+            retry_after: None,
+        }
+    }
+}
+
+/// The metadata key that names the attempt a secret-id was generated for.
+const ATTEMPT_METADATA: &str = "rotation_attempt";
+/// The most secret-ids looked up to find one whose answer was lost.
+const RECLAIM_LOOKUPS: usize = 1000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Generate,
@@ -138,13 +202,23 @@ impl Provider for AppRoleProvider {
             // verify() looks the secret-id up without logging in: no use is spent, so the
             // dependent gets exactly the uses configured. 0 means unlimited.
             num_uses: self.cfg.secret_id_num_uses,
-            metadata: vec![("rotation_attempt".to_string(), req.attempt_id.clone())],
+            metadata: vec![(ATTEMPT_METADATA.to_string(), req.attempt_id.clone())],
         };
-        let generated = self
+        let generated = match self
             .vault
             .approle_generate_secret_id(mount, role, &opts)
             .await
-            .map_err(|e| self.map_err(e, Op::Generate))?;
+        {
+            Ok(g) => g,
+            Err(e) => {
+                return Err(match self.map_err(e, Op::Generate) {
+                    ProviderError::UnknownOutcome { reason } => {
+                        self.reclaim(&req.attempt_id, reason).await
+                    }
+                    other => other,
+                })
+            }
+        };
         let mut secret = SecretFields::new();
         secret.insert("role_id", role_id);
         secret.insert(

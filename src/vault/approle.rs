@@ -202,6 +202,55 @@ impl Vault {
             .map(|_| ())
     }
 
+    /// The accessors of the role's secret-ids (`LIST auth/{mount}/role/{role}/secret-id`);
+    /// empty when it has none (Vault answers 404).
+    pub async fn approle_list_accessors(
+        &self,
+        mount: &str,
+        role: &str,
+    ) -> Result<Vec<String>, VaultError> {
+        let path = format!("auth/{mount}/role/{role}/secret-id");
+        let list = reqwest::Method::from_bytes(b"LIST").expect("a valid method");
+        let v = match self.raw(list, &path, None, Resend::Always).await {
+            Ok(v) => v,
+            Err(VaultError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(v.pointer("/data/keys")
+            .and_then(|k| k.as_array())
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The metadata of the secret-id with this accessor (`None`: Vault does not know it).
+    pub async fn approle_accessor_metadata(
+        &self,
+        mount: &str,
+        role: &str,
+        accessor: &str,
+    ) -> Result<Option<Vec<(String, String)>>, VaultError> {
+        let Some(answer) = self.accessor_call(mount, role, "lookup", accessor).await? else {
+            return Ok(None);
+        };
+        let Some(data) = answer.get("data").filter(|d| d.is_object()) else {
+            return Ok(None);
+        };
+        let metadata = data
+            .get("metadata")
+            .and_then(|m| m.as_object())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(metadata))
+    }
+
     /// Does a secret-id with this accessor still exist?
     pub async fn approle_secret_id_exists(
         &self,
