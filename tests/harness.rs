@@ -369,7 +369,8 @@ async fn the_example_policy_moved_onto_a_tests_paths_grants_exactly_this_table()
             deny.clone(),
         ),
         // The AppRole role, renamed from the example's `billing`.
-        ("auth/approle/role/app/secret-id", caps(&["update"])),
+        // Generate; list to find a secret-id whose generate answer was lost.
+        ("auth/approle/role/app/secret-id", caps(&["list", "update"])),
         ("auth/approle/role/app/secret-id/lookup", caps(&["update"])),
         ("auth/approle/role/app/secret-id/destroy", caps(&["update"])),
         (

@@ -28,7 +28,10 @@ fn lost_answers() -> [(&'static str, FaultMode); 3] {
                 delay_ms: 3000,
             },
         ),
-        ("connection closed after the mint", FaultMode::DropAfterCommit),
+        (
+            "connection closed after the mint",
+            FaultMode::DropAfterCommit,
+        ),
     ]
 }
 
@@ -86,7 +89,11 @@ async fn every_lost_answer_is_reported(s: &Stack) {
             .unwrap();
         let out = s.cli(&["rotate", CRED, "--wait"], &[]).await;
         assert_eq!(out.code, Some(0), "{case}: {out:?}");
-        assert!(out.stdout.contains("possible orphan"), "{case}: {}", out.stdout);
+        assert!(
+            out.stdout.contains("possible orphan"),
+            "{case}: {}",
+            out.stdout
+        );
         assert!(!out.stdout.contains("eyJ") && !out.stderr.contains("eyJ"));
 
         let (v, current) = s.current().await;
@@ -234,7 +241,10 @@ path "auth/approle/role/app/secret-id-accessor/destroy" { capabilities = ["updat
         let err = p.mint(&req).await.expect_err("the answer was lost");
         assert_eq!(err.kind(), kind, "{err}");
         if let ProviderError::Transient { reason, .. } = &err {
-            assert!(reason.contains("found by its accessor and destroyed"), "{reason}");
+            assert!(
+                reason.contains("found by its accessor and destroyed"),
+                "{reason}"
+            );
         }
         assert_eq!(approle_accessors(&bao).await - before, left, "{kind}");
     }

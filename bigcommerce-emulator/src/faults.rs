@@ -361,10 +361,9 @@ mod tests {
         for (endpoint, expected) in cases {
             assert_eq!(f.decide(endpoint, &mut r).after_commit(), expected);
         }
-        let spec: FaultSpec = serde_json::from_str(
-            r#"{"endpoint":"*","mode":"gateway_after_commit","status":502}"#,
-        )
-        .unwrap();
+        let spec: FaultSpec =
+            serde_json::from_str(r#"{"endpoint":"*","mode":"gateway_after_commit","status":502}"#)
+                .unwrap();
         assert_eq!(
             spec.mode,
             FaultMode::GatewayAfterCommit {

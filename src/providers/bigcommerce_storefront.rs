@@ -85,11 +85,7 @@ impl Answer {
     }
 
     /// [`outcome::definite`] for this answer to `op`.
-    fn definite(
-        &self,
-        op: Op,
-        reason: impl FnOnce() -> String,
-    ) -> Result<Definite, ProviderError> {
+    fn definite(&self, op: Op, reason: impl FnOnce() -> String) -> Result<Definite, ProviderError> {
         outcome::definite(op.request(), self.reply(), reason, self.retry_after)
     }
 }

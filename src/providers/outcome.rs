@@ -76,7 +76,9 @@ pub fn classify(request: Request, reply: Reply) -> Outcome {
     match reply {
         Reply::NotSent => Outcome::Transient,
         Reply::Status { status, .. } if (200..300).contains(&status) => Outcome::Success,
-        Reply::Status { status: 408 | 429, .. } => Outcome::Transient,
+        Reply::Status {
+            status: 408 | 429, ..
+        } => Outcome::Transient,
         Reply::Status {
             status: 503,
             origin_refused: true,

@@ -88,7 +88,11 @@ impl AppRoleProvider {
                     a.len()
                 ))
             }
-            Err(e) => return unknown(format!("cannot list the role's secret-ids to find it ({e})")),
+            Err(e) => {
+                return unknown(format!(
+                    "cannot list the role's secret-ids to find it ({e})"
+                ))
+            }
         };
         let mut destroyed = 0;
         for accessor in accessors {

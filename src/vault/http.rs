@@ -33,8 +33,8 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::{classify_status, error_chain, Vault, VaultError};
-use crate::providers::outcome::{self, Outcome, Reply, Request as OutcomeRequest};
 use crate::config::VaultConfig;
+use crate::providers::outcome::{self, Outcome, Reply, Request as OutcomeRequest};
 
 /// How long one request may spend looking for an active node and trying again.
 pub const FAILOVER_BOUND: Duration = Duration::from_secs(60);

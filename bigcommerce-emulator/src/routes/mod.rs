@@ -125,8 +125,8 @@ fn too_many(flavor: Flavor, status: Option<&RateStatus>) -> Response {
 
 /// A gateway's own error page: plain text, none of the store's headers.
 fn gateway_answer(status: u16) -> Response {
-    let status = axum::http::StatusCode::from_u16(status)
-        .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    let status =
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
     let text = format!(
         "{} {}\n",
         status.as_u16(),

@@ -186,11 +186,17 @@ async fn gateway_after_commit_mints_the_token_then_answers_the_gateway_status_af
             .unwrap();
         let took = started.elapsed();
         assert_eq!(a.status().as_u16(), status);
-        assert!(took >= Duration::from_millis(delay_ms), "{status} after {took:?}");
+        assert!(
+            took >= Duration::from_millis(delay_ms),
+            "{status} after {took:?}"
+        );
         assert!(a.headers().get("x-rate-limit-requests-left").is_none());
         let text = a.text().await.unwrap();
         assert!(text.starts_with(&status.to_string()), "{text}");
-        assert!(!text.contains("eyJ"), "the token never reaches the client: {text}");
+        assert!(
+            !text.contains("eyJ"),
+            "the token never reaches the client: {text}"
+        );
         let tokens = emu.admin.storefront_tokens("abc123").await.unwrap();
         assert_eq!(tokens.len(), n + 1, "{status}: the token was minted");
         assert!(tokens.iter().all(|t| t.state == TokenState::Live));
