@@ -13,6 +13,7 @@ pub mod events;
 pub mod human;
 pub mod instance;
 pub mod notify;
+pub mod outcome;
 pub mod policy;
 pub mod process;
 pub mod prompt;

@@ -34,7 +34,7 @@ use serde_json::Value;
 
 use super::{classify_status, error_chain, Vault, VaultError};
 use crate::config::VaultConfig;
-use crate::providers::outcome::{self, Outcome, Reply, Request as OutcomeRequest};
+use crate::outcome::{self, Outcome, Reply, Request as OutcomeRequest};
 
 /// How long one request may spend looking for an active node and trying again.
 pub const FAILOVER_BOUND: Duration = Duration::from_secs(60);
@@ -125,7 +125,7 @@ pub(super) fn verdict(
         // Rate limited; sealed or a standby (Vault's own 503 says why in its errors); a gateway
         // in front of a node (502, 504, a bare 503), whose node may have processed it. Whether
         // it may have been processed is the one table's answer for a request that is not
-        // idempotent ([`crate::providers::outcome`]).
+        // idempotent ([`crate::outcome`]).
         429 | 502..=504 => {
             let reply = Reply::Status {
                 status,
