@@ -293,7 +293,11 @@ impl HttpProvider {
                     self.what(step),
                     BODY_CAP / 1024
                 );
-                return Err(outcome::no_answer(step.request(), Reply::Unreadable, reason));
+                return Err(outcome::no_answer(
+                    step.request(),
+                    Reply::Unreadable,
+                    reason,
+                ));
             }
             Capped { body, .. } => body,
         };
