@@ -177,6 +177,10 @@ struct Loaded {
     began_here: bool,
     /// When this call last wrote the record (its check-and-set proved nobody else had).
     saved_at: Option<std::time::Instant>,
+    /// The body of a write that failed: it may have landed or not, and `record` holds changes
+    /// that may not be stored. Nothing is written again before [`Engine::settle`] has read the
+    /// record back.
+    in_doubt: Option<serde_json::Value>,
 }
 
 impl Loaded {
@@ -187,6 +191,7 @@ impl Loaded {
             new_events: false,
             began_here: false,
             saved_at: None,
+            in_doubt: None,
         }
     }
 }
@@ -303,6 +308,14 @@ impl Engine {
 
     async fn save(&self, l: &mut Loaded) -> Result<(), EngineError> {
         let path = self.state_path(&l.record.credential);
+        if l.in_doubt.is_some() {
+            // Every write goes from the record as stored: never from a copy a failed write
+            // left behind (it could restore what another write already replaced).
+            return Err(EngineError::Refused {
+                credential: l.record.credential.clone(),
+                reason: format!("{path}: the last write of the state record may not have landed; it is read again before any other write"),
+            });
+        }
         l.record.schema = state::SCHEMA;
         l.record.written_by = Some(concat!("secret-rotator ", env!("CARGO_PKG_VERSION")).into());
         let (record, body) = bounded(l.record.clone()).map_err(|e| EngineError::Refused {
@@ -310,26 +323,35 @@ impl Engine {
             reason: e.to_string(),
         })?;
         l.record = record;
-        match self.vault.write_json_cas(&path, &body, l.version).await {
+        let written = self.vault.write_json_cas(&path, &body, l.version).await;
+        if written.is_err() {
+            l.in_doubt = Some(body);
+        }
+        match written {
             Ok(v) => {
-                if l.version == 0 {
-                    // A new record: its old versions must not pile up in Vault (they hold
-                    // credentials). Set once, after the record exists (an update, not a create).
-                    if let Err(e) = self.vault.set_max_versions(&path, RECORD_VERSIONS).await {
-                        tracing::warn!(path = %path, error = %e, "cannot set max_versions on the state record");
-                    }
-                }
-                l.version = v;
-                l.saved_at = Some(std::time::Instant::now());
-                if std::mem::take(&mut l.new_events) {
-                    self.wakeup.wake(&l.record.credential);
-                }
+                self.wrote(l, &path, v).await;
                 Ok(())
             }
             Err(VaultError::CasMismatch { .. }) => Err(EngineError::Fenced {
                 credential: l.record.credential.clone(),
             }),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The record is stored at version `v` (written now, or found written by [`Engine::settle`]).
+    async fn wrote(&self, l: &mut Loaded, path: &KvPath, v: u64) {
+        if l.version == 0 {
+            // A new record: its old versions must not pile up in Vault (they hold
+            // credentials). Set once, after the record exists (an update, not a create).
+            if let Err(e) = self.vault.set_max_versions(path, RECORD_VERSIONS).await {
+                tracing::warn!(path = %path, error = %e, "cannot set max_versions on the state record");
+            }
+        }
+        l.version = v;
+        l.saved_at = Some(std::time::Instant::now());
+        if std::mem::take(&mut l.new_events) {
+            self.wakeup.wake(&l.record.credential);
         }
     }
 
@@ -729,7 +751,7 @@ impl Engine {
                 }
                 Ok(Err(done)) => return Ok(done),
                 Err(e @ EngineError::Vault(_)) => {
-                    self.note_error(l, a, &e).await;
+                    self.note_error(l, &a, &e).await;
                     return Err(e);
                 }
                 Err(e) => return Err(e),
@@ -737,24 +759,60 @@ impl Engine {
         }
     }
 
-    /// Record a Vault error as the attempt's last error, when Vault still takes the write (a
-    /// 403 on the secret's path, say). Best effort: the error is returned either way.
-    async fn note_error(&self, l: &mut Loaded, a: Attempt, e: &EngineError) {
-        let current = l.record.attempt.as_ref().map(|r| r.id == a.id);
-        if current != Some(true) {
+    /// Record a Vault error as the last error of the attempt as stored, when Vault still takes
+    /// the write (a 403 on the secret's path, say). The error is added to the latest record:
+    /// after a write whose outcome is unknown the record is read back first ([`Engine::settle`]),
+    /// and the copy of the attempt the failed step started from is never written back (it could
+    /// undo what the step recorded, a mint under way or a possible orphan). Best effort: the
+    /// error is returned either way.
+    async fn note_error(&self, l: &mut Loaded, a: &Attempt, e: &EngineError) {
+        if let Err(err) = self.settle(l).await {
+            tracing::debug!(error = %err, "cannot read the state record back to record the error");
             return;
         }
-        let a = failed_step(
-            a,
+        let Some(stored) = l.record.attempt.clone().filter(|s| s.id == a.id) else {
+            return;
+        };
+        let stored = failed_step(
+            stored,
             &e.to_string(),
             false,
             &self.owner,
             Utc::now(),
             self.settings.lease,
         );
-        if let Err(err) = self.save_attempt(l, &a).await {
+        if let Err(err) = self.save_attempt(l, &stored).await {
             tracing::debug!(error = %err, "cannot record the error in the state record");
         }
+    }
+
+    /// After a write that failed, read the record back and go on from what is stored: the
+    /// version this driver wrote last (the write did not land), or the very record it sent at
+    /// the next version (it landed, its reply was lost). Anything else was written by someone
+    /// else: `Err(Fenced)`.
+    async fn settle(&self, l: &mut Loaded) -> Result<(), EngineError> {
+        let Some(sent) = l.in_doubt.clone() else {
+            return Ok(());
+        };
+        let credential = l.record.credential.clone();
+        let path = self.state_path(&credential);
+        let (value, version) = self.vault.read_json_for_cas(&path).await?;
+        let landed = version == l.version + 1 && value.as_ref() == Some(&sent);
+        if version != l.version && !landed {
+            return Err(EngineError::Fenced { credential });
+        }
+        l.record = match value {
+            Some(value) => self.parse_record(&credential, value)?,
+            None => StateRecord::new(&credential),
+        };
+        l.in_doubt = None;
+        if landed {
+            self.wrote(l, &path, version).await;
+        } else {
+            // What the failed write would have added (events) was not stored.
+            l.new_events = false;
+        }
+        Ok(())
     }
 
     /// A provider call with the step deadline: no answer in time is an unknown outcome.
