@@ -15,7 +15,6 @@ use bigcommerce_emulator::{FaultMode, FaultSpec, TokenState};
 use common::stack::{sha256_hex, Stack, StackOptions, CRED, SECRET_PATH, STORE};
 use secrecy::SecretString;
 use secret_rotator::config::Credential;
-use secret_rotator::events::MemorySink;
 use secret_rotator::providers::Provider;
 use secret_rotator::rotation::state::{json_size, MAX_RECORD_STRINGS};
 use secret_rotator::rotation::{
@@ -63,16 +62,7 @@ impl InProcess {
     }
 
     fn engine(&self, owner: &str, settings: EngineSettings) -> Engine {
-        Engine {
-            vault: self.vault.clone(),
-            events: Arc::new(MemorySink::default()),
-            owner: owner.into(),
-            state_mount: "secret".into(),
-            state_prefix: "secret-rotator".into(),
-            settings,
-            wakeup: Default::default(),
-            preflighted: Default::default(),
-        }
+        common::engine(&self.vault, owner).with_settings(settings)
     }
 }
 
