@@ -1610,3 +1610,6 @@ impl Engine {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests;
