@@ -1,15 +1,44 @@
-//! The record store over the in-memory KV v2 store: KV v2 semantics, and what a corrupt record
-//! means (the same to every reader: refused with its path and field, never overwritten).
+//! The record store over the in-memory KV v2 store: KV v2 semantics, and a write in doubt
+//! settled by reading back. (What each kind of record refuses: `rotation::stored::tests`.)
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::memory::{MemoryKv, WriteFault};
 use super::{Record, RecordError, RecordStore, SecretStore};
 use crate::config::KvPath;
-use crate::notify::outbox::Deliveries;
-use crate::rotation::StateRecord;
+
+/// A kind of record for these tests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Note {
+    schema: u32,
+    credential: String,
+    failures: u32,
+}
+
+impl Record for Note {
+    const FOLDER: &'static str = "notes";
+    const NAME: &'static str = "note";
+    const SCHEMA: u32 = 1;
+    const MAX_VERSIONS: Option<u32> = Some(3);
+
+    fn fresh(credential: &str) -> Note {
+        Note {
+            schema: 1,
+            credential: credential.into(),
+            failures: 0,
+        }
+    }
+
+    fn validate(&self, credential: &str) -> Result<(), String> {
+        if self.credential != credential {
+            return Err("field credential".into());
+        }
+        Ok(())
+    }
+}
 
 fn store() -> (Arc<MemoryKv>, RecordStore) {
     let kv = Arc::new(MemoryKv::default());
@@ -83,13 +112,13 @@ async fn a_write_whose_answer_is_lost_is_settled_by_reading_back() {
     ];
     for (what, fault, landed) in cases {
         let (m, records) = store();
-        let (first, v1) = records.write("c", StateRecord::new("c"), 0).await.unwrap();
+        let (first, v1) = records.write("c", Note::fresh("c"), 0).await.unwrap();
         let mut second = first.clone();
         second.failures = 3;
-        m.fault("credentials/c", 1, fault);
+        m.fault("notes/c", 1, fault);
         let w = records.write("c", second, v1).await.unwrap_err();
         let doubt = w.in_doubt.expect("a sent write is in doubt");
-        let settled = records.settle::<StateRecord>("c", &doubt).await.unwrap();
+        let settled = records.settle::<Note>("c", &doubt).await.unwrap();
         assert_eq!(settled.landed, landed, "{what}");
         assert_eq!(settled.version, v1 + u64::from(landed), "{what}");
         assert_eq!(
@@ -99,12 +128,12 @@ async fn a_write_whose_answer_is_lost_is_settled_by_reading_back() {
         );
         // Someone else writes meanwhile: the write in doubt is not theirs.
         m.put(
-            &records.path::<StateRecord>("c"),
+            &records.path::<Note>("c"),
             serde_json::to_value(&first).unwrap(),
         );
         assert!(
             matches!(
-                records.settle::<StateRecord>("c", &doubt).await,
+                records.settle::<Note>("c", &doubt).await,
                 Err(RecordError::Conflict { .. })
             ),
             "{what}: another writer's version is a conflict"
@@ -112,173 +141,13 @@ async fn a_write_whose_answer_is_lost_is_settled_by_reading_back() {
     }
 }
 
-/// A stored body of each kind that this binary must refuse: (what, the body, the field named).
-fn corrupt_state() -> Vec<(&'static str, Value, &'static str)> {
-    vec![
-        (
-            "a newer schema",
-            json!({"schema": 99, "credential": "c", "written_by": "secret-rotator 9"}),
-            "field schema: 99 is newer",
-        ),
-        (
-            "not a state record",
-            json!({"schema": 5, "credential": 7}),
-            "invalid type",
-        ),
-        (
-            "another credential's",
-            json!({"schema": 5, "credential": "other"}),
-            "field credential",
-        ),
-        (
-            "minted without the new credential",
-            json!({"schema": 5, "credential": "c", "attempt": {
-                "id": "a", "phase": "minted", "owner": "o", "trigger": "manual",
-                "started_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
-                "lease_expires_at": "2026-01-01T00:00:00Z", "version_before": 1}}),
-            "field attempt.pending",
-        ),
-    ]
-}
-
-fn corrupt_deliveries() -> Vec<(&'static str, Value, &'static str)> {
-    vec![
-        (
-            "a newer schema",
-            json!({"schema": 9, "credential": "c"}),
-            "field schema: 9 is newer",
-        ),
-        (
-            "not a deliveries record",
-            json!({"schema": 1, "credential": "c", "dependents": 3}),
-            "invalid type",
-        ),
-        (
-            "another credential's",
-            json!({"schema": 1, "credential": "other"}),
-            "field credential",
-        ),
-    ]
-}
-
-async fn refused<R: Record>(records: &RecordStore, what: &str, field: &str) {
-    let path = records.path::<R>("c").to_string();
-    for (how, e) in [
-        (
-            "read",
-            records.read::<R>("c").await.map(|_| ()).unwrap_err(),
-        ),
-        (
-            "load",
-            records.load::<R>("c").await.map(|_| ()).unwrap_err(),
-        ),
-    ] {
-        let RecordError::Corrupt {
-            path: p, reason, ..
-        } = &e
-        else {
-            panic!("{what}: {how}: {e:?}");
-        };
-        assert_eq!(p, &path, "{what}: {how}");
-        assert!(reason.contains(field), "{what}: {how}: {reason}");
-        assert!(e.to_string().contains(&path), "{what}: {how}: {e}");
-    }
-}
-
 #[tokio::test]
-async fn a_corrupt_record_is_refused_with_its_path_and_field_by_read_and_load() {
-    for (what, body, field) in corrupt_state() {
-        let (m, records) = store();
-        m.put(&records.path::<StateRecord>("c"), body);
-        refused::<StateRecord>(&records, what, field).await;
+async fn a_record_created_gets_its_kinds_max_versions() {
+    let (m, records) = store();
+    let (mut note, mut version) = records.write("c", Note::fresh("c"), 0).await.unwrap();
+    for n in 1..=5 {
+        note.failures = n;
+        (note, version) = records.write("c", note, version).await.unwrap();
     }
-    for (what, body, field) in corrupt_deliveries() {
-        let (m, records) = store();
-        m.put(&records.path::<Deliveries>("c"), body);
-        refused::<Deliveries>(&records, what, field).await;
-    }
-}
-
-/// The engine, the delivery worker and what the reports and the CLI read (`Engine::record`,
-/// `Deliverer::log`) see one corrupt record alike: refused, naming the path and field, and left
-/// as it is (the engine's `drive` does not write over it).
-#[tokio::test]
-async fn every_reader_refuses_a_corrupt_state_record_alike_and_none_overwrites_it() {
-    for (what, body, field) in corrupt_state() {
-        let (m, records) = store();
-        let path = records.path::<StateRecord>("c");
-        m.put(&path, body.clone());
-        let engine = crate::rotation::Engine::new(
-            m.clone(),
-            records.clone(),
-            Arc::new(crate::events::MemorySink::default()),
-            "me",
-        );
-        let deliverer = super::super::notify::deliver::Deliverer::new(
-            offline_vault().await,
-            records.clone(),
-            "me",
-            Default::default(),
-            Default::default(),
-        );
-        // (who reads, what they said)
-        let said: Vec<(&str, String)> = vec![
-            (
-                "Engine::load",
-                engine.load("c").await.map(|_| ()).unwrap_err().to_string(),
-            ),
-            (
-                "Engine::record (status, history)",
-                engine
-                    .record("c")
-                    .await
-                    .map(|_| ())
-                    .unwrap_err()
-                    .to_string(),
-            ),
-            (
-                "Deliverer::record",
-                deliverer
-                    .record("c")
-                    .await
-                    .map(|_| ())
-                    .unwrap_err()
-                    .to_string(),
-            ),
-            (
-                "Deliverer::log (the CLI's events)",
-                deliverer
-                    .log("c")
-                    .await
-                    .map(|_| ())
-                    .unwrap_err()
-                    .to_string(),
-            ),
-        ];
-        for (who, e) in said {
-            assert!(
-                e.contains(&path.to_string()) && e.contains(field) && e.contains("unusable"),
-                "{what}: {who}: {e}"
-            );
-        }
-        assert_eq!(m.get(&path), Some(body), "{what}: left as it is");
-    }
-}
-
-/// A Vault client that is never called (one address, a token: connecting sends nothing).
-async fn offline_vault() -> Arc<crate::vault::Vault> {
-    let config = crate::config::parse(
-        "vault = { address = \"http://127.0.0.1:9\", auth = { method = \"token\" } }\n",
-        "test.toml",
-        &crate::config::ProcessEnvironment,
-    )
-    .expect("a config without credentials");
-    Arc::new(
-        crate::vault::Vault::connect(
-            &config.vault,
-            crate::vault::Login::Token(secrecy::SecretString::from("t".to_string())),
-        )
-        .await
-        .unwrap(),
-    )
+    assert_eq!(m.versions(&records.path::<Note>("c")), vec![4, 5, 6]);
 }

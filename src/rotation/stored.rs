@@ -31,3 +31,6 @@ impl Record for StateRecord {
         bounded(self).map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests;
