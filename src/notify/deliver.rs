@@ -233,6 +233,16 @@ impl Deliverer {
         Ok(self.records.load(credential).await?)
     }
 
+    /// Write the deliveries record as the version after `version` (check-and-set; the CLI's
+    /// `deliveries --retry`). Returns the new version.
+    pub async fn put(&self, d: Deliveries, version: u64) -> Result<u64, DeliverError> {
+        let credential = d.credential.clone();
+        match self.records.write(&credential, d, version).await {
+            Ok((_, v)) => Ok(v),
+            Err(w) => Err(w.error.into()),
+        }
+    }
+
     /// The credential's state record (a fresh one when there is none), checked as the engine
     /// checks it.
     pub async fn record(&self, credential: &str) -> Result<StateRecord, DeliverError> {

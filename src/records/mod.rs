@@ -81,6 +81,7 @@ pub enum RecordError {
     #[error("{name} {path} cannot be written: {reason}")]
     Refused {
         name: &'static str,
+        credential: String,
         path: String,
         reason: String,
     },
@@ -208,6 +209,7 @@ impl RecordStore {
         let (record, body) = record.prepare().map_err(|reason| WriteError {
             error: RecordError::Refused {
                 name: R::NAME,
+                credential: credential.to_string(),
                 path: path.to_string(),
                 reason,
             },

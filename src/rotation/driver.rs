@@ -138,8 +138,13 @@ impl From<RecordError> for EngineError {
                 reason,
             },
             RecordError::Conflict { credential, .. } => EngineError::Fenced { credential },
-            RecordError::Refused { path, reason, .. } => EngineError::Refused {
-                credential: path.rsplit('/').next().unwrap_or_default().to_string(),
+            RecordError::Refused {
+                credential,
+                path,
+                reason,
+                ..
+            } => EngineError::Refused {
+                credential,
                 reason: format!("{path}: {reason}"),
             },
         }
