@@ -190,10 +190,11 @@ grace = "0s"
 /// Rotate each credential once with `Engine::drive`, `concurrency` at a time.
 async fn rotations(
     engine: &Arc<Engine>,
+    vault: &Arc<Vault>,
     work: Vec<(Credential, Box<dyn Provider>)>,
     concurrency: usize,
 ) -> Row {
-    let vault = engine.vault.clone();
+    let vault = vault.clone();
     let work = Arc::new(work);
     let next = Arc::new(AtomicUsize::new(0));
     let writes_before = vault.stats.writes.load(Ordering::Relaxed);
@@ -324,7 +325,7 @@ async fn main() {
     };
     // Each credential's first rotation creates its state record (a read more to find none, a
     // write more to set its max_versions): shown, but the common path is the next ones.
-    let first = rotations(&engine, work_of(&all_names), 8).await;
+    let first = rotations(&engine, &vault, work_of(&all_names), 8).await;
     // Each level in `rounds` rounds, raw writes and rotations in turn, so that a change in the
     // machine's load (it is shared) weighs on both sides of the ratio alike.
     let (mut raw_rows, mut rotation_rows) = (Vec::new(), Vec::new());
@@ -333,7 +334,7 @@ async fn main() {
         let (mut raw, mut rot) = (Vec::new(), Vec::new());
         for (round, part) in level.chunks(chunk).enumerate() {
             raw.push(raw_cas(&vault, *c, round, duration / rounds as u32).await);
-            rot.push(rotations(&engine, work_of(part), *c).await);
+            rot.push(rotations(&engine, &vault, work_of(part), *c).await);
         }
         raw_rows.push(Row::merged(raw));
         rotation_rows.push(Row::merged(rot));

@@ -14,6 +14,7 @@ use crate::events::{EventSink, FanOut, JsonLinesSink, LogSink};
 use crate::notify::deliver::{Deliverer, Observer, Wakeup};
 use crate::notify::outbox::DeliveryPolicy;
 use crate::providers::{self, Provider};
+use crate::records::RecordStore;
 use crate::rotation::{Engine, EngineError, EngineSettings};
 use crate::vault::{resolve_login, Vault, VaultError};
 
@@ -147,25 +148,25 @@ impl App {
 
     /// The one place the engine and the deliverer are put together.
     fn assemble(config_path: PathBuf, config: Config, vault: Arc<Vault>, l: Lasting) -> App {
-        let deliverer = Arc::new(Deliverer {
-            vault: vault.clone(),
-            owner: l.owner.clone(),
-            state_mount: config.vault.state_mount.clone(),
-            state_prefix: config.vault.state_prefix.clone(),
-            policy: l.delivery,
-            wakeup: l.wakeup.clone(),
-            observer: l.observer,
-        });
-        let engine = Engine {
-            vault: vault.clone(),
-            events: l.events,
-            owner: l.owner,
-            state_mount: config.vault.state_mount.clone(),
-            state_prefix: config.vault.state_prefix.clone(),
-            settings: l.settings,
-            wakeup: l.wakeup,
-            preflighted: Default::default(),
-        };
+        let records = RecordStore::new(
+            vault.clone(),
+            &config.vault.state_mount,
+            &config.vault.state_prefix,
+        );
+        let mut deliverer = Deliverer::new(
+            vault.clone(),
+            records.clone(),
+            &l.owner,
+            l.delivery,
+            l.wakeup.clone(),
+        );
+        if let Some(observer) = l.observer {
+            deliverer = deliverer.observed(observer);
+        }
+        let deliverer = Arc::new(deliverer);
+        let engine = Engine::new(vault.clone(), records, l.events, &l.owner)
+            .with_settings(l.settings)
+            .with_wakeup(l.wakeup);
         App {
             config_path,
             config,

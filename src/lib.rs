@@ -18,6 +18,7 @@ pub mod policy;
 pub mod process;
 pub mod prompt;
 pub mod providers;
+pub mod records;
 pub mod report;
 pub mod rotation;
 pub mod secret;

@@ -187,9 +187,8 @@ struct InProcess {
 
 impl InProcess {
     async fn new(stack: &Stack) -> InProcess {
-        use secret_rotator::notify::deliver::{Deliverer, Wakeup};
-        use secret_rotator::notify::outbox::DeliveryPolicy;
-        use secret_rotator::rotation::{Engine, EngineSettings};
+        use secret_rotator::notify::deliver::Wakeup;
+        use secret_rotator::rotation::EngineSettings;
         use secret_rotator::vault::{Login, Vault};
         use std::sync::Arc;
 
@@ -214,25 +213,10 @@ impl InProcess {
             poll_interval: Duration::from_millis(10),
             ..EngineSettings::default()
         };
-        let engine = Engine {
-            vault: vault.clone(),
-            events: Arc::new(secret_rotator::events::MemorySink::default()),
-            owner: "in-process".into(),
-            state_mount: "secret".into(),
-            state_prefix: "secret-rotator".into(),
-            settings,
-            wakeup: wakeup.clone(),
-            preflighted: Default::default(),
-        };
-        let deliverer = Arc::new(Deliverer {
-            vault: vault.clone(),
-            owner: "in-process".into(),
-            state_mount: "secret".into(),
-            state_prefix: "secret-rotator".into(),
-            policy: DeliveryPolicy::default(),
-            wakeup,
-            observer: None,
-        });
+        let engine = common::engine(&vault, "in-process")
+            .with_settings(settings)
+            .with_wakeup(wakeup.clone());
+        let deliverer = Arc::new(common::deliverer(&vault, "in-process", wakeup));
         let provider = secret_rotator::providers::build(
             &cred,
             vault.clone(),

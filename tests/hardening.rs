@@ -15,7 +15,6 @@ use bigcommerce_emulator::{FaultMode, FaultSpec, TokenState};
 use common::stack::{sha256_hex, Stack, StackOptions, CRED, SECRET_PATH, STORE};
 use secrecy::SecretString;
 use secret_rotator::config::Credential;
-use secret_rotator::events::MemorySink;
 use secret_rotator::providers::Provider;
 use secret_rotator::rotation::state::{json_size, MAX_RECORD_STRINGS};
 use secret_rotator::rotation::{
@@ -63,16 +62,7 @@ impl InProcess {
     }
 
     fn engine(&self, owner: &str, settings: EngineSettings) -> Engine {
-        Engine {
-            vault: self.vault.clone(),
-            events: Arc::new(MemorySink::default()),
-            owner: owner.into(),
-            state_mount: "secret".into(),
-            state_prefix: "secret-rotator".into(),
-            settings,
-            wakeup: Default::default(),
-            preflighted: Default::default(),
-        }
+        common::engine(&self.vault, owner).with_settings(settings)
     }
 }
 
@@ -577,4 +567,105 @@ async fn a_state_record_created_between_the_read_and_its_metadata_read_is_read_a
     assert_eq!(s.graphql_status(&current).await, 200);
     let live = s.admin.live_storefront_tokens(STORE).await.unwrap();
     assert_eq!(live.len(), 1, "only the current token is live: {live:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_record_write_after_a_mint_never_restores_the_attempt_as_it_was_before_the_step() {
+    use secret_rotator::rotation::state::{Backoff, RetryPolicy};
+    // The first mint is answered 503 (the attempt waits in `minting`, its mint settled); on
+    // resume the attempt writes `mint_settled = false` and mints T1, then the write that records
+    // T1 gets a gateway's 502 and never reaches OpenBao. (what, how T1's mint is answered)
+    let cases = [
+        (
+            "T1 minted and answered: the write of the minted token fails",
+            None,
+        ),
+        (
+            "T1 minted, its answer lost: the write of the noted orphan fails",
+            Some(FaultMode::DropAfterCommit),
+        ),
+    ];
+    for (what, second_mint) in cases {
+        let s = Stack::with(StackOptions {
+            grace: "0s",
+            revocation_delay_ms: 0,
+            proxy: true,
+            ..Default::default()
+        })
+        .await;
+        let proxy = s.proxy.as_ref().unwrap();
+        let p = InProcess::new(&s).await;
+        let settings = EngineSettings {
+            retry: RetryPolicy {
+                step: Backoff {
+                    base: Duration::from_millis(100),
+                    cap: Duration::from_millis(200),
+                },
+                ..RetryPolicy::default()
+            },
+            ..EngineSettings::default()
+        };
+        let engine = p.engine("instance-a", settings);
+        let record_writes = format!("/data/secret-rotator/credentials/{CRED}");
+        // 1. The first mint is answered 503: the attempt waits in `minting`, the mint settled.
+        fault(
+            &s,
+            "storefront_token_create",
+            FaultMode::Error { status: 503 },
+            Some(1),
+        )
+        .await;
+        let r = engine
+            .drive(&p.cred, p.provider.as_ref(), Some(Begin::Manual), Wait::No)
+            .await;
+        assert!(matches!(r, Ok(RunResult::RetryAt { .. })), "{what}: {r:?}");
+        assert_eq!(
+            raw_record(&s).await["attempt"]["mint_settled"],
+            true,
+            "{what}"
+        );
+        // 2. Resumed: `mint_settled = false` is written (1st write), T1 is minted, and the
+        // write recording T1 (2nd) never reaches OpenBao.
+        if let Some(mode) = second_mint {
+            fault(&s, "storefront_token_create", mode, Some(1)).await;
+        }
+        proxy.answer("POST", &record_writes, 2, 502);
+        let before = s.admin.storefront_tokens(STORE).await.unwrap().len();
+        let r = engine
+            .drive(&p.cred, p.provider.as_ref(), None, Wait::Retries)
+            .await;
+        assert!(matches!(r, Err(EngineError::Vault(_))), "{what}: {r:?}");
+        assert_eq!(
+            s.admin.storefront_tokens(STORE).await.unwrap().len(),
+            before + 1,
+            "{what}: T1 was minted"
+        );
+        let attempt = raw_record(&s).await["attempt"].clone();
+        assert_ne!(
+            attempt["mint_settled"], true,
+            "{what}: the record still says a mint may be under way: phase {}, orphans {}, error {}",
+            attempt["phase"], attempt["orphans"], attempt["last_error"]
+        );
+        proxy.clear_rules();
+        // 3. The next run accounts for T1 before it mints T2, and the rotation completes.
+        let r = engine
+            .drive(&p.cred, p.provider.as_ref(), None, Wait::All)
+            .await;
+        assert!(rotated(&r), "{what}: {r:?}");
+        let (_, current) = s.current().await;
+        let live = s.admin.live_storefront_tokens(STORE).await.unwrap();
+        let record = raw_record(&s).await;
+        let history = common::history_of(&record);
+        let orphans = history
+            .last()
+            .and_then(|h| h["orphans"].as_array())
+            .map_or(0, Vec::len);
+        assert_eq!(live.len(), 2, "{what}: T1 and T2 are live: {live:?}");
+        assert!(
+            orphans >= live.len() - 1,
+            "{what}: every live token but the current one ({}) is a reported orphan: {orphans} orphans in {:?}",
+            sha256_hex(&current),
+            history.last().map(|h| &h["orphans"])
+        );
+    }
 }

@@ -266,7 +266,7 @@ async fn a_mint_whose_answer_is_lost_is_an_unknown_outcome_reported_as_a_bounded
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_common_path_makes_at_most_five_vault_writes() {
     use secret_rotator::events::MemorySink;
-    use secret_rotator::rotation::{Engine, EngineSettings, RunResult};
+    use secret_rotator::rotation::RunResult;
     use secret_rotator::vault::{Login, Vault};
 
     let s = Stack::start().await;
@@ -287,16 +287,8 @@ async fn the_common_path_makes_at_most_five_vault_writes() {
         .unwrap(),
     );
     let events = Arc::new(MemorySink::default());
-    let engine = Engine {
-        vault: vault.clone(),
-        events: events.clone(),
-        owner: "budget-test".into(),
-        state_mount: "secret".into(),
-        state_prefix: "secret-rotator".into(),
-        settings: EngineSettings::default(),
-        wakeup: Default::default(),
-        preflighted: Default::default(),
-    };
+    let mut engine = common::engine(&vault, "budget-test");
+    engine.events = events.clone();
     let provider = secret_rotator::providers::build(
         cred,
         vault.clone(),

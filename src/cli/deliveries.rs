@@ -29,9 +29,7 @@ pub(super) async fn deliveries(
         dependent(cred, dep)?;
         let (mut d, version) = app.deliverer.load(&cred.name).await.map_err(failure)?;
         d.retry_now(dep);
-        let path = app.deliverer.path(&cred.name);
-        let body = serde_json::to_value(&d).expect("deliveries serialise");
-        app.vault.write_json_cas(&path, &body, version).await?;
+        app.deliverer.put(d, version).await.map_err(failure)?;
         let workers = Workers::start(&app.deliverer, &app.engine.wakeup, [cred]);
         workers.stop(DELIVERY_DRAIN).await;
     }

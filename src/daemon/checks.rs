@@ -122,7 +122,7 @@ async fn check(app: &App, progress: &Progress) {
     let names: BTreeSet<&str> = automatic
         .iter()
         .map(|c| c.secret.mount.as_str())
-        .chain(std::iter::once(engine.state_mount.as_str()))
+        .chain(std::iter::once(engine.records().mount()))
         .collect();
     for mount in names {
         let kind = engine.mount_of(mount).await.map_err(|e| e.to_string());

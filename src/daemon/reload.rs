@@ -13,7 +13,7 @@ use super::schedule::{track_all, ByName};
 use super::{checks, systemd, DELIVERY_STOP};
 use crate::app::App;
 use crate::config::ProcessEnvironment;
-use crate::notify::deliver::{Deliverer, Workers};
+use crate::notify::deliver::Workers;
 
 impl Loop {
     /// The reload step of the loop: take the new configuration when it is good, then tell
@@ -48,14 +48,11 @@ impl Loop {
 /// A delivery worker per credential with dependents, counting deliveries in the metrics.
 pub(super) fn start_deliveries(app: &App, metrics: &Arc<Metrics>) -> Workers {
     let counted = metrics.clone();
-    let deliverer = Arc::new(Deliverer {
-        observer: Some(Arc::new(
-            move |credential: &str, dependent: &str, result: &str| {
-                counted.delivery(credential, dependent, result)
-            },
-        )),
-        ..(*app.deliverer).clone()
-    });
+    let deliverer = Arc::new((*app.deliverer).clone().observed(Arc::new(
+        move |credential: &str, dependent: &str, result: &str| {
+            counted.delivery(credential, dependent, result)
+        },
+    )));
     Workers::start(&deliverer, &app.engine.wakeup, &app.config.credentials)
 }
 

@@ -31,6 +31,7 @@ use super::payload::PayloadType;
 use super::webhook::{Outcome, WebhookSink};
 use crate::config::{Credential, KvPath, Sink, VaultField};
 use crate::crash;
+use crate::records::{RecordError, RecordStore};
 use crate::rotation::state::{Backoff, StateRecord};
 use crate::vault::{Vault, VaultError};
 
@@ -49,8 +50,19 @@ const DEADLINE_SLACK: Duration = Duration::from_secs(5);
 pub enum DeliverError {
     #[error(transparent)]
     Vault(#[from] VaultError),
-    #[error("deliveries record {path} is unusable: {reason}")]
-    Corrupt { path: String, reason: String },
+    /// A record (the state record or the deliveries record) the record store refused, or a
+    /// write of the deliveries record another instance's write kept failing.
+    #[error(transparent)]
+    Record(RecordError),
+}
+
+impl From<RecordError> for DeliverError {
+    fn from(e: RecordError) -> DeliverError {
+        match e {
+            RecordError::Vault(e) => DeliverError::Vault(e),
+            e => DeliverError::Record(e),
+        }
+    }
 }
 
 /// Wakes a credential's delivery worker when its record holds new events, and a rotation that
@@ -165,11 +177,12 @@ pub type Observer = Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
 /// Delivers the events of credentials to their dependents.
 #[derive(Clone)]
 pub struct Deliverer {
-    pub vault: Arc<Vault>,
+    /// For the secret a file dependent receives, its metadata and the webhooks' signing keys.
+    vault: Arc<Vault>,
+    /// The state records (their event logs) and the deliveries records.
+    records: RecordStore,
     /// This instance's owner id (as in the engine's leases).
     pub owner: String,
-    pub state_mount: String,
-    pub state_prefix: String,
     pub policy: DeliveryPolicy,
     /// Shared with the engine: a rotation waiting for acks is woken when deliveries are
     /// recorded.
@@ -188,54 +201,56 @@ pub struct RoundResult {
 }
 
 impl Deliverer {
-    pub fn path(&self, credential: &str) -> KvPath {
-        KvPath {
-            mount: self.state_mount.clone(),
-            path: format!("{}/deliveries/{}", self.state_prefix, credential),
+    pub fn new(
+        vault: Arc<Vault>,
+        records: RecordStore,
+        owner: &str,
+        policy: DeliveryPolicy,
+        wakeup: Wakeup,
+    ) -> Deliverer {
+        Deliverer {
+            vault,
+            records,
+            owner: owner.to_string(),
+            policy,
+            wakeup,
+            observer: None,
         }
     }
 
-    fn state_path(&self, credential: &str) -> KvPath {
-        KvPath {
-            mount: self.state_mount.clone(),
-            path: format!("{}/credentials/{}", self.state_prefix, credential),
-        }
+    /// The same deliverer, telling `observer` of every delivery.
+    pub fn observed(mut self, observer: Observer) -> Deliverer {
+        self.observer = Some(observer);
+        self
+    }
+
+    pub fn path(&self, credential: &str) -> KvPath {
+        self.records.path::<Deliveries>(credential)
     }
 
     /// The credential's deliveries record and its version (0: none yet).
     pub async fn load(&self, credential: &str) -> Result<(Deliveries, u64), DeliverError> {
-        let path = self.path(credential);
-        match self.vault.read_json_for_cas(&path).await? {
-            (Some(value), version) => {
-                let d: Deliveries =
-                    serde_json::from_value(value).map_err(|e| DeliverError::Corrupt {
-                        path: path.to_string(),
-                        reason: e.to_string(),
-                    })?;
-                if d.credential != credential {
-                    return Err(DeliverError::Corrupt {
-                        path: path.to_string(),
-                        reason: format!(
-                            "field credential: the record names credential {:?}",
-                            d.credential
-                        ),
-                    });
-                }
-                Ok((d, version))
-            }
-            (None, version) => Ok((Deliveries::new(credential), version)),
+        Ok(self.records.load(credential).await?)
+    }
+
+    /// Write the deliveries record as the version after `version` (check-and-set; the CLI's
+    /// `deliveries --retry`). Returns the new version.
+    pub async fn put(&self, d: Deliveries, version: u64) -> Result<u64, DeliverError> {
+        let credential = d.credential.clone();
+        match self.records.write(&credential, d, version).await {
+            Ok((_, v)) => Ok(v),
+            Err(w) => Err(w.error.into()),
         }
     }
 
-    /// The credential's state record (a fresh one when there is none).
+    /// The credential's state record (a fresh one when there is none), checked as the engine
+    /// checks it.
     pub async fn record(&self, credential: &str) -> Result<StateRecord, DeliverError> {
-        let Some((value, _)) = self.vault.read_json(&self.state_path(credential)).await? else {
-            return Ok(StateRecord::new(credential));
-        };
-        serde_json::from_value(value).map_err(|e| DeliverError::Corrupt {
-            path: self.state_path(credential).to_string(),
-            reason: e.to_string(),
-        })
+        Ok(self
+            .records
+            .read(credential)
+            .await?
+            .map_or_else(|| StateRecord::new(credential), |(r, _)| r))
     }
 
     /// The event log of the credential's state record (empty when there is none).
@@ -300,18 +315,19 @@ impl Deliverer {
         mine: &Deliveries,
         version: u64,
     ) -> Result<(Deliveries, u64), DeliverError> {
-        let path = self.path(&mine.credential);
-        let body = serde_json::to_value(mine).expect("deliveries serialise");
-        match self.vault.write_json_cas(&path, &body, version).await {
-            Ok(v) => Ok((mine.clone(), v)),
-            Err(VaultError::CasMismatch { .. }) => {
-                let (mut theirs, version) = self.load(&mine.credential).await?;
+        let credential = &mine.credential;
+        match self.records.write(credential, mine.clone(), version).await {
+            Ok(written) => Ok(written),
+            Err(w) if matches!(w.error, RecordError::Conflict { .. }) => {
+                let (mut theirs, version) = self.load(credential).await?;
                 theirs.merge(base, mine);
-                let body = serde_json::to_value(&theirs).expect("deliveries serialise");
-                let v = self.vault.write_json_cas(&path, &body, version).await?;
-                Ok((theirs, v))
+                Ok(self
+                    .records
+                    .write(credential, theirs, version)
+                    .await
+                    .map_err(|w| w.error)?)
             }
-            Err(e) => Err(e.into()),
+            Err(w) => Err(w.error.into()),
         }
     }
 

@@ -601,6 +601,27 @@ fn clip(s: &str) -> String {
     }
 }
 
+impl crate::records::Record for Deliveries {
+    const FOLDER: &'static str = "deliveries";
+    const NAME: &'static str = "deliveries record";
+    const SCHEMA: u32 = DELIVERIES_SCHEMA;
+    const MAX_VERSIONS: Option<u32> = None;
+
+    fn fresh(credential: &str) -> Deliveries {
+        Deliveries::new(credential)
+    }
+
+    fn validate(&self, credential: &str) -> Result<(), String> {
+        if self.credential != credential {
+            return Err(format!(
+                "field credential: the record names credential {:?}, not {credential:?}",
+                self.credential
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

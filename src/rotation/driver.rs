@@ -23,7 +23,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::state::{
-    self, begin, bounded, commit_check, committed, failed_step, finish, may_act, may_start, minted,
+    self, begin, commit_check, committed, failed_step, finish, may_act, may_start, minted,
     next_step, note_orphan, orphans_spent, rolling_back, take_over, transient, unpark, Attempt,
     AttemptSummary, Blocked, CommitCheck, Outcome, Parked, Phase, RetryPolicy, Start, StateRecord,
     Step,
@@ -35,14 +35,13 @@ use crate::notify::deliver::Wakeup;
 use crate::notify::outbox::{self, Deliveries, Gate, Logged};
 use crate::notify::payload::PayloadType;
 use crate::providers::{MintRequest, Mode, Provider, ProviderError};
+use crate::records::{InDoubt, RecordError, RecordStore, SecretStore};
 use crate::secret::SecretFields;
 use crate::vault::{MountKind, Vault, VaultError};
 
 mod assisted;
+pub use super::stored::RECORD_VERSIONS;
 pub use assisted::{drift_checked, drift_due, DriftCheck};
-
-/// How many versions Vault keeps of a state record (it holds credentials).
-pub const RECORD_VERSIONS: u32 = 5;
 
 /// Tunables of the driver; the defaults suit production.
 #[derive(Debug, Clone)]
@@ -119,24 +118,53 @@ pub enum EngineError {
     Vault(#[from] VaultError),
     #[error("credential {credential}: the state record was written by another instance; this instance stops (fenced)")]
     Fenced { credential: String },
-    #[error("state record {path} is unusable: {reason}")]
-    Corrupt { path: String, reason: String },
+    #[error("{record} {path} is unusable: {reason}")]
+    Corrupt {
+        record: &'static str,
+        path: String,
+        reason: String,
+    },
     #[error("credential {credential}: {reason}")]
     Refused { credential: String, reason: String },
 }
 
+impl From<RecordError> for EngineError {
+    fn from(e: RecordError) -> EngineError {
+        match e {
+            RecordError::Vault(e) => EngineError::Vault(e),
+            RecordError::Corrupt { name, path, reason } => EngineError::Corrupt {
+                record: name,
+                path,
+                reason,
+            },
+            RecordError::Conflict { credential, .. } => EngineError::Fenced { credential },
+            RecordError::Refused {
+                credential,
+                path,
+                reason,
+                ..
+            } => EngineError::Refused {
+                credential,
+                reason: format!("{path}: {reason}"),
+            },
+        }
+    }
+}
+
+/// Drives rotations. It reaches Vault only through its [`SecretStore`] (the credentials'
+/// secrets, preflight's facts) and its [`RecordStore`] (the state and deliveries records), and
+/// the providers through [`Provider`]: a test hands it in-memory ones.
 pub struct Engine {
-    pub vault: Arc<Vault>,
+    secrets: Arc<dyn SecretStore>,
+    records: RecordStore,
     pub events: Arc<dyn EventSink>,
     /// This instance's identity in leases (stable across restarts of the same instance).
     pub owner: String,
-    pub state_mount: String,
-    pub state_prefix: String,
     pub settings: EngineSettings,
     /// Tells the delivery worker of a credential that its record holds new events.
     pub wakeup: Wakeup,
     /// Mounts and capabilities preflight found good lately.
-    pub preflighted: Preflighted,
+    preflighted: Preflighted,
 }
 
 /// How long preflight believes a mount it found KV v2, or capabilities it found sufficient.
@@ -177,6 +205,9 @@ struct Loaded {
     began_here: bool,
     /// When this call last wrote the record (its check-and-set proved nobody else had).
     saved_at: Option<std::time::Instant>,
+    /// A write that failed: it may have landed or not, and `record` holds changes that may not
+    /// be stored. Nothing is written again before [`Engine::settle`] has read the record back.
+    in_doubt: Option<InDoubt>,
 }
 
 impl Loaded {
@@ -187,6 +218,7 @@ impl Loaded {
             new_events: false,
             began_here: false,
             saved_at: None,
+            in_doubt: None,
         }
     }
 }
@@ -233,103 +265,119 @@ fn unit() -> f64 {
 }
 
 impl Engine {
-    pub fn state_path(&self, credential: &str) -> KvPath {
-        KvPath {
-            mount: self.state_mount.clone(),
-            path: format!("{}/credentials/{}", self.state_prefix, credential),
+    /// An engine over these stores, with the default settings and a wakeup of its own.
+    pub fn new(
+        secrets: Arc<dyn SecretStore>,
+        records: RecordStore,
+        events: Arc<dyn EventSink>,
+        owner: &str,
+    ) -> Engine {
+        Engine {
+            secrets,
+            records,
+            events,
+            owner: owner.to_string(),
+            settings: EngineSettings::default(),
+            wakeup: Wakeup::default(),
+            preflighted: Preflighted::default(),
         }
+    }
+
+    /// An engine over a Vault connection, its records on `state_mount` under `state_prefix`.
+    pub fn over_vault(
+        vault: Arc<Vault>,
+        state_mount: &str,
+        state_prefix: &str,
+        events: Arc<dyn EventSink>,
+        owner: &str,
+    ) -> Engine {
+        let records = RecordStore::new(vault.clone(), state_mount, state_prefix);
+        Engine::new(vault, records, events, owner)
+    }
+
+    pub fn with_settings(mut self, settings: EngineSettings) -> Engine {
+        self.settings = settings;
+        self
+    }
+
+    /// Share the wakeup of the delivery workers (the daemon's and the CLI's).
+    pub fn with_wakeup(mut self, wakeup: Wakeup) -> Engine {
+        self.wakeup = wakeup;
+        self
+    }
+
+    /// The same engine over other stores (a reload with new Vault settings): the preflight's
+    /// findings are forgotten.
+    pub fn rebuilt(&self, secrets: Arc<dyn SecretStore>, records: RecordStore) -> Engine {
+        Engine {
+            secrets,
+            records,
+            events: self.events.clone(),
+            owner: self.owner.clone(),
+            settings: self.settings.clone(),
+            wakeup: self.wakeup.clone(),
+            preflighted: Preflighted::default(),
+        }
+    }
+
+    /// The records this engine keeps.
+    pub fn records(&self) -> &RecordStore {
+        &self.records
+    }
+
+    pub fn state_path(&self, credential: &str) -> KvPath {
+        self.records.path::<StateRecord>(credential)
     }
 
     /// Read a credential's state record for the engine (a fresh one when there is none), with
     /// the version to check-and-set against: a record never written, or whose latest version
     /// was deleted, is at the version its metadata says.
     pub async fn load(&self, credential: &str) -> Result<(StateRecord, u64), EngineError> {
-        let path = self.state_path(credential);
-        match self.vault.read_json_for_cas(&path).await? {
-            (Some(value), version) => Ok((self.parse_record(credential, value)?, version)),
-            (None, version) => Ok((StateRecord::new(credential), version)),
-        }
+        Ok(self.records.load(credential).await?)
     }
 
     /// Read a credential's state record to show it (`status`, `history`, `plan`): no version,
     /// so no metadata read when there is no record.
     pub async fn record(&self, credential: &str) -> Result<StateRecord, EngineError> {
         Ok(self
-            .read_record(credential)
+            .records
+            .read(credential)
             .await?
             .map_or_else(|| StateRecord::new(credential), |(r, _)| r))
     }
 
-    /// The stored record and its version, checked before use: a schema this binary knows, the
-    /// right credential, the fields its phase needs. `None` when it cannot be read.
-    async fn read_record(
-        &self,
-        credential: &str,
-    ) -> Result<Option<(StateRecord, u64)>, EngineError> {
-        let Some((value, version)) = self.vault.read_json(&self.state_path(credential)).await?
-        else {
-            return Ok(None);
-        };
-        Ok(Some((self.parse_record(credential, value)?, version)))
-    }
-
-    fn parse_record(
-        &self,
-        credential: &str,
-        value: serde_json::Value,
-    ) -> Result<StateRecord, EngineError> {
-        let path = self.state_path(credential);
-        let corrupt = |reason: String| EngineError::Corrupt {
-            path: path.to_string(),
-            reason,
-        };
-        let schema = value.get("schema").and_then(|s| s.as_u64());
-        if schema.is_some_and(|s| s > u64::from(state::SCHEMA)) {
-            return Err(corrupt(format!(
-                "field schema: {} is newer than this binary knows ({}); it was written by {}; upgrade secret-rotator",
-                schema.unwrap_or_default(),
-                state::SCHEMA,
-                value
-                    .get("written_by")
-                    .and_then(|w| w.as_str())
-                    .unwrap_or("an unknown program")
-            )));
-        }
-        let record: StateRecord =
-            serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
-        record.validate(credential).map_err(corrupt)?;
-        Ok(record)
-    }
-
     async fn save(&self, l: &mut Loaded) -> Result<(), EngineError> {
-        let path = self.state_path(&l.record.credential);
-        l.record.schema = state::SCHEMA;
-        l.record.written_by = Some(concat!("secret-rotator ", env!("CARGO_PKG_VERSION")).into());
-        let (record, body) = bounded(l.record.clone()).map_err(|e| EngineError::Refused {
-            credential: l.record.credential.clone(),
-            reason: e.to_string(),
-        })?;
-        l.record = record;
-        match self.vault.write_json_cas(&path, &body, l.version).await {
-            Ok(v) => {
-                if l.version == 0 {
-                    // A new record: its old versions must not pile up in Vault (they hold
-                    // credentials). Set once, after the record exists (an update, not a create).
-                    if let Err(e) = self.vault.set_max_versions(&path, RECORD_VERSIONS).await {
-                        tracing::warn!(path = %path, error = %e, "cannot set max_versions on the state record");
-                    }
-                }
-                l.version = v;
-                l.saved_at = Some(std::time::Instant::now());
-                if std::mem::take(&mut l.new_events) {
-                    self.wakeup.wake(&l.record.credential);
-                }
+        let credential = l.record.credential.clone();
+        if l.in_doubt.is_some() {
+            // Every write goes from the record as stored: never from a copy a failed write
+            // left behind (it could restore what another write already replaced).
+            return Err(EngineError::Refused {
+                reason: format!("{}: the last write of the state record may not have landed; it is read again before any other write", self.state_path(&credential)),
+                credential,
+            });
+        }
+        let record = std::mem::replace(&mut l.record, StateRecord::new(&credential));
+        let sent = record.clone();
+        match self.records.write(&credential, record, l.version).await {
+            Ok((record, v)) => {
+                l.record = record;
+                self.wrote(l, v);
                 Ok(())
             }
-            Err(VaultError::CasMismatch { .. }) => Err(EngineError::Fenced {
-                credential: l.record.credential.clone(),
-            }),
-            Err(e) => Err(e.into()),
+            Err(w) => {
+                l.record = sent;
+                l.in_doubt = w.in_doubt;
+                Err(w.error.into())
+            }
+        }
+    }
+
+    /// The record is stored at version `v` (written now, or found written by [`Engine::settle`]).
+    fn wrote(&self, l: &mut Loaded, v: u64) {
+        l.version = v;
+        l.saved_at = Some(std::time::Instant::now());
+        if std::mem::take(&mut l.new_events) {
+            self.wakeup.wake(&l.record.credential);
         }
     }
 
@@ -392,8 +440,20 @@ impl Engine {
 
     /// The secret's version as check-and-set sees it, and its data when it can be read.
     async fn read_current(&self, kv: &KvPath) -> Result<(u64, Option<SecretFields>), EngineError> {
-        let (current, version) = self.vault.read_for_cas(kv).await?;
-        Ok((version, current.map(|v| v.data)))
+        let (current, version) = self.secrets.read_for_cas(kv).await?;
+        let current = match current {
+            None => None,
+            Some(value) => {
+                Some(
+                    SecretFields::from_json(&value).ok_or_else(|| VaultError::Other {
+                        path: kv.to_string(),
+                        status: None,
+                        message: "secret data is not a JSON object".into(),
+                    })?,
+                )
+            }
+        };
+        Ok((version, current))
     }
 
     /// Before anything is minted: the secret's mount and the state mount are KV v2, the token
@@ -427,7 +487,7 @@ impl Engine {
             .collect();
         let key = format!("capabilities:{}", paths.join(" "));
         if !self.preflighted.fresh(&key) {
-            let caps = self.vault.capabilities_self(&paths).await?;
+            let caps = self.secrets.capabilities_self(&paths).await?;
             self.check_capabilities(cred, &caps)?;
             self.preflighted.note(key);
         }
@@ -436,7 +496,7 @@ impl Engine {
 
     /// The engine behind `mount`; `None` when nothing (usable by the token) is mounted there.
     pub async fn mount_of(&self, mount: &str) -> Result<Option<MountKind>, EngineError> {
-        match self.vault.mount_kind(mount).await {
+        match self.secrets.mount_kind(mount).await {
             Ok(k) => Ok(Some(k)),
             Err(VaultError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -729,7 +789,7 @@ impl Engine {
                 }
                 Ok(Err(done)) => return Ok(done),
                 Err(e @ EngineError::Vault(_)) => {
-                    self.note_error(l, a, &e).await;
+                    self.note_error(l, &a, &e).await;
                     return Err(e);
                 }
                 Err(e) => return Err(e),
@@ -737,24 +797,54 @@ impl Engine {
         }
     }
 
-    /// Record a Vault error as the attempt's last error, when Vault still takes the write (a
-    /// 403 on the secret's path, say). Best effort: the error is returned either way.
-    async fn note_error(&self, l: &mut Loaded, a: Attempt, e: &EngineError) {
-        let current = l.record.attempt.as_ref().map(|r| r.id == a.id);
-        if current != Some(true) {
+    /// Record a Vault error as the last error of the attempt as stored, when Vault still takes
+    /// the write (a 403 on the secret's path, say). The error is added to the latest record:
+    /// after a write whose outcome is unknown the record is read back first ([`Engine::settle`]),
+    /// and the copy of the attempt the failed step started from is never written back (it could
+    /// undo what the step recorded, a mint under way or a possible orphan). Best effort: the
+    /// error is returned either way.
+    async fn note_error(&self, l: &mut Loaded, a: &Attempt, e: &EngineError) {
+        if let Err(err) = self.settle(l).await {
+            tracing::debug!(error = %err, "cannot read the state record back to record the error");
             return;
         }
-        let a = failed_step(
-            a,
+        let Some(stored) = l.record.attempt.clone().filter(|s| s.id == a.id) else {
+            return;
+        };
+        let stored = failed_step(
+            stored,
             &e.to_string(),
             false,
             &self.owner,
             Utc::now(),
             self.settings.lease,
         );
-        if let Err(err) = self.save_attempt(l, &a).await {
+        if let Err(err) = self.save_attempt(l, &stored).await {
             tracing::debug!(error = %err, "cannot record the error in the state record");
         }
+    }
+
+    /// After a write that failed, read the record back and go on from what is stored: the
+    /// version this driver wrote last (the write did not land), or the very record it sent at
+    /// the next version (it landed, its reply was lost). Anything else was written by someone
+    /// else: `Err(Fenced)`.
+    async fn settle(&self, l: &mut Loaded) -> Result<(), EngineError> {
+        let Some(doubt) = l.in_doubt.clone() else {
+            return Ok(());
+        };
+        let settled = self
+            .records
+            .settle::<StateRecord>(&l.record.credential, &doubt)
+            .await?;
+        l.record = settled.record;
+        l.in_doubt = None;
+        if settled.landed {
+            self.wrote(l, settled.version);
+        } else {
+            // What the failed write would have added (events) was not stored.
+            l.new_events = false;
+        }
+        Ok(())
     }
 
     /// A provider call with the step deadline: no answer in time is an unknown outcome.
@@ -789,8 +879,10 @@ impl Engine {
         if l.saved_at.is_some_and(|t| t.elapsed() < HOLD_PROVEN) {
             return Ok(a);
         }
-        let path = self.state_path(&l.record.credential);
-        let (_, version) = self.vault.read_json_for_cas(&path).await?;
+        let version = self
+            .records
+            .version::<StateRecord>(&l.record.credential)
+            .await?;
         if version != l.version {
             return Err(EngineError::Fenced {
                 credential: l.record.credential.clone(),
@@ -1083,7 +1175,7 @@ impl Engine {
                 CommitCheck::Write => {}
             }
         }
-        let error = match self.vault.write_cas_created(kv, data, expected).await {
+        let error = match self.secrets.write_cas(kv, &data.to_json(), expected).await {
             Ok(written) => return Ok(Ok(written)),
             Err(e) => e,
         };
@@ -1285,7 +1377,7 @@ impl Engine {
         }
         if cred.policy.destroy_old_version && a.version_before > 0 {
             if let Err(e) = self
-                .vault
+                .secrets
                 .destroy_versions(&cred.secret, &[a.version_before])
                 .await
             {
@@ -1320,13 +1412,13 @@ impl Engine {
         if rules.is_empty() {
             return Ok(Ok((a, None)));
         }
-        let deliveries = match self.vault.read_json(&self.deliveries_path(&cred.name)).await? {
-            Some((v, _)) => serde_json::from_value(v).unwrap_or_else(|e| {
-                tracing::warn!(credential = %cred.name, error = %e, "the deliveries record is unreadable; no ack is counted");
-                Deliveries::new(&cred.name)
-            }),
-            None => Deliveries::new(&cred.name),
-        };
+        // A corrupt deliveries record stops the attempt here, as it stops the delivery
+        // worker: no ack is taken from a record nobody can read, and the old credential stays.
+        let deliveries = self
+            .records
+            .read::<Deliveries>(&cred.name)
+            .await?
+            .map_or_else(|| Deliveries::new(&cred.name), |(d, _)| d);
         let now = Utc::now();
         let rotated = format!("{}:{}", a.id, EventKind::Rotated.as_str());
         let revoke_after = a.revoke_after.unwrap_or(now);
@@ -1376,10 +1468,7 @@ impl Engine {
 
     /// Where the delivery worker keeps a credential's deliveries record.
     pub fn deliveries_path(&self, credential: &str) -> KvPath {
-        KvPath {
-            mount: self.state_mount.clone(),
-            path: format!("{}/deliveries/{}", self.state_prefix, credential),
-        }
+        self.records.path::<Deliveries>(credential)
     }
 
     /// Re-promote the previous credential while it is still valid (during the grace period of
@@ -1526,3 +1615,6 @@ impl Engine {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,7 @@
 //! Rotation: the pure state machine ([`state`]) and the driver that does its IO ([`driver`]).
 pub mod driver;
 pub mod state;
+mod stored;
 
 pub use driver::{Begin, Engine, EngineError, EngineSettings, RunResult, Wait};
 pub use state::{Attempt, AttemptSummary, Outcome, Phase, StateRecord};

@@ -39,16 +39,7 @@ pub fn spawn_daemon(
 /// An engine as the daemon builds one (default settings, events kept in memory), owner "bench",
 /// its records under `secret/secret-rotator`.
 pub fn engine(vault: &Arc<Vault>) -> secret_rotator::rotation::Engine {
-    secret_rotator::rotation::Engine {
-        vault: vault.clone(),
-        events: Arc::new(secret_rotator::events::MemorySink::default()),
-        owner: "bench".into(),
-        state_mount: "secret".into(),
-        state_prefix: "secret-rotator".into(),
-        settings: secret_rotator::rotation::EngineSettings::default(),
-        wakeup: Default::default(),
-        preflighted: Default::default(),
-    }
+    super::engine(vault, "bench")
 }
 
 pub async fn root_client(addr: &str) -> Arc<Vault> {

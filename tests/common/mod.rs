@@ -19,6 +19,38 @@ use serde_json::{json, Value};
 
 pub const ROOT_TOKEN: &str = "root";
 
+/// The one way tests build an engine over a Vault client: its records where the stack's config
+/// keeps them (`secret/secret-rotator`), events kept in memory, default settings.
+pub fn engine(
+    vault: &std::sync::Arc<secret_rotator::vault::Vault>,
+    owner: &str,
+) -> secret_rotator::rotation::Engine {
+    secret_rotator::rotation::Engine::over_vault(
+        vault.clone(),
+        "secret",
+        "secret-rotator",
+        std::sync::Arc::new(secret_rotator::events::MemorySink::default()),
+        owner,
+    )
+}
+
+/// The delivery worker beside [`engine`]: same records, default delivery policy.
+pub fn deliverer(
+    vault: &std::sync::Arc<secret_rotator::vault::Vault>,
+    owner: &str,
+    wakeup: secret_rotator::notify::deliver::Wakeup,
+) -> secret_rotator::notify::deliver::Deliverer {
+    let records =
+        secret_rotator::records::RecordStore::new(vault.clone(), "secret", "secret-rotator");
+    secret_rotator::notify::deliver::Deliverer::new(
+        vault.clone(),
+        records,
+        owner,
+        Default::default(),
+        wakeup,
+    )
+}
+
 /// Path of the `bao` binary, installed on first use into `.cache/openbao`.
 pub fn bao_binary() -> PathBuf {
     if let Ok(p) = std::env::var("SECRET_ROTATOR_BAO_BIN") {

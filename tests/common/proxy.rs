@@ -7,7 +7,9 @@
 //! - `drop_reply`: OpenBao processed the request, the client never hears back (connection closed);
 //! - `stall_reply`: the reply is held for a while, then sent;
 //! - `stall_request`: the request is held for a while before it reaches OpenBao;
-//! - `refuse`: the connection is closed and the request never reaches OpenBao.
+//! - `refuse`: the connection is closed and the request never reaches OpenBao;
+//! - `answer`: the proxy answers with a status of its own (a gateway's 502) and the request
+//!   never reaches OpenBao.
 //!
 //! A rule matches a method (ASCII case-insensitive) and a substring of the request target (path
 //! and query), and fires on the Nth matching request (1-based) counted from when it was set.
@@ -51,6 +53,7 @@ enum Action {
     StallReply(Duration),
     StallRequest(Duration),
     Refuse,
+    Answer(u16),
 }
 
 impl Proxy {
@@ -96,6 +99,12 @@ impl Proxy {
     /// Close the client's connection on the Nth matching request without forwarding it.
     pub fn refuse(&self, method: &str, path_substr: &str, nth: usize) {
         self.add_rule(method, path_substr, nth, Action::Refuse);
+    }
+
+    /// Answer the Nth matching request with `status` (and an empty JSON body) without forwarding
+    /// it: a gateway's error for a request that never reached OpenBao.
+    pub fn answer(&self, method: &str, path_substr: &str, nth: usize, status: u16) {
+        self.add_rule(method, path_substr, nth, Action::Answer(status));
     }
 
     /// Remove every rule (the counts stay).
@@ -195,6 +204,13 @@ async fn serve(
         if let Action::StallRequest(d) = action {
             tokio::time::sleep(d).await;
         }
+        if let Action::Answer(status) = action {
+            let reply = format!(
+                "HTTP/1.1 {status} Proxy\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}"
+            );
+            client_write.write_all(reply.as_bytes()).await?;
+            continue;
+        }
         if upstream.is_none() {
             let (r, w) = TcpStream::connect(upstream_addr).await?.into_split();
             upstream = Some((BufReader::new(r), w));
@@ -205,7 +221,7 @@ async fn serve(
         match action {
             Action::DropReply => return Ok(()),
             Action::StallReply(d) => tokio::time::sleep(d).await,
-            Action::Forward | Action::Refuse | Action::StallRequest(_) => {}
+            Action::Forward | Action::Refuse | Action::StallRequest(_) | Action::Answer(_) => {}
         }
         client_write.write_all(&reply.bytes).await?;
         if reply.close || request.close {
