@@ -38,6 +38,8 @@ pub const POINTS: &[&str] = &[
     "supply-recorded",
     "old-deletion-recorded",
     "old-alive-recorded",
+    // `cancel`: the attempt ended, recorded with its `rotation.cancelled`.
+    "cancel-recorded",
 ];
 
 #[cfg(feature = "fault-injection")]

@@ -32,6 +32,9 @@ pub enum EventKind {
     /// regenerated or deleted it outside the daemon.
     #[serde(rename = "credential.drift")]
     Drift,
+    /// An operator ended an assisted attempt (`cancel`).
+    #[serde(rename = "rotation.cancelled")]
+    Cancelled,
 }
 
 impl EventKind {
@@ -44,6 +47,7 @@ impl EventKind {
             EventKind::NeedsAttention => "rotation.needs_attention",
             EventKind::Due => "rotation.due",
             EventKind::Drift => "credential.drift",
+            EventKind::Cancelled => "rotation.cancelled",
         }
     }
 }

@@ -26,7 +26,8 @@ pub struct StatusRow {
     pub age_seconds: Option<u64>,
     pub max_age_seconds: Option<u64>,
     pub expires_at: Option<DateTime<Utc>>,
-    /// "ok", "due", "overdue", "missing" or "error".
+    /// "ok", "due", "overdue", "missing", "invalid" (the secret lacks what its kind needs:
+    /// `invalid` says what) or "error".
     pub state: String,
     pub due_in_seconds: Option<u64>,
     pub overdue_by_seconds: Option<u64>,
@@ -51,6 +52,58 @@ pub struct StatusRow {
     /// The current credential was rejected although the daemon did not change it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftRow>,
+    /// Why the current secret cannot be used (a field its kind needs is missing, empty or not a
+    /// string), when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
+    /// Assisted, an attempt in flight: what a person does next ([`guidance`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<String>,
+    /// Assisted, a store account awaiting a supply: the scopes to grant.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+/// What a person does next for an assisted credential's attempt in flight, in BigCommerce's
+/// words: while a supply is awaited, the control-panel steps and, for a store account, which
+/// account to delete once the new one is committed (by name and client_id, never a secret);
+/// once committed, what is still waited for and the commands that end the wait. Empty for
+/// automatic kinds and other phases.
+pub fn guidance(cred: &Credential, a: &Attempt) -> Vec<String> {
+    use crate::config::ProviderConfig;
+    use crate::providers::bigcommerce_assisted::{describe, steps};
+    use crate::rotation::Phase;
+    let name = &cred.name;
+    let store = matches!(cred.provider, ProviderConfig::BigCommerceStoreAccount(_));
+    let old = a.old.as_ref().map(|o| {
+        describe(&cred.provider, o)
+            .trim_start_matches("the ")
+            .to_string()
+    });
+    match a.phase {
+        Phase::AwaitingSupply => {
+            let mut lines = steps(&cred.provider, name);
+            if let (true, Some(old)) = (store, &old) {
+                lines.push(format!(
+                    "The account to delete once the new one is committed: {old}."
+                ));
+            }
+            lines
+        }
+        Phase::AwaitingOldDeletion if store => vec![
+            "Re-create under the new account any webhooks the old account created: they vanish with it.".into(),
+            format!(
+                "Delete the old {} in the control panel (Settings > Store-level API accounts).",
+                old.unwrap_or_else(|| "account".into())
+            ),
+            format!("Run `secret-rotator confirm-revoked {name}` once it is deleted (the daemon also checks on its own); `secret-rotator cancel {name}` stops waiting."),
+        ],
+        Phase::AwaitingOldDeletion if !steps(&cred.provider, name).is_empty() => vec![
+            "The previous token is still accepted: select Save after regenerating the token in the control panel.".into(),
+            format!("Run `secret-rotator confirm-revoked {name}` to check it now; `secret-rotator cancel {name}` stops waiting (the new version stays: a regenerated token cannot go back)."),
+        ],
+        _ => Vec::new(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -198,8 +251,10 @@ impl RotationState {
 impl StatusRow {
     /// Does this row fail `status --check`?
     pub fn fails_check(&self) -> bool {
-        matches!(self.state.as_str(), "overdue" | "missing" | "error")
-            || self.needs_attention.is_some()
+        matches!(
+            self.state.as_str(),
+            "overdue" | "missing" | "invalid" | "error"
+        ) || self.needs_attention.is_some()
             || self.drift.is_some()
             || self.dependents.iter().any(|d| d.state == "needs_attention")
     }
@@ -268,6 +323,12 @@ pub fn status_row(
             version: d.version,
             reason: d.reason.clone(),
         }),
+        invalid: None,
+        steps: attempt.map(|a| guidance(cred, a)).unwrap_or_default(),
+        scopes: attempt
+            .filter(|a| a.phase == crate::rotation::Phase::AwaitingSupply)
+            .map(|_| crate::providers::bigcommerce_assisted::scopes_to_grant(&cred.provider))
+            .unwrap_or_default(),
     }
 }
 
@@ -293,6 +354,9 @@ pub fn error_row(cred: &Credential, error: String) -> StatusRow {
         paused: None,
         awaiting_supply: None,
         drift: None,
+        invalid: None,
+        steps: Vec::new(),
+        scopes: Vec::new(),
     }
 }
 
@@ -397,6 +461,12 @@ pub fn status_table(rows: &[StatusRow]) -> String {
             };
             out.push_str(&format!("\n{}: needs attention: {why}\n  {fix}\n", r.name));
         }
+        if let Some(why) = &r.invalid {
+            out.push_str(&format!(
+                "\n{}: the current secret cannot be used: {why}\n",
+                r.name
+            ));
+        }
         if let Some(d) = &r.drift {
             out.push_str(&format!(
                 "\n{}: drift since {}: {}\n",
@@ -405,11 +475,14 @@ pub fn status_table(rows: &[StatusRow]) -> String {
                 d.reason
             ));
         }
-        if r.awaiting_supply.is_some() {
-            out.push_str(&format!(
-                "\n{}: awaiting supply: regenerate it in the control panel (`secret-rotator plan` lists the steps), then run `secret-rotator supply {}`\n",
-                r.name, r.name
-            ));
+        if !r.steps.is_empty() {
+            let what = if r.awaiting_supply.is_some() {
+                "awaiting supply"
+            } else {
+                "waiting for the old credential to die"
+            };
+            out.push_str(&format!("\n{}: {what}; the steps:\n", r.name));
+            out.push_str(&step_lines(&r.steps, &r.scopes));
         }
     }
     let with_dependents: Vec<&StatusRow> =
@@ -419,6 +492,18 @@ pub fn status_table(rows: &[StatusRow]) -> String {
         for r in with_dependents {
             out.push_str(&dependent_lines(&r.name, &r.dependents));
         }
+    }
+    out
+}
+
+/// Numbered steps, then the scopes to grant, indented: for `status`, `plan` and `history`.
+pub fn step_lines(steps: &[String], scopes: &[String]) -> String {
+    let mut out = String::new();
+    for (i, s) in steps.iter().enumerate() {
+        out.push_str(&format!("  {}. {s}\n", i + 1));
+    }
+    if !scopes.is_empty() {
+        out.push_str(&format!("  Scopes to grant: {}\n", scopes.join(", ")));
     }
     out
 }

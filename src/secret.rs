@@ -3,15 +3,19 @@
 //!
 //! Invariant: no `Debug`, `Display` or log line prints a value held here; only field names.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The fields of one credential as kept in a KV v2 secret (`{"token": "..."}`).
+///
+/// A field Vault holds as a number, a boolean or an object is kept as its JSON text and
+/// remembered as not a string: [`SecretFields::is_string`] says so (a token must be a string),
+/// and [`SecretFields::to_json`] writes it back as the JSON value it was.
 #[derive(Clone, Default)]
-pub struct SecretFields(BTreeMap<String, SecretString>);
+pub struct SecretFields(BTreeMap<String, SecretString>, BTreeSet<String>);
 
 impl SecretFields {
     pub fn new() -> Self {
@@ -24,8 +28,32 @@ impl SecretFields {
     }
 
     pub fn insert(&mut self, key: &str, value: impl Into<String>) {
+        self.1.remove(key);
         self.0
             .insert(key.to_string(), SecretString::from(value.into()));
+    }
+
+    /// Is `key` present and held as a JSON string (not a number, boolean, object, ...)?
+    pub fn is_string(&self, key: &str) -> bool {
+        self.0.contains_key(key) && !self.1.contains(key)
+    }
+
+    /// Copy every field of `from` that `self` does not set, as it is (strings stay strings,
+    /// other JSON values stay what they were), except those in `except`. Returns the names of
+    /// the fields copied.
+    pub fn keep_missing_from(&mut self, from: &SecretFields, except: &[&str]) -> Vec<String> {
+        let mut kept = Vec::new();
+        for (k, v) in &from.0 {
+            if self.0.contains_key(k) || except.contains(&k.as_str()) {
+                continue;
+            }
+            self.0.insert(k.clone(), v.clone());
+            if from.1.contains(k) {
+                self.1.insert(k.clone());
+            }
+            kept.push(k.clone());
+        }
+        kept
     }
 
     pub fn get(&self, key: &str) -> Option<&SecretString> {
@@ -63,7 +91,10 @@ impl SecretFields {
         for (k, v) in map {
             match v {
                 serde_json::Value::String(s) => out.insert(k, s.clone()),
-                other => out.insert(k, other.to_string()),
+                other => {
+                    out.insert(k, other.to_string());
+                    out.1.insert(k.clone());
+                }
             }
         }
         Some(out)
@@ -75,10 +106,14 @@ impl SecretFields {
             self.0
                 .iter()
                 .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        serde_json::Value::String(v.expose_secret().to_string()),
-                    )
+                    let text = v.expose_secret();
+                    let value = if self.1.contains(k) {
+                        serde_json::from_str(text)
+                            .unwrap_or_else(|_| serde_json::Value::String(text.to_string()))
+                    } else {
+                        serde_json::Value::String(text.to_string())
+                    };
+                    (k.clone(), value)
                 })
                 .collect(),
         )
@@ -127,5 +162,34 @@ mod tests {
         let back: SecretFields = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
         assert!(back.same_as(&s));
         assert!(!back.same_as(&SecretFields::new().with("a", "1")));
+    }
+
+    #[test]
+    fn fields_that_are_not_strings_are_known_and_written_back_as_they_were() {
+        let s =
+            SecretFields::from_json(&serde_json::json!({"token": 42, "note": "n", "n": {"a": 1}}))
+                .unwrap();
+        assert!(!s.is_string("token"));
+        assert!(s.is_string("note"));
+        assert!(!s.is_string("absent"));
+        assert_eq!(
+            s.to_json(),
+            serde_json::json!({"token": 42, "note": "n", "n": {"a": 1}})
+        );
+    }
+
+    #[test]
+    fn fields_the_supply_does_not_set_are_kept_except_those_named() {
+        let current = SecretFields::from_json(
+            &serde_json::json!({"token": "old", "note": "keep me", "count": 3, "client_secret": "x"}),
+        )
+        .unwrap();
+        let mut new = SecretFields::new().with("token", "new");
+        let kept = new.keep_missing_from(&current, &["client_secret"]);
+        assert_eq!(kept, ["count", "note"]);
+        assert_eq!(
+            new.to_json(),
+            serde_json::json!({"token": "new", "note": "keep me", "count": 3})
+        );
     }
 }

@@ -196,6 +196,18 @@ pub(crate) async fn status_rows(app: &App) -> Vec<StatusRow> {
         rows.push(match facts(app, cred).await {
             Ok((facts, version, record)) => {
                 let mut row = report::status_row(cred, facts, version, record.as_ref(), now);
+                if version.is_some() && !cred.provider.automatic() {
+                    // An assisted credential is never read by a rotation until a person acts:
+                    // say now that the stored secret lacks what its kind needs (one read).
+                    match secret_problem(app, cred).await {
+                        Ok(None) => {}
+                        Ok(Some(problem)) => {
+                            row.state = "invalid".into();
+                            row.invalid = Some(problem);
+                        }
+                        Err(e) => row.error = Some(e),
+                    }
+                }
                 if !cred.dependents.is_empty() {
                     match app.deliverer.load(&cred.name).await {
                         Ok((d, _)) => {
@@ -211,6 +223,19 @@ pub(crate) async fn status_rows(app: &App) -> Vec<StatusRow> {
         });
     }
     rows
+}
+
+/// What the current secret of `cred` lacks for its provider (a field missing, empty or not a
+/// string): `Ok(None)` when it holds what is needed, `Err` when it could not be read.
+async fn secret_problem(app: &App, cred: &Credential) -> Result<Option<String>, String> {
+    let provider = app.provider(cred).map_err(|e| e.message)?;
+    match app.engine.preflight_secret(cred, provider.as_ref()).await {
+        Ok(_) => Ok(None),
+        Err(EngineError::Refused { reason, .. }) => Ok(Some(
+            reason.trim_end_matches("; nothing was minted").to_string(),
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]

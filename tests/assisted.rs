@@ -287,7 +287,8 @@ async fn a_store_account_is_due_supplied_verified_by_scope_and_revoked_only_once
     .await;
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(
-        out.stdout.contains("waiting for the old account"),
+        out.stdout
+            .contains("delete the old store-level API account"),
         "{out:?}"
     );
     assert_no_secret(&out, &[&good.access_token, &good.client_secret]);
@@ -418,7 +419,7 @@ async fn basic_auth_flow(cred: &str, path: &str, username: &str, first: &str, us
         |token: &str, api: &str| json!({ "username": username, "token": token, "api_path": api });
     let out = supply(&s, cred, &input(first, &api)).await;
     assert_eq!(out.code, Some(4), "{out:?}");
-    assert!(out.stderr.contains("already stored"), "{out:?}");
+    assert!(out.stderr.contains("the credential stored now"), "{out:?}");
     let out = supply(
         &s,
         cred,
@@ -588,4 +589,622 @@ async fn a_paused_credential_is_not_rotated_by_rotate_or_the_daemon_until_resume
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(event_types(&s, LEGACY_CRED), ["rotation.due"]);
     assert!(status_row(&s, LEGACY_CRED).await["paused"].is_null());
+}
+
+// --- Issue 18: the slips a tired operator makes -------------------------------------------------
+
+/// Writes the store account's current secret (with its client_secret) and returns the account.
+async fn store_account_in_vault(s: &Stack) -> bigcommerce_emulator::admin_api::ApiAccountView {
+    let old = s
+        .admin
+        .create_api_account(STORE, "app-v1", scopes(Access::Modify))
+        .await
+        .unwrap();
+    s.bao
+        .write_secret(
+            "secret",
+            STORE_PATH,
+            json!({
+                "client_id": old.client_id,
+                "access_token": old.access_token,
+                "client_secret": old.client_secret,
+            }),
+        )
+        .await;
+    old
+}
+
+#[tokio::test]
+async fn the_current_store_account_supplied_as_the_new_one_is_refused_naming_it_and_nothing_is_written(
+) {
+    let hook = HookReceiver::start(KEY).await;
+    let s = stack("", &hook).await;
+    let old = store_account_in_vault(&s).await;
+    let out = s.cli(&["rotate", STORE_CRED], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let before = record(&s, STORE_CRED).await;
+
+    // (what the tired operator typed, what the refusal must say)
+    let cases = [
+        // Enter at the client_secret prompt: the same account, one optional field fewer.
+        (
+            json!({ "client_id": old.client_id, "access_token": old.access_token }),
+            vec![
+                format!("client_id {}", old.client_id),
+                "create a new store-level API account".into(),
+                "`secret-rotator cancel store-account`".into(),
+            ],
+        ),
+        // Everything of the current account, padded with blanks.
+        (
+            json!({ "client_id": format!(" {} ", old.client_id), "access_token": old.access_token,
+                    "client_secret": old.client_secret }),
+            vec![format!("client_id {}", old.client_id)],
+        ),
+    ];
+    for (input, says) in cases {
+        let out = supply(&s, STORE_CRED, &input).await;
+        assert_eq!(out.code, Some(4), "{out:?}");
+        for text in &says {
+            assert!(out.stderr.contains(text.as_str()), "{text:?} in {out:?}");
+        }
+        assert!(out.stderr.contains("nothing was written"), "{out:?}");
+        assert_no_secret(&out, &[&old.access_token, &old.client_secret]);
+    }
+    assert_eq!(record(&s, STORE_CRED).await, before, "nothing written");
+    assert_eq!(secret(&s, STORE_PATH).await.0, 1);
+    assert_eq!(event_types(&s, STORE_CRED), ["rotation.due"]);
+    // The live account still works: nobody was told to delete it.
+    assert!(s
+        .admin
+        .api_accounts(STORE)
+        .await
+        .unwrap()
+        .iter()
+        .any(|a| a.client_id == old.client_id));
+
+    // A new account without its client_secret would keep the old account's: refused too.
+    let new = s
+        .admin
+        .create_api_account(STORE, "app-v2", scopes(Access::Modify))
+        .await
+        .unwrap();
+    let out = supply(
+        &s,
+        STORE_CRED,
+        &json!({ "client_id": new.client_id, "access_token": new.access_token }),
+    )
+    .await;
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(out.stderr.contains("client_secret"), "{out:?}");
+    assert_eq!(record(&s, STORE_CRED).await, before, "nothing written");
+
+    // The new one, named: committed, and the output names the old account to delete.
+    let out = supply(
+        &s,
+        STORE_CRED,
+        &json!({ "client_id": new.client_id, "access_token": new.access_token,
+                 "client_secret": new.client_secret, "account_name": "app-v2" }),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains(&old.client_id), "{out:?}");
+    let (version, data) = secret(&s, STORE_PATH).await;
+    assert_eq!(version, 2);
+    assert_eq!(data["client_secret"], json!(new.client_secret));
+    let rotated = s
+        .events()
+        .into_iter()
+        .find(|e| e["type"] == "credential.rotated" && e["credential"] == STORE_CRED)
+        .unwrap();
+    let detail = rotated["detail"].as_str().unwrap();
+    assert!(detail.contains(&old.client_id), "{detail}");
+    assert!(!detail.contains("regenerate"), "{detail}");
+}
+
+#[tokio::test]
+async fn the_same_regenerated_token_supplied_twice_commits_one_version_and_the_credential_stays_healthy(
+) {
+    let hook = HookReceiver::start(KEY).await;
+    let s = stack("", &hook).await;
+    let api = api_path(&s);
+    // A secret with a field of its own, which no supply sets.
+    s.bao
+        .write_secret(
+            "secret",
+            LEGACY_PATH,
+            json!({ "username": demo::LEGACY_USERNAME, "token": demo::LEGACY_TOKEN,
+                    "api_path": api, "note": "owned by team-export", "rotations": 3 }),
+        )
+        .await;
+    let out = s.cli(&["rotate", LEGACY_CRED], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let view = s
+        .admin
+        .regenerate_legacy_token(STORE, demo::LEGACY_USERNAME)
+        .await
+        .unwrap();
+    // The API path typed without its trailing slash, then again with one too many.
+    let inputs = [api.trim_end_matches('/').to_string(), format!("{api}/")];
+    let first = supply(
+        &s,
+        LEGACY_CRED,
+        &json!({ "username": demo::LEGACY_USERNAME, "token": view.token, "api_path": inputs[0] }),
+    )
+    .await;
+    assert_eq!(first.code, Some(0), "{first:?}");
+    assert!(
+        first.stdout.contains("rotated (version 1 -> 2)"),
+        "{first:?}"
+    );
+    let again = supply(
+        &s,
+        LEGACY_CRED,
+        &json!({ "username": demo::LEGACY_USERNAME, "token": view.token, "api_path": inputs[1] }),
+    )
+    .await;
+    assert_eq!(again.code, Some(0), "{again:?}");
+    assert!(
+        again.stdout.contains("committed already as version 2")
+            && again.stdout.contains("nothing to do"),
+        "{again:?}"
+    );
+    assert_no_secret(&again, &[&view.token]);
+    assert!(
+        first
+            .stdout
+            .contains("kept from the current secret, as they were: note, rotations"),
+        "{first:?}"
+    );
+
+    let (version, data) = secret(&s, LEGACY_PATH).await;
+    assert_eq!(version, 2, "one version committed");
+    assert_eq!(
+        data,
+        json!({ "username": demo::LEGACY_USERNAME, "token": view.token, "api_path": api,
+                "note": "owned by team-export", "rotations": 3 }),
+        "the API path normalised, the other fields kept as they were"
+    );
+    assert_eq!(
+        event_types(&s, LEGACY_CRED),
+        ["rotation.due", "credential.rotated", "credential.revoked"]
+    );
+    let row = status_row(&s, LEGACY_CRED).await;
+    assert!(
+        row["rotation"].is_null(),
+        "no attempt left in flight: {row}"
+    );
+    assert_eq!(row["state"], "ok", "healthy: {row}");
+    assert!(row["needs_attention"].is_null(), "healthy: {row}");
+    // A later `run` finds nothing to do with it.
+    let out = s.cli(&["run", "--once"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(event_types(&s, LEGACY_CRED).len(), 3);
+}
+
+#[tokio::test]
+async fn a_regenerated_token_of_a_user_who_may_read_orders_only_is_committed() {
+    let hook = HookReceiver::start(KEY).await;
+    let s = stack("", &hook).await;
+    let api = api_path(&s);
+    s.admin
+        .set_user_permissions(
+            STORE,
+            demo::USER_USERNAME,
+            Scopes::none().with(Resource::Orders, Access::ReadOnly),
+        )
+        .await
+        .unwrap();
+    s.bao
+        .write_secret(
+            "secret",
+            USER_PATH,
+            json!({ "username": demo::USER_USERNAME, "token": demo::USER_TOKEN, "api_path": api }),
+        )
+        .await;
+    let out = s.cli(&["rotate", USER_CRED], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // Save revoked the old token: only the new one can be stored now.
+    let view = s
+        .admin
+        .regenerate_user_token(STORE, demo::USER_USERNAME)
+        .await
+        .unwrap();
+    let out = supply(
+        &s,
+        USER_CRED,
+        &json!({ "username": demo::USER_USERNAME, "token": view.token, "api_path": api }),
+    )
+    .await;
+    assert_eq!(
+        out.code,
+        Some(0),
+        "a 403 proves the store knows the token: {out:?}"
+    );
+    let (version, data) = secret(&s, USER_PATH).await;
+    assert_eq!(
+        (version, data["token"].as_str()),
+        (2, Some(view.token.as_str()))
+    );
+    assert_eq!(
+        event_types(&s, USER_CRED),
+        ["rotation.due", "credential.rotated", "credential.revoked"]
+    );
+}
+
+/// The user token's config table gets `lines` (e.g. `probe = "orders"`).
+fn configure_user_token(s: &Stack, lines: &str) {
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let table = format!("username = \"{}\"\n", demo::USER_USERNAME);
+    assert!(text.contains(&table));
+    std::fs::write(
+        &s.config,
+        text.replace(&table, &format!("{table}{lines}\n")),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn permissions_are_checked_only_when_configured_and_a_store_that_cannot_answer_writes_nothing(
+) {
+    let hook = HookReceiver::start(KEY).await;
+    let s = stack("", &hook).await;
+    let api = api_path(&s);
+    s.admin
+        .set_user_permissions(
+            STORE,
+            demo::USER_USERNAME,
+            Scopes::none().with(Resource::Orders, Access::ReadOnly),
+        )
+        .await
+        .unwrap();
+    s.bao
+        .write_secret(
+            "secret",
+            USER_PATH,
+            json!({ "username": demo::USER_USERNAME, "token": demo::USER_TOKEN, "api_path": api }),
+        )
+        .await;
+    configure_user_token(
+        &s,
+        "probe = \"orders\"\nrequired_permissions = { orders = \"read-only\", products = \"read-only\" }",
+    );
+    let out = s.cli(&["check-config"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = s.cli(&["rotate", USER_CRED], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let view = s
+        .admin
+        .regenerate_user_token(STORE, demo::USER_USERNAME)
+        .await
+        .unwrap();
+    let input = json!({ "username": demo::USER_USERNAME, "token": view.token, "api_path": api });
+    let before = record(&s, USER_CRED).await;
+
+    // A permission the config asks for and the user lacks: named.
+    let out = supply(&s, USER_CRED, &input).await;
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("missing permission products (read-only)")
+            && out.stderr.contains("grant Products: read-only"),
+        "{out:?}"
+    );
+    // The store cannot answer now (429, 5xx): "could not verify now", nothing written.
+    for status in [429, 503] {
+        let fault = s
+            .admin
+            .set_fault(bigcommerce_emulator::FaultSpec {
+                endpoint: "legacy_api".into(),
+                mode: bigcommerce_emulator::FaultMode::Error { status },
+                rate: 1.0,
+                count: None,
+            })
+            .await
+            .unwrap();
+        let out = supply(&s, USER_CRED, &input).await;
+        s.admin.clear_fault(fault.id).await.unwrap();
+        assert_eq!(out.code, Some(4), "{status}: {out:?}");
+        assert!(
+            out.stderr.contains("could not be verified now"),
+            "{status}: {out:?}"
+        );
+    }
+    // A token pasted with a NUL or a line break: refused before anything is sent.
+    let counters = s.admin.counters().await.unwrap();
+    for broken in [format!("{}\u{0}", view.token), format!("{}\nx", view.token)] {
+        let out = supply(
+            &s,
+            USER_CRED,
+            &json!({ "username": demo::USER_USERNAME, "token": broken, "api_path": api }),
+        )
+        .await;
+        assert_eq!(out.code, Some(4), "{out:?}");
+        assert!(out.stderr.contains("control character"), "{out:?}");
+        assert_no_secret(&out, &[&view.token]);
+    }
+    assert_eq!(
+        s.admin.counters().await.unwrap(),
+        counters,
+        "no request reached the store"
+    );
+    assert_eq!(record(&s, USER_CRED).await, before, "nothing written");
+    assert_eq!(secret(&s, USER_PATH).await.0, 1);
+
+    // Granted in the control panel: committed.
+    s.admin
+        .set_user_permissions(
+            STORE,
+            demo::USER_USERNAME,
+            Scopes::none()
+                .with(Resource::Orders, Access::ReadOnly)
+                .with(Resource::Products, Access::ReadOnly),
+        )
+        .await
+        .unwrap();
+    let out = supply(&s, USER_CRED, &input).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(secret(&s, USER_PATH).await.0, 2);
+}
+
+#[tokio::test]
+async fn cancel_ends_an_assisted_rotation_where_that_is_safe_recorded_and_announced() {
+    let hook = HookReceiver::start(KEY).await;
+    let s = stack("", &hook).await;
+    let old = store_account_in_vault(&s).await;
+
+    // Nothing in flight: refused, naming what works.
+    let out = s.cli(&["cancel", STORE_CRED], &[]).await;
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(out.stderr.contains("no rotation is in flight"), "{out:?}");
+
+    // Waiting for a supply: ended, nothing written.
+    let out = s.cli(&["rotate", STORE_CRED], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = s.cli(&["cancel", STORE_CRED], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("nothing was written and version 1 stays current"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("`secret-rotator pause store-account`"),
+        "{out:?}"
+    );
+    assert_eq!(
+        event_types(&s, STORE_CRED),
+        ["rotation.due", "rotation.cancelled"]
+    );
+    assert!(
+        hook.wait_for(Duration::from_secs(30), |h| h
+            .iter()
+            .any(|h| h.kind == "rotation.cancelled"))
+            .await
+    );
+    let h = s.cli(&["history", STORE_CRED, "--json"], &[]).await;
+    let h: Value = serde_json::from_str(&h.stdout).unwrap();
+    assert_eq!(
+        h["attempts"].as_array().unwrap().last().unwrap()["outcome"],
+        "cancelled"
+    );
+    assert!(status_row(&s, STORE_CRED).await["rotation"].is_null());
+    assert_eq!(secret(&s, STORE_PATH).await.0, 1);
+
+    // Waiting for the old account to be deleted: the new version stays; the old account is
+    // named so that a person can delete it.
+    let new = s
+        .admin
+        .create_api_account(STORE, "app-v2", scopes(Access::Modify))
+        .await
+        .unwrap();
+    let out = supply(
+        &s,
+        STORE_CRED,
+        &json!({ "client_id": new.client_id, "access_token": new.access_token,
+                 "client_secret": new.client_secret }),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = s.cli(&["cancel", STORE_CRED], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("version 2 stays current"), "{out:?}");
+    assert!(
+        out.stdout.contains(&format!("client_id {}", old.client_id)),
+        "{out:?}"
+    );
+    assert_eq!(secret(&s, STORE_PATH).await.0, 2);
+    assert!(status_row(&s, STORE_CRED).await["rotation"].is_null());
+    // `confirm-revoked` has nothing to confirm now and says what works.
+    let out = s.cli(&["confirm-revoked", STORE_CRED], &[]).await;
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(out.stderr.contains("`secret-rotator"), "{out:?}");
+}
+
+#[tokio::test]
+async fn status_says_invalid_for_an_assisted_secret_without_a_string_token() {
+    let hook = HookReceiver::start(KEY).await;
+    let s = stack("", &hook).await;
+    // (secret, what status must say)
+    let cases = [
+        (
+            json!({ "username": demo::LEGACY_USERNAME, "api_path": api_path(&s) }),
+            "has no token field",
+        ),
+        (
+            json!({ "username": demo::LEGACY_USERNAME, "token": 7, "api_path": api_path(&s) }),
+            "are not a string",
+        ),
+    ];
+    for (data, says) in cases {
+        s.bao.write_secret("secret", LEGACY_PATH, data).await;
+        let row = status_row(&s, LEGACY_CRED).await;
+        assert_eq!(row["state"], "invalid", "{row}");
+        assert!(
+            row["invalid"].as_str().unwrap().contains(says),
+            "{says}: {row}"
+        );
+        let out = s.cli(&["status", "--check"], &[]).await;
+        assert_eq!(out.code, Some(1), "{out:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_current_secret_whose_token_is_not_a_string_fails_preflight() {
+    let hook = HookReceiver::start(KEY).await;
+    let s = stack("", &hook).await;
+    s.bao
+        .write_secret(
+            "secret",
+            LEGACY_PATH,
+            json!({ "username": demo::LEGACY_USERNAME, "token": 12345, "api_path": api_path(&s) }),
+        )
+        .await;
+    let out = s.cli(&["rotate", LEGACY_CRED], &[]).await;
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(
+        out.stderr.contains("token") && out.stderr.contains("not a string"),
+        "{out:?}"
+    );
+    assert!(event_types(&s, LEGACY_CRED).is_empty());
+}
+
+#[tokio::test]
+async fn start_up_checks_cover_assisted_credentials() {
+    let hook = HookReceiver::start(KEY).await;
+    let s = stack("", &hook).await;
+    // (secret, what the daemon must say at start-up)
+    let cases = [
+        (
+            json!({ "username": demo::LEGACY_USERNAME, "api_path": api_path(&s) }),
+            "has no token field",
+        ),
+        (
+            json!({ "username": demo::LEGACY_USERNAME, "token": ["a"], "api_path": api_path(&s) }),
+            "token of the current secret (version 2) are not a string",
+        ),
+    ];
+    for (data, says) in cases {
+        s.bao.write_secret("secret", LEGACY_PATH, data).await;
+        let out = s.cli(&["run", "--once"], &[]).await;
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| {
+                l.contains("cannot be rotated until this is fixed")
+                    && l.contains("credential=legacy")
+            })
+            .unwrap_or_else(|| panic!("{says}: {out:?}"));
+        assert!(line.contains(says), "{says}: {line}");
+    }
+}
+
+#[tokio::test]
+async fn status_and_rotation_due_say_what_to_do_in_the_control_panel_for_each_kind() {
+    let hook = HookReceiver::start(KEY).await;
+    let s = stack("", &hook).await;
+    let old = store_account_in_vault(&s).await;
+    s.bao
+        .write_secret(
+            "secret",
+            LEGACY_PATH,
+            json!({ "username": demo::LEGACY_USERNAME, "token": demo::LEGACY_TOKEN, "api_path": api_path(&s) }),
+        )
+        .await;
+    for cred in [STORE_CRED, LEGACY_CRED] {
+        let out = s.cli(&["rotate", cred], &[]).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+    }
+    let old_account = format!("client_id {}", old.client_id);
+    // (credential, what status and rotation.due must say, what they must never say)
+    let cases = [
+        (
+            STORE_CRED,
+            vec![
+                "Settings > Store-level API accounts",
+                "Orders: modify",
+                old_account.as_str(),
+            ],
+            vec!["regenerate", "Regenerate"],
+        ),
+        (
+            LEGACY_CRED,
+            vec!["Legacy API Accounts", "Generate New Token"],
+            vec!["delete the old account", "Delete the old"],
+        ),
+    ];
+    let table = s.cli(&["status"], &[]).await.stdout;
+    for (cred, says, never) in &cases {
+        let row = status_row(&s, cred).await;
+        let due = s
+            .events()
+            .into_iter()
+            .find(|e| e["type"] == "rotation.due" && e["credential"] == *cred)
+            .unwrap();
+        let texts = [row["steps"].to_string(), due["detail"].to_string()];
+        for text in says {
+            assert!(
+                texts[0].contains(text),
+                "{cred} status steps: {text:?} in {}",
+                texts[0]
+            );
+        }
+        for text in never {
+            assert!(
+                !texts.iter().any(|t| t.contains(text)),
+                "{cred}: {text:?} in {texts:?}"
+            );
+            assert!(!table.contains(&format!("{cred}: {text}")), "{table}");
+        }
+        assert!(
+            table.contains(&format!("{cred}: awaiting supply; the steps:")),
+            "{table}"
+        );
+    }
+    assert!(status_row(&s, STORE_CRED).await["scopes"]
+        .to_string()
+        .contains("Orders: modify"));
+    // `plan` and `history` show the same steps while the attempt is in flight.
+    let plan = s.cli(&["plan"], &[]).await.stdout;
+    assert!(
+        plan.contains("Settings > Store-level API accounts") && plan.contains(&old_account),
+        "{plan}"
+    );
+    let history = s.cli(&["history", STORE_CRED], &[]).await.stdout;
+    assert!(
+        history.contains("Settings > Store-level API accounts") && history.contains(&old_account),
+        "{history}"
+    );
+    let due = s
+        .events()
+        .into_iter()
+        .find(|e| e["type"] == "rotation.due" && e["credential"] == STORE_CRED)
+        .unwrap();
+    assert!(
+        due["detail"].as_str().unwrap().contains(&old_account),
+        "{due}"
+    );
+
+    // Committed: the old account to delete, by client_id, and the commands that end the wait.
+    let new = s
+        .admin
+        .create_api_account(STORE, "app-v2", scopes(Access::Modify))
+        .await
+        .unwrap();
+    let out = supply(
+        &s,
+        STORE_CRED,
+        &json!({ "client_id": new.client_id, "access_token": new.access_token,
+                 "client_secret": new.client_secret }),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let steps = status_row(&s, STORE_CRED).await["steps"].to_string();
+    for text in [
+        format!("Delete the old store-level API account with {old_account}"),
+        "`secret-rotator confirm-revoked store-account`".into(),
+        "`secret-rotator cancel store-account`".into(),
+    ] {
+        assert!(steps.contains(&text), "{text:?} in {steps}");
+    }
 }

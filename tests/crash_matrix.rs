@@ -376,6 +376,27 @@ required_scopes = {{ orders = "modify" }}
             let out = s.cli(&["run", "--once"], &[]).await;
             assert_eq!(out.code, Some(0), "{out:?}");
         }
+        "cancel-recorded" => {
+            // `cancel` is killed once its end of the attempt is recorded: the attempt is over
+            // (a second `cancel` finds nothing in flight), announced once, and a later supply
+            // starts an attempt of its own.
+            let out = s.cli(&["rotate", STORE_CRED], &[]).await;
+            assert_eq!(out.code, Some(0), "{out:?}");
+            killed(&s.cli(&["cancel", STORE_CRED], &crash).await);
+            let out = s.cli(&["cancel", STORE_CRED], &[]).await;
+            assert_eq!(out.code, Some(4), "{point}: {out:?}");
+            assert!(out.stderr.contains("no rotation is in flight"), "{out:?}");
+            let out = s.cli(&["run", "--once"], &[]).await;
+            assert_eq!(out.code, Some(0), "{out:?}");
+            let cancelled: Vec<Value> = s
+                .events()
+                .into_iter()
+                .filter(|e| e["type"] == "rotation.cancelled")
+                .collect();
+            assert_eq!(cancelled.len(), 1, "{point}: {cancelled:?}");
+            let out = supply(&s, &input, &[]).await;
+            assert_eq!(out.code, Some(0), "{point}: {out:?}");
+        }
         other => panic!("no assisted case for {other}"),
     }
     let v = s
@@ -418,15 +439,17 @@ required_scopes = {{ orders = "modify" }}
     let out = s.cli(&["history", STORE_CRED, "--json"], &[]).await;
     let h: Value = serde_json::from_str(&out.stdout).unwrap();
     assert!(h["in_flight"].is_null(), "{point}: {h}");
-    assert_eq!(
-        h["attempts"].as_array().unwrap().last().unwrap()["outcome"],
-        "rotated"
-    );
-    assert_eq!(
-        h["attempts"].as_array().unwrap().len(),
-        1,
-        "{point}: one attempt"
-    );
+    let attempts = h["attempts"].as_array().unwrap();
+    assert_eq!(attempts.last().unwrap()["outcome"], "rotated");
+    let before: Vec<&Value> = attempts[..attempts.len() - 1]
+        .iter()
+        .map(|a| &a["outcome"])
+        .collect();
+    if point == "cancel-recorded" {
+        assert_eq!(before, [&json!("cancelled")], "{point}: {h}");
+    } else {
+        assert!(before.is_empty(), "{point}: one attempt: {h}");
+    }
 }
 
 /// `supply store-account` with `input` on stdin.
@@ -525,4 +548,5 @@ crash_cases! {
     assisted_killed_after_a_supply_is_recorded => "supply-recorded",
     assisted_killed_after_the_commit_is_recorded => "old-deletion-recorded",
     assisted_killed_while_waiting_for_the_old_account_to_die => "old-alive-recorded",
+    cancel_killed_after_the_end_of_the_attempt_is_recorded => "cancel-recorded",
 }

@@ -346,6 +346,7 @@ async fn run(call: Call, front: &str, world: &World) -> String {
                 api_url: front.to_string(),
                 store_hash: STORE.into(),
                 required_scopes: vec![("orders".into(), ScopeLevel::ReadOnly)],
+                probe: "v2/time".into(),
             };
             let p = StoreAccountProvider::new(cfg, client(), "egress");
             let mut account = SecretFields::new();
@@ -359,6 +360,8 @@ async fn run(call: Call, front: &str, world: &World) -> String {
                 store_hash: STORE.into(),
                 username: "admin".into(),
                 api_path: api_path.clone(),
+                probe: "time".into(),
+                required_permissions: vec![],
             };
             let p = BasicAuthProvider::new(cfg, kind, client(), "egress");
             let mut token = SecretFields::new();

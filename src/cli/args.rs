@@ -156,6 +156,11 @@ pub enum Command {
     /// Say that the old store-level account is deleted: checked with the store (it must reject
     /// the old token), then `credential.revoked` and the rotation ends.
     ConfirmRevoked { name: String },
+    /// End an assisted rotation in flight: one waiting for a supply (nothing was written), or
+    /// one waiting for the old credential to die (the committed version stays). Recorded and
+    /// announced (`rotation.cancelled`); an automatic rotation in the middle of its steps is
+    /// refused, naming the command that ends it.
+    Cancel { name: String },
     /// Stop the daemon (and `rotate`) from starting or moving on a credential's rotation.
     Pause { name: String },
     /// Undo `pause`.

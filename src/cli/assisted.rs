@@ -1,10 +1,10 @@
-//! The assisted kinds' commands: `supply NAME` and `confirm-revoked NAME`, and what an assisted
-//! rotation's state means to the person running them.
+//! The assisted kinds' commands: `supply NAME`, `confirm-revoked NAME` and `cancel NAME`, and
+//! what an assisted rotation's state means to the person running them.
 
 use crate::app::{exit, App, Failure};
 use crate::config::Credential;
 use crate::notify::deliver::Workers;
-use crate::rotation::{EngineError, RunResult};
+use crate::rotation::{EngineError, RunResult, Supplied};
 
 use super::rotate::print_result;
 use super::DELIVERY_DRAIN;
@@ -26,7 +26,61 @@ pub(super) async fn supply(app: &App, name: &str) -> Result<i32, Failure> {
         result = app.engine.supply(cred, provider.as_ref(), secret).await;
     }
     workers.stop(DELIVERY_DRAIN).await;
-    assisted_result(app, cred, &result?).await
+    supplied_result(app, cred, result?).await
+}
+
+/// End an assisted rotation in flight where that is safe; `instance` is who did it.
+pub(super) async fn cancel(app: &App, name: &str, instance: &str) -> Result<i32, Failure> {
+    let cred = app.credential(name)?;
+    let provider = app.provider(cred)?;
+    let workers = Workers::start(&app.deliverer, &app.engine.wakeup, [cred]);
+    let result = app.engine.cancel(cred, provider.as_ref(), instance).await;
+    workers.stop(DELIVERY_DRAIN).await;
+    println!("{}: {}", cred.name, result?);
+    Ok(exit::OK)
+}
+
+/// What `supply` did: the fields carried over, or that the credential was committed already.
+async fn supplied_result(app: &App, cred: &Credential, supplied: Supplied) -> Result<i32, Failure> {
+    let name = &cred.name;
+    match supplied {
+        Supplied::AlreadyCommitted {
+            version,
+            attempt,
+            waiting,
+        } => {
+            let then = if waiting {
+                format!(
+                    "; the rotation waits for the old credential to die (`secret-rotator confirm-revoked {name}` checks it now)"
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "{name}: this credential was committed already as version {version} (attempt {attempt}); nothing to do{then}"
+            );
+            Ok(exit::OK)
+        }
+        Supplied::Taken {
+            result,
+            kept,
+            dropped,
+        } => {
+            if !kept.is_empty() {
+                println!(
+                    "{name}: kept from the current secret, as they were: {}",
+                    kept.join(", ")
+                );
+            }
+            if !dropped.is_empty() {
+                println!(
+                    "{name}: left out, they named the old account: {}",
+                    dropped.join(", ")
+                );
+            }
+            assisted_result(app, cred, &result).await
+        }
+    }
 }
 
 /// The old store-level account is deleted: check it with the store and end the rotation.
@@ -174,16 +228,23 @@ pub(super) async fn assisted_result(
     match a.phase {
         crate::rotation::Phase::AwaitingSupply => {
             println!(
-                "{name}: awaiting supply since {} (deadline {}): a person regenerates it in the control panel, then runs `secret-rotator supply {name}`",
+                "{name}: awaiting supply since {} (deadline {}): {} (`secret-rotator status` lists the steps)",
                 crate::human::time(a.started_at),
-                a.deadline.map(crate::human::time).unwrap_or("-".into())
+                a.deadline.map(crate::human::time).unwrap_or("-".into()),
+                crate::rotation::what_to_do(cred)
             );
             Ok(exit::OK)
         }
         crate::rotation::Phase::AwaitingOldDeletion => {
+            let old = a
+                .old
+                .as_ref()
+                .map(|o| crate::providers::bigcommerce_assisted::describe(&cred.provider, o))
+                .unwrap_or_else(|| "the old account".into());
             println!(
-                "{name}: version {} committed and announced; waiting for the old account to be deleted in the control panel (checked again at {}; `secret-rotator confirm-revoked {name}` once it is)",
+                "{name}: version {} committed and announced; once every reader uses it, delete the old {} in the control panel (checked again at {}; `secret-rotator confirm-revoked {name}` once it is deleted)",
                 a.version_after.unwrap_or_default(),
+                old.trim_start_matches("the "),
                 a.next_check.map(crate::human::time).unwrap_or("-".into())
             );
             Ok(exit::OK)

@@ -7,6 +7,11 @@ use crate::report;
 pub(super) async fn history(app: &App, name: &str, json: bool) -> Result<i32, Failure> {
     let cred = app.credential(name)?;
     let record = app.engine.record(&cred.name).await?;
+    let steps = record
+        .attempt
+        .as_ref()
+        .map(|a| report::guidance(cred, a))
+        .unwrap_or_default();
     let dependents = if cred.dependents.is_empty() {
         Vec::new()
     } else {
@@ -28,7 +33,7 @@ pub(super) async fn history(app: &App, name: &str, json: bool) -> Result<i32, Fa
                 "version_before": a.version_before, "version_after": a.version_after,
                 "revoke_after": a.revoke_after, "marks": a.marks, "orphans": a.orphans,
                 "needs_attention": a.needs_attention, "last_error": a.last_error,
-                "held": a.held,
+                "held": a.held, "steps": steps,
             })),
             "attempts": record.history,
         });
@@ -41,6 +46,10 @@ pub(super) async fn history(app: &App, name: &str, json: bool) -> Result<i32, Fa
             "{}",
             report::history_table(&record.history, record.attempt.as_ref())
         );
+        if !steps.is_empty() {
+            println!("\n{}: a person takes these steps:", cred.name);
+            print!("{}", report::step_lines(&steps, &[]));
+        }
         if !dependents.is_empty() {
             println!("\nDEPENDENTS");
             print!("{}", report::dependent_lines(&cred.name, &dependents));

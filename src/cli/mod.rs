@@ -57,6 +57,10 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::ConfirmRevoked { name } => {
             assisted::confirm_revoked(&app(&cli).await?, name).await
         }
+        Command::Cancel { name } => {
+            let instance = instance_id(cli.instance_id.as_deref());
+            assisted::cancel(&app(&cli).await?, name, &instance).await
+        }
         Command::Pause { name } | Command::Resume { name } => {
             let pause = matches!(cli.command, Command::Pause { .. });
             let instance = instance_id(cli.instance_id.as_deref());

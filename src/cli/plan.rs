@@ -48,6 +48,16 @@ pub(super) async fn plan(app: &App) -> Result<i32, Failure> {
             if let Some(e) = &a.last_error {
                 println!("  last error: {e}");
             }
+            let steps = crate::report::guidance(cred, a);
+            if !steps.is_empty() {
+                let scopes = if a.phase == crate::rotation::Phase::AwaitingSupply {
+                    crate::providers::bigcommerce_assisted::scopes_to_grant(&cred.provider)
+                } else {
+                    Vec::new()
+                };
+                println!("  a person takes these steps:");
+                print!("{}", crate::report::step_lines(&steps, &scopes));
+            }
             continue;
         }
         match trigger {

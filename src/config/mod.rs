@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 pub use redact::redact_url;
-pub use validate::store_account::KNOWN_SCOPES;
+pub use validate::store_account::{KNOWN_PERMISSIONS, KNOWN_SCOPES};
 
 /// What validation may ask of the outside world; tests pass a map/fake, the binary passes the real one.
 pub trait Environment {

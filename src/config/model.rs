@@ -266,8 +266,14 @@ pub struct AppRoleSecretIdConfig {
 pub struct BasicAuthAccountConfig {
     pub store_hash: String,
     pub username: String,
-    /// The API path (default `https://store-{store_hash}.mybigcommerce.com/api/v2/`).
+    /// The API path (default `https://store-{store_hash}.mybigcommerce.com/api/v2/`), ending
+    /// in '/'.
     pub api_path: String,
+    /// The resource under the API path that proves a token is known (`GET {api_path}{probe}`;
+    /// default `time`). A 2xx or a 403 proves it, a 401 rejects it.
+    pub probe: String,
+    /// Permissions checked when a token is supplied (resource -> level); empty: none.
+    pub required_permissions: Vec<(String, ScopeLevel)>,
 }
 
 /// `bigcommerce_store_account` (assisted): store-level API account with OAuth scopes; rotated by
@@ -278,6 +284,8 @@ pub struct StoreAccountConfig {
     pub store_hash: String,
     /// Required scopes: resource name -> "read-only" | "modify".
     pub required_scopes: Vec<(String, ScopeLevel)>,
+    /// The resource under `/stores/{hash}/` that proves a token is known (default `v2/time`).
+    pub probe: String,
 }
 
 /// `exec`: one program (argv, no shell) per step, with JSON on stdin and stdout.

@@ -201,6 +201,8 @@ pub(crate) struct RawBasicAuthAccount {
     pub store_hash: Text,
     pub username: Text,
     pub api_path: Text,
+    pub probe: Text,
+    pub required_permissions: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +210,7 @@ pub(crate) struct RawBasicAuthAccount {
 pub(crate) struct RawStoreAccount {
     pub store_hash: Text,
     pub api_url: Text,
+    pub probe: Text,
     pub required_scopes: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
 }
 

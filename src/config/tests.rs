@@ -603,6 +603,53 @@ required_scopes = { products = "write" }
         )],
     ),
     (
+        "a probe that is not a relative path, and an unknown permission",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+[credentials.bigcommerce_user_token]
+store_hash = "abc123"
+username = "ops@example.com"
+probe = "/orders?limit=1"
+required_permissions = { ordrs = "read-only", products = "write" }
+"#,
+        &[
+            (
+                "credentials[0].bigcommerce_user_token.probe",
+                8,
+                "must be a path relative to the API path",
+            ),
+            (
+                "credentials[0].bigcommerce_user_token.required_permissions.ordrs",
+                9,
+                "unknown permission `ordrs` (did you mean `orders`?)",
+            ),
+            (
+                "credentials[0].bigcommerce_user_token.required_permissions.products",
+                9,
+                "unknown permission level `write`",
+            ),
+        ],
+    ),
+    (
+        "a store account probe that climbs out of the store",
+        r#"vault = { address = "https://v:8200", auth = { method = "token" } }
+[[credentials]]
+name = "a"
+path = "a"
+[credentials.bigcommerce_store_account]
+store_hash = "abc123"
+required_scopes = { orders = "read-only" }
+probe = "../other/v2/time"
+"#,
+        &[(
+            "credentials[0].bigcommerce_store_account.probe",
+            8,
+            "without a leading '/', '..' or a query",
+        )],
+    ),
+    (
         "unknown dependent type",
         r#"vault = { address = "https://v:8200", auth = { method = "token" } }
 [[credentials]]
@@ -1460,7 +1507,12 @@ fn example_config_is_valid() {
             assert_eq!(
                 legacy.api_path,
                 "https://store-abc123.mybigcommerce.com/api/v2/"
-            )
+            );
+            assert_eq!(legacy.probe, "time");
+            assert_eq!(
+                legacy.required_permissions,
+                [("orders".to_string(), ScopeLevel::ReadOnly)]
+            );
         }
         other => panic!("unexpected provider {other:?}"),
     }

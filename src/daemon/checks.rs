@@ -19,7 +19,6 @@ use futures_util::stream::{self, StreamExt};
 
 use crate::app::App;
 use crate::config::Credential;
-use crate::providers::Mode;
 use crate::rotation::{Engine, EngineError};
 use crate::vault::MountKind;
 
@@ -105,13 +104,11 @@ async fn check(app: &App, progress: &Progress) {
         })
         .await;
 
-    // The engine's checks concern automatic credentials only.
+    // Every credential the engine can drive, assisted ones too: a person who supplies a new
+    // credential finds the same mount, policy and field problems too late otherwise.
     let automatic: Vec<&Credential> = credentials
         .iter()
-        .filter(|c| {
-            app.provider(c)
-                .is_ok_and(|p| p.info().mode == Mode::Automatic)
-        })
+        .filter(|c| app.provider(c).is_ok())
         .collect();
     progress
         .done

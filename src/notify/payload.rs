@@ -159,7 +159,7 @@
 //!       "Storefront API Tokens: modify"
 //!     ],
 //!     "attempt": "3f2a9c1e-8d4b-4c7a-9e21-5b6f0d8a7c34",
-//!     "reason": "due (max_age): regenerate it in the control panel and run `secret-rotator supply shop-admin-api` by 2026-05-11T10:15:00+00:00"
+//!     "reason": "due (max_age): create a new store-level API account with the same scopes in the control panel (Settings > Store-level API accounts) and run `secret-rotator supply shop-admin-api` with its Client ID, Client Secret and Access Token by 2026-05-11 10:15:00Z"
 //!   }
 //! }
 //! ```
@@ -193,6 +193,23 @@
 //!   }
 //! }
 //! ```
+//!
+//! `rotation.cancelled` (`secret-rotator cancel`)
+//! ```json
+//! {
+//!   "type": "rotation.cancelled",
+//!   "timestamp": "2026-05-04T13:00:00Z",
+//!   "data": {
+//!     "credential": "shop-admin-api",
+//!     "provider": "bigcommerce_store_account",
+//!     "mount": "secret",
+//!     "path": "bigcommerce/abc123/store-api",
+//!     "version": 6,
+//!     "attempt": "3f2a9c1e-8d4b-4c7a-9e21-5b6f0d8a7c34",
+//!     "reason": "cancelled by ops-1: the rotation waiting for a supply is cancelled; nothing was written and version 6 stays current. It is still due: the daemon asks again after a while (`secret-rotator pause shop-admin-api` stops that)"
+//!   }
+//! }
+//! ```
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -223,6 +240,9 @@ pub enum PayloadType {
     /// The current credential was rejected: changed or deleted outside the daemon.
     #[serde(rename = "credential.drift")]
     Drift,
+    /// An operator ended an assisted attempt (`secret-rotator cancel`).
+    #[serde(rename = "rotation.cancelled")]
+    Cancelled,
     /// `secret-rotator test-dependent`: a signed test delivery, about nothing.
     #[serde(rename = "ping")]
     Ping,
@@ -239,6 +259,7 @@ impl PayloadType {
             PayloadType::Expiring => "credential.expiring",
             PayloadType::Due => "rotation.due",
             PayloadType::Drift => "credential.drift",
+            PayloadType::Cancelled => "rotation.cancelled",
             PayloadType::Ping => "ping",
         }
     }
@@ -254,6 +275,7 @@ impl From<EventKind> for PayloadType {
             EventKind::NeedsAttention => PayloadType::NeedsAttention,
             EventKind::Due => PayloadType::Due,
             EventKind::Drift => PayloadType::Drift,
+            EventKind::Cancelled => PayloadType::Cancelled,
         }
     }
 }
@@ -492,6 +514,7 @@ mod tests {
                         crate::config::ScopeLevel::Modify,
                     ),
                 ],
+                probe: "v2/time".into(),
             }),
             policy: Policy::default(),
             dependents: vec![],
@@ -581,13 +604,19 @@ mod tests {
                 EventKind::Due,
                 "2026-05-04T10:15:00Z",
                 ATTEMPT,
-                "due (max_age): regenerate it in the control panel and run `secret-rotator supply shop-admin-api` by 2026-05-11T10:15:00+00:00",
+                "due (max_age): create a new store-level API account with the same scopes in the control panel (Settings > Store-level API accounts) and run `secret-rotator supply shop-admin-api` with its Client ID, Client Secret and Access Token by 2026-05-11 10:15:00Z",
             ),
             assisted(
                 EventKind::Drift,
                 "2026-05-04T12:00:00Z",
                 "shop-admin-api:v6",
                 "version 6 is rejected although secret-rotator did not change it: GET /v2/time: 401",
+            ),
+            assisted(
+                EventKind::Cancelled,
+                "2026-05-04T13:00:00Z",
+                ATTEMPT,
+                "cancelled by ops-1: the rotation waiting for a supply is cancelled; nothing was written and version 6 stays current. It is still due: the daemon asks again after a while (`secret-rotator pause shop-admin-api` stops that)",
             ),
         ]
     }
@@ -634,7 +663,7 @@ mod tests {
             "attempt",
             "reason",
         ];
-        let cases: [(PayloadType, &[&str]); 8] = [
+        let cases: [(PayloadType, &[&str]); 9] = [
             (PayloadType::Rotated, &["previous_version", "revoke_after"]),
             (PayloadType::Revoked, &[]),
             (PayloadType::RolledBack, &["previous_version"]),
@@ -643,6 +672,7 @@ mod tests {
             (PayloadType::Expiring, &["expires_at"]),
             (PayloadType::Due, &["steps", "scopes"]),
             (PayloadType::Drift, &["steps", "scopes"]),
+            (PayloadType::Cancelled, &[]),
         ];
         let documented = documented_examples();
         let built = examples();

@@ -28,9 +28,10 @@ use crate::config::{BasicAuthAccountConfig, ProviderConfig, ScopeLevel, StoreAcc
 use crate::egress::SendError;
 use crate::secret::SecretFields;
 
-/// The fields a supplied store-level account needs (and may have).
+/// The fields a supplied store-level account needs (and may have: `account_name` is the name
+/// it has in the control panel, which messages then use beside its client_id).
 pub const STORE_FIELDS: &[&str] = &["client_id", "access_token"];
-pub const STORE_OPTIONAL_FIELDS: &[&str] = &["client_secret"];
+pub const STORE_OPTIONAL_FIELDS: &[&str] = &["client_secret", "account_name"];
 /// The fields a supplied legacy account or user token needs.
 pub const BASIC_FIELDS: &[&str] = &["username", "token", "api_path"];
 
@@ -196,6 +197,22 @@ pub fn check_fields(provider: &ProviderConfig, secret: &SecretFields) -> Result<
                 .join(", ")
         ));
     }
+    // Refused here, before anything is sent: a header cannot carry them, and a pasted token
+    // with a line break in it is a copy slip.
+    let broken: Vec<&str> = secret
+        .keys()
+        .filter(|k| {
+            secret
+                .expose(k)
+                .is_some_and(|v| v.trim().chars().any(char::is_control))
+        })
+        .collect();
+    if !broken.is_empty() {
+        return Err(format!(
+            "field(s) {} hold a control character (a NUL, a line break, a tab...): nothing was sent to the store; copy the value again",
+            broken.join(", ")
+        ));
+    }
     if let ProviderConfig::BigCommerceLegacyAccount(c) | ProviderConfig::BigCommerceUserToken(c) =
         provider
     {
@@ -206,8 +223,8 @@ pub fn check_fields(provider: &ProviderConfig, secret: &SecretFields) -> Result<
                 c.username
             ));
         }
-        let path = secret.expose("api_path").unwrap_or_default().trim();
-        if path.trim_end_matches('/') != c.api_path.trim_end_matches('/') {
+        let path = secret.expose("api_path").unwrap_or_default();
+        if normal_api_path(path) != normal_api_path(&c.api_path) {
             return Err(format!(
                 "field api_path: the configuration's API path is {}; a token for another API path is not taken",
                 c.api_path
@@ -215,6 +232,99 @@ pub fn check_fields(provider: &ProviderConfig, secret: &SecretFields) -> Result<
         }
     }
     Ok(())
+}
+
+/// The fields that say which account or token a secret is: a supplied credential is new only if
+/// these differ from the current one's (a store account: its access token and its client_id;
+/// a legacy account or user token: its token).
+pub fn identity_fields(provider: &ProviderConfig) -> &'static [&'static str] {
+    match provider {
+        ProviderConfig::BigCommerceStoreAccount(_) => &["access_token", "client_id"],
+        _ => &["token"],
+    }
+}
+
+/// Is `a` the same account or token as `b`? True when any identifying field is equal (a new
+/// store account has both a new client_id and a new token: one equal field means a slip).
+pub fn same_credential(provider: &ProviderConfig, a: &SecretFields, b: &SecretFields) -> bool {
+    identity_fields(provider).iter().any(|f| {
+        matches!((a.expose(f), b.expose(f)), (Some(x), Some(y)) if !x.trim().is_empty() && x.trim() == y.trim())
+    })
+}
+
+/// The fields that belong to one account and are never carried over from the previous one
+/// (a store account's client_secret and name): a supply that leaves them out of a secret that
+/// had them is refused rather than written with the old account's values.
+pub fn account_bound_fields(provider: &ProviderConfig) -> &'static [&'static str] {
+    match provider {
+        ProviderConfig::BigCommerceStoreAccount(_) => STORE_OPTIONAL_FIELDS,
+        _ => &[],
+    }
+}
+
+/// Which account or token a secret holds, in words a person finds it by in the control panel;
+/// never a secret (a client_id is not one).
+pub fn describe(provider: &ProviderConfig, secret: &SecretFields) -> String {
+    match provider {
+        ProviderConfig::BigCommerceStoreAccount(c) => {
+            let id = secret.expose("client_id").unwrap_or("?");
+            match secret
+                .expose("account_name")
+                .filter(|n| !n.trim().is_empty())
+            {
+                Some(name) => format!(
+                    "store-level API account \"{name}\" (client_id {id}, store {})",
+                    c.store_hash
+                ),
+                None => format!(
+                    "store-level API account with client_id {id} (store {})",
+                    c.store_hash
+                ),
+            }
+        }
+        ProviderConfig::BigCommerceLegacyAccount(c) => {
+            format!("the current API token of legacy API account {}", c.username)
+        }
+        ProviderConfig::BigCommerceUserToken(c) => {
+            format!("the current API token of user {}", c.username)
+        }
+        other => other.kind().to_string(),
+    }
+}
+
+/// A supplied or stored secret in the form kept in Vault and compared: every string trimmed,
+/// a legacy account's or user's `api_path` ending in exactly one '/' (the configured form).
+pub fn normalise(provider: &ProviderConfig, secret: &SecretFields) -> SecretFields {
+    let mut out = secret.clone();
+    if let ProviderConfig::BigCommerceLegacyAccount(_) | ProviderConfig::BigCommerceUserToken(_) =
+        provider
+    {
+        if let Some(path) = secret
+            .expose("api_path")
+            .filter(|_| secret.is_string("api_path"))
+        {
+            out.insert("api_path", normal_api_path(path));
+        }
+    }
+    out
+}
+
+/// `https://Store.example/api/v2` and `https://store.example/api/v2//` alike become
+/// `https://store.example/api/v2/`: trimmed, scheme and host in lower case, one trailing '/'.
+pub fn normal_api_path(path: &str) -> String {
+    let path = path.trim().trim_end_matches('/');
+    let lowered = match path.split_once("://") {
+        Some((scheme, rest)) => {
+            let (host, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            format!(
+                "{}://{}{tail}",
+                scheme.to_ascii_lowercase(),
+                host.to_ascii_lowercase()
+            )
+        }
+        None => path.to_string(),
+    };
+    format!("{lowered}/")
 }
 
 /// Classify an answer that is neither ok nor a named rejection. Every call here is a read or a
@@ -354,18 +464,20 @@ impl Provider for StoreAccountProvider {
             .ok_or_else(|| ProviderError::Config {
                 reason: "the credential has no access_token field".into(),
             })?;
-        match self.status(Method::GET, "v2/time", token).await? {
+        let probe = &self.cfg.probe;
+        match self.status(Method::GET, probe, token).await? {
             200..=299 => {}
             401 => {
                 return Err(ProviderError::Rejected {
-                    reason:
-                        "GET /v2/time: 401: the access token is invalid or its account was deleted"
-                            .into(),
+                    reason: format!(
+                        "GET /{probe}: 401: the access token is invalid or its account was deleted"
+                    ),
                 })
             }
-            // Authenticated, without Information & Settings: its probe below names it if needed.
+            // Authenticated, without the scope of the probe: its own probe below names it if
+            // the config requires it.
             403 => {}
-            s => return Err(other_status("GET /v2/time", s)),
+            s => return Err(other_status(&format!("GET /{probe}"), s)),
         }
         for (scope, level) in &self.cfg.required_scopes {
             let Some((read, write)) = probe_paths(scope) else {
@@ -412,10 +524,11 @@ impl Provider for StoreAccountProvider {
     /// unknown.
     async fn verify_revoked(&self, secret: &SecretFields) -> Result<bool, ProviderError> {
         let token = secret.expose("access_token").unwrap_or_default();
-        match self.status(Method::GET, "v2/time", token).await? {
+        let probe = &self.cfg.probe;
+        match self.status(Method::GET, probe, token).await? {
             401 => Ok(true),
             200..=299 | 403 => Ok(false),
-            s => Err(other_status("GET /v2/time", s)),
+            s => Err(other_status(&format!("GET /{probe}"), s)),
         }
     }
 }
@@ -457,9 +570,15 @@ impl BasicAuthProvider {
         }
     }
 
-    /// `GET {api_path}time` with Basic auth; always on the configured API path (never one a
-    /// supplied credential names).
-    async fn time_status(&self, secret: &SecretFields) -> Result<u16, ProviderError> {
+    /// `method {api_path}{resource}` with Basic auth (an empty JSON body for a write); always on
+    /// the configured API path (never one a supplied credential names). Returns the status and
+    /// the request's words for messages.
+    async fn status(
+        &self,
+        secret: &SecretFields,
+        method: Method,
+        resource: &str,
+    ) -> Result<(u16, String), ProviderError> {
         let token = secret
             .expose("token")
             .filter(|t| !t.is_empty())
@@ -467,16 +586,35 @@ impl BasicAuthProvider {
                 reason: "the credential has no token field".into(),
             })?;
         let username = secret.expose("username").unwrap_or(&self.cfg.username);
-        let url = format!("{}time", self.cfg.api_path);
-        let request = self
+        let url = format!("{}{resource}", self.cfg.api_path);
+        let mut request = self
             .http
-            .get(&url)
+            .request(method.clone(), &url)
             .basic_auth(username, Some(token))
             .header(ACCEPT, "application/json");
+        if method != Method::GET {
+            // An empty body: a user with the permission gets 400 or 422, nothing changes.
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
+        let what = format!("{method} {url}");
         // The legacy API path has a quota of its own (a rolling hour), apart from the REST API's.
         let budget = rate_budget::store_key(&self.cfg.api_path, &self.cfg.store_hash);
-        probe_status(&self.http, &budget, "GET {api_path}time", request).await
+        let status = probe_status(&self.http, &budget, &what, request).await?;
+        Ok((status, what))
     }
+}
+
+/// The endpoint under the legacy API path that shows a permission.
+fn permission_probe(resource: &str) -> Option<&'static str> {
+    Some(match resource {
+        "information_and_settings" => "time",
+        "orders" => "orders",
+        "products" => "products",
+        "customers" => "customers",
+        "marketing" => "coupons",
+        "content" => "pages",
+        _ => return None,
+    })
 }
 
 #[async_trait]
@@ -507,18 +645,53 @@ impl Provider for BasicAuthProvider {
         })
     }
 
-    /// Basic auth on the v2 API path: 401 rejects; 403 names the resource the account lacks.
+    /// Basic auth on the configured probe (`time` unless `probe` says otherwise): a 2xx or a
+    /// 403 proves the store knows the token, a 401 rejects it. Then, only when the config asks
+    /// (`required_permissions`), one probe per permission: a 403 names the missing one.
     async fn verify(&self, secret: &SecretFields) -> Result<(), ProviderError> {
-        match self.time_status(secret).await? {
-            200..=299 => Ok(()),
-            401 => Err(ProviderError::Rejected {
-                reason: "GET {api_path}time: 401: the username or token is invalid (regenerated, or API access off)".into(),
-            }),
-            403 => Err(ProviderError::Rejected {
-                reason: "GET {api_path}time: 403: the account lacks the information_and_settings (read-only) permission".into(),
-            }),
-            s => Err(other_status("GET {api_path}time", s)),
+        let (status, what) = self.status(secret, Method::GET, &self.cfg.probe).await?;
+        match status {
+            200..=299 | 403 => {}
+            401 => {
+                return Err(ProviderError::Rejected {
+                    reason: format!("{what}: 401: the username or token is invalid (regenerated since, or API access off)"),
+                })
+            }
+            s => return Err(other_status(&what, s)),
         }
+        for (resource, level) in &self.cfg.required_permissions {
+            let Some(path) = permission_probe(resource) else {
+                return Err(ProviderError::Config {
+                    reason: format!("no probe is known for permission {resource}"),
+                });
+            };
+            let method = match level {
+                ScopeLevel::ReadOnly => Method::GET,
+                ScopeLevel::Modify => Method::POST,
+            };
+            let (status, what) = self.status(secret, method, path).await?;
+            match (level, status) {
+                (ScopeLevel::ReadOnly, 200..=299) | (ScopeLevel::Modify, 400 | 422) => {}
+                (_, 403) => {
+                    return Err(ProviderError::Rejected {
+                        reason: format!(
+                            "missing permission {resource} ({}): {what} answered 403; grant {}: {} to {}",
+                            level_label(*level),
+                            scope_label(resource),
+                            level_label(*level),
+                            self.cfg.username
+                        ),
+                    })
+                }
+                (_, 401) => {
+                    return Err(ProviderError::Rejected {
+                        reason: format!("{what}: 401: the username or token was rejected"),
+                    })
+                }
+                (_, s) => return Err(other_status(&what, s)),
+            }
+        }
+        Ok(())
     }
 
     async fn revoke(&self, _secret: &SecretFields) -> Result<(), ProviderError> {
@@ -528,10 +701,11 @@ impl Provider for BasicAuthProvider {
     }
 
     async fn verify_revoked(&self, secret: &SecretFields) -> Result<bool, ProviderError> {
-        match self.time_status(secret).await? {
+        let (status, what) = self.status(secret, Method::GET, &self.cfg.probe).await?;
+        match status {
             401 => Ok(true),
             200..=299 | 403 => Ok(false),
-            s => Err(other_status("GET {api_path}time", s)),
+            s => Err(other_status(&what, s)),
         }
     }
 }
@@ -548,6 +722,7 @@ mod tests {
                 ("information_and_settings".into(), ScopeLevel::ReadOnly),
                 ("orders".into(), ScopeLevel::Modify),
             ],
+            probe: "v2/time".into(),
         })
     }
 
@@ -556,14 +731,101 @@ mod tests {
             store_hash: "abc123".into(),
             username: "legacy-app".into(),
             api_path: "https://store-abc123.mybigcommerce.com/api/v2/".into(),
+            probe: "time".into(),
+            required_permissions: vec![],
         })
     }
 
     #[test]
-    fn every_known_scope_has_a_probe() {
+    fn every_known_scope_and_permission_has_a_probe() {
         for scope in crate::config::KNOWN_SCOPES {
             assert!(probe_paths(scope).is_some(), "{scope}");
         }
+        for permission in crate::config::KNOWN_PERMISSIONS {
+            assert!(permission_probe(permission).is_some(), "{permission}");
+        }
+    }
+
+    #[test]
+    fn a_credential_is_the_same_when_its_identifying_secret_is() {
+        let f = |pairs: &[(&str, &str)]| {
+            let mut f = SecretFields::new();
+            for (k, v) in pairs {
+                f.insert(k, *v);
+            }
+            f
+        };
+        let current = f(&[
+            ("client_id", "c1"),
+            ("access_token", "t1"),
+            ("client_secret", "s1"),
+        ]);
+        // (provider, supplied, the same credential?)
+        let cases = [
+            (
+                store(),
+                f(&[("client_id", "c1"), ("access_token", "t1")]),
+                true,
+            ),
+            (
+                store(),
+                f(&[("client_id", "c2"), ("access_token", "t1")]),
+                true,
+            ),
+            (
+                store(),
+                f(&[("client_id", "c1"), ("access_token", "t2")]),
+                true,
+            ),
+            (
+                store(),
+                f(&[
+                    ("client_id", "c2"),
+                    ("access_token", "t2"),
+                    ("client_secret", "s1"),
+                ]),
+                false,
+            ),
+        ];
+        for (provider, supplied, same) in cases {
+            assert_eq!(
+                same_credential(&provider, &supplied, &current),
+                same,
+                "{supplied:?}"
+            );
+        }
+        let stored = f(&[
+            ("username", "u"),
+            ("token", "t"),
+            ("api_path", "https://s.example/api/v2/"),
+            ("note", "n"),
+        ]);
+        let supplied = f(&[
+            ("username", "u"),
+            ("token", "t"),
+            ("api_path", "https://s.example/api/v2"),
+        ]);
+        assert!(same_credential(&legacy(), &supplied, &stored));
+        assert!(!same_credential(&legacy(), &f(&[("token", "t2")]), &stored));
+    }
+
+    #[test]
+    fn api_paths_are_normalised() {
+        for (given, expected) in [
+            ("https://s.example/api/v2", "https://s.example/api/v2/"),
+            (" https://S.Example/api/v2// ", "https://s.example/api/v2/"),
+            (
+                "HTTP://s.example:8080/Store/api/v2/",
+                "http://s.example:8080/Store/api/v2/",
+            ),
+        ] {
+            assert_eq!(normal_api_path(given), expected, "{given}");
+        }
+        let supplied = SecretFields::new().with("api_path", "https://s.example/api/v2");
+        assert_eq!(
+            normalise(&legacy(), &supplied).expose("api_path"),
+            Some("https://s.example/api/v2/")
+        );
     }
 
     #[test]
@@ -650,6 +912,40 @@ mod tests {
                 legacy(),
                 s(&[("username", "legacy-app")]),
                 "token, api_path",
+            ),
+            // The trailing '/' or the host's case does not make another API path.
+            (
+                legacy(),
+                s(&[
+                    ("username", "legacy-app"),
+                    ("token", "t"),
+                    ("api_path", "https://Store-abc123.mybigcommerce.com/api/v2"),
+                ]),
+                "",
+            ),
+            // Refused before anything is sent.
+            (
+                legacy(),
+                s(&[
+                    ("username", "legacy-app"),
+                    ("token", "to\0ken"),
+                    ("api_path", path),
+                ]),
+                "field(s) token hold a control character",
+            ),
+            (
+                store(),
+                s(&[("client_id", "c"), ("access_token", "to\nken")]),
+                "field(s) access_token hold a control character",
+            ),
+            (
+                store(),
+                s(&[
+                    ("client_id", "c"),
+                    ("access_token", "t"),
+                    ("account_name", "app-v2"),
+                ]),
+                "",
             ),
         ];
         for (provider, fields, expected) in cases {

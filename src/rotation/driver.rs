@@ -41,7 +41,7 @@ use crate::vault::{MountKind, Vault, VaultError};
 
 mod assisted;
 pub use super::stored::RECORD_VERSIONS;
-pub use assisted::{drift_checked, drift_due, DriftCheck};
+pub use assisted::{drift_checked, drift_due, what_to_do, DriftCheck, Supplied};
 
 /// Tunables of the driver; the defaults suit production.
 #[derive(Debug, Clone)]
@@ -598,6 +598,22 @@ impl Engine {
                         cred.secret,
                         missing.join(", "),
                         current.keys().collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+            let not_strings: Vec<&str> = provider
+                .required_fields()
+                .iter()
+                .copied()
+                .filter(|f| !current.is_string(f))
+                .collect();
+            if !not_strings.is_empty() {
+                return Err(EngineError::Refused {
+                    credential: cred.name.clone(),
+                    reason: format!(
+                        "{}: field(s) {} of the current secret (version {version}) are not a string; nothing was minted",
+                        cred.secret,
+                        not_strings.join(", "),
                     ),
                 });
             }

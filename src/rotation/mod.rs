@@ -3,5 +3,7 @@ pub mod driver;
 pub mod state;
 mod stored;
 
-pub use driver::{Begin, Engine, EngineError, EngineSettings, RunResult, Wait};
+pub use driver::{
+    what_to_do, Begin, Engine, EngineError, EngineSettings, RunResult, Supplied, Wait,
+};
 pub use state::{Attempt, AttemptSummary, Outcome, Phase, StateRecord};

@@ -375,6 +375,9 @@ pub enum Outcome {
     Failed,
     /// An operator re-promoted the previous credential during the grace period.
     Reverted,
+    /// An operator ended an assisted attempt (`cancel`): waiting for a supply (nothing
+    /// written), or for the old credential to die (the committed version stays).
+    Cancelled,
 }
 
 impl Outcome {
@@ -385,6 +388,7 @@ impl Outcome {
             Outcome::Aborted => "aborted",
             Outcome::Failed => "failed",
             Outcome::Reverted => "reverted",
+            Outcome::Cancelled => "cancelled",
         }
     }
 }
@@ -888,6 +892,11 @@ pub fn finish(
         }
         // Someone else rotated the secret: not this credential's failure.
         Outcome::Aborted => {}
+        // A person's choice, not a failure; a credential still due is asked for again after
+        // the first attempt backoff, not at once.
+        Outcome::Cancelled => {
+            record.retry_at = Some(now + policy.attempts.delay(1, unit));
+        }
         Outcome::Failed | Outcome::RolledBack => {
             record.failures += 1;
             record.retry_at = Some(now + policy.attempts.delay(record.failures, unit));

@@ -6,6 +6,11 @@ use super::Validator;
 use crate::config::model::*;
 use crate::config::raw::*;
 
+use super::store_account::KNOWN_PERMISSIONS;
+
+/// What a legacy account's or user's token is checked on by default (`GET {api_path}time`).
+pub const DEFAULT_BASIC_PROBE: &str = "time";
+
 const DEFAULT_LEGACY_API_PATH: &str = "https://store-{store_hash}.mybigcommerce.com/api/v2/";
 
 impl Validator<'_> {
@@ -40,10 +45,22 @@ impl Validator<'_> {
                 }
             },
         );
+        let probe = self.probe(&format!("{prefix}.probe"), &raw.probe, DEFAULT_BASIC_PROBE);
+        let required_permissions = match &raw.required_permissions {
+            None => Some(Vec::new()),
+            Some(map) => self.levels(
+                &format!("{prefix}.required_permissions"),
+                map,
+                &KNOWN_PERMISSIONS,
+                "permission",
+            ),
+        };
         Some(BasicAuthAccountConfig {
             store_hash: store_hash?,
             username: username?,
             api_path: api_path?,
+            probe: probe?,
+            required_permissions: required_permissions?,
         })
     }
 }

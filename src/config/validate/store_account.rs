@@ -33,6 +33,21 @@ pub const KNOWN_SCOPES: [&str; 15] = [
     "storefront_api_customer_impersonation",
 ];
 
+/// What a store-level account's token is checked on by default: documented for validating
+/// authentication.
+pub const DEFAULT_STORE_PROBE: &str = "v2/time";
+
+/// The resources of a legacy account's or user's permissions that the legacy API path serves
+/// (`required_permissions`), each probed on one endpoint under the API path.
+pub const KNOWN_PERMISSIONS: [&str; 6] = [
+    "content",
+    "customers",
+    "information_and_settings",
+    "marketing",
+    "orders",
+    "products",
+];
+
 impl Validator<'_> {
     pub(super) fn store_account(
         &mut self,
@@ -51,34 +66,74 @@ impl Validator<'_> {
             &raw.required_scopes,
             &format!("{prefix}.required_scopes"),
             table,
-            Self::required_scopes,
+            |v, key, scopes| v.levels(key, scopes, &KNOWN_SCOPES, "scope"),
         );
+        let probe = self.probe(&format!("{prefix}.probe"), &raw.probe, DEFAULT_STORE_PROBE);
         Some(StoreAccountConfig {
             api_url: api_url?,
             store_hash: store_hash?,
             required_scopes: required_scopes?,
+            probe: probe?,
         })
     }
 
-    fn required_scopes(
+    /// The resource an assisted provider's token is checked on: a relative path (letters,
+    /// digits, `-`, `_`, `.`, `/`; no `..`, no query), `default` when absent.
+    pub(super) fn probe(
+        &mut self,
+        key: &str,
+        value: &Option<Spanned<String>>,
+        default: &str,
+    ) -> Option<String> {
+        let Some(value) = value else {
+            return Some(default.to_string());
+        };
+        let text = value.get_ref().trim();
+        let ok = !text.is_empty()
+            && text.len() <= 200
+            && !text.starts_with('/')
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+            && !text.split('/').any(|seg| seg == ".." || seg == ".");
+        if ok {
+            Some(text.to_string())
+        } else {
+            self.bad(
+                key,
+                value,
+                format!(
+                    "must be a path relative to the API path, such as {}: letters, digits, '-', '_', '.' and '/', without a leading '/', '..' or a query (at most 200 characters)",
+                    quote(default)
+                ),
+            );
+            None
+        }
+    }
+
+    /// A table of resource -> "read-only" | "modify" (`what`: "scope" or "permission"), each
+    /// resource one of `known`.
+    pub(super) fn levels(
         &mut self,
         key: &str,
         scopes: &Spanned<BTreeMap<String, Spanned<String>>>,
+        known: &[&str],
+        what: &str,
     ) -> Option<Vec<(String, ScopeLevel)>> {
         if scopes.get_ref().is_empty() {
             self.bad(
                 key,
                 scopes,
-                "must name at least one scope, e.g. { information_and_settings = \"read-only\" }",
+                format!("must name at least one {what}, e.g. {{ information_and_settings = \"read-only\" }}"),
             );
             return None;
         }
         let mut all = Some(Vec::new());
         for (name, level) in scopes.get_ref() {
             let scope_key = format!("{key}.{name}");
-            let name_ok = KNOWN_SCOPES.contains(&name.as_str());
+            let name_ok = known.contains(&name.as_str());
             if !name_ok {
-                let hint = match nearest(name, &KNOWN_SCOPES) {
+                let hint = match nearest(name, known) {
                     Some(known) => format!(" (did you mean `{known}`?)"),
                     None => String::new(),
                 };
@@ -86,9 +141,9 @@ impl Validator<'_> {
                     &scope_key,
                     level,
                     format!(
-                        "unknown scope {}{hint}; known scopes: {}",
+                        "unknown {what} {}{hint}; known {what}s: {}",
                         quote(name),
-                        KNOWN_SCOPES.join(", ")
+                        known.join(", ")
                     ),
                 );
             }
@@ -100,7 +155,7 @@ impl Validator<'_> {
                         &scope_key,
                         level,
                         format!(
-                            "unknown scope level {}; known levels: read-only, modify",
+                            "unknown {what} level {}; known levels: read-only, modify",
                             quote(other)
                         ),
                     );

@@ -14,13 +14,16 @@ use super::{unit, Announce, Engine, EngineError, Extra, Loaded, Next, RunResult,
 use crate::config::{Credential, ProviderConfig};
 use crate::crash;
 use crate::events::EventKind;
-use crate::providers::bigcommerce_assisted::check_fields;
+use crate::providers::bigcommerce_assisted::describe;
 use crate::providers::{Mode, Provider, ProviderError};
 use crate::rotation::state::{
-    self, awaiting_old_deletion, begin_assisted, reminded, reminder_backoff, supplied, take_over,
-    Attempt, Drift, Phase, Start,
+    self, awaiting_old_deletion, begin_assisted, reminded, reminder_backoff, take_over, Attempt,
+    Drift, Phase, Start,
 };
 use crate::secret::SecretFields;
+
+mod supply;
+pub use supply::{what_to_do, Supplied};
 
 /// What a drift check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,10 +113,17 @@ impl Engine {
             .deadline
             .map(crate::human::time)
             .unwrap_or_else(|| "-".into());
+        let then = match (&cred.provider, &a.old) {
+            (ProviderConfig::BigCommerceStoreAccount(_), Some(old)) => format!(
+                "; once it is committed, delete the old {} in the control panel",
+                describe(&cred.provider, old).trim_start_matches("the ")
+            ),
+            _ => String::new(),
+        };
         let detail = format!(
-            "due ({}): regenerate it in the control panel and run `secret-rotator supply {}` by {deadline}{}",
+            "due ({}): {} by {deadline}{then}{}",
             a.trigger,
-            cred.name,
+            what_to_do(cred),
             if reminder > 0 {
                 format!(" (reminder {reminder})")
             } else {
@@ -171,11 +181,14 @@ impl Engine {
         tracing::info!(credential = %cred.name, attempt = %a.id, version, "supplied credential committed");
         let regenerated = provider.old_dies_at_supply();
         if !regenerated {
-            let detail = if a.old.is_some() {
-                "a new version is live; delete the old account in the control panel once every reader uses the new one (webhooks created by the old account vanish with it: re-create them under the new account first)"
-            } else {
-                "a new version is live"
+            let detail = match &a.old {
+                Some(old) => format!(
+                    "a new version is live; once every reader uses it, delete the old {} in the control panel (webhooks created by the old account vanish with it: re-create them under the new account first)",
+                    describe(&cred.provider, old).trim_start_matches("the ")
+                ),
+                None => "a new version is live".to_string(),
             };
+            let detail = detail.as_str();
             self.emit(
                 l,
                 cred,
@@ -237,7 +250,8 @@ impl Engine {
                     Err(e) => format!("cannot tell whether the old credential is rejected: {e}"),
                     _ if provider.old_dies_at_supply() => "the old token is still accepted: was the new one saved in the control panel?".to_string(),
                     _ => format!(
-                        "the old account still answers: delete it in the control panel (or run `secret-rotator confirm-revoked {}` once it is)",
+                        "the old account still answers: delete {} in the control panel (or run `secret-rotator confirm-revoked {}` once it is)",
+                        a.old.as_ref().map(|o| describe(&cred.provider, o)).unwrap_or_default().trim_start_matches("the "),
                         cred.name
                     ),
                 };
@@ -313,99 +327,6 @@ impl Engine {
         Ok(Err(r))
     }
 
-    /// `supply NAME`: take a new credential from a person. Its fields and then the provider's
-    /// probes are checked before anything is written (`Err(Refused)` writes nothing); then it
-    /// is recorded, committed and announced like a minted one.
-    pub async fn supply(
-        &self,
-        cred: &Credential,
-        provider: &dyn Provider,
-        secret: SecretFields,
-    ) -> Result<RunResult, EngineError> {
-        let refuse = |reason: String| EngineError::Refused {
-            credential: cred.name.clone(),
-            reason: format!("{reason}; nothing was written"),
-        };
-        if provider.info().mode != Mode::Assisted {
-            return Err(refuse(format!(
-                "provider {} is rotated automatically (`secret-rotator rotate {}`)",
-                cred.provider.kind(),
-                cred.name
-            )));
-        }
-        check_fields(&cred.provider, &secret).map_err(refuse)?;
-        let (record, version) = self.load(&cred.name).await?;
-        let mut l = Loaded::new(record, version);
-        if let Some(p) = &l.record.paused {
-            return Err(refuse(format!(
-                "paused by {} since {}: `secret-rotator resume {}` first",
-                p.by,
-                crate::human::time(p.since),
-                cred.name
-            )));
-        }
-        let now = Utc::now();
-        let existing = l.record.attempt.take();
-        if let Some(a) = &existing {
-            if a.phase != Phase::AwaitingSupply {
-                return Err(refuse(format!(
-                    "a rotation is in phase {} (attempt {}); a new credential is taken only while one is awaited",
-                    a.phase.as_str(),
-                    a.id
-                )));
-            }
-            // A person at the keyboard outranks the daemon's reminders: no lease is asked for.
-            // The write below is check-and-set, so a daemon writing meanwhile fences one of
-            // the two, never both.
-        }
-        let current = match &existing {
-            Some(a) => a.old.clone(),
-            None => self.read_current(&cred.secret).await?.1,
-        };
-        if current.as_ref().is_some_and(|c| c.same_as(&secret)) {
-            return Err(refuse(
-                "this is the credential already stored; regenerate it in the control panel first"
-                    .into(),
-            ));
-        }
-        match self.call("verify", provider.verify(&secret)).await {
-            Ok(()) => {}
-            Err(ProviderError::Rejected { reason }) => {
-                return Err(refuse(format!("the store rejected it: {reason}")))
-            }
-            Err(e) => return Err(refuse(format!("it could not be verified now: {e}"))),
-        }
-        crash::point("supply-verified");
-        let a = match existing {
-            Some(a) => a,
-            None => {
-                // Supplied before it fell due (or before the daemon noticed): an attempt of its
-                // own, without `rotation.due`.
-                let (version, current) = self.preflight(cred, provider).await?;
-                begin_assisted(
-                    Start {
-                        id: uuid::Uuid::new_v4().to_string(),
-                        owner: &self.owner,
-                        trigger: "supplied",
-                        now,
-                        lease: self.settings.lease,
-                        version,
-                        current,
-                        lifetime: None,
-                    },
-                    cred.policy.supply_deadline,
-                    cred.policy.supply_reminder,
-                )
-            }
-        };
-        let a = supplied(a, secret, &self.owner, Utc::now(), self.settings.lease);
-        self.save_attempt(&mut l, &a).await?;
-        tracing::info!(credential = %cred.name, attempt = %a.id, "supplied credential verified and recorded");
-        crash::point("supply-recorded");
-        self.steps(cred, provider, a, &mut l, Wait::Retries, false)
-            .await
-    }
-
     /// `confirm-revoked NAME`: a person says the old credential is gone; checked with the
     /// provider (still accepted: `Err(Refused)`), then `credential.revoked` and the attempt ends.
     pub async fn confirm_revoked(
@@ -420,13 +341,22 @@ impl Engine {
         let (record, version) = self.load(&cred.name).await?;
         let mut l = Loaded::new(record, version);
         let Some(a) = l.record.attempt.clone() else {
-            return Err(refuse(
-                "no rotation waits for the old credential to die".into(),
-            ));
+            return Err(refuse(format!(
+                "no rotation waits for the old credential to die (`secret-rotator status` shows the credential, `secret-rotator rotate {}` starts a rotation)",
+                cred.name
+            )));
         };
         if a.phase != Phase::AwaitingOldDeletion {
+            let next = if a.phase == Phase::AwaitingSupply {
+                format!(
+                    "`secret-rotator supply {}` takes the new credential",
+                    cred.name
+                )
+            } else {
+                format!("`secret-rotator rotate {}` drives it", cred.name)
+            };
             return Err(refuse(format!(
-                "the rotation in flight is in phase {}, not waiting for the old credential to die",
+                "the rotation in flight is in phase {}, not waiting for the old credential to die: {next}",
                 a.phase.as_str()
             )));
         }
@@ -436,10 +366,19 @@ impl Engine {
                 .await
             {
                 Ok(true) => {}
+                Ok(false) if provider.old_dies_at_supply() => {
+                    return Err(refuse(format!(
+                        "the store still accepts the previous token: select Save after regenerating it in the control panel, then run `secret-rotator confirm-revoked {}` again (`secret-rotator cancel {}` stops waiting)",
+                        cred.name, cred.name
+                    )))
+                }
                 Ok(false) => {
-                    return Err(refuse(
-                        "the store still accepts the old credential: delete the old account in the control panel first".into(),
-                    ))
+                    return Err(refuse(format!(
+                        "the store still accepts the old credential: delete {} in the control panel first, then run `secret-rotator confirm-revoked {}` again (`secret-rotator cancel {}` stops waiting)",
+                        describe(&cred.provider, old).trim_start_matches("the "),
+                        cred.name,
+                        cred.name
+                    )))
                 }
                 Err(e) => {
                     return Err(refuse(format!(
