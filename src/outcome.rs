@@ -15,7 +15,7 @@
 //! Why 429, 408 and a 503 with the origin's refusal are "nothing happened" even for a request
 //! that is not idempotent: a 429 is the rate limiter's answer before the request is handled
 //! (RFC 6585; BigCommerce sends it with its `X-Rate-Limit-*` headers, or bare for platform
-//! overload, reference/bigcommerce-api.md section 3), and a 408 says the server never had the
+//! overload, per its API reference on rate limits), and a 408 says the server never had the
 //! whole request. A 503 is only the origin's refusal when it says so (a `Retry-After`, the
 //! store's rate-limit headers, Vault's JSON `errors` body: sealed, standby): a bare 503 may come
 //! from a proxy whose upstream reset after the request went through, so it counts as any other

@@ -2,7 +2,7 @@
 //! liveness check, and the outbox retry sweep. Each job only sends a [`Tick`] to the run loop,
 //! which does the work.
 //!
-//! Invariants (see reference/tokio-cron-scheduler.md and ARCHITECTURE.md):
+//! Invariants (ARCHITECTURE.md, `daemon::periodic`):
 //! - Every job is scheduled in UTC. The crate fixes a zone's UTC offset when a job is built and
 //!   never recomputes it (its issue #107), so a zone-based job drifts by an hour after a DST
 //!   change; in UTC there is no DST to get wrong. Wall-clock schedules in a zone (credential

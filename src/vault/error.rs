@@ -66,7 +66,7 @@ pub fn classify_status(status: u16, errors: &[String], path: &str, address: &str
         400 if has("check-and-set parameter did not match") => VaultError::CasMismatch {
             path: path.to_string(),
         },
-        // Raft failover: transient, see reference/openbao.md.
+        // Raft failover: transient (a new leader is elected within seconds; tests/raft.rs).
         400 if has("Waiting for the primary") => VaultError::Unavailable {
             address: address.to_string(),
             reason: joined,
