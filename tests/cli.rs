@@ -187,6 +187,131 @@ fn usage_errors_exit_64_and_help_lists_exit_codes() {
     }
 }
 
+fn help(args: &[&str]) -> String {
+    let out = std::process::Command::new(common::binary())
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{args:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every flag and positional argument of every subcommand has a sentence of help.
+#[test]
+fn every_flag_and_argument_has_a_sentence_of_help() {
+    use clap::CommandFactory;
+    let cli = secret_rotator::cli::Cli::command();
+    let mut commands = vec![&cli];
+    commands.extend(cli.get_subcommands());
+    for command in commands {
+        assert!(
+            command.get_about().is_some(),
+            "{} has no about",
+            command.get_name()
+        );
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(
+                help.split_whitespace().count() >= 4,
+                "{} {id}: {help:?}",
+                command.get_name()
+            );
+        }
+    }
+}
+
+/// The delivery tuning appears only on the commands that deliver events themselves; the daemon's
+/// tuning only under `run`; `status --help` says what `--json` prints.
+#[test]
+fn each_flag_appears_only_under_the_commands_it_changes() {
+    let cases: [(&str, &[&str], &[&str]); 6] = [
+        (
+            "run",
+            &[
+                "--delivery-backoff",
+                "--failure-budget",
+                "--attempt-backoff",
+                "--once",
+            ],
+            &[],
+        ),
+        (
+            "rotate",
+            &["--delivery-backoff", "--delivery-budget", "--wait"],
+            &["--failure-budget"],
+        ),
+        (
+            "status",
+            &[
+                "--json",
+                "one object per configured credential",
+                "overdue_by_seconds",
+                "--check",
+            ],
+            &["--delivery-backoff", "--failure-budget"],
+        ),
+        (
+            "plan",
+            &["--config"],
+            &["--delivery-backoff", "--attempt-backoff"],
+        ),
+        ("history", &["--json"], &["--delivery-backoff"]),
+        (
+            "supply",
+            &["64 KiB", "Exit status", "Ctrl-C"],
+            &["--failure-budget"],
+        ),
+    ];
+    for (command, present, absent) in cases {
+        let text = help(&[command, "--help"]);
+        for needle in present {
+            assert!(
+                text.contains(needle),
+                "{command} --help lacks {needle:?}:\n{text}"
+            );
+        }
+        for needle in absent {
+            assert!(
+                !text.contains(needle),
+                "{command} --help has {needle:?}:\n{text}"
+            );
+        }
+    }
+    let top = help(&["--help"]);
+    assert!(!top.contains("--delivery-backoff"), "{top}");
+}
+
+#[test]
+fn version_names_the_version_and_the_commit_it_was_built_from() {
+    let text = help(&["--version"]);
+    let expected = format!("secret-rotator {} (", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected), "{text}");
+    let commit = text
+        .trim_end()
+        .strip_prefix(&expected)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{text}"));
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        // A git checkout: the commit checked out when the binary was built.
+        Some(head) => assert_eq!(commit, format!("commit {head}")),
+        None => assert!(
+            commit.starts_with("commit ") || commit == "unknown commit",
+            "{text}"
+        ),
+    }
+}
+
 #[tokio::test]
 async fn status_adopts_a_secret_written_by_hand_and_tracks_its_versions() {
     let bao = OpenBao::start().await;

@@ -28,7 +28,8 @@ async fn stack_with(dependents: String, grace: &'static str) -> Stack {
     stack
 }
 
-/// Fast delivery retries for the tests.
+/// Fast delivery retries for the tests (flags of the commands that deliver, after the
+/// subcommand).
 const FAST: [&str; 4] = [
     "--delivery-backoff",
     "200ms",
@@ -37,10 +38,7 @@ const FAST: [&str; 4] = [
 ];
 
 fn args<'a>(command: &[&'a str]) -> Vec<&'a str> {
-    FAST.iter()
-        .copied()
-        .chain(command.iter().copied())
-        .collect()
+    command.iter().chain(FAST.iter()).copied().collect()
 }
 
 #[tokio::test]
@@ -493,16 +491,16 @@ async fn an_exec_dependent_past_its_timeout_is_killed_with_its_grandchild_and_re
         "--delivery-budget",
         "3",
     ];
-    let mut args: Vec<&str> = flags.to_vec();
-    args.extend(["rotate", CRED, "--wait"]);
+    let mut args = vec!["rotate", CRED, "--wait"];
+    args.extend(flags);
     let out = stack.cli(&args, &[]).await;
     assert_eq!(
         out.code,
         Some(0),
         "the rotation itself is not held up: {out:?}"
     );
-    let mut args: Vec<&str> = flags.to_vec();
-    args.push("run");
+    let mut args = vec!["run"];
+    args.extend(flags);
     let mut daemon = stack.daemon(&args);
     tokio::time::sleep(Duration::from_secs(10)).await;
     daemon.kill().await.unwrap();

@@ -20,25 +20,34 @@ use std::time::Duration;
 pub use crate::app::{exit, Failure};
 use crate::app::{instance_id, App, Options};
 use crate::notify::outbox::DeliveryPolicy;
-pub use args::{Cli, Command, LogFormat};
+pub use args::{Cli, Command, DeliveryTuning, LogFormat, EXIT_CODES, VERSION};
 
 /// How long a command waits for its dependents' last deliveries before it exits (they are
 /// recorded: what is cut short is delivered again by the daemon).
 pub(crate) const DELIVERY_DRAIN: Duration = Duration::from_secs(60);
 
-/// The [`App`] the global flags describe.
+/// The delivery policy the command's `--delivery-*` flags describe.
+fn delivery_policy(tuning: &DeliveryTuning) -> DeliveryPolicy {
+    DeliveryPolicy {
+        backoff: crate::rotation::state::Backoff {
+            base: tuning.delivery_backoff,
+            cap: tuning.delivery_backoff_max.max(tuning.delivery_backoff),
+        },
+        budget: tuning.delivery_budget,
+    }
+}
+
+/// The [`App`] the global flags (and the command's delivery tuning) describe.
 async fn app(cli: &Cli) -> Result<App, Failure> {
     App::build(&Options {
         config_path: &cli.config,
         events_file: cli.events_file.as_deref(),
         instance_id: cli.instance_id.as_deref(),
-        delivery: DeliveryPolicy {
-            backoff: crate::rotation::state::Backoff {
-                base: cli.delivery_backoff,
-                cap: cli.delivery_backoff_max.max(cli.delivery_backoff),
-            },
-            budget: cli.delivery_budget,
-        },
+        delivery: cli
+            .command
+            .delivery()
+            .map(delivery_policy)
+            .unwrap_or_default(),
         reachable_now: !matches!(cli.command, Command::Run { .. }),
     })
     .await
@@ -52,12 +61,12 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Status { json, check } => status::status(&app(&cli).await?, *json, *check).await,
         Command::Plan => plan::plan(&app(&cli).await?).await,
-        Command::Rotate { name, wait } => rotate::rotate(&app(&cli).await?, name, *wait).await,
-        Command::Supply { name } => assisted::supply(&app(&cli).await?, name).await,
-        Command::ConfirmRevoked { name } => {
+        Command::Rotate { name, wait, .. } => rotate::rotate(&app(&cli).await?, name, *wait).await,
+        Command::Supply { name, .. } => assisted::supply(&app(&cli).await?, name).await,
+        Command::ConfirmRevoked { name, .. } => {
             assisted::confirm_revoked(&app(&cli).await?, name).await
         }
-        Command::Cancel { name } => {
+        Command::Cancel { name, .. } => {
             let instance = instance_id(cli.instance_id.as_deref());
             assisted::cancel(&app(&cli).await?, name, &instance).await
         }
@@ -67,8 +76,10 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             pause::pause(&app(&cli).await?, name, pause, &instance).await
         }
         Command::History { name, json } => history::history(&app(&cli).await?, name, *json).await,
-        Command::Rollback { name } => rotate::rollback(&app(&cli).await?, name).await,
-        Command::Deliveries { name, retry, json } => {
+        Command::Rollback { name, .. } => rotate::rollback(&app(&cli).await?, name).await,
+        Command::Deliveries {
+            name, retry, json, ..
+        } => {
             let app = app(&cli).await?;
             let cred = app.credential(name)?;
             deliveries::deliveries(&app, cred, retry.as_deref(), *json).await
@@ -83,6 +94,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
             interval,
             attempt_backoff,
             failure_budget,
+            ..
         } => {
             let mut app = app(&cli).await?;
             let retry = &mut app.engine.settings.retry;
