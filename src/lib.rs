@@ -10,6 +10,7 @@ pub mod crash;
 pub mod daemon;
 pub mod egress;
 pub mod events;
+pub mod fleet;
 pub mod human;
 pub mod instance;
 pub mod notify;

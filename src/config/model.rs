@@ -35,6 +35,10 @@ pub struct DaemonConfig {
     /// Rotations in flight at once against one provider instance (a store, an AppRole mount, a
     /// program, an API). Default 4.
     pub max_rotations_per_provider: usize,
+    /// Instances sharing a `state_prefix` form a group: each member's record in Vault stands
+    /// this long without a renewal (renewed every third of it); a dead member's credentials
+    /// move to the others within it. Default 60 s.
+    pub group_lease_ttl: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -44,6 +48,7 @@ impl Default for DaemonConfig {
             stagger: Duration::from_secs(5),
             max_rotations: 16,
             max_rotations_per_provider: 4,
+            group_lease_ttl: Duration::from_secs(60),
         }
     }
 }

@@ -48,6 +48,7 @@ pub(crate) struct RawDaemon {
     pub stagger: Text,
     pub max_rotations: Option<Spanned<i64>>,
     pub max_rotations_per_provider: Option<Spanned<i64>>,
+    pub group_lease_ttl: Text,
 }
 
 /// `[admin]`: the daemon's health and metrics server.

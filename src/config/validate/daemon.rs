@@ -32,6 +32,21 @@ impl Validator<'_> {
             &raw.max_rotations_per_provider,
             defaults.max_rotations_per_provider,
         );
+        let group_lease_ttl = self.positive_duration_or(
+            "daemon.group_lease_ttl",
+            &raw.group_lease_ttl,
+            defaults.group_lease_ttl,
+        );
+        if let (Some(ttl), Some(value)) = (group_lease_ttl, &raw.group_lease_ttl) {
+            if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&ttl) {
+                self.bad(
+                    "daemon.group_lease_ttl",
+                    value,
+                    "must be from 1s to 1h (a member record renewed every third of it)",
+                );
+                return None;
+            }
+        }
         if let (Some(interval), Some(value)) = (reconcile_interval, &raw.reconcile_interval) {
             if interval < Duration::from_secs(1) {
                 self.bad(
@@ -47,6 +62,7 @@ impl Validator<'_> {
             stagger: stagger?,
             max_rotations: max_rotations?,
             max_rotations_per_provider: max_rotations_per_provider?,
+            group_lease_ttl: group_lease_ttl?,
         })
     }
 
@@ -92,14 +108,32 @@ mod tests {
         let defaults = DaemonConfig::default();
         assert_eq!(defaults.reconcile_interval, Duration::from_secs(600));
         check("", Ok(defaults.clone()));
+        assert_eq!(defaults.group_lease_ttl, Duration::from_secs(60));
         check(
-            "reconcile_interval = \"30m\"\nstagger = \"0s\"\nmax_rotations = 64\nmax_rotations_per_provider = 2\n",
+            "reconcile_interval = \"30m\"\nstagger = \"0s\"\nmax_rotations = 64\nmax_rotations_per_provider = 2\ngroup_lease_ttl = \"5s\"\n",
             Ok(DaemonConfig {
                 reconcile_interval: Duration::from_secs(1800),
                 stagger: Duration::ZERO,
                 max_rotations: 64,
                 max_rotations_per_provider: 2,
+                group_lease_ttl: Duration::from_secs(5),
             }),
+        );
+        check(
+            "group_lease_ttl = \"500ms\"\n",
+            Err(("daemon.group_lease_ttl", 3, "from 1s to 1h")),
+        );
+        check(
+            "group_lease_ttl = \"2h\"\n",
+            Err(("daemon.group_lease_ttl", 3, "from 1s to 1h")),
+        );
+        check(
+            "group_lease_ttl = \"0s\"\n",
+            Err(("daemon.group_lease_ttl", 3, "longer than zero")),
+        );
+        check(
+            "group_lease_ttl = \"soon\"\n",
+            Err(("daemon.group_lease_ttl", 3, "invalid duration")),
         );
         check(
             "reconcile_interval = \"0s\"\n",
