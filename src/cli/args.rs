@@ -251,8 +251,10 @@ pub enum Command {
         #[command(flatten)]
         delivery: DeliveryTuning,
     },
-    /// What a credential's dependents have received: per dependent, the last event delivered,
-    /// the events still waiting with the next try, or the error it is failing with.
+    /// What a credential's dependents have received.
+    ///
+    /// Per dependent: the last event delivered, the events still waiting with the next try, or
+    /// the error it is failing with.
     Deliveries {
         /// The credential's name (`[[credentials]] name` in the configuration).
         name: String,
@@ -273,9 +275,11 @@ pub enum Command {
         /// The dependent's name (`[[credentials.dependents]] name`).
         dependent: String,
     },
-    /// Hand over an assisted credential regenerated in the control panel: a JSON object of its
-    /// fields on stdin, or typed at a prompt that does not echo. It is verified with the store
-    /// (scopes included) before anything is written; a rejected one writes nothing (exit 4).
+    /// Hand over an assisted credential regenerated in the control panel.
+    ///
+    /// Its fields come as a JSON object on stdin, or typed at a prompt that does not echo. It is
+    /// verified with the store (scopes included) before anything is written; a rejected one
+    /// writes nothing (exit 4).
     #[command(after_help = SUPPLY_AFTER_HELP)]
     Supply {
         /// The credential's name (`[[credentials]] name` in the configuration).
@@ -291,7 +295,9 @@ pub enum Command {
         #[command(flatten)]
         delivery: DeliveryTuning,
     },
-    /// End an assisted rotation in flight: one waiting for a supply (nothing was written), or
+    /// End an assisted rotation in flight where that is safe.
+    ///
+    /// One waiting for a supply (nothing was written), or
     /// one waiting for the old credential to die (the committed version stays). Recorded and
     /// announced (`rotation.cancelled`); an automatic rotation in the middle of its steps is
     /// refused, naming the command that ends it.
