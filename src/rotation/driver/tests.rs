@@ -9,9 +9,11 @@ use serde_json::json;
 
 use super::*;
 use crate::notify::outbox::Deliveries;
+use crate::providers::MintRequest;
 use crate::records::memory::{MemoryKv, WriteFault};
 use crate::records::RecordStore;
 use crate::rotation::state::{Backoff, RetryPolicy};
+use crate::secret::SecretFields;
 
 /// A provider in memory: mints `t1`, `t2`... after the answers queued in `mints` (a queued
 /// error is returned instead of minting, `UnknownOutcome` after minting), verifies what it
