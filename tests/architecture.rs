@@ -86,3 +86,15 @@ fn each_capability_lives_in_one_module() {
     }
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
+
+#[test]
+fn no_source_file_is_over_800_lines_outside_its_tests() {
+    let long: Vec<String> = sources()
+        .iter()
+        .filter(|(path, _)| !path.to_string_lossy().ends_with("/tests.rs"))
+        .map(|(path, text)| (path, without_tests(text).lines().count()))
+        .filter(|(_, lines)| *lines > 800)
+        .map(|(path, lines)| format!("{} has {lines} lines", path.display()))
+        .collect();
+    assert!(long.is_empty(), "split these files: {}", long.join(", "));
+}
