@@ -248,7 +248,17 @@ impl StorefrontProvider {
             Ok(c) => c,
             Err(_) => return Err(self.deadline_error(op)),
         };
-        // An answer over the cap is not read whole: it counts as one without a body.
+        // A success over the cap is not read whole: it counts as a lost answer (for a mint,
+        // the token it carried is out of reach). Another status over the cap is judged by its
+        // status alone.
+        if capped.over_cap && (200..300).contains(&status) {
+            let reason = format!(
+                "{}: status {status} with an answer larger than the {} KiB cap, not read",
+                self.what(op),
+                self.http.body_cap() / 1024
+            );
+            return Err(self.no_answer(op, reason, false));
+        }
         let body = match capped.over_cap {
             true => Value::Null,
             false => serde_json::from_slice(&capped.body).unwrap_or(Value::Null),

@@ -3,6 +3,8 @@
 //!
 //! Invariants:
 //! - TLS is always verified (against the system roots, plus the configured CA file).
+//! - An answer is read up to [`BODY_CAP`]; one over it is a lost answer (the request may have
+//!   been processed), never read whole.
 //! - With several addresses (the nodes of one cluster), every request goes to the active node,
 //!   the one whose `sys/health` answers 200. A standby forwards writes but checks a
 //!   check-and-set against its own copy, which lags the leader, and serves reads from that copy:
@@ -41,6 +43,9 @@ pub const FAILOVER_BOUND: Duration = Duration::from_secs(60);
 /// The first and the longest pause between two rounds of `sys/health` probes.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The most of an answer read: OpenBao refuses a request over 32 MiB, so no secret or record it
+/// answers with comes near this; an answer over it is cut off, not read whole.
+pub const BODY_CAP: usize = 48 * 1024 * 1024;
 /// Redirects followed in a row before the node is treated as failing.
 const MAX_REDIRECTS: u32 = 3;
 /// The longest a `sys/health` probe may take (shorter when the request timeout is).
@@ -447,11 +452,26 @@ impl Vault {
             .get(reqwest::header::LOCATION)
             .and_then(|l| l.to_str().ok())
             .map(str::to_string);
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| transport_failure(e, address, req.shown))?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let mut resp = resp;
+        let capped = crate::egress::read_capped(&mut resp, BODY_CAP).await;
+        if let Some(e) = capped.error {
+            return Err(transport_failure(e, address, req.shown));
+        }
+        if capped.over_cap {
+            // Like an answer cut off: the node may have done what was asked.
+            let error = VaultError::Unavailable {
+                address: address.to_string(),
+                reason: format!(
+                    "status {status} with an answer larger than the {} MiB cap, not read",
+                    BODY_CAP >> 20
+                ),
+            };
+            let verdict = Verdict::Failover {
+                maybe_processed: true,
+            };
+            return Err((verdict, error));
+        }
+        let value: Value = serde_json::from_slice(&capped.body).unwrap_or(Value::Null);
         if (200..300).contains(&status) {
             return Ok(value);
         }

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod daemon;
 pub mod fleet;
+pub mod hostile;
 pub mod proxy;
 pub mod raft;
 pub mod receiver;

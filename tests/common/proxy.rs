@@ -231,18 +231,20 @@ async fn serve(
 }
 
 /// One request as read from the client: its bytes, to forward unchanged.
-struct Request {
-    method: String,
-    target: String,
-    close: bool,
-    bytes: Vec<u8>,
+pub(super) struct Request {
+    pub(super) method: String,
+    pub(super) target: String,
+    pub(super) close: bool,
+    pub(super) bytes: Vec<u8>,
 }
 
 /// One reply as read from OpenBao.
-struct Reply {
+pub(super) struct Reply {
     /// The connection ends after this reply (`Connection: close`, or a body read to the end).
-    close: bool,
-    bytes: Vec<u8>,
+    pub(super) close: bool,
+    /// How many of `bytes` are the status line and headers.
+    pub(super) head_len: usize,
+    pub(super) bytes: Vec<u8>,
 }
 
 /// The start line and headers up to the empty line, as raw bytes and as (name, value) pairs.
@@ -273,7 +275,9 @@ impl Head {
 }
 
 /// `None` when the stream ends before a request starts.
-async fn read_request(r: &mut (impl AsyncBufRead + Unpin)) -> std::io::Result<Option<Request>> {
+pub(super) async fn read_request(
+    r: &mut (impl AsyncBufRead + Unpin),
+) -> std::io::Result<Option<Request>> {
     let Some(mut head) = read_head(r).await? else {
         return Ok(None);
     };
@@ -295,7 +299,10 @@ async fn read_request(r: &mut (impl AsyncBufRead + Unpin)) -> std::io::Result<Op
     }))
 }
 
-async fn read_reply(r: &mut (impl AsyncBufRead + Unpin), to_head: bool) -> std::io::Result<Reply> {
+pub(super) async fn read_reply(
+    r: &mut (impl AsyncBufRead + Unpin),
+    to_head: bool,
+) -> std::io::Result<Reply> {
     let mut head = read_head(r)
         .await?
         .ok_or_else(|| invalid("upstream closed before replying"))?;
@@ -306,6 +313,7 @@ async fn read_reply(r: &mut (impl AsyncBufRead + Unpin), to_head: bool) -> std::
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| invalid("bad status line"))?;
     let mut close = head.says_close();
+    let head_len = head.bytes.len();
     let chunked = head
         .header("transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
@@ -321,6 +329,7 @@ async fn read_reply(r: &mut (impl AsyncBufRead + Unpin), to_head: bool) -> std::
     }
     Ok(Reply {
         close,
+        head_len,
         bytes: head.bytes,
     })
 }
