@@ -127,8 +127,17 @@ pub struct View {
     me: String,
     /// Vault's clock less this process's, from the `created_time` of its last renewal.
     offset: TimeDelta,
-    /// The other members: when each record's lease ends, in Vault's time.
-    others: BTreeMap<String, DateTime<Utc>>,
+    /// The other members' leases as last read.
+    others: BTreeMap<String, Lease>,
+}
+
+/// Another member's lease, in Vault's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lease {
+    ends: DateTime<Utc>,
+    /// When to read the record again: when the lease ends; for a record read after its lease
+    /// had ended (a member that died without deleting it), one TTL later.
+    read_again: DateTime<Utc>,
 }
 
 impl View {
@@ -168,16 +177,25 @@ impl View {
             .collect()
     }
 
-    /// Member `member`'s record was read: `Some((record, created))` with its version's
-    /// `created_time`, `None` when it is gone.
-    pub fn read(&mut self, member: &str, record: Option<(&MemberRecord, DateTime<Utc>)>) {
+    /// Member `member`'s record was read at `local`: `Some((record, created))` with its
+    /// version's `created_time`, `None` when it is gone.
+    pub fn read(
+        &mut self,
+        member: &str,
+        record: Option<(&MemberRecord, DateTime<Utc>)>,
+        local: DateTime<Utc>,
+    ) {
         if member == self.me {
             return;
         }
         match record {
             Some((r, created)) => {
-                let ends = created + TimeDelta::milliseconds(r.ttl_ms.min(i64::MAX as u64) as i64);
-                self.others.insert(member.to_string(), ends);
+                let ttl = TimeDelta::milliseconds(r.ttl_ms.min(i64::MAX as u64 / 2) as i64);
+                let ends = created + ttl;
+                let now = self.vault_time(local);
+                let read_again = if ends > now { ends } else { now + ttl };
+                self.others
+                    .insert(member.to_string(), Lease { ends, read_again });
             }
             None => {
                 self.others.remove(member);
@@ -185,13 +203,13 @@ impl View {
         }
     }
 
-    /// The members whose lease has ended by `local` as last read: read them again (a live one
-    /// has renewed since).
+    /// The members whose record is due to be read again at `local` (a live one has renewed
+    /// since its lease as last read ended).
     pub fn to_read(&self, local: DateTime<Utc>) -> Vec<String> {
         let now = self.vault_time(local);
         self.others
             .iter()
-            .filter(|(_, ends)| **ends <= now)
+            .filter(|(_, l)| l.read_again <= now)
             .map(|(m, _)| m.clone())
             .collect()
     }
@@ -203,7 +221,7 @@ impl View {
         let mut out: Vec<String> = self
             .others
             .iter()
-            .filter(|(_, ends)| **ends > now)
+            .filter(|(_, l)| l.ends > now)
             .map(|(m, _)| m.clone())
             .collect();
         out.push(self.me.clone());
@@ -211,10 +229,31 @@ impl View {
         out
     }
 
-    /// The earliest time (this process's clock) at which a lease read ends.
+    /// The earliest time (this process's clock) at which a record is due to be read again.
     pub fn next_end(&self) -> Option<DateTime<Utc>> {
-        self.others.values().min().map(|t| self.local_time(*t))
+        self.others
+            .values()
+            .map(|l| l.read_again)
+            .min()
+            .map(|t| self.local_time(t))
     }
+}
+
+/// The live members at `now` among member records read as (name, record, `created_time`), by
+/// the reader's clock (`status`: no renewal of its own to learn Vault's clock from), sorted.
+pub fn live_members(
+    records: &[(String, MemberRecord, DateTime<Utc>)],
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    let mut out: Vec<String> = records
+        .iter()
+        .filter(|(_, r, created)| {
+            *created + TimeDelta::milliseconds(r.ttl_ms.min(i64::MAX as u64 / 2) as i64) > now
+        })
+        .map(|(m, _, _)| m.clone())
+        .collect();
+    out.sort();
+    out
 }
 
 /// How often a member renews its record: a third of its lease TTL.

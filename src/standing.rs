@@ -13,6 +13,31 @@ use crate::report::{self, StatusRow};
 use crate::rotation::{EngineError, Outcome, StateRecord};
 use crate::vault::{SecretMetadata, VaultError};
 
+/// The group's member records (instances sharing the state prefix): name, record and the
+/// version's `created_time`. A record that is not one is left out.
+pub(crate) async fn member_records(
+    app: &App,
+) -> Result<Vec<(String, crate::fleet::MemberRecord, DateTime<Utc>)>, VaultError> {
+    let mount = &app.config.vault.state_mount;
+    let folder = format!("{}/members", app.config.vault.state_prefix);
+    let mut out = Vec::new();
+    for key in app.vault.list(mount, &folder).await? {
+        if key.ends_with('/') {
+            continue;
+        }
+        let kv = crate::config::KvPath {
+            mount: mount.clone(),
+            path: format!("{folder}/{key}"),
+        };
+        if let Some((value, _, created)) = app.vault.read_json_created(&kv).await? {
+            if let Ok(record) = serde_json::from_value(value) {
+                out.push((key, record, created));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A credential as read from Vault: its facts, version and state record.
 pub(crate) struct Seen {
     pub(crate) facts: Option<SecretFacts>,

@@ -20,7 +20,11 @@ const CREDENTIALS: usize = 100;
 async fn three_instances_share_100_credentials_without_a_double_rotation_and_survive_a_kill() {
     let stack = Stack::with(fleet::options("10s")).await;
     fleet::lift_rate_limit(&stack).await;
-    add_credentials(&stack, CREDENTIALS, "\n[daemon]\nstagger = \"2s\"\n");
+    add_credentials(
+        &stack,
+        CREDENTIALS,
+        "\n[daemon]\nstagger = \"2s\"\ngroup_lease_ttl = \"3s\"\n",
+    );
     let initial = versions(&stack, CREDENTIALS).await;
     let minted_before = mints(&stack).await;
 

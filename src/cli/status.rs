@@ -13,6 +13,7 @@ pub(super) async fn status(app: &App, json: bool, check: bool) -> Result<i32, Fa
         );
     } else {
         print!("{}", report::status_table(&rows));
+        print!("{}", group_lines(app).await);
     }
     let errors: Vec<&StatusRow> = rows.iter().filter(|r| r.error.is_some()).collect();
     for r in &errors {
@@ -29,4 +30,25 @@ pub(super) async fn status(app: &App, json: bool, check: bool) -> Result<i32, Fa
     } else {
         exit::OK
     })
+}
+
+/// The group's live members and how many of the configured credentials each owns.
+async fn group_lines(app: &App) -> String {
+    let records = match crate::standing::member_records(app).await {
+        Ok(r) => r,
+        Err(e) => return format!("group: members unreadable: {e}\n"),
+    };
+    let members = crate::fleet::live_members(&records, chrono::Utc::now());
+    if members.is_empty() {
+        return "group: no live member (no daemon runs with this state prefix)\n".to_string();
+    }
+    let shares = crate::fleet::shares(
+        app.config.credentials.iter().map(|c| c.name.as_str()),
+        &members,
+    );
+    let mut out = format!("group: {} live members\n", members.len());
+    for (member, owned) in shares {
+        out.push_str(&format!("  {member}  owns {owned}\n"));
+    }
+    out
 }

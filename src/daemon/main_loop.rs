@@ -13,6 +13,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_cron_scheduler::JobScheduler;
 
+use super::group::{Group, Owners};
 use super::metrics::Metrics;
 use super::periodic::{self, Tick};
 use super::planner::{Planner, Work};
@@ -46,6 +47,12 @@ pub(super) struct Loop {
     /// The start-up checks running in the background.
     pub(super) checking: Option<JoinHandle<()>>,
     pub(super) by_name: ByName,
+    /// This instance's group membership (`None` for a `--once` pass, which works alone).
+    pub(super) group: Option<Group>,
+    /// Who owns what, as last published by the group.
+    pub(super) owners: Owners,
+    /// Credentials handed over while their attempt was in flight here: driven until it ends.
+    pub(super) handing_over: HashSet<String>,
     /// The delivery workers (`None` only while a reload replaces them).
     pub(super) workers: Option<Workers>,
     heartbeat: Arc<Heartbeat>,
@@ -106,9 +113,20 @@ impl Loop {
         let workers = start_deliveries(&app, &metrics);
         let heartbeat = Heartbeat::new();
         let watchdog = systemd::spawn_watchdog(heartbeat.clone());
+        // Instances sharing the state prefix share the credentials: a pass works alone.
+        let group = if once {
+            None
+        } else {
+            Some(Group::join(&app).await)
+        };
+        let owners = group.as_ref().map_or_else(
+            || Owners::alone(crate::instance::instance_of(&app.engine.owner)),
+            Group::owners,
+        );
         let mut planner = Planner::new(planner_settings(&app, once, reconcile));
         let started = Utc::now();
-        track_all(&app, &mut planner, started, true);
+        track_all(&app, &mut planner, started, true, &owners);
+        metrics.group(owners.members().len(), planner.tracked());
         let (periodic, ticks) = if once {
             (None, None)
         } else {
@@ -133,6 +151,9 @@ impl Loop {
             progress,
             checking: None,
             by_name,
+            group,
+            owners,
+            handing_over: HashSet::new(),
             workers: Some(workers),
             heartbeat,
             watchdog,
@@ -163,6 +184,7 @@ impl Loop {
                 self.reload().await;
             }
             if self.stop.is_none() {
+                self.follow_group();
                 self.hand_out_work();
             }
             self.report_start_up();
@@ -176,7 +198,7 @@ impl Loop {
             // credential.
             if !self.once && self.last_drift.elapsed() >= DRIFT_EVERY {
                 self.last_drift = Instant::now();
-                spawn_drift_checks(&self.app);
+                spawn_drift_checks(&self.app, &self.owners);
             }
             if let Some(code) = self.wait(signals).await {
                 break code;
@@ -327,12 +349,13 @@ impl Loop {
                 if let Ok((name, work, done)) = joined {
                     let cred = self.by_name.get(&self.app, &name);
                     self.errors += settle(cred, &mut self.planner, &mut self.backoff, &self.metrics, &self.health, &name, work, done);
+                    self.release_handed_over(&name);
                     self.status_dirty = true;
                 }
             }
             () = tokio::time::sleep(wake) => {}
             Some(tick) = recv_tick(&mut self.ticks) => {
-                tick_hook(&self.app, &mut self.planner, &mut self.sweeper, tick);
+                tick_hook(&self.app, &mut self.planner, &mut self.sweeper, tick, &self.owners);
             }
             () = stop_requested(&mut signals.term, &mut signals.int), if self.stop.is_none() => {
                 self.stop = Some(begin_stop());
@@ -357,6 +380,9 @@ impl Loop {
         tracing::info!(
             "shutting down; rotations in flight resume from their recorded phase on the next start"
         );
+        if let Some(group) = self.group {
+            group.leave().await;
+        }
         let mut tasks = self.tasks;
         tasks.abort_all();
         if let Some(task) = self.checking {

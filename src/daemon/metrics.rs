@@ -133,6 +133,8 @@ struct Live {
     credentials: RwLock<BTreeMap<String, CredentialView>>,
     /// The Vault client in use (its counters), and what clients replaced by a reload had counted.
     vault: RwLock<(Option<Arc<Vault>>, [u64; 4])>,
+    /// The group: live members this instance sees, and the credentials it owns among them.
+    group: RwLock<(usize, usize)>,
 }
 
 impl std::fmt::Debug for Live {
@@ -162,6 +164,22 @@ impl Collector for Live {
         gauge.encode(encoder.encode_descriptor(
             "secret_rotator_credentials",
             "Credentials the daemon tracks (automatic ones).",
+            None,
+            gauge.metric_type(),
+        )?)?;
+
+        let (members, owned) = *self.group.read().expect("metrics lock");
+        let gauge = ConstGauge::new(members as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "secret_rotator_group_members",
+            "Live members of the group (instances sharing the state prefix) this instance sees.",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        let gauge = ConstGauge::new(owned as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "secret_rotator_owned_credentials",
+            "Credentials this instance owns in its group (all of them when it is alone).",
             None,
             gauge.metric_type(),
         )?)?;
@@ -349,6 +367,11 @@ impl Metrics {
             .write()
             .expect("metrics lock")
             .insert(name.to_string(), view);
+    }
+
+    /// The group as this instance sees it: live members, credentials it owns.
+    pub fn group(&self, members: usize, owned: usize) {
+        *self.live.group.write().expect("metrics lock") = (members, owned);
     }
 
     /// After a reload: forget the credentials the configuration no longer has.

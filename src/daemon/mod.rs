@@ -7,6 +7,7 @@
 
 pub mod admin;
 mod checks;
+mod group;
 mod main_loop;
 pub mod metrics;
 mod periodic;

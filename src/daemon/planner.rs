@@ -442,6 +442,19 @@ impl Planner {
         self.recovering
     }
 
+    /// An attempt of `name` is in flight here, or a drive of it is running (which may begin
+    /// one).
+    pub(crate) fn busy(&self, name: &str) -> bool {
+        self.entries
+            .get(name)
+            .is_some_and(|e| e.in_flight || e.running == Some(Work::Drive))
+    }
+
+    /// How many credentials it tracks.
+    pub(crate) fn tracked(&self) -> usize {
+        self.entries.len()
+    }
+
     pub(crate) fn summary(&self) -> Summary {
         Summary {
             tracked: self.entries.len(),

@@ -37,8 +37,12 @@ impl Loop {
             self.workers = Some(start_deliveries(&self.app, &self.metrics));
             // Re-plan: forget what left the configuration, read everything again.
             let (app, by_name) = (&self.app, &self.by_name);
-            self.planner.retain(|name| by_name.get(app, name).is_some());
-            track_all(&self.app, &mut self.planner, Utc::now(), false);
+            let owners = &self.owners;
+            self.planner
+                .retain(|name| by_name.get(app, name).is_some() && owners.owns(name));
+            track_all(&self.app, &mut self.planner, Utc::now(), false, owners);
+            self.metrics
+                .group(owners.members().len(), self.planner.tracked());
         }
         // Whether the new configuration was taken or refused, the daemon runs on.
         systemd::ready(&self.status_line());

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
+use super::group::{owned, Owners};
 use super::periodic::{self, Tick};
 use super::planner::{self, Planner};
 use super::MAX_READS;
@@ -45,17 +46,14 @@ impl ByName {
 /// verified with its provider, off the loop, each within the step deadline. A 401 means someone
 /// regenerated or deleted it outside the daemon (`credential.drift`, and for assisted kinds a
 /// request for a supply). At most one round of checks at a time.
-pub(super) fn spawn_drift_checks(app: &Arc<App>) {
+pub(super) fn spawn_drift_checks(app: &Arc<App>, owners: &Owners) {
     static RUNNING: AtomicBool = AtomicBool::new(false);
     // First the guard: `drift_due` notes a credential as checked when it says it is due.
     if RUNNING.swap(true, Ordering::AcqRel) {
         return;
     }
     let now = Utc::now();
-    let due: Vec<Credential> = app
-        .config
-        .credentials
-        .iter()
+    let due: Vec<Credential> = owned(&app.config.credentials, owners)
         .filter(|c| crate::rotation::driver::drift_due(c, now))
         .cloned()
         .collect();
@@ -97,6 +95,7 @@ pub(super) fn tick_hook(
     planner: &mut Planner,
     sweeper: &mut periodic::Sweeper,
     tick: Tick,
+    owners: &Owners,
 ) {
     match tick {
         Tick::Reconcile(at) => {
@@ -109,7 +108,7 @@ pub(super) fn tick_hook(
             // Verify current credentials whose `drift_interval` passed, off the loop. The loop
             // also asks every second (an interval may be shorter than this job's period); this
             // job is the backstop should the loop's own clock be starved.
-            spawn_drift_checks(app);
+            spawn_drift_checks(app, owners);
         }
         Tick::OutboxSweep => {
             // Wake every delivery worker: an event whose retry time passed goes out now even
@@ -148,10 +147,16 @@ pub(super) fn planner_settings(
     }
 }
 
-/// Track every automatic credential of the configuration (a full read now).
-pub(super) fn track_all(app: &App, planner: &mut Planner, now: DateTime<Utc>, recovering: bool) {
+/// Track every credential of the configuration this instance owns (a full read now).
+pub(super) fn track_all(
+    app: &App,
+    planner: &mut Planner,
+    now: DateTime<Utc>,
+    recovering: bool,
+    owners: &Owners,
+) {
     // Assisted credentials too: the engine asks a person for them, reminds and polls.
-    for cred in &app.config.credentials {
+    for cred in owned(&app.config.credentials, owners) {
         planner.track(&cred.name, &provider_instance(cred), now, recovering);
     }
 }

@@ -177,13 +177,23 @@ pub(super) fn settle(
                 parked: r.parked.is_some(),
                 retry_at: r.retry_at,
             });
-            let plan = planner::observation(
+            let mut plan = planner::observation(
                 seen.version,
                 record.unwrap_or_default(),
                 result.as_ref(),
                 Some(due_at),
                 now,
             );
+            // Another instance's attempt: it may end long before its lease does (a member
+            // that handed the credential over finishes it); look again within a reconcile
+            // interval.
+            if let (Some(RunResult::Busy { .. }), planner::Next::At(at)) = (&result, plan.next) {
+                let soon = chrono::Duration::from_std(planner.settings().reconcile)
+                    .ok()
+                    .and_then(|d| now.checked_add_signed(d))
+                    .unwrap_or(at);
+                plan.next = planner::Next::At(at.min(soon));
+            }
             planner.observed(name, work, plan, now);
             0
         }

@@ -176,8 +176,8 @@ fn a_member_is_live_until_its_lease_ends_in_vaults_time() {
         view.listed(&["a".into(), "b".into(), "c".into()]),
         ["b", "c"]
     );
-    view.read("b", Some((&record("b", 30), t(-10) + skew)));
-    view.read("c", Some((&record("c", 30), t(-25) + skew)));
+    view.read("b", Some((&record("b", 30), t(-10) + skew)), t(0));
+    view.read("c", Some((&record("c", 30), t(-25) + skew)), t(0));
     // (local time, live members, records to read again)
     let cases: &[(i64, &[&str], &[&str])] = &[
         (0, &["a", "b", "c"], &[]),
@@ -192,8 +192,8 @@ fn a_member_is_live_until_its_lease_ends_in_vaults_time() {
     }
     assert_eq!(view.next_end(), Some(t(5)));
     // c renewed (read again at 5: a version created at 3), b's record is gone.
-    view.read("c", Some((&record("c", 30), t(3) + skew)));
-    view.read("b", None);
+    view.read("c", Some((&record("c", 30), t(3) + skew)), t(5));
+    view.read("b", None, t(20));
     assert_eq!(view.members(t(20)), group(&["a", "c"]));
     assert_eq!(view.next_end(), Some(t(33)));
     // A LIST without c forgets it (it left and deleted its record).
@@ -203,11 +203,29 @@ fn a_member_is_live_until_its_lease_ends_in_vaults_time() {
 }
 
 #[test]
+fn status_counts_the_members_whose_lease_has_not_ended() {
+    let records = vec![
+        ("b".to_string(), record("b", 30), t(-10)),
+        ("a".to_string(), record("a", 30), t(-29)),
+        ("c".to_string(), record("c", 30), t(-30)),
+        ("d".to_string(), record("d", 60), t(-45)),
+    ];
+    assert_eq!(live_members(&records, t(0)), group(&["a", "b", "d"]));
+    assert!(live_members(&records, t(100)).is_empty());
+}
+
+#[test]
 fn the_record_of_this_instance_and_folders_are_never_read_as_others() {
     let mut view = View::new("a");
     assert_eq!(view.listed(&["a".into(), "sub/".into(), "b".into()]), ["b"]);
-    view.read("a", Some((&record("a", 30), t(0))));
+    view.read("a", Some((&record("a", 30), t(0))), t(0));
     assert_eq!(view.members(t(100)), group(&["a"]));
+    // A record whose lease had ended when it was read (its member died without deleting it)
+    // is read again one TTL later, not at every turn.
+    view.read("b", Some((&record("b", 30), t(0))), t(100));
+    assert_eq!(view.members(t(100)), group(&["a"]));
+    assert!(view.to_read(t(129)).is_empty());
+    assert_eq!(view.to_read(t(130)), ["b"]);
     assert_eq!(
         renew_every(std::time::Duration::from_secs(30)).as_secs(),
         10

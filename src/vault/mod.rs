@@ -216,6 +216,32 @@ impl Vault {
         }
     }
 
+    /// [`Vault::read_json`], with the version's `created_time` (Vault's clock).
+    pub async fn read_json_created(
+        &self,
+        kv: &KvPath,
+    ) -> Result<Option<(Value, u64, DateTime<Utc>)>, VaultError> {
+        match self.read_value_at(kv, None).await {
+            Ok(read) => Ok(Some(read)),
+            Err(VaultError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Delete a key's metadata and every version (`kv metadata delete`): gone from LIST.
+    pub async fn delete_metadata(&self, kv: &KvPath) -> Result<(), VaultError> {
+        self.send(http::Request {
+            method: Method::DELETE,
+            api_path: &format!("{}/metadata/{}", kv.mount, kv.path),
+            shown: &kv.to_string(),
+            body: None,
+            count: Some(&self.stats.writes),
+            resend: Resend::Always,
+        })
+        .await
+        .map(|_| ())
+    }
+
     async fn read_value_at(
         &self,
         kv: &KvPath,
