@@ -74,6 +74,9 @@ pub(crate) struct App {
     pub(crate) engine: Engine,
     pub(crate) deliverer: Arc<Deliverer>,
     pub(crate) http: crate::egress::Client,
+    /// What discovering the credential sets found wrong (a set matching nothing, a path whose
+    /// segment is not valid for its use), each naming the set and the path.
+    pub(crate) notes: Vec<String>,
 }
 
 /// What the command line decides about the [`App`] (its global flags).
@@ -104,8 +107,15 @@ struct Lasting {
 impl App {
     /// Read the configuration, log in to Vault and assemble the parts.
     pub(crate) async fn build(options: &Options<'_>) -> Result<App, Failure> {
-        let config = load_config(options.config_path)?;
+        let mut config = load_config(options.config_path)?;
         let vault = connect_vault(&config, options.reachable_now).await?;
+        // A command sees the sets' members now; the daemon finds them in its loop, and again
+        // every `discovery_interval`.
+        let notes = if options.reachable_now {
+            crate::discovery::expand(&vault, &mut config).await?
+        } else {
+            Vec::new()
+        };
         let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(LogSink)];
         if let Some(path) = options.events_file {
             sinks.push(Arc::new(JsonLinesSink::new(path.to_path_buf())));
@@ -123,12 +133,9 @@ impl App {
             observer: None,
             http,
         };
-        Ok(App::assemble(
-            options.config_path.to_path_buf(),
-            config,
-            vault,
-            lasting,
-        ))
+        let mut app = App::assemble(options.config_path.to_path_buf(), config, vault, lasting);
+        app.notes = notes;
+        Ok(app)
     }
 
     /// This app with a new configuration and the Vault client logged in for it (a reload):
@@ -174,18 +181,24 @@ impl App {
             engine,
             deliverer,
             http: l.http,
+            notes: Vec::new(),
         }
     }
 
     /// The named credential, or a usage error that lists the known names.
     pub(crate) fn credential(&self, name: &str) -> Result<&Credential, Failure> {
         self.config.credential(name).ok_or_else(|| {
-            let known: Vec<&str> = self
+            // The credentials written out; a set's members are many, and named by its name.
+            let mut known: Vec<String> = self
                 .config
                 .credentials
                 .iter()
-                .map(|c| c.name.as_str())
+                .filter(|c| c.set_name().is_none())
+                .map(|c| c.name.clone())
                 .collect();
+            for set in &self.config.credential_sets {
+                known.push(format!("{}/... (credential set {})", set.name, set.shown()));
+            }
             Failure::new(
                 exit::USAGE,
                 format!(

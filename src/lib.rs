@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod crash;
 pub mod daemon;
+pub mod discovery;
 pub mod egress;
 pub mod events;
 pub mod fleet;

@@ -18,6 +18,9 @@ use crate::rotation::{Attempt, AttemptSummary, StateRecord};
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusRow {
     pub name: String,
+    /// The credential set it is a member of (`[[credential_sets]]`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
     pub provider: String,
     pub path: String,
     /// Current KV version; `None` when the secret is missing.
@@ -292,6 +295,7 @@ pub fn status_row(
     };
     StatusRow {
         name: cred.name.clone(),
+        set: cred.set_name().map(str::to_string),
         provider: cred.provider.kind().to_string(),
         path: cred.secret.to_string(),
         version,
@@ -336,6 +340,7 @@ pub fn status_row(
 pub fn error_row(cred: &Credential, error: String) -> StatusRow {
     StatusRow {
         name: cred.name.clone(),
+        set: cred.set_name().map(str::to_string),
         provider: cred.provider.kind().to_string(),
         path: cred.secret.to_string(),
         version: None,
@@ -394,61 +399,85 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 pub fn status_table(rows: &[StatusRow]) -> String {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            let due = match (r.state.as_str(), r.due_in_seconds, r.overdue_by_seconds) {
-                ("overdue", _, Some(by)) => format!("overdue {}", short_duration(by)),
-                ("due", ..) => "now".into(),
-                (_, Some(d), _) => format!("in {}", short_duration(d)),
-                _ => "-".into(),
-            };
-            let state = match (&r.rotation, &r.needs_attention, r.next_attempt_at) {
-                (Some(rot), Some(_), _) => format!("NEEDS ATTENTION ({})", rot.phase),
-                (None, Some(_), _) => "NEEDS ATTENTION (parked)".into(),
-                (Some(rot), None, _) => format!("rotating ({})", rot.phase),
-                (None, None, Some(t)) => format!(
-                    "{} (last attempt failed; next at {})",
-                    r.state,
-                    crate::human::time(t)
-                ),
-                (None, None, None) => r.state.clone(),
-            };
-            let state = match (&r.paused, &r.awaiting_supply, &r.drift) {
-                (Some(p), ..) => format!(
-                    "PAUSED since {} by {}; {state}",
-                    crate::human::time(p.since),
-                    p.by
-                ),
-                (None, Some(w), _) if r.needs_attention.is_none() => format!(
-                    "awaiting supply since {} (deadline {})",
-                    crate::human::time(w.since),
-                    w.deadline.map(crate::human::time).unwrap_or("-".into())
-                ),
-                (None, _, Some(d)) => format!("DRIFT (version {}); {state}", d.version),
-                _ => state,
-            };
-            vec![
-                r.name.clone(),
-                r.provider.clone(),
-                r.path.clone(),
-                r.version.map(|v| v.to_string()).unwrap_or("-".into()),
-                r.age_seconds.map(short_duration).unwrap_or("-".into()),
-                r.max_age_seconds.map(short_duration).unwrap_or("-".into()),
-                due,
-                match &r.error {
-                    Some(e) => format!("error: {e}"),
-                    None => state,
-                },
-            ]
-        })
-        .collect();
+    let mut cells: Vec<Vec<String>> = Vec::with_capacity(rows.len());
+    // The members of a set under a line naming it, each by its segments.
+    let mut set: Option<&str> = None;
+    for r in rows {
+        if r.set.is_some() && r.set.as_deref() != set {
+            set = r.set.as_deref();
+            let members = rows.iter().filter(|m| m.set.as_deref() == set).count();
+            let mut header = vec![String::new(); 8];
+            header[0] = format!("{}/ ({members} members)", set.unwrap_or_default());
+            header[1] = "credential set".into();
+            cells.push(header);
+        }
+        cells.push(status_cells(r));
+    }
     let mut out = table(
         &[
             "NAME", "PROVIDER", "PATH", "VERSION", "AGE", "MAX AGE", "DUE", "STATE",
         ],
         &cells,
     );
+    out.push_str(&status_notes(rows));
+    out
+}
+
+/// One row of `status_table`; a set's member named by what follows the set's name.
+fn status_cells(r: &StatusRow) -> Vec<String> {
+    let name = match (&r.set, r.name.split_once('/')) {
+        (Some(_), Some((_, rest))) => format!("  {rest}"),
+        _ => r.name.clone(),
+    };
+    let due = match (r.state.as_str(), r.due_in_seconds, r.overdue_by_seconds) {
+        ("overdue", _, Some(by)) => format!("overdue {}", short_duration(by)),
+        ("due", ..) => "now".into(),
+        (_, Some(d), _) => format!("in {}", short_duration(d)),
+        _ => "-".into(),
+    };
+    let state = match (&r.rotation, &r.needs_attention, r.next_attempt_at) {
+        (Some(rot), Some(_), _) => format!("NEEDS ATTENTION ({})", rot.phase),
+        (None, Some(_), _) => "NEEDS ATTENTION (parked)".into(),
+        (Some(rot), None, _) => format!("rotating ({})", rot.phase),
+        (None, None, Some(t)) => format!(
+            "{} (last attempt failed; next at {})",
+            r.state,
+            crate::human::time(t)
+        ),
+        (None, None, None) => r.state.clone(),
+    };
+    let state = match (&r.paused, &r.awaiting_supply, &r.drift) {
+        (Some(p), ..) => format!(
+            "PAUSED since {} by {}; {state}",
+            crate::human::time(p.since),
+            p.by
+        ),
+        (None, Some(w), _) if r.needs_attention.is_none() => format!(
+            "awaiting supply since {} (deadline {})",
+            crate::human::time(w.since),
+            w.deadline.map(crate::human::time).unwrap_or("-".into())
+        ),
+        (None, _, Some(d)) => format!("DRIFT (version {}); {state}", d.version),
+        _ => state,
+    };
+    vec![
+        name,
+        r.provider.clone(),
+        r.path.clone(),
+        r.version.map(|v| v.to_string()).unwrap_or("-".into()),
+        r.age_seconds.map(short_duration).unwrap_or("-".into()),
+        r.max_age_seconds.map(short_duration).unwrap_or("-".into()),
+        due,
+        match &r.error {
+            Some(e) => format!("error: {e}"),
+            None => state,
+        },
+    ]
+}
+
+/// The notes under the status table: what needs attention, drift, steps for a person.
+fn status_notes(rows: &[StatusRow]) -> String {
+    let mut out = String::new();
     for r in rows {
         if let Some(why) = &r.needs_attention {
             let fix = if r.rotation.as_ref().is_some_and(|a| !a.needs_attention) {

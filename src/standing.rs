@@ -4,6 +4,9 @@
 //!
 //! Invariant: reads only; nothing here writes to Vault.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
 use crate::app::{jitter_seed, App};
@@ -43,15 +46,36 @@ pub(crate) struct Seen {
     pub(crate) facts: Option<SecretFacts>,
     pub(crate) version: Option<u64>,
     pub(crate) record: Option<StateRecord>,
+    /// A credential set's member: the policy keys its secret's `custom_metadata` overrides,
+    /// when the metadata was read and holds any.
+    pub(crate) custom: Option<HashMap<String, String>>,
 }
 
 pub(crate) async fn see(app: &App, cred: &Credential) -> Result<Seen, EngineError> {
-    let (facts, version, record) = facts(app, cred).await?;
+    let (facts, version, record, custom) = facts(app, cred).await?;
     Ok(Seen {
         facts,
         version,
         record,
+        custom,
     })
+}
+
+/// The credential as its policy applies now: a set's member with what its secret's
+/// `custom_metadata` overrides (`config::sets::overridden`), as last read; any other as written.
+pub(crate) fn effective<'a>(cred: &'a Credential, seen: &Seen) -> Cow<'a, Credential> {
+    match &seen.custom {
+        Some(custom) if cred.set_name().is_some() => {
+            let (policy, problems) = crate::config::sets::overridden(&cred.policy, custom);
+            for problem in problems {
+                tracing::warn!(credential = %cred.name, "{problem}");
+            }
+            let mut cred = cred.clone();
+            cred.policy = policy;
+            Cow::Owned(cred)
+        }
+        _ => Cow::Borrowed(cred),
+    }
 }
 
 /// What a plain read (start-up, reload, after an error) plans from: the state record, and the
@@ -68,6 +92,7 @@ pub(crate) async fn read_to_plan(app: &App, cred: &Credential) -> Result<Seen, E
             facts: Some(facts),
             version: Some(version),
             record: Some(record),
+            custom: None,
         });
     }
     let meta = match app.vault.read_metadata(&cred.secret).await {
@@ -80,7 +105,15 @@ pub(crate) async fn read_to_plan(app: &App, cred: &Credential) -> Result<Seen, E
         facts,
         version,
         record: Some(record),
+        custom: overrides(cred, meta.as_ref()),
     })
+}
+
+/// A member's overrides in its secret's metadata, when it has any.
+fn overrides(cred: &Credential, meta: Option<&SecretMetadata>) -> Option<HashMap<String, String>> {
+    let custom = &meta?.custom_metadata;
+    (cred.set_name().is_some() && crate::config::sets::has_overrides(custom))
+        .then(|| custom.clone())
 }
 
 /// The current version and its facts, from the record alone: when nothing is in flight and the
@@ -103,10 +136,19 @@ fn record_facts(record: &StateRecord) -> Option<(u64, SecretFacts)> {
 }
 
 /// The current secret's facts for the policy, and its version.
+#[allow(clippy::type_complexity)]
 pub(crate) async fn facts(
     app: &App,
     cred: &Credential,
-) -> Result<(Option<SecretFacts>, Option<u64>, Option<StateRecord>), EngineError> {
+) -> Result<
+    (
+        Option<SecretFacts>,
+        Option<u64>,
+        Option<StateRecord>,
+        Option<HashMap<String, String>>,
+    ),
+    EngineError,
+> {
     // Both at once: a read costs one round trip, not two.
     let (meta, record) = futures_util::future::join(
         app.vault.read_metadata(&cred.secret),
@@ -120,7 +162,8 @@ pub(crate) async fn facts(
     };
     let record = record?;
     let (facts, version) = facts_of(meta.as_ref(), &record);
-    Ok((facts, version, Some(record)))
+    let custom = overrides(cred, meta.as_ref());
+    Ok((facts, version, Some(record), custom))
 }
 
 /// The current version (not deleted or destroyed) and its facts, from the secret's metadata;
@@ -153,7 +196,7 @@ pub(crate) async fn due_trigger(
     cred: &Credential,
 ) -> Result<(Option<&'static str>, chrono::DateTime<Utc>), EngineError> {
     let seen = see(app, cred).await?;
-    Ok(due(cred, &seen, Utc::now()))
+    Ok(due(&effective(cred, &seen), &seen, Utc::now()))
 }
 
 /// When the credential is due (jitter included), and why when that is now.
@@ -218,9 +261,17 @@ pub(crate) async fn status_rows(app: &App) -> Vec<StatusRow> {
             rows.push(report::error_row(cred, e));
             continue;
         }
-        rows.push(match facts(app, cred).await {
-            Ok((facts, version, record)) => {
-                let mut row = report::status_row(cred, facts, version, record.as_ref(), now);
+        rows.push(match see(app, cred).await {
+            Ok(seen) => {
+                let (facts, version, record) = (seen.facts, seen.version, seen.record.as_ref());
+                let custom = Seen {
+                    facts: None,
+                    version: None,
+                    record: None,
+                    custom: seen.custom,
+                };
+                let mut row =
+                    report::status_row(&effective(cred, &custom), facts, version, record, now);
                 if version.is_some() && !cred.provider.automatic() {
                     // An assisted credential is never read by a rotation until a person acts:
                     // say now that the stored secret lacks what its kind needs (one read).
@@ -236,7 +287,7 @@ pub(crate) async fn status_rows(app: &App) -> Vec<StatusRow> {
                 if !cred.dependents.is_empty() {
                     match app.deliverer.load(&cred.name).await {
                         Ok((d, _)) => {
-                            let log = record.map(|r| r.events).unwrap_or_default();
+                            let log = record.map(|r| r.events.clone()).unwrap_or_default();
                             row.dependents = report::dependent_rows(cred, &d, &log);
                         }
                         Err(e) => row.error = Some(e.to_string()),

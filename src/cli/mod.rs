@@ -57,7 +57,7 @@ async fn app(cli: &Cli) -> Result<App, Failure> {
 pub async fn run(cli: Cli) -> Result<i32, Failure> {
     match &cli.command {
         Command::CheckConfig { file } => {
-            check_config::check_config(file.as_deref().unwrap_or(&cli.config))
+            check_config::check_config(file.as_deref().unwrap_or(&cli.config)).await
         }
         Command::Status { json, check } => status::status(&app(&cli).await?, *json, *check).await,
         Command::Plan => plan::plan(&app(&cli).await?).await,

@@ -9,7 +9,27 @@ use crate::rotation::Engine;
 
 pub(super) async fn plan(app: &App) -> Result<i32, Failure> {
     let now = Utc::now();
+    for note in &app.notes {
+        println!("warning: {note}");
+    }
+    let mut set = None;
     for cred in &app.config.credentials {
+        if cred.set_name().is_some() && cred.set_name() != set {
+            set = cred.set_name();
+            if let Some(s) = app.config.set_of(&cred.name) {
+                let members = app
+                    .config
+                    .credentials
+                    .iter()
+                    .filter(|c| c.set_name() == set)
+                    .count();
+                println!(
+                    "credential set {} ({}): {members} members",
+                    s.name,
+                    s.shown()
+                );
+            }
+        }
         let record = app.engine.record(&cred.name).await?;
         let provider = providers::build(cred, app.vault.clone(), app.http.clone());
         let (trigger, at) = crate::standing::due_trigger(app, cred).await?;

@@ -15,6 +15,10 @@ pub(super) async fn status(app: &App, json: bool, check: bool) -> Result<i32, Fa
         print!("{}", report::status_table(&rows));
         print!("{}", group_lines(app).await);
     }
+    // A credential set that matches nothing, or a path refused: named with the set and path.
+    for note in &app.notes {
+        eprintln!("warning: {note}");
+    }
     let errors: Vec<&StatusRow> = rows.iter().filter(|r| r.error.is_some()).collect();
     for r in &errors {
         eprintln!(
@@ -25,7 +29,7 @@ pub(super) async fn status(app: &App, json: bool, check: bool) -> Result<i32, Fa
     }
     Ok(if !errors.is_empty() {
         exit::VAULT
-    } else if check && rows.iter().any(StatusRow::fails_check) {
+    } else if check && (rows.iter().any(StatusRow::fails_check) || !app.notes.is_empty()) {
         exit::CHECK_FAILED
     } else {
         exit::OK

@@ -8,6 +8,7 @@ mod error;
 mod model;
 mod raw;
 mod redact;
+pub mod sets;
 pub(crate) mod validate;
 
 #[cfg(test)]
@@ -20,6 +21,7 @@ use chrono::{DateTime, Utc};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 pub use redact::redact_url;
+pub use sets::{CredentialSet, Pattern};
 pub use validate::store_account::{KNOWN_PERMISSIONS, KNOWN_SCOPES};
 
 /// What validation may ask of the outside world; tests pass a map/fake, the binary passes the real one.
@@ -54,7 +56,18 @@ impl Environment for ProcessEnvironment {
 pub fn parse(text: &str, source: &str, env: &dyn Environment) -> Result<Config, ConfigErrors> {
     let located = |problems| error::locate(problems, text, source);
     let (raw, problems) = raw::read(text).map_err(located)?;
-    validate::validate(raw, problems, env).map_err(located)
+    let spans: Vec<_> = raw
+        .credential_sets
+        .iter()
+        .map(|s| s.get_ref().path.as_ref().map(|p| p.span()))
+        .collect();
+    let mut config = validate::validate(raw, problems, env).map_err(located)?;
+    // Where each set is written, for what discovery says about its members.
+    for (i, (set, span)) in config.credential_sets.iter_mut().zip(spans).enumerate() {
+        let (line, column) = span.map_or((0, 0), |s| error::line_column(text, s.start));
+        set.location = format!("{source}:{line}:{column}: credential_sets[{i}].path");
+    }
+    Ok(config)
 }
 
 /// The largest configuration file read. A fleet of 100,000 credentials takes about 20 MB; the

@@ -14,7 +14,11 @@ use chrono::NaiveTime;
 pub struct Config {
     pub vault: VaultConfig,
     pub defaults: Policy,
+    /// The credentials written out, then (once discovered: `App::build`, the daemon's
+    /// discovery) the members of the credential sets.
     pub credentials: Vec<Credential>,
+    /// `[[credential_sets]]`: many credentials described once, found in Vault.
+    pub credential_sets: Vec<super::sets::CredentialSet>,
     /// The health and metrics server; `None` (off) unless `[admin]` is configured.
     pub admin: Option<AdminConfig>,
     /// The planner and its limits (`[daemon]`, defaults when absent).
@@ -65,6 +69,20 @@ pub enum AdminConfig {
 impl Config {
     pub fn credential(&self, name: &str) -> Option<&Credential> {
         self.credentials.iter().find(|c| c.name == name)
+    }
+
+    /// The credential set a member belongs to (its name up to the first '/').
+    pub fn set_of(&self, name: &str) -> Option<&super::sets::CredentialSet> {
+        let (set, _) = name.split_once('/')?;
+        self.credential_sets.iter().find(|s| s.name == set)
+    }
+}
+
+impl Credential {
+    /// The name of the credential set this credential is a member of; `None` for one written
+    /// out in the file (no name written there holds a '/').
+    pub fn set_name(&self) -> Option<&str> {
+        self.name.split_once('/').map(|(set, _)| set)
     }
 }
 

@@ -36,6 +36,14 @@ pub(crate) struct RawConfig {
     pub defaults: Option<RawPolicy>,
     #[serde(default)]
     pub credentials: Vec<Spanned<RawCredential>>,
+    /// `[[credential_sets]]`: the same keys as a credential (`path` a pattern), and the set's
+    /// own; read after [`prepare_sets`] put markers where the segments go.
+    #[serde(default)]
+    pub credential_sets: Vec<Spanned<RawCredential>>,
+    /// The segments' names of each set's pattern, by index (`None`: a malformed pattern,
+    /// reported already); filled in by [`read`].
+    #[serde(skip)]
+    pub set_segments: Vec<Option<Vec<String>>>,
     pub admin: Option<Spanned<RawAdmin>>,
     pub daemon: Option<Spanned<RawDaemon>>,
 }
@@ -127,6 +135,10 @@ pub(crate) struct RawCredential {
     pub supply_deadline: Text,
     pub supply_reminder: Text,
     pub drift_interval: Text,
+
+    // Credential sets only.
+    pub discovery_interval: Text,
+    pub per_credential_metrics: Option<Spanned<bool>>,
 
     // Provider tables: exactly one must be present (checked in validation). Boxed: inline, the
     // seven tables made each credential about 3 KB while the file is read (300 MB of transient
@@ -287,7 +299,7 @@ pub(crate) struct RawDependent {
 }
 
 /// Keys of a credential table that are not provider tables.
-const CREDENTIAL_KEYS: [&str; 17] = [
+const CREDENTIAL_KEYS: [&str; 19] = [
     "name",
     "mount",
     "path",
@@ -305,6 +317,8 @@ const CREDENTIAL_KEYS: [&str; 17] = [
     "supply_reminder",
     "drift_interval",
     "dependents",
+    "discovery_interval",
+    "per_credential_metrics",
 ];
 
 /// Reads text into the raw structs.
@@ -320,9 +334,14 @@ pub(crate) fn read(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>
             return Err(vec![Problem::new("", error.span(), message)]);
         }
     };
-    let unknown_providers = remove_unknown_providers(document.get_mut());
+    let mut unknown_providers = remove_unknown_providers(document.get_mut());
+    let (problems, set_segments) = prepare_sets(document.get_mut());
+    unknown_providers.extend(problems);
     match RawConfig::deserialize(toml::de::Deserializer::from(document)) {
-        Ok(raw) => Ok((raw, unknown_providers)),
+        Ok(mut raw) => {
+            raw.set_segments = set_segments;
+            Ok((raw, unknown_providers))
+        }
         Err(error) => {
             // The key at the error's position (serde's error carries only the span), from the
             // text parsed again: a copy of the tree kept for this case would double the heap
@@ -330,6 +349,7 @@ pub(crate) fn read(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>
             let key = match (error.span(), DeTable::parse(text)) {
                 (Some(span), Ok(mut tree)) => {
                     remove_unknown_providers(tree.get_mut());
+                    prepare_sets(tree.get_mut());
                     key_at(tree.get_ref(), span.start)
                 }
                 _ => String::new(),
@@ -353,11 +373,18 @@ pub(crate) fn read(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>
 /// and validation still runs on the rest of the file.
 fn remove_unknown_providers(root: &mut DeTable<'_>) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let Some(credentials) = root.get_mut("credentials") else {
-        return problems;
+    for list in ["credentials", "credential_sets"] {
+        remove_unknown_providers_of(root, list, &mut problems);
+    }
+    problems
+}
+
+fn remove_unknown_providers_of(root: &mut DeTable<'_>, list: &str, problems: &mut Vec<Problem>) {
+    let Some(credentials) = root.get_mut(list) else {
+        return;
     };
     let DeValue::Array(credentials) = credentials.get_mut() else {
-        return problems;
+        return;
     };
     for (index, credential) in credentials.iter_mut().enumerate() {
         let DeValue::Table(table) = credential.get_mut() else {
@@ -376,7 +403,7 @@ fn remove_unknown_providers(root: &mut DeTable<'_>) -> Vec<Problem> {
         for (name, span) in unknown {
             table.remove(name.as_str());
             problems.push(Problem::new(
-                format!("credentials[{index}].{name}"),
+                format!("{list}[{index}].{name}"),
                 Some(span),
                 format!(
                     "unknown provider `{name}`; known providers: {}",
@@ -385,7 +412,135 @@ fn remove_unknown_providers(root: &mut DeTable<'_>) -> Vec<Problem> {
             ));
         }
     }
-    problems
+}
+
+/// In each `[[credential_sets]]` table, puts the marker of each of the pattern's segments
+/// (`config::sets::marker`) where the table's texts name it (`{store_hash}`), so that the set is
+/// validated as one credential; reports a malformed pattern and a `{name}` that is not one of
+/// its segments. `{store_hash}` in a URL is the provider's own placeholder and stays when the
+/// pattern has no such segment; `{{...}}` (the `http` provider's templates) is left alone.
+fn prepare_sets(root: &mut DeTable<'_>) -> (Vec<Problem>, Vec<Option<Vec<String>>>) {
+    let mut problems = Vec::new();
+    let mut all = Vec::new();
+    let Some(sets) = root.get_mut("credential_sets") else {
+        return (problems, all);
+    };
+    let DeValue::Array(sets) = sets.get_mut() else {
+        return (problems, all);
+    };
+    for (index, set) in sets.iter_mut().enumerate() {
+        all.push(None);
+        let DeValue::Table(table) = set.get_mut() else {
+            continue;
+        };
+        let segments: Vec<String> = match table.get("path").map(|p| (p.get_ref(), p.span())) {
+            Some((DeValue::String(path), span)) => match super::sets::Pattern::parse("", path) {
+                Ok(pattern) => pattern.segments().map(str::to_string).collect(),
+                Err(problem) => {
+                    problems.push(Problem::new(
+                        format!("credential_sets[{index}].path"),
+                        Some(span),
+                        format!("invalid pattern `{}`: {problem}", redact_url(path)),
+                    ));
+                    continue;
+                }
+            },
+            _ => continue,
+        };
+        for (key, value) in table.iter_mut() {
+            if key.get_ref().as_ref() == "name" {
+                continue;
+            }
+            let key = format!("credential_sets[{index}].{}", key.get_ref());
+            fill_segments(&key, value, &segments, &mut problems);
+        }
+        all[index] = Some(segments);
+    }
+    (problems, all)
+}
+
+fn fill_segments(
+    key: &str,
+    value: &mut Spanned<DeValue<'_>>,
+    segments: &[String],
+    problems: &mut Vec<Problem>,
+) {
+    let span = value.span();
+    match value.get_mut() {
+        DeValue::String(text) => {
+            let mut filled = String::with_capacity(text.len());
+            let mut rest: &str = text.as_ref();
+            while let Some(open) = rest.find('{') {
+                filled.push_str(&rest[..open]);
+                let after = &rest[open + 1..];
+                if let Some(inner) = after.strip_prefix('{') {
+                    // `{{...}}`: a template of the `http` provider, kept whole.
+                    let end = inner.find("}}").map_or(inner.len(), |e| e + 2);
+                    filled.push_str("{{");
+                    filled.push_str(&inner[..end]);
+                    rest = &inner[end..];
+                    continue;
+                }
+                let Some(close) = after.find('}') else {
+                    filled.push('{');
+                    rest = after;
+                    continue;
+                };
+                let name = &after[..close];
+                let named = !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if !named {
+                    // Not a segment's name (a JSON text, say): written as it is.
+                    filled.push('{');
+                    rest = after;
+                    continue;
+                }
+                match segments.iter().position(|s| s == name) {
+                    Some(i) => filled.push_str(&super::sets::marker(i)),
+                    // The provider's own placeholder in its URLs.
+                    None if name == "store_hash"
+                        && (key.ends_with("_url") || key.ends_with(".api_path")) =>
+                    {
+                        filled.push_str("{store_hash}")
+                    }
+                    None => {
+                        problems.push(Problem::new(
+                            key,
+                            Some(span.clone()),
+                            format!(
+                                "unknown segment `{{{name}}}`; the pattern's segments: {}",
+                                segments
+                                    .iter()
+                                    .map(|s| format!("{{{s}}}"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ));
+                        filled.push('{');
+                        filled.push_str(name);
+                        filled.push('}');
+                    }
+                }
+                rest = &after[close + 1..];
+            }
+            filled.push_str(rest);
+            *text = filled.into();
+        }
+        DeValue::Table(table) => {
+            for (k, v) in table.iter_mut() {
+                let key = format!("{key}.{}", k.get_ref());
+                fill_segments(&key, v, segments, problems);
+            }
+        }
+        DeValue::Array(array) => {
+            for (i, v) in array.iter_mut().enumerate() {
+                fill_segments(&format!("{key}[{i}]"), v, segments, problems);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The dotted key path of the innermost key or value that contains `offset`.

@@ -74,6 +74,8 @@ pub(super) struct Loop {
     status_dirty: bool,
     checks_were_running: bool,
     last_drift: Instant,
+    /// The credential sets' members, looked for again every interval.
+    pub(super) discovery: super::sets::Discovery,
 }
 
 impl Loop {
@@ -84,6 +86,7 @@ impl Loop {
         reconcile: Option<Duration>,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
+        discovery: super::sets::Discovery,
     ) -> Result<Loop, Failure> {
         let (current, _) = watch::channel(app.clone());
         let admin = match (&app.config.admin, once) {
@@ -164,7 +167,6 @@ impl Loop {
             tasks: JoinSet::new(),
             backoff: ErrorBackoff::default(),
             driven: HashSet::new(),
-            errors: 0,
             ready: false,
             reload: false,
             stop: None,
@@ -173,6 +175,9 @@ impl Loop {
             status_dirty: false,
             checks_were_running: false,
             last_drift: Instant::now() - DRIFT_EVERY,
+            // A pass (`--once`) does not wait for a set it could not list: it counts an error.
+            errors: if once { discovery.pending.len() } else { 0 },
+            discovery,
         })
     }
 
@@ -278,7 +283,12 @@ impl Loop {
 
     /// Once every credential was read: READY, and the start-up checks begin.
     fn become_ready(&mut self) {
-        if !self.ready && self.planner.recovered() && self.stop.is_none() && !self.once {
+        if !self.ready
+            && self.planner.recovered()
+            && self.discovery.pending.is_empty()
+            && self.stop.is_none()
+            && !self.once
+        {
             self.ready = true;
             self.health.recovered.store(true, Ordering::Relaxed);
             self.checking = Some(checks::spawn(self.app.clone(), self.progress.clone()));
@@ -302,6 +312,11 @@ impl Loop {
             self.last_status = Instant::now();
             self.status_dirty = false;
         }
+    }
+
+    /// READY was sent.
+    pub(super) fn ready(&self) -> bool {
+        self.ready
     }
 
     pub(super) fn status_line(&self) -> String {
@@ -357,6 +372,10 @@ impl Loop {
             Some(tick) = recv_tick(&mut self.ticks) => {
                 tick_hook(&self.app, &mut self.planner, &mut self.sweeper, tick, &self.owners);
             }
+            Some((set, found)) = self.discovery.recv(), if !self.once && self.stop.is_none() => {
+                self.discovered(set, found);
+                self.status_dirty = true;
+            }
             () = stop_requested(&mut signals.term, &mut signals.int), if self.stop.is_none() => {
                 self.stop = Some(begin_stop());
             }
@@ -383,6 +402,7 @@ impl Loop {
         if let Some(group) = self.group {
             group.leave().await;
         }
+        self.discovery.stop();
         let mut tasks = self.tasks;
         tasks.abort_all();
         if let Some(task) = self.checking {

@@ -64,6 +64,27 @@ struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SetLabels {
+    set: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SetPhaseLabels {
+    set: String,
+    phase: String,
+}
+
+/// A credential set's members, summed up for `/metrics`.
+#[derive(Default)]
+struct SetFigures {
+    members: i64,
+    needs_attention: i64,
+    oldest: Option<DateTime<Utc>>,
+    next_due: Option<DateTime<Utc>>,
+    phases: BTreeMap<String, i64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
 }
@@ -108,7 +129,7 @@ pub struct CredentialView {
     /// When the daemon plans to rotate it next (jitter included).
     pub next_due: DateTime<Utc>,
     /// The phase of its attempt in flight, `idle` when there is none.
-    pub phase: String,
+    pub phase: std::borrow::Cow<'static, str>,
     pub needs_attention: bool,
 }
 
@@ -121,7 +142,9 @@ impl CredentialView {
             phase: row
                 .rotation
                 .as_ref()
-                .map_or_else(|| "idle".to_string(), |r| r.phase.clone()),
+                .map_or(std::borrow::Cow::Borrowed("idle"), |r| {
+                    std::borrow::Cow::Owned(r.phase.clone())
+                }),
             needs_attention: row.needs_attention.is_some(),
         }
     }
@@ -131,6 +154,9 @@ impl CredentialView {
 #[derive(Default)]
 struct Live {
     credentials: RwLock<BTreeMap<String, CredentialView>>,
+    /// The credential sets whose members have series of their own (`per_credential_metrics`);
+    /// the members of the others are summed up per set, so the labels stay as many as the sets.
+    per_credential: RwLock<std::collections::HashSet<String>>,
     /// The Vault client in use (its counters), and what clients replaced by a reload had counted.
     vault: RwLock<(Option<Arc<Vault>>, [u64; 4])>,
     /// The group: live members this instance sees, and the credentials it owns among them.
@@ -184,6 +210,28 @@ impl Collector for Live {
             gauge.metric_type(),
         )?)?;
 
+        let per_credential = self.per_credential.read().expect("metrics lock");
+        // A set's member shows in the set's figures unless its set asks for series per member.
+        let summed = |name: &str| {
+            name.split_once('/')
+                .is_some_and(|(set, _)| !per_credential.contains(set))
+        };
+        let mut sets: BTreeMap<&str, SetFigures> = BTreeMap::new();
+        for (name, view) in credentials.iter() {
+            let Some((set, _)) = name.split_once('/') else {
+                continue;
+            };
+            let f = sets.entry(set).or_default();
+            f.members += 1;
+            f.needs_attention += i64::from(view.needs_attention);
+            if let Some(created) = view.created {
+                f.oldest = Some(f.oldest.map_or(created, |o| o.min(created)));
+            }
+            f.next_due = Some(f.next_due.map_or(view.next_due, |d| d.min(view.next_due)));
+            *f.phases.entry(view.phase.to_string()).or_default() += 1;
+        }
+        encode_sets(&mut encoder, &sets, now)?;
+
         let attention = credentials.values().filter(|c| c.needs_attention).count();
         let gauge = ConstGauge::new(attention as i64);
         gauge.encode(encoder.encode_descriptor(
@@ -199,7 +247,7 @@ impl Collector for Live {
             Some(&Unit::Seconds),
             ConstGauge::new(0i64).metric_type(),
         )?;
-        for (name, view) in credentials.iter() {
+        for (name, view) in credentials.iter().filter(|(n, _)| !summed(n)) {
             if let Some(created) = view.created {
                 let labels = CredentialLabels {
                     credential: name.clone(),
@@ -215,7 +263,7 @@ impl Collector for Live {
             Some(&Unit::Seconds),
             ConstGauge::new(0i64).metric_type(),
         )?;
-        for (name, view) in credentials.iter() {
+        for (name, view) in credentials.iter().filter(|(n, _)| !summed(n)) {
             let labels = CredentialLabels {
                 credential: name.clone(),
             };
@@ -228,13 +276,14 @@ impl Collector for Live {
             None,
             ConstGauge::new(0i64).metric_type(),
         )?;
-        for (name, view) in credentials.iter() {
+        for (name, view) in credentials.iter().filter(|(n, _)| !summed(n)) {
             let labels = PhaseLabels {
                 credential: name.clone(),
-                phase: view.phase.clone(),
+                phase: view.phase.to_string(),
             };
             ConstGauge::new(1i64).encode(family.encode_family(&labels)?)?;
         }
+        drop(per_credential);
         drop(credentials);
 
         let (current, retired) = &*self.vault.read().expect("metrics lock");
@@ -383,6 +432,24 @@ impl Metrics {
             .retain(|name, _| keep(name));
     }
 
+    /// A credential no longer tracked (a set's member whose secret is gone).
+    pub fn forget(&self, name: &str) {
+        self.live
+            .credentials
+            .write()
+            .expect("metrics lock")
+            .remove(name);
+    }
+
+    /// The credential sets of the configuration in use: which ones have series per member.
+    pub fn sets(&self, sets: &[crate::config::CredentialSet]) {
+        *self.live.per_credential.write().expect("metrics lock") = sets
+            .iter()
+            .filter(|s| s.per_credential_metrics)
+            .map(|s| s.name.clone())
+            .collect();
+    }
+
     /// An attempt ended.
     pub fn rotation_finished(&self, provider: &str, summary: &AttemptSummary) {
         self.rotations
@@ -439,6 +506,75 @@ impl Metrics {
             .expect("writing to a String does not fail");
         text
     }
+}
+
+/// Per credential set: its members, those needing attention, the age of its oldest current
+/// version, its next due time, and its members by phase.
+fn encode_sets(
+    encoder: &mut DescriptorEncoder,
+    sets: &BTreeMap<&str, SetFigures>,
+    now: DateTime<Utc>,
+) -> Result<(), std::fmt::Error> {
+    let label = |set: &str| SetLabels {
+        set: set.to_string(),
+    };
+    type Gauge<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a Unit>,
+        fn(&SetFigures, DateTime<Utc>) -> Option<i64>,
+    );
+    let gauges: [Gauge; 4] = [
+        (
+            "secret_rotator_set_members",
+            "Members of the credential set the daemon tracks.",
+            None,
+            |f, _| Some(f.members),
+        ),
+        (
+            "secret_rotator_set_needs_attention",
+            "Members of the credential set parked or stopped until an operator acts.",
+            None,
+            |f, _| Some(f.needs_attention),
+        ),
+        (
+            "secret_rotator_set_oldest_credential_age",
+            "Age of the oldest current version among the set's members.",
+            Some(&Unit::Seconds),
+            |f, now| f.oldest.map(|o| (now - o).num_seconds().max(0)),
+        ),
+        (
+            "secret_rotator_set_next_due_timestamp",
+            "When the daemon plans to rotate the set's next member (Unix time).",
+            Some(&Unit::Seconds),
+            |f, _| f.next_due.map(|d| d.timestamp()),
+        ),
+    ];
+    for (name, help, unit, figure) in gauges {
+        let mut family =
+            encoder.encode_descriptor(name, help, unit, ConstGauge::new(0i64).metric_type())?;
+        for (set, f) in sets {
+            if let Some(v) = figure(f, now) {
+                ConstGauge::new(v).encode(family.encode_family(&label(set))?)?;
+            }
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "secret_rotator_set_phase",
+        "Members of the credential set by the phase of their rotation in flight (idle: none).",
+        None,
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for (set, f) in sets {
+        for (phase, n) in &f.phases {
+            let labels = SetPhaseLabels {
+                set: set.to_string(),
+                phase: phase.clone(),
+            };
+            ConstGauge::new(*n).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

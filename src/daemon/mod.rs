@@ -14,6 +14,7 @@ mod periodic;
 mod planner;
 mod reload;
 mod schedule;
+mod sets;
 mod systemd;
 mod work;
 
@@ -116,10 +117,14 @@ const DRIFT_EVERY: Duration = Duration::from_secs(1);
 /// `reconcile`: overrides `[daemon] reconcile_interval`.
 pub(crate) async fn run(app: App, once: bool, reconcile: Option<Duration>) -> Result<i32, Failure> {
     let metrics = Arc::new(Metrics::new());
-    let app = counting_failures(app, &metrics);
+    let mut app = counting_failures(app, &metrics);
     let health = Arc::new(Health::default());
     let mut signals = Signals::new()?;
-    let mut daemon = Loop::start(Arc::new(app), once, reconcile, metrics, health).await?;
+    // The credential sets' members join the credentials before the first plan.
+    let discovery = sets::Discovery::start(&mut app).await;
+    metrics.sets(&app.config.credential_sets);
+    let mut daemon =
+        Loop::start(Arc::new(app), once, reconcile, metrics, health, discovery).await?;
     let code = daemon.turn_until_done(&mut signals).await;
     daemon.shut_down().await;
     Ok(code)

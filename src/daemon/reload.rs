@@ -21,7 +21,11 @@ impl Loop {
     pub(super) async fn reload(&mut self) {
         self.reload = false;
         systemd::reloading();
-        if let Some(new) = reloaded(&self.app, &self.metrics).await {
+        if let Some(mut new) = reloaded(&self.app, &self.metrics).await {
+            // The sets' members of the new configuration, found again.
+            self.discovery.stop();
+            self.discovery = super::sets::Discovery::start(&mut new).await;
+            self.metrics.sets(&new.config.credential_sets);
             self.keeper.abort();
             if let Some(workers) = self.workers.take() {
                 workers.stop(DELIVERY_STOP).await;
@@ -90,8 +94,13 @@ pub(super) async fn reloaded(old: &App, metrics: &Metrics) -> Option<App> {
             "[admin] changed: the admin server keeps its address until the next restart"
         );
     }
+    // The credentials written out (the sets' members are found again after this).
     let names = |c: &crate::config::Config| -> HashSet<String> {
-        c.credentials.iter().map(|c| c.name.clone()).collect()
+        c.credentials
+            .iter()
+            .filter(|c| c.set_name().is_none())
+            .map(|c| c.name.clone())
+            .collect()
     };
     let (old_names, new_names) = (names(&old.config), names(&config));
     let added: Vec<&str> = config
@@ -104,7 +113,7 @@ pub(super) async fn reloaded(old: &App, metrics: &Metrics) -> Option<App> {
         .config
         .credentials
         .iter()
-        .filter(|c| !new_names.contains(&c.name))
+        .filter(|c| c.set_name().is_none() && !new_names.contains(&c.name))
         .map(|c| c.name.as_str())
         .collect();
     tracing::info!(
@@ -113,7 +122,7 @@ pub(super) async fn reloaded(old: &App, metrics: &Metrics) -> Option<App> {
         removed = %removed.join(","),
         "configuration reloaded"
     );
-    metrics.retain_credentials(&|name| new_names.contains(name));
+    metrics.retain_credentials(&|name| name.contains('/') || new_names.contains(name));
     metrics.set_vault(vault.clone());
     Some(old.rebuilt(config, vault))
 }

@@ -155,8 +155,27 @@ pub(super) fn track_all(
     recovering: bool,
     owners: &Owners,
 ) {
+    track_these(
+        planner,
+        app.config.credentials.iter(),
+        now,
+        recovering,
+        owners,
+    );
+}
+
+/// Track those of these credentials this instance owns (a full read now): all of the
+/// configuration's at start-up and on reload, a credential set's new members when discovery
+/// finds them.
+pub(super) fn track_these<'a>(
+    planner: &mut Planner,
+    credentials: impl Iterator<Item = &'a Credential>,
+    now: DateTime<Utc>,
+    recovering: bool,
+    owners: &'a Owners,
+) {
     // Assisted credentials too: the engine asks a person for them, reminds and polls.
-    for cred in owned(&app.config.credentials, owners) {
+    for cred in owned(credentials, owners) {
         planner.track(&cred.name, &provider_instance(cred), now, recovering);
     }
 }

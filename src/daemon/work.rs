@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::config::Credential;
 use crate::report;
 use crate::rotation::{Begin, EngineError, Outcome, RunResult, Wait};
-use crate::standing::{due, read_to_plan, see, Seen};
+use crate::standing::{due, effective, read_to_plan, see, Seen};
 use crate::vault::VaultError;
 
 /// What a task reports back to the loop.
@@ -87,12 +87,18 @@ pub(super) async fn perform(
             Work::Reconcile => {
                 let (version, full) = known;
                 if !full {
-                    let now = match app.vault.read_metadata(&cred.secret).await {
-                        Ok(m) => Some(m.current_version),
-                        Err(VaultError::NotFound { .. }) => None,
+                    // A set's member whose metadata overrides its policy is read whole: the
+                    // override then plans it.
+                    let (now, overrides) = match app.vault.read_metadata(&cred.secret).await {
+                        Ok(m) => (
+                            Some(m.current_version),
+                            cred.set_name().is_some()
+                                && crate::config::sets::has_overrides(&m.custom_metadata),
+                        ),
+                        Err(VaultError::NotFound { .. }) => (None, false),
                         Err(e) => return Err(e.into()),
                     };
-                    if now == version {
+                    if now == version && !overrides {
                         return Ok(Done::Unchanged);
                     }
                 }
@@ -107,8 +113,11 @@ pub(super) async fn perform(
                     reason: f.message,
                 })?;
                 let seen = see(app, cred).await?;
+                let cred = &*effective(cred, &seen);
                 let (trigger, _) = due(cred, &seen, Utc::now());
-                let start = trigger.map(|trigger| Begin::Due {
+                // A set's member whose secret is gone left the set: nothing is created for it.
+                let gone = cred.set_name().is_some() && seen.version.is_none();
+                let start = trigger.filter(|_| !gone).map(|trigger| Begin::Due {
                     trigger,
                     seen: seen.version,
                 });
@@ -162,6 +171,15 @@ pub(super) fn settle(
         Done::Seen { seen, result } => {
             backoff.succeeded(name);
             health.vault_reachable.store(true, Ordering::Relaxed);
+            if cred.set_name().is_some() && seen.version.is_none() && result.is_none() {
+                // A set's member whose secret was deleted: dropped until discovery finds it
+                // again; its state record is left alone.
+                tracing::info!(credential = %name, path = %cred.secret, "the secret of this credential set member is gone; no longer tracked");
+                planner.retain(|n| n != name);
+                metrics.forget(name);
+                return 0;
+            }
+            let cred = &*effective(cred, &seen);
             let (_, due_at) = due(cred, &seen, now);
             let row = report::status_row(cred, seen.facts, seen.version, seen.record.as_ref(), now);
             metrics.credential(name, CredentialView::of(&row, due_at));

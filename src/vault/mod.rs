@@ -463,6 +463,68 @@ impl Vault {
         }
     }
 
+    /// One page of the keys under a folder (names ending in `/` are folders): at most `limit`,
+    /// those after `after` in order (OpenBao's paginated LIST; a server without it answers them
+    /// all, which the caller sees as a page longer than asked). Empty when there is no folder.
+    pub async fn list_page(
+        &self,
+        mount: &str,
+        path: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, VaultError> {
+        #[derive(Deserialize)]
+        struct Keys {
+            keys: Vec<String>,
+        }
+        let shown = format!("{mount}/{path}");
+        let mut api_path = format!("{mount}/metadata/{path}?list=true&limit={limit}");
+        if let Some(after) = after {
+            api_path.push_str("&after=");
+            api_path.push_str(&query_escape(after));
+        }
+        let answer = self
+            .send(http::Request {
+                method: Method::GET,
+                api_path: &api_path,
+                shown: &shown,
+                body: None,
+                count: Some(&self.stats.reads),
+                resend: Resend::Always,
+            })
+            .await;
+        match answer {
+            Ok(v) => Ok(data_of::<Keys>(v, &shown)?.keys),
+            Err(VaultError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every key under a folder, at any depth, relative to it (OpenBao's recursive list, `scan`,
+    /// since 2.2: one request, not paginated). Empty when there is no folder.
+    pub async fn scan(&self, mount: &str, path: &str) -> Result<Vec<String>, VaultError> {
+        #[derive(Deserialize)]
+        struct Keys {
+            keys: Vec<String>,
+        }
+        let shown = format!("{mount}/{path}");
+        let answer = self
+            .send(http::Request {
+                method: Method::GET,
+                api_path: &format!("{mount}/metadata/{path}?scan=true"),
+                shown: &shown,
+                body: None,
+                count: Some(&self.stats.reads),
+                resend: Resend::Always,
+            })
+            .await;
+        match answer {
+            Ok(v) => Ok(data_of::<Keys>(v, &shown)?.keys),
+            Err(VaultError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Use a new token for every later request.
     fn set_token(&self, token: SecretString) {
         *self.token.write().expect("token lock poisoned") = token;
@@ -504,4 +566,18 @@ fn parse_time(s: &str, path: &str) -> Result<DateTime<Utc>, VaultError> {
             status: None,
             message: format!("bad created_time {s:?}: {e}"),
         })
+}
+
+/// A key as a query parameter's value: letters, digits and `-_.~/` as they are, the rest
+/// percent-encoded.
+fn query_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

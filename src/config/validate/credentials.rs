@@ -17,6 +17,7 @@ impl Validator<'_> {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn credential(
         &mut self,
+        list: &str,
         index: usize,
         raw: &Spanned<RawCredential>,
         state: &KvPath,
@@ -25,10 +26,34 @@ impl Validator<'_> {
         names: &mut HashMap<String, usize>,
         secrets: &mut HashMap<KvPath, usize>,
     ) -> Option<Credential> {
-        let prefix = format!("credentials[{index}]");
+        let prefix = format!("{list}[{index}]");
         let key = |name: &str| format!("{prefix}.{name}");
         let table = raw.span();
         let raw = raw.get_ref();
+        let set = list == "credential_sets";
+        if !set {
+            self.unused(
+                &prefix,
+                &[
+                    (
+                        "discovery_interval",
+                        raw.discovery_interval.as_ref().map(|v| v.span()),
+                    ),
+                    (
+                        "per_credential_metrics",
+                        raw.per_credential_metrics.as_ref().map(|v| v.span()),
+                    ),
+                ],
+                "a credential (only `[[credential_sets]]` take it)",
+            );
+        } else if let Some(first) = raw.dependents.first() {
+            self.bad(
+                &key("dependents[0]"),
+                first,
+                "a credential set takes no dependents; give the credentials that need them a \
+                 `[[credentials]]` table of their own",
+            );
+        }
 
         let name = self.unique_name(
             &key("name"),
@@ -64,7 +89,7 @@ impl Validator<'_> {
                     &key("path"),
                     value,
                     format!(
-                        "secret {} is already used by credentials[{first}]",
+                        "secret {} is already used by {list}[{first}]",
                         quote(&secret.to_string())
                     ),
                 );

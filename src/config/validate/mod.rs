@@ -17,6 +17,7 @@ mod dependents;
 mod exec;
 mod http;
 mod policy;
+mod sets;
 pub(crate) mod store_account;
 mod storefront;
 mod values;
@@ -27,6 +28,10 @@ pub mod limits {
     pub use super::values::{MAX_NAME, MAX_PATH, MAX_STORE_HASH, MAX_URL};
 }
 mod vault;
+
+/// The longest name, and path, a member of a credential set may have.
+pub(crate) const MAX_NAME_CHARS: usize = values::MAX_NAME;
+pub(crate) const MAX_PATH_CHARS: usize = values::MAX_PATH;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -46,6 +51,7 @@ pub(crate) fn validate(
 ) -> Result<Config, Vec<Problem>> {
     let mut v = Validator { env, problems };
     let config = v.config(&raw);
+    sets::unmark(&mut v.problems, &raw);
     match config {
         Some(config) if v.problems.is_empty() => Ok(config),
         _ => Err(v.problems),
@@ -187,6 +193,7 @@ impl Validator<'_> {
         let mut credentials = Some(Vec::with_capacity(raw.credentials.len()));
         for (index, credential) in raw.credentials.iter().enumerate() {
             let checked = self.credential(
+                "credentials",
                 index,
                 credential,
                 &state,
@@ -200,6 +207,14 @@ impl Validator<'_> {
                 _ => credentials = None,
             }
         }
+
+        let credential_sets = self.credential_sets(
+            raw,
+            &state,
+            &base,
+            &base_origins,
+            credentials.as_deref().unwrap_or_default(),
+        );
 
         let admin = match &raw.admin {
             Some(admin) => self.admin(admin).map(Some),
@@ -217,6 +232,7 @@ impl Validator<'_> {
             vault: vault?,
             defaults: defaults?.0,
             credentials: credentials?,
+            credential_sets: credential_sets?,
         })
     }
 }
