@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What happened: the one list of event types and their wire names, for the event sinks, the
+/// event log in the state record and the payloads dependents receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventKind {
     #[serde(rename = "credential.rotated")]
     Rotated,
@@ -35,6 +37,13 @@ pub enum EventKind {
     /// An operator ended an assisted attempt (`cancel`).
     #[serde(rename = "rotation.cancelled")]
     Cancelled,
+    /// For dependents only: the live credential nears `max_age` or its expiry and cannot be
+    /// rotated (parked or failing). Raised by the delivery worker, not the engine.
+    #[serde(rename = "credential.expiring")]
+    Expiring,
+    /// For dependents only: `secret-rotator test-dependent`, a signed test delivery about nothing.
+    #[serde(rename = "ping")]
+    Ping,
 }
 
 impl EventKind {
@@ -48,6 +57,8 @@ impl EventKind {
             EventKind::Due => "rotation.due",
             EventKind::Drift => "credential.drift",
             EventKind::Cancelled => "rotation.cancelled",
+            EventKind::Expiring => "credential.expiring",
+            EventKind::Ping => "ping",
         }
     }
 }

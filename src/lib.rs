@@ -14,6 +14,7 @@ pub mod events;
 pub mod fleet;
 pub mod human;
 pub mod instance;
+pub mod ledger;
 pub mod notify;
 pub mod outcome;
 pub mod policy;

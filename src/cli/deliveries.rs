@@ -5,9 +5,9 @@ use chrono::Utc;
 
 use crate::app::{exit, App, Failure};
 use crate::config::Credential;
+use crate::events::EventKind;
 use crate::notify::deliver::{Target, Workers};
 use crate::notify::outbox::Logged;
-use crate::notify::payload::PayloadType;
 use crate::report;
 
 use super::DELIVERY_DRAIN;
@@ -108,7 +108,7 @@ pub(super) async fn test_dependent(
         .expect("the dependent exists");
     let ping = Logged::new(
         format!("ping:{}", uuid::Uuid::new_v4()),
-        PayloadType::Ping,
+        EventKind::Ping,
         Utc::now(),
         None,
         None,

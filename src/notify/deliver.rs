@@ -27,12 +27,13 @@ use tokio::sync::Notify;
 use super::exec_sink::{Delivery, ExecEvent, ExecSink};
 use super::file_sink::FileSink;
 use super::outbox::{Deliveries, DeliveryPolicy, Due, EventLog, Logged};
-use super::payload::PayloadType;
+use super::payload::Payload;
 use super::webhook::{Outcome, WebhookSink};
 use crate::config::{Credential, KvPath, Sink, VaultField};
 use crate::crash;
+use crate::events::EventKind;
+use crate::ledger::{Backoff, StateRecord};
 use crate::records::{RecordError, RecordStore};
-use crate::rotation::state::{Backoff, StateRecord};
 use crate::vault::{Vault, VaultError};
 
 /// How long results that came in are kept before they are written, while other dependents of
@@ -485,7 +486,7 @@ impl Deliverer {
                 }
             }
         };
-        let payload = event.payload(cred);
+        let payload = Payload::of(event, cred);
         let body = payload.body();
         let exec_event = ExecEvent {
             kind: event.kind.as_str(),
@@ -507,7 +508,7 @@ impl Deliverer {
                 // Only what changes the live secret rewrites the file (and runs its exec).
                 if !matches!(
                     event.kind,
-                    PayloadType::Rotated | PayloadType::RolledBack | PayloadType::Ping
+                    EventKind::Rotated | EventKind::RolledBack | EventKind::Ping
                 ) {
                     return Delivery::Delivered;
                 }

@@ -28,140 +28,17 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::payload::{Payload, PayloadData, PayloadType};
-use crate::config::{Credential, Policy};
-use crate::rotation::state::Backoff;
-use crate::rotation::state::StateRecord;
+use crate::config::Policy;
+use crate::events::EventKind;
+use crate::ledger::{Backoff, StateRecord};
+pub use crate::ledger::{EventLog, Logged, LOG_LIMIT};
 
-/// Events kept in a state record's log.
-pub const LOG_LIMIT: usize = 8;
 /// Notices kept in a deliveries record.
 pub const NOTICE_LIMIT: usize = 4;
 /// Characters of a reason or error kept.
 const MAX_TEXT: usize = 200;
 /// Schema of the deliveries record.
 pub const DELIVERIES_SCHEMA: u32 = 1;
-
-/// One event as a record keeps it: enough to rebuild its payload with the credential's config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Logged {
-    /// Position in its log, from 1.
-    pub seq: u64,
-    /// The idempotency key (`webhook-id`).
-    pub id: String,
-    #[serde(rename = "type")]
-    pub kind: PayloadType,
-    pub at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous_version: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoke_after: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempt: Option<String>,
-    /// A notice about one dependent is not sent to that dependent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub about: Option<String>,
-    pub reason: String,
-}
-
-impl Logged {
-    /// An event of `kind` with the fields every type has; the rest default to none.
-    pub fn new(
-        id: String,
-        kind: PayloadType,
-        at: DateTime<Utc>,
-        version: Option<u64>,
-        attempt: Option<&str>,
-        reason: &str,
-    ) -> Logged {
-        Logged {
-            seq: 0,
-            id,
-            kind,
-            at,
-            version,
-            previous_version: None,
-            revoke_after: None,
-            expires_at: None,
-            attempt: attempt.map(str::to_string),
-            about: None,
-            reason: clip(reason),
-        }
-    }
-
-    /// The payload a dependent of `credential` receives.
-    pub fn payload(&self, credential: &Credential) -> Payload {
-        let (steps, scopes) = super::payload::assisted_extras(self.kind, credential);
-        Payload {
-            kind: self.kind,
-            timestamp: self.at,
-            data: PayloadData {
-                credential: credential.name.clone(),
-                provider: credential.provider.kind().to_string(),
-                mount: credential.secret.mount.clone(),
-                path: credential.secret.path.clone(),
-                version: self.version,
-                previous_version: self.previous_version,
-                revoke_after: self.revoke_after,
-                expires_at: self.expires_at,
-                steps,
-                scopes,
-                attempt: self.attempt.clone(),
-                reason: self.reason.clone(),
-            },
-        }
-    }
-}
-
-/// A bounded, append-only list of events, numbered from 1.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventLog {
-    /// The number of the latest event appended (0: none yet).
-    #[serde(default)]
-    pub last_seq: u64,
-    /// The latest events, oldest first.
-    #[serde(default)]
-    pub entries: Vec<Logged>,
-}
-
-impl EventLog {
-    pub fn is_empty(&self) -> bool {
-        self.last_seq == 0
-    }
-
-    /// Append `event` unless one with its id is kept already (a re-emission); keeps the newest
-    /// [`LOG_LIMIT`] (or `limit`). Returns whether it was added.
-    pub fn append(&mut self, event: Logged, limit: usize) -> bool {
-        if self.find(&event.id).is_some() {
-            return false;
-        }
-        self.last_seq += 1;
-        self.entries.push(Logged {
-            seq: self.last_seq,
-            ..event
-        });
-        if self.entries.len() > limit {
-            let extra = self.entries.len() - limit;
-            self.entries.drain(..extra);
-        }
-        true
-    }
-
-    pub fn find(&self, id: &str) -> Option<&Logged> {
-        self.entries.iter().find(|e| e.id == id)
-    }
-
-    /// The first kept event after `seq` that `dependent` should get.
-    fn next_after(&self, seq: u64, dependent: &str) -> Option<&Logged> {
-        self.entries
-            .iter()
-            .find(|e| e.seq > seq && e.about.as_deref() != Some(dependent))
-    }
-}
 
 /// How far one dependent got, and how its deliveries go.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -432,11 +309,11 @@ impl Deliveries {
             self.credential,
             due.dependent,
             now.timestamp(),
-            PayloadType::NeedsAttention.as_str()
+            EventKind::NeedsAttention.as_str()
         );
         let mut notice = Logged::new(
             id,
-            PayloadType::NeedsAttention,
+            EventKind::NeedsAttention,
             now,
             due.event.version,
             due.event.attempt.as_deref(),
@@ -581,8 +458,8 @@ pub fn expiring(
         return None;
     }
     let mut w = Logged::new(
-        format!("{credential}:v{version}:{}", PayloadType::Expiring.as_str()),
-        PayloadType::Expiring,
+        format!("{credential}:v{version}:{}", EventKind::Expiring.as_str()),
+        EventKind::Expiring,
         now,
         Some(version),
         attempt
@@ -631,7 +508,7 @@ mod tests {
         Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
     }
 
-    fn event(attempt: &str, kind: PayloadType) -> Logged {
+    fn event(attempt: &str, kind: EventKind) -> Logged {
         Logged::new(
             format!("{attempt}:{}", kind.as_str()),
             kind,
@@ -671,8 +548,8 @@ mod tests {
 
     #[test]
     fn each_dependent_gets_events_in_order_one_at_a_time_and_once() {
-        let rotated = event("a1", PayloadType::Rotated);
-        let revoked = event("a1", PayloadType::Revoked);
+        let rotated = event("a1", EventKind::Rotated);
+        let revoked = event("a1", EventKind::Revoked);
         // Re-emitted after a crash: nothing new.
         let l = log(&[rotated.clone(), revoked.clone(), rotated.clone()]);
         assert_eq!(l.entries.len(), 2);
@@ -701,7 +578,7 @@ mod tests {
     #[test]
     fn failures_back_off_then_need_attention_tell_the_others_and_a_retry_starts_over() {
         let p = policy();
-        let l = log(&[event("a1", PayloadType::Rotated)]);
+        let l = log(&[event("a1", EventKind::Rotated)]);
         let mut d = Deliveries::new("c");
         let due = d.due(&["hook"], &l, t(0)).remove(0);
         // (now, retryable, expected)
@@ -749,7 +626,7 @@ mod tests {
 
     #[test]
     fn a_waiting_delivery_is_not_due_before_its_time() {
-        let l = log(&[event("a1", PayloadType::Rotated)]);
+        let l = log(&[event("a1", EventKind::Rotated)]);
         let mut d = Deliveries::new("c");
         let due = d.due(&["hook"], &l, t(0)).remove(0);
         d.failed(&due, "503", true, t(0), &policy(), 1.0);
@@ -762,7 +639,7 @@ mod tests {
     #[test]
     fn logs_are_bounded_and_a_dependent_far_behind_counts_what_it_missed() {
         let events: Vec<Logged> = (0..LOG_LIMIT + 3)
-            .map(|i| event(&format!("a{i}"), PayloadType::Failed))
+            .map(|i| event(&format!("a{i}"), EventKind::Failed))
             .collect();
         let l = log(&events);
         assert_eq!(l.entries.len(), LOG_LIMIT);
@@ -776,7 +653,7 @@ mod tests {
 
     #[test]
     fn acks_gate_the_revocation() {
-        let rotated = event("a1", PayloadType::Rotated);
+        let rotated = event("a1", EventKind::Rotated);
         let l = log(std::slice::from_ref(&rotated));
         let rule = |d: &str, secs: u64, on: OnAckTimeout| AckRule {
             dependent: d.into(),
@@ -841,7 +718,7 @@ mod tests {
 
     #[test]
     fn an_expiring_warning_comes_only_when_the_credential_cannot_be_rotated_and_nears_its_end() {
-        use crate::rotation::state::Parked;
+        use crate::ledger::Parked;
         let policy = Policy {
             max_age: Some(Duration::from_secs(10 * 86_400)),
             expiring_warning: Duration::from_secs(3 * 86_400),
@@ -870,7 +747,7 @@ mod tests {
             assert_eq!(w.as_ref().and_then(|w| w.expires_at), expected, "{now}");
             if let Some(w) = w {
                 assert_eq!(w.id, "c:v4:credential.expiring");
-                assert_eq!(w.kind, PayloadType::Expiring);
+                assert_eq!(w.kind, EventKind::Expiring);
             }
         }
     }
@@ -878,8 +755,8 @@ mod tests {
     #[test]
     fn a_concurrent_write_is_merged_the_further_dependent_wins() {
         let l = log(&[
-            event("a1", PayloadType::Rotated),
-            event("a1", PayloadType::Revoked),
+            event("a1", EventKind::Rotated),
+            event("a1", EventKind::Revoked),
         ]);
         let base = Deliveries::new("c");
         let mut mine = base.clone();

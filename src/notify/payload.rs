@@ -216,78 +216,41 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Credential;
 use crate::events::{Event, EventKind};
-
-/// What happened: the event kinds of [`crate::events`] plus the `credential.expiring` warning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum PayloadType {
-    #[serde(rename = "credential.rotated")]
-    Rotated,
-    #[serde(rename = "credential.revoked")]
-    Revoked,
-    #[serde(rename = "credential.rolled_back")]
-    RolledBack,
-    #[serde(rename = "rotation.failed")]
-    Failed,
-    #[serde(rename = "rotation.needs_attention")]
-    NeedsAttention,
-    /// The live credential nears `max_age` or its expiry and cannot be rotated (parked or
-    /// failing).
-    #[serde(rename = "credential.expiring")]
-    Expiring,
-    /// An assisted credential is due (or a reminder): `steps` and `scopes` say what to do.
-    #[serde(rename = "rotation.due")]
-    Due,
-    /// The current credential was rejected: changed or deleted outside the daemon.
-    #[serde(rename = "credential.drift")]
-    Drift,
-    /// An operator ended an assisted attempt (`secret-rotator cancel`).
-    #[serde(rename = "rotation.cancelled")]
-    Cancelled,
-    /// `secret-rotator test-dependent`: a signed test delivery, about nothing.
-    #[serde(rename = "ping")]
-    Ping,
-}
-
-impl PayloadType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PayloadType::Rotated => "credential.rotated",
-            PayloadType::Revoked => "credential.revoked",
-            PayloadType::RolledBack => "credential.rolled_back",
-            PayloadType::Failed => "rotation.failed",
-            PayloadType::NeedsAttention => "rotation.needs_attention",
-            PayloadType::Expiring => "credential.expiring",
-            PayloadType::Due => "rotation.due",
-            PayloadType::Drift => "credential.drift",
-            PayloadType::Cancelled => "rotation.cancelled",
-            PayloadType::Ping => "ping",
-        }
-    }
-}
-
-impl From<EventKind> for PayloadType {
-    fn from(kind: EventKind) -> PayloadType {
-        match kind {
-            EventKind::Rotated => PayloadType::Rotated,
-            EventKind::Revoked => PayloadType::Revoked,
-            EventKind::RolledBack => PayloadType::RolledBack,
-            EventKind::Failed => PayloadType::Failed,
-            EventKind::NeedsAttention => PayloadType::NeedsAttention,
-            EventKind::Due => PayloadType::Due,
-            EventKind::Drift => PayloadType::Drift,
-            EventKind::Cancelled => PayloadType::Cancelled,
-        }
-    }
-}
+use crate::ledger::Logged;
 
 /// The body a dependent receives. Serialises to exactly the documented JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payload {
     #[serde(rename = "type")]
-    pub kind: PayloadType,
+    pub kind: EventKind,
     /// When the event happened (not when it is delivered: that is the `webhook-timestamp`).
     pub timestamp: DateTime<Utc>,
     pub data: PayloadData,
+}
+
+impl Payload {
+    /// The payload a dependent of `credential` receives for a logged event.
+    pub fn of(event: &Logged, credential: &Credential) -> Payload {
+        let (steps, scopes) = assisted_extras(event.kind, credential);
+        Payload {
+            kind: event.kind,
+            timestamp: event.at,
+            data: PayloadData {
+                credential: credential.name.clone(),
+                provider: credential.provider.kind().to_string(),
+                mount: credential.secret.mount.clone(),
+                path: credential.secret.path.clone(),
+                version: event.version,
+                previous_version: event.previous_version,
+                revoke_after: event.revoke_after,
+                expires_at: event.expires_at,
+                steps,
+                scopes,
+                attempt: event.attempt.clone(),
+                reason: event.reason.clone(),
+            },
+        }
+    }
 }
 
 /// `data`: which fields appear for which type is in the module documentation.
@@ -319,11 +282,11 @@ pub struct PayloadData {
 /// for a store-level account the scopes. Rebuilt from the configuration (the record keeps none
 /// of it, so it stays small). `(None, None)` for other types and automatic credentials.
 pub fn assisted_extras(
-    kind: PayloadType,
+    kind: EventKind,
     credential: &Credential,
 ) -> (Option<Vec<String>>, Option<Vec<String>>) {
     use crate::providers::bigcommerce_assisted::{scopes_to_grant, steps};
-    if !matches!(kind, PayloadType::Due | PayloadType::Drift) {
+    if !matches!(kind, EventKind::Due | EventKind::Drift) {
         return (None, None);
     }
     let steps = steps(&credential.provider, &credential.name);
@@ -362,13 +325,13 @@ impl Payload {
     /// The payload for an event about `credential`.
     pub fn from_event(event: &Event, credential: &Credential, extra: &Extra) -> Payload {
         debug_assert_eq!(event.credential, credential.name);
-        let kind = PayloadType::from(event.kind);
+        let kind = event.kind;
         let previous_version = match kind {
-            PayloadType::Rotated | PayloadType::RolledBack => extra.previous_version,
+            EventKind::Rotated | EventKind::RolledBack => extra.previous_version,
             _ => None,
         };
         let revoke_after = match kind {
-            PayloadType::Rotated => extra.revoke_after,
+            EventKind::Rotated => extra.revoke_after,
             _ => None,
         };
         let (steps, scopes) = assisted_extras(kind, credential);
@@ -395,7 +358,7 @@ impl Payload {
     /// A `credential.expiring` warning about `credential`.
     pub fn expiring(credential: &Credential, warning: &Expiring) -> Payload {
         Payload {
-            kind: PayloadType::Expiring,
+            kind: EventKind::Expiring,
             timestamp: warning.at,
             data: PayloadData {
                 credential: credential.name.clone(),
@@ -419,7 +382,7 @@ impl Payload {
     pub fn id(&self) -> String {
         let kind = self.kind.as_str();
         match (&self.data.attempt, self.kind) {
-            (Some(attempt), t) if t != PayloadType::Expiring => format!("{attempt}:{kind}"),
+            (Some(attempt), t) if t != EventKind::Expiring => format!("{attempt}:{kind}"),
             _ => format!(
                 "{}:v{}:{kind}",
                 self.data.credential,
@@ -663,16 +626,16 @@ mod tests {
             "attempt",
             "reason",
         ];
-        let cases: [(PayloadType, &[&str]); 9] = [
-            (PayloadType::Rotated, &["previous_version", "revoke_after"]),
-            (PayloadType::Revoked, &[]),
-            (PayloadType::RolledBack, &["previous_version"]),
-            (PayloadType::Failed, &[]),
-            (PayloadType::NeedsAttention, &[]),
-            (PayloadType::Expiring, &["expires_at"]),
-            (PayloadType::Due, &["steps", "scopes"]),
-            (PayloadType::Drift, &["steps", "scopes"]),
-            (PayloadType::Cancelled, &[]),
+        let cases: [(EventKind, &[&str]); 9] = [
+            (EventKind::Rotated, &["previous_version", "revoke_after"]),
+            (EventKind::Revoked, &[]),
+            (EventKind::RolledBack, &["previous_version"]),
+            (EventKind::Failed, &[]),
+            (EventKind::NeedsAttention, &[]),
+            (EventKind::Expiring, &["expires_at"]),
+            (EventKind::Due, &["steps", "scopes"]),
+            (EventKind::Drift, &["steps", "scopes"]),
+            (EventKind::Cancelled, &[]),
         ];
         let documented = documented_examples();
         let built = examples();

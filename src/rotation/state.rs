@@ -47,26 +47,15 @@ use chrono::{DateTime, Utc};
 
 use crate::secret::SecretFields;
 
-/// The record format this binary writes.
-pub const SCHEMA: u32 = 5;
-/// The record formats this binary reads (1: before the failure budget and bounds; 3: before the
-/// assisted phases, `paused` and `drift`; 4: `history` as a JSON list).
-pub const OLDEST_SCHEMA: u32 = 1;
-/// At most this many finished attempts are kept in the record (fewer when they are large).
-pub const HISTORY_LIMIT: usize = 10;
-/// Bounds of the record as written, far below OpenBao's defaults (`max_request_json_strings`
-/// 1000; request size in MiB): object keys and string values both count as strings.
-pub const MAX_RECORD_STRINGS: usize = 400;
-pub const MAX_RECORD_BYTES: usize = 16 * 1024;
 /// Possible orphans one attempt may accumulate before it stops minting and asks for an operator.
 pub const MAX_ORPHANS: usize = 3;
 const MAX_MARKS: usize = 12;
 const MAX_ERROR_CHARS: usize = 300;
 
-mod record;
-pub use record::{
-    bounded, json_size, Attempt, AttemptSummary, Drift, Mark, Orphan, Outcome, Parked, Paused,
-    Phase, Retry, StateRecord, TooLarge,
+pub use crate::ledger::{
+    bounded, json_size, Attempt, AttemptSummary, Backoff, Drift, Mark, Orphan, Outcome, Parked,
+    Paused, Phase, Retry, StateRecord, TooLarge, HISTORY_LIMIT, MAX_RECORD_BYTES,
+    MAX_RECORD_STRINGS, OLDEST_SCHEMA, SCHEMA,
 };
 
 /// What the driver does next for an attempt.
@@ -251,25 +240,6 @@ pub fn may_act(a: &Attempt, me: &str, now: DateTime<Utc>, holder_dead: bool) -> 
 /// deadlines): does the lease outlast it, or must it be renewed (a CAS write) first?
 pub fn lease_covers(a: &Attempt, now: DateTime<Utc>, step: Duration) -> bool {
     a.lease_expires_at > now + step
-}
-
-/// Capped exponential backoff with jitter: the delay after `failures` failures in a row
-/// (1 or more) is `base * 2^(failures-1)`, capped, of which the second half is random
-/// ("equal jitter": never shorter than half, so retries cannot bunch up at zero). `unit` is a
-/// random number in [0, 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub base: Duration,
-    pub cap: Duration,
-}
-
-impl Backoff {
-    pub fn delay(&self, failures: u32, unit: f64) -> Duration {
-        let exp = failures.saturating_sub(1).min(30);
-        let full = self.base.saturating_mul(1u32 << exp).min(self.cap);
-        let half = full / 2;
-        half + half.mul_f64(unit.clamp(0.0, 1.0))
-    }
 }
 
 /// How an attempt and a credential retry: within an attempt, transient failures back off and

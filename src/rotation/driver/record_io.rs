@@ -6,7 +6,6 @@ use chrono::Utc;
 use crate::config::{Credential, KvPath};
 use crate::events::Event;
 use crate::notify::outbox::{self, Deliveries, Logged};
-use crate::notify::payload::PayloadType;
 use crate::rotation::state::{Attempt, StateRecord};
 
 use super::{Announce, Engine, EngineError, Loaded};
@@ -102,7 +101,7 @@ impl Engine {
         }
         let mut logged = Logged::new(
             event.id.clone(),
-            PayloadType::from(kind),
+            kind,
             event.at,
             version,
             Some(attempt),

@@ -4,10 +4,21 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::notify::outbox::EventLog;
 use crate::secret::SecretFields;
 
-use super::{HISTORY_LIMIT, MAX_RECORD_BYTES, MAX_RECORD_STRINGS, OLDEST_SCHEMA, SCHEMA};
+use super::EventLog;
+
+/// The record format this binary writes.
+pub const SCHEMA: u32 = 5;
+/// The record formats this binary reads (1: before the failure budget and bounds; 3: before the
+/// assisted phases, `paused` and `drift`; 4: `history` as a JSON list).
+pub const OLDEST_SCHEMA: u32 = 1;
+/// At most this many finished attempts are kept in the record (fewer when they are large).
+pub const HISTORY_LIMIT: usize = 10;
+/// Bounds of the record as written, far below OpenBao's defaults (`max_request_json_strings`
+/// 1000; request size in MiB): object keys and string values both count as strings.
+pub const MAX_RECORD_STRINGS: usize = 400;
+pub const MAX_RECORD_BYTES: usize = 16 * 1024;
 
 /// `StateRecord::history` as one text: the JSON list, gzip-compressed, in standard base64
 /// (`jq -r .history | base64 -d | gunzip` shows it). Read from that, from a plain JSON text, or
