@@ -234,12 +234,17 @@ pub(crate) fn policy_due(
 }
 
 /// The rows of `status` (and of the admin server's `/v1/status`), read from Vault now.
-pub(crate) async fn status_rows(app: &App) -> Vec<StatusRow> {
+pub(crate) async fn status_rows(app: &App, only: Option<&str>) -> Vec<StatusRow> {
     let now = Utc::now();
     let mut rows = Vec::new();
     // A secret on a KV v1 (or any other) mount would read as missing: say what it is.
     let mut kinds = std::collections::HashMap::new();
-    for cred in &app.config.credentials {
+    let credentials = app
+        .config
+        .credentials
+        .iter()
+        .filter(|c| only.is_none_or(|n| c.name == n));
+    for cred in credentials {
         if !kinds.contains_key(&cred.secret.mount) {
             let kind = app.vault.mount_kind(&cred.secret.mount).await;
             kinds.insert(cred.secret.mount.clone(), kind);

@@ -210,6 +210,8 @@ pub enum Command {
     /// Show every credential's version, age and due time, read from Vault's KV v2 metadata.
     #[command(after_help = STATUS_AFTER_HELP)]
     Status {
+        /// Show only this credential (`[[credentials]] name`); all of them when omitted.
+        name: Option<String>,
         /// Print a JSON array, one object per credential, instead of the table (fields below).
         #[arg(long)]
         json: bool,

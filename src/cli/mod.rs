@@ -59,7 +59,9 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::CheckConfig { file } => {
             check_config::check_config(file.as_deref().unwrap_or(&cli.config)).await
         }
-        Command::Status { json, check } => status::status(&app(&cli).await?, *json, *check).await,
+        Command::Status { name, json, check } => {
+            status::status(&app(&cli).await?, name.as_deref(), *json, *check).await
+        }
         Command::Plan => plan::plan(&app(&cli).await?).await,
         Command::Rotate { name, wait, .. } => rotate::rotate(&app(&cli).await?, name, *wait).await,
         Command::Supply { name, .. } => assisted::supply(&app(&cli).await?, name).await,

@@ -1,11 +1,19 @@
-//! `status [--json] [--check]`.
+//! `status [NAME] [--json] [--check]`.
 
 use crate::app::{exit, App, Failure};
 use crate::report::{self, StatusRow};
 
 /// Every credential's version, age and due time; the exit code says whether all is well.
-pub(super) async fn status(app: &App, json: bool, check: bool) -> Result<i32, Failure> {
-    let rows = crate::standing::status_rows(app).await;
+pub(super) async fn status(
+    app: &App,
+    name: Option<&str>,
+    json: bool,
+    check: bool,
+) -> Result<i32, Failure> {
+    if let Some(name) = name {
+        app.credential(name)?;
+    }
+    let rows = crate::standing::status_rows(app, name).await;
     if json {
         println!(
             "{}",

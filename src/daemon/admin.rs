@@ -67,7 +67,7 @@ async fn metrics(State(shared): State<Shared>) -> Response {
 
 async fn status(State(shared): State<Shared>) -> Response {
     let app = shared.app.borrow().clone();
-    let rows = crate::standing::status_rows(&app).await;
+    let rows = crate::standing::status_rows(&app, None).await;
     let body = serde_json::to_string_pretty(&rows).expect("rows serialise");
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use prometheus_client::collector::Collector;
@@ -52,9 +53,29 @@ struct DeliveryLabels {
     result: String,
 }
 
+/// What the deliveries to one dependent came to since the daemon started.
+#[derive(Debug, Default, Clone, Copy)]
+struct DependentFigures {
+    delivered: u64,
+    failed: u64,
+    /// Failed in a row, 0 after a delivery.
+    streak: u64,
+}
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CredentialLabels {
     credential: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttentionLabels {
+    credential: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependentLabels {
+    credential: String,
+    dependent: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -128,17 +149,35 @@ pub struct CredentialView {
     pub created: Option<DateTime<Utc>>,
     /// When the daemon plans to rotate it next (jitter included).
     pub next_due: DateTime<Utc>,
+    /// The configured max age, if any.
+    pub max_age: Option<Duration>,
     /// The phase of its attempt in flight, `idle` when there is none.
     pub phase: std::borrow::Cow<'static, str>,
     pub needs_attention: bool,
+    /// Why it needs attention, one of [`ATTENTION_REASONS`]; `None` when it does not.
+    pub attention: Option<&'static str>,
+    /// Assisted, awaiting a supply: since when, and the configured first reminder.
+    pub awaiting_supply: Option<(DateTime<Utc>, Duration)>,
 }
 
+/// The `reason` label of `secret_rotator_credential_needs_attention`: parked (its failure budget
+/// is spent), supply_deadline (an assisted credential's supply deadline passed), ack_held (the
+/// old credential is kept alive for a dependent's ack), stopped (an attempt gave up retrying, or
+/// an old credential outlived its grace). A small fixed set: no message text becomes a label.
+pub const ATTENTION_REASONS: [&str; 4] = ["parked", "supply_deadline", "ack_held", "stopped"];
+
 impl CredentialView {
-    /// The view of a status row (the same reading `status` prints) and the planned due time.
-    pub fn of(row: &StatusRow, next_due: DateTime<Utc>) -> CredentialView {
+    /// The view of a status row (the same reading `status` prints), the planned due time and
+    /// the credential's first supply reminder.
+    pub fn of(
+        row: &StatusRow,
+        next_due: DateTime<Utc>,
+        supply_reminder: Duration,
+    ) -> CredentialView {
         CredentialView {
             created: row.created_time,
             next_due,
+            max_age: row.max_age_seconds.map(Duration::from_secs),
             phase: row
                 .rotation
                 .as_ref()
@@ -146,8 +185,25 @@ impl CredentialView {
                     std::borrow::Cow::Owned(r.phase.clone())
                 }),
             needs_attention: row.needs_attention.is_some(),
+            attention: attention_reason(row),
+            awaiting_supply: row
+                .awaiting_supply
+                .as_ref()
+                .map(|a| (a.since, supply_reminder)),
         }
     }
+}
+
+/// Why a status row needs attention (in the order `report::status_row` decides it).
+fn attention_reason(row: &StatusRow) -> Option<&'static str> {
+    let text = row.needs_attention.as_deref()?;
+    Some(match &row.rotation {
+        Some(r) if r.needs_attention && r.phase == "awaiting_supply" => "supply_deadline",
+        Some(r) if r.needs_attention => "stopped",
+        _ if text.starts_with("parked since") => "parked",
+        Some(_) => "ack_held",
+        None => "stopped",
+    })
 }
 
 /// The figures computed at scrape time.
@@ -157,6 +213,8 @@ struct Live {
     /// The credential sets whose members have series of their own (`per_credential_metrics`);
     /// the members of the others are summed up per set, so the labels stay as many as the sets.
     per_credential: RwLock<std::collections::HashSet<String>>,
+    /// Per (credential, dependent).
+    dependents: RwLock<BTreeMap<(String, String), DependentFigures>>,
     /// The Vault client in use (its counters), and what clients replaced by a reload had counted.
     vault: RwLock<(Option<Arc<Vault>>, [u64; 4])>,
     /// The group: live members this instance sees, and the credentials it owns among them.
@@ -283,9 +341,13 @@ impl Collector for Live {
             };
             ConstGauge::new(1i64).encode(family.encode_family(&labels)?)?;
         }
+        let own: Vec<(&String, &CredentialView)> =
+            credentials.iter().filter(|(n, _)| !summed(n)).collect();
+        encode_attention(&mut encoder, &own)?;
+        drop(own);
         drop(per_credential);
         drop(credentials);
-
+        encode_dependents(&mut encoder, &self.dependents.read().expect("metrics lock"))?;
         let (current, retired) = &*self.vault.read().expect("metrics lock");
         let counts = current.as_deref().map(vault_counts).unwrap_or_default();
         let mut family = encoder.encode_descriptor(
@@ -346,6 +408,109 @@ impl Collector for Live {
     }
 }
 
+/// Per credential (those with series of their own): its max age, whether (and why) it needs
+/// attention, and since when an assisted one awaits a supply against its first reminder.
+fn encode_attention(
+    encoder: &mut DescriptorEncoder,
+    credentials: &[(&String, &CredentialView)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "secret_rotator_credential_max_age",
+        "The credential's configured max age (absent when it has none).",
+        Some(&Unit::Seconds),
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for &(name, view) in credentials {
+        if let Some(max_age) = view.max_age {
+            let labels = CredentialLabels {
+                credential: name.clone(),
+            };
+            ConstGauge::new(max_age.as_secs() as i64).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "secret_rotator_credential_needs_attention",
+        "1 when the credential needs an operator, with the reason (parked, supply_deadline, ack_held, stopped); 0 with reason none otherwise.",
+        None,
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for &(name, view) in credentials {
+        let labels = AttentionLabels {
+            credential: name.clone(),
+            reason: view.attention.unwrap_or("none").to_string(),
+        };
+        ConstGauge::new(i64::from(view.attention.is_some()))
+            .encode(family.encode_family(&labels)?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "secret_rotator_credential_awaiting_supply_since_timestamp",
+        "Assisted credentials awaiting a supply: when the wait began (Unix time).",
+        Some(&Unit::Seconds),
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for &(name, view) in credentials {
+        if let Some((since, _)) = view.awaiting_supply {
+            let labels = CredentialLabels {
+                credential: name.clone(),
+            };
+            ConstGauge::new(since.timestamp()).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "secret_rotator_credential_supply_reminder",
+        "Assisted credentials awaiting a supply: the configured wait before the first reminder.",
+        Some(&Unit::Seconds),
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for &(name, view) in credentials {
+        if let Some((_, reminder)) = view.awaiting_supply {
+            let labels = CredentialLabels {
+                credential: name.clone(),
+            };
+            ConstGauge::new(reminder.as_secs() as i64).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Deliveries per dependent and result, and failures in a row. The families are declared even
+/// before the first delivery, so that a query naming them finds them.
+fn encode_dependents(
+    encoder: &mut DescriptorEncoder,
+    dependents: &BTreeMap<(String, String), DependentFigures>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "secret_rotator_deliveries",
+        "Deliveries of a rotated credential to its dependents, by result.",
+        None,
+        ConstCounter::new(0u64).metric_type(),
+    )?;
+    for ((credential, dependent), f) in dependents {
+        for (result, count) in [("delivered", f.delivered), ("failed", f.failed)] {
+            let labels = DeliveryLabels {
+                credential: credential.clone(),
+                dependent: dependent.clone(),
+                result: result.to_string(),
+            };
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "secret_rotator_dependent_consecutive_failures",
+        "Failed deliveries in a row to a dependent (0 after a delivery), since the daemon started.",
+        None,
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for ((credential, dependent), f) in dependents {
+        let labels = DependentLabels {
+            credential: credential.clone(),
+            dependent: dependent.clone(),
+        };
+        ConstGauge::new(f.streak as i64).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 /// The daemon's metrics. Cheap to call from anywhere; shared as `Arc<Metrics>`.
 pub struct Metrics {
     registry: Registry,
@@ -353,7 +518,6 @@ pub struct Metrics {
     rotations: Family<RotationLabels, Counter>,
     durations: Family<ProviderLabels, Histogram, fn() -> Histogram>,
     failures: Family<ReasonLabels, Counter>,
-    deliveries: Family<DeliveryLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -376,7 +540,6 @@ impl Metrics {
                 duration_histogram,
             );
         let failures = Family::<ReasonLabels, Counter>::default();
-        let deliveries = Family::<DeliveryLabels, Counter>::default();
         registry.register(
             "secret_rotator_rotations",
             "Rotation attempts that ended, by provider and outcome.",
@@ -393,11 +556,6 @@ impl Metrics {
             "Failed rotation steps and attempts, by reason.",
             failures.clone(),
         );
-        registry.register(
-            "secret_rotator_deliveries",
-            "Deliveries of a rotated credential to its dependents, by result.",
-            deliveries.clone(),
-        );
         registry.register_collector(Box::new(live.clone()));
         Metrics {
             registry,
@@ -405,7 +563,6 @@ impl Metrics {
             rotations,
             durations,
             failures,
-            deliveries,
         }
     }
 
@@ -430,6 +587,11 @@ impl Metrics {
             .write()
             .expect("metrics lock")
             .retain(|name, _| keep(name));
+        self.live
+            .dependents
+            .write()
+            .expect("metrics lock")
+            .retain(|(name, _), _| keep(name));
     }
 
     /// A credential no longer tracked (a set's member whose secret is gone).
@@ -477,13 +639,17 @@ impl Metrics {
 
     /// A delivery of `credential` to `dependent` ended with `result` (`delivered`, `failed`…).
     pub fn delivery(&self, credential: &str, dependent: &str, result: &str) {
-        self.deliveries
-            .get_or_create(&DeliveryLabels {
-                credential: credential.to_string(),
-                dependent: dependent.to_string(),
-                result: result.to_string(),
-            })
-            .inc();
+        let mut dependents = self.live.dependents.write().expect("metrics lock");
+        let figures = dependents
+            .entry((credential.to_string(), dependent.to_string()))
+            .or_default();
+        if result == "failed" {
+            figures.failed += 1;
+            figures.streak += 1;
+        } else {
+            figures.delivered += 1;
+            figures.streak = 0;
+        }
     }
 
     /// The Vault client in use from now on (at start and after a reload); the requests of the
@@ -580,6 +746,80 @@ fn encode_sets(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `reason` label of the needs-attention gauge, from what `status` says.
+    #[test]
+    fn the_attention_reason_is_one_of_a_fixed_set() {
+        use crate::report::RotationState;
+        let in_flight = |phase: &str, stopped: bool| {
+            Some(RotationState {
+                attempt: "a1".into(),
+                phase: phase.into(),
+                needs_attention: stopped,
+                last_error: None,
+            })
+        };
+        let cases = [
+            (None, None, None),
+            (None, in_flight("notified", false), None),
+            (
+                Some("parked since 2026-12-07 05:44:30Z: rejected"),
+                None,
+                Some("parked"),
+            ),
+            (
+                Some("parked since 2026-12-07 05:44:30Z: rejected"),
+                in_flight("awaiting_supply", false),
+                Some("parked"),
+            ),
+            (
+                Some("rotation stopped in phase awaiting_supply: deadline"),
+                in_flight("awaiting_supply", true),
+                Some("supply_deadline"),
+            ),
+            (
+                Some("rotation stopped in phase minting: gave up"),
+                in_flight("minting", true),
+                Some("stopped"),
+            ),
+            (
+                Some("held for shop's ack"),
+                in_flight("notified", false),
+                Some("ack_held"),
+            ),
+        ];
+        for (text, rotation, expected) in cases {
+            let row = StatusRow {
+                name: "c".into(),
+                set: None,
+                provider: "approle".into(),
+                path: "secret/c".into(),
+                version: Some(1),
+                created_time: None,
+                age_seconds: None,
+                max_age_seconds: None,
+                expires_at: None,
+                state: "ok".into(),
+                due_in_seconds: None,
+                overdue_by_seconds: None,
+                rotation,
+                needs_attention: text.map(str::to_string),
+                next_attempt_at: None,
+                error: None,
+                dependents: Vec::new(),
+                paused: None,
+                awaiting_supply: None,
+                drift: None,
+                invalid: None,
+                steps: Vec::new(),
+                scopes: Vec::new(),
+            };
+            assert_eq!(attention_reason(&row), expected, "{text:?}");
+            if let Some(reason) = expected {
+                assert!(ATTENTION_REASONS.contains(&reason));
+            }
+        }
+    }
 
     #[test]
     fn a_budget_is_labelled_by_api_and_store_without_scheme_userinfo_or_query() {

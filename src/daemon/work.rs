@@ -182,7 +182,10 @@ pub(super) fn settle(
             let cred = &*effective(cred, &seen);
             let (_, due_at) = due(cred, &seen, now);
             let row = report::status_row(cred, seen.facts, seen.version, seen.record.as_ref(), now);
-            metrics.credential(name, CredentialView::of(&row, due_at));
+            metrics.credential(
+                name,
+                CredentialView::of(&row, due_at, cred.policy.supply_reminder),
+            );
             if let Some(RunResult::Finished(s)) = &result {
                 metrics.rotation_finished(cred.provider.kind(), s);
                 if s.outcome != Outcome::Rotated {
