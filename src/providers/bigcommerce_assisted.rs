@@ -343,16 +343,19 @@ fn other_status(what: &str, status: u16) -> ProviderError {
     }
 }
 
+/// No answer: what went wrong and its innermost cause (a refused certificate, a closed
+/// connection), never the URL.
 fn send_error(what: &str, e: &reqwest::Error) -> ProviderError {
     let reason = format!(
-        "{what}: {}",
+        "{what}: {} ({})",
         if e.is_timeout() {
             "no answer in time"
         } else if e.is_connect() {
             "cannot connect to the store"
         } else {
-            "the request failed"
-        }
+            "connection lost before the answer"
+        },
+        crate::egress::root_cause(e)
     );
     let reply = if e.is_connect() {
         outcome::Reply::NotSent

@@ -11,7 +11,7 @@
 //!   place of the origin's answer;
 //! - [`Fault::DropReply`]: forwards, then closes the connection without an answer;
 //! - [`Fault::Stall`]: forwards, then holds the answer past every timeout (10 minutes);
-//! - [`Fault::Oversize`]: forwards, then answers 200 with a body of [`OVERSIZE`] bytes, more
+//! - [`Fault::Oversize`]: forwards, then answers 200 with a body of [`OVERSIZE`] bytes, far more
 //!   than any cap (it stops when the client hangs up; [`Hostile::oversize_sent`] says how far it
 //!   got);
 //! - [`Fault::ResetMidBody`]: forwards, sends the head and half the origin's body, then resets
@@ -39,8 +39,9 @@ use tokio_rustls::TlsAcceptor;
 
 use super::proxy::{read_reply, read_request};
 
-/// The body [`Fault::Oversize`] offers: more than any cap the daemon has (64 MiB).
-pub const OVERSIZE: usize = 64 * 1024 * 1024;
+/// The body [`Fault::Oversize`] offers: far more than any cap the daemon has (the Vault
+/// transport's 48 MiB is the largest), so that a client reading it whole shows.
+pub const OVERSIZE: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
