@@ -16,7 +16,15 @@
 //!    background start-up checks until a `STATUS=` line no longer says "checking", the requests
 //!    of those, and VmRSS at READY and after the checks, minus the baseline, per credential.
 //!
-//! Prints a table and writes `target/bench/startup-N.json`. Without `--bench` (as under
+//! `STARTUP_SET=1`: the same credentials as the members of one credential set
+//! (`[[credential_sets]]`, pattern `boot/{id}`) rather than N tables; the bench then also times
+//! one discovery of the set in-process (paginated LIST) against the same server, before the
+//! daemon runs. For the largest runs: `STARTUP_AUDIT=0` (no audit device: requests are not
+//! counted by kind, the audit log of a million credentials would be many gigabytes),
+//! `STARTUP_WAIT_CHECKS=0` (stop at READY), `STARTUP_IDLE_SECS` (after READY, or after the checks,
+//! count the daemon's Vault reads over that window from its own `/metrics`).
+//!
+//! Prints a table and writes `target/bench/startup-N.json` (`startup-set-N.json` for a set). Without `--bench` (as under
 //! `cargo test --all-targets`) it runs a smoke pass (50 credentials) and writes nothing.
 //! Loopback only.
 
@@ -44,14 +52,27 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::UnixDatagram;
 
-/// The configuration of `n` credentials `boot-0` .. `boot-{n-1}` (one string, built in one go).
-fn config_text(bao: &str, reconcile: &str, n: usize) -> String {
+/// The configuration of `n` credentials `boot-0` .. `boot-{n-1}` (one string, built in one go);
+/// with `set`, one credential set whose members they are (and the admin server on `admin`).
+fn config_text(bao: &str, reconcile: &str, n: usize, set: bool, admin: Option<u16>) -> String {
     let mut text = String::with_capacity(200 + n * 180);
     let _ = write!(
         text,
         "[vault]\naddress = \"{bao}\"\n[vault.auth]\nmethod = \"token\"\n\n\
          [defaults]\nmax_age = \"30d\"\n\n[daemon]\nreconcile_interval = \"{reconcile}\"\n"
     );
+    if let Some(port) = admin {
+        let _ = write!(text, "\n[admin]\nlisten = \"127.0.0.1:{port}\"\n");
+    }
+    if set {
+        let _ = write!(
+            text,
+            "\n[[credential_sets]]\nname = \"boot\"\npath = \"boot/{{id}}\"\n\
+             [credential_sets.exec]\nmint = [\"/bin/true\"]\nverify = [\"/bin/true\"]\n\
+             revoke = [\"/bin/true\"]\nfields = [\"key\"]\n"
+        );
+        return text;
+    }
     for i in 0..n {
         let _ = write!(
             text,
@@ -74,6 +95,23 @@ fn record_path(i: usize) -> KvPath {
     KvPath {
         mount: "secret".into(),
         path: format!("secret-rotator/credentials/boot-{i}"),
+    }
+}
+
+/// The state record of credential set `boot`'s member `boot/boot-{i}`.
+fn member_record_path(i: usize) -> KvPath {
+    KvPath {
+        mount: "secret".into(),
+        path: format!("secret-rotator/credentials/boot/boot-{i}"),
+    }
+}
+
+/// The credential's name: `boot-{i}`, or as a member of the set `boot`, `boot/boot-{i}`.
+fn name_of(i: usize, set: bool) -> String {
+    if set {
+        format!("boot/boot-{i}")
+    } else {
+        format!("boot-{i}")
     }
 }
 
@@ -134,7 +172,7 @@ fn record_of(template: &StateRecord, name: &str, created: Option<DateTime<Utc>>)
 
 /// The secrets (version 1, created now: none due) and, with `template`, a state record each as
 /// the daemon leaves it ([`steady_record`]), from 32 concurrent writers. Returns writes/s.
-async fn seed(vault: &Arc<Vault>, n: usize, template: Option<Arc<StateRecord>>) -> f64 {
+async fn seed(vault: &Arc<Vault>, n: usize, template: Option<Arc<StateRecord>>, set: bool) -> f64 {
     let started = Instant::now();
     let data = SecretFields::new().with("key", "x".repeat(32));
     let mut tasks = Vec::new();
@@ -149,9 +187,13 @@ async fn seed(vault: &Arc<Vault>, n: usize, template: Option<Arc<StateRecord>>) 
                     .expect("write a secret");
                 writes += 1;
                 if let Some(template) = &template {
-                    let name = format!("boot-{i}");
+                    let name = name_of(i, set);
                     let record = record_of(template, &name, created);
-                    let path = record_path(i);
+                    let path = if set {
+                        member_record_path(i)
+                    } else {
+                        record_path(i)
+                    };
                     vault
                         .write_json_cas(&path, &record, 0)
                         .await
@@ -311,12 +353,20 @@ async fn main() {
     let records = env_or("STARTUP_RECORDS", 1u8) != 0;
     let reconcile: String = env_or("STARTUP_RECONCILE", "24h".to_string());
     let log: String = env_or("STARTUP_LOG", "warn".to_string());
+    let set = env_or("STARTUP_SET", 0u8) != 0;
+    let audited = env_or("STARTUP_AUDIT", 1u8) != 0;
+    let wait_checks = env_or("STARTUP_WAIT_CHECKS", 1u8) != 0;
+    let idle_secs: u64 = env_or("STARTUP_IDLE_SECS", 0);
     let raw_secs = if full { 5 } else { 1 };
     let limit = Duration::from_secs(1800);
 
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.log");
-    let bao = OpenBao::start_with_audit(&audit).await;
+    let bao = if audited {
+        OpenBao::start_with_audit(&audit).await
+    } else {
+        OpenBao::start().await
+    };
     let vault = root_client(&bao.addr).await;
     let seeded = Instant::now();
     let template = if records {
@@ -334,7 +384,7 @@ async fn main() {
     } else {
         None
     };
-    let write_rate = seed(&vault, n, template).await;
+    let write_rate = seed(&vault, n, template, set).await;
     eprintln!(
         "seeded {n} credentials in {:.1} s ({write_rate:.0} writes/s)",
         seeded.elapsed().as_secs_f64()
@@ -360,7 +410,7 @@ async fn main() {
         raw_reads(
             &vault,
             RawRead::Data,
-            record_path,
+            if set { member_record_path } else { record_path },
             n,
             concurrency,
             Duration::from_secs(raw_secs),
@@ -372,7 +422,7 @@ async fn main() {
 
     // The baseline: the same daemon tracking one credential.
     let one = dir.path().join("one.toml");
-    std::fs::write(&one, config_text(&bao.addr, &reconcile, 1)).unwrap();
+    std::fs::write(&one, config_text(&bao.addr, &reconcile, 1, false, None)).unwrap();
     let mut daemon = Daemon::start(dir.path(), &one, &log);
     daemon.expect(limit, |l| l == "READY=1").await;
     checks_done(&mut daemon, limit).await;
@@ -380,10 +430,30 @@ async fn main() {
     let baseline = rss_kib(daemon.pid());
     daemon.stop().await;
 
+    let admin = (idle_secs > 0).then(common::free_port_pair);
     let made = Instant::now();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, config_text(&bao.addr, &reconcile, n)).unwrap();
+    let text = config_text(&bao.addr, &reconcile, n, set, admin);
+    std::fs::write(&config, &text).unwrap();
     let config_secs = made.elapsed().as_secs_f64();
+
+    // The set discovered in-process, as the daemon does before its first plan.
+    let discovery = if set {
+        let parsed = secret_rotator::config::parse(
+            &text,
+            "bench.toml",
+            &secret_rotator::config::ProcessEnvironment,
+        )
+        .expect("the bench's configuration");
+        let started = Instant::now();
+        let found = secret_rotator::discovery::discover(&vault, &parsed.credential_sets[0])
+            .await
+            .expect("discover the set");
+        assert_eq!(found.members.len(), n, "every credential is a member");
+        Some((started.elapsed().as_secs_f64(), found.requests))
+    } else {
+        None
+    };
 
     let before_start = audit_len(&audit);
     let started = Instant::now();
@@ -393,11 +463,26 @@ async fn main() {
     // Every request made before READY was answered before it: its request line is written.
     let at_ready = audit_len(&audit);
     let rss_ready = rss_kib(daemon.pid());
-    let status = checks_done(&mut daemon, limit).await;
+    let status = if wait_checks {
+        checks_done(&mut daemon, limit).await
+    } else {
+        "not waited for".to_string()
+    };
     let checked_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let at_checked = audit_len(&audit);
     let rss_checked = rss_kib(daemon.pid());
+    // The daemon's own count of its Vault reads over an idle window.
+    let idle = match admin {
+        Some(port) => {
+            let before = vault_reads(port).await;
+            tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+            let after = vault_reads(port).await;
+            Some(after.saturating_sub(before))
+        }
+        None => None,
+    };
+    let rss_idle = rss_kib(daemon.pid());
     daemon.stop().await;
 
     let before = requests(&audit, before_start, at_ready);
@@ -410,9 +495,33 @@ async fn main() {
         |rss: u64| (rss.saturating_sub(baseline) as f64 * 1024.0) / (n - 1).max(1) as f64;
 
     println!(
-        "start-up: {n} credentials (exec, none due), state records {}, reconcile {reconcile}",
-        if records { "present" } else { "absent" }
+        "start-up: {n} credentials (exec, none due){}, state records {}, reconcile {reconcile}{}",
+        if set {
+            " as the members of one credential set"
+        } else {
+            ""
+        },
+        if records { "present" } else { "absent" },
+        if audited {
+            ""
+        } else {
+            "; no audit device (requests not counted by kind)"
+        }
     );
+    if let Some((secs, requests)) = discovery {
+        println!(
+            "discovery of the set (in-process, paginated LIST): {secs:.2} s, {requests} requests ({:.0} members/s)",
+            n as f64 / secs
+        );
+    }
+    if let Some(reads) = idle {
+        println!(
+            "idle for {idle_secs} s after {}: {reads} Vault reads = {:.2} per credential per hour (from /metrics); resident memory then {:.0} B per credential",
+            if wait_checks { "the checks" } else { "READY" },
+            reads as f64 * 3600.0 / idle_secs as f64 / n as f64,
+            (rss_idle.saturating_sub(baseline) as f64 * 1024.0) / (n - 1).max(1) as f64
+        );
+    }
     println!("config written in {config_secs:.2} s; seeding {write_rate:.0} writes/s");
     println!("{:<44} {:>12} {:>14}", "kind", "requests", "per credential");
     for (label, m) in [("before READY", &before), ("after READY (checks)", &after)] {
@@ -473,6 +582,13 @@ async fn main() {
         let report = json!({
             "date": chrono::Utc::now().to_rfc3339(),
             "credentials": n,
+            "credential_set": set,
+            "audit_device": audited,
+            "discovery_seconds": discovery.map(|d| d.0),
+            "discovery_requests": discovery.map(|d| d.1),
+            "idle_seconds": idle_secs,
+            "idle_vault_reads": idle,
+            "rss_kib_idle": rss_idle,
             "state_records": records,
             "reconcile_interval": reconcile,
             "seed_writes_per_second": write_rate,
@@ -490,8 +606,26 @@ async fn main() {
             "rss_kib": { "baseline_one_credential": baseline, "at_ready": rss_ready, "after_checks": rss_checked },
             "rss_bytes_per_credential": { "at_ready": per_cred_bytes(rss_ready), "after_checks": per_cred_bytes(rss_checked) },
         });
-        let path = out.join(format!("startup-{n}.json"));
+        let path = out.join(if set {
+            format!("startup-set-{n}.json")
+        } else {
+            format!("startup-{n}.json")
+        });
         std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
         println!("wrote {}", path.display());
     }
+}
+
+/// `secret_rotator_vault_requests_total{kind="read"}` of the daemon's `/metrics`.
+async fn vault_reads(port: u16) -> u64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("scrape /metrics")
+        .text()
+        .await
+        .expect("read /metrics");
+    text.lines()
+        .find(|l| l.starts_with("secret_rotator_vault_requests_total{kind=\"read\"}"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0)
 }

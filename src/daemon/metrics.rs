@@ -847,6 +847,65 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_sets_members_are_summed_per_set_unless_it_asks_for_series_per_member() {
+        let text = |per: bool| {
+            format!(
+                "vault = {{ address = \"https://v:8200\", auth = {{ method = \"token\" }} }}\n\
+                 [[credential_sets]]\nname = \"s\"\npath = \"p/{{x}}\"\nper_credential_metrics = {per}\n\
+                 [credential_sets.exec]\nmint = [\"/bin/true\"]\nverify = [\"/bin/true\"]\n\
+                 revoke = [\"/bin/true\"]\nfields = [\"k\"]\n"
+            )
+        };
+        let env = crate::config::validate::test_support::NoEnvironment;
+        let now = Utc::now();
+        let view = |age: i64, phase: &'static str| CredentialView {
+            created: Some(now - chrono::Duration::seconds(age)),
+            next_due: now + chrono::Duration::seconds(60),
+            phase: std::borrow::Cow::Borrowed(phase),
+            needs_attention: false,
+        };
+        // (per_credential_metrics, lines that must show, lines that must not)
+        let cases: [(bool, &[&str], &[&str]); 2] = [
+            (
+                false,
+                &[
+                    "secret_rotator_set_members{set=\"s\"} 2",
+                    "secret_rotator_set_phase{set=\"s\",phase=\"minted\"} 1",
+                    "secret_rotator_set_oldest_credential_age_seconds{set=\"s\"} 50",
+                    "secret_rotator_credential_next_due_timestamp_seconds{credential=\"written\"}",
+                ],
+                &["credential=\"s/a\"", "credential=\"s/b\""],
+            ),
+            (
+                true,
+                &[
+                    "secret_rotator_set_members{set=\"s\"} 2",
+                    "secret_rotator_credential_age_seconds{credential=\"s/a\"} 50",
+                ],
+                &[],
+            ),
+        ];
+        for (per, shown, hidden) in cases {
+            let config = crate::config::parse(&text(per), "t.toml", &env).unwrap();
+            let metrics = Metrics::new();
+            metrics.sets(&config.credential_sets);
+            metrics.credential("s/a", view(50, "idle"));
+            metrics.credential("s/b", view(10, "minted"));
+            metrics.credential("written", view(5, "idle"));
+            let out = metrics.encode();
+            for line in shown {
+                assert!(
+                    out.lines().any(|l| l.starts_with(line)),
+                    "{per}: {line} in\n{out}"
+                );
+            }
+            for label in hidden {
+                assert!(!out.contains(label), "{per}: {label} in\n{out}");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn every_store_budget_shows_in_the_metrics() {
         let key = "http://127.0.0.1:9/metrics-test|m1";

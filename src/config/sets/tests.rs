@@ -272,8 +272,8 @@ fields = [\"key\"]
         )],
     );
     refused(
-        &STOREFRONTS.replace("\"1m\"", "\"1s\""),
-        &[("credential_sets[0].discovery_interval", 6, "at least 10s")],
+        &STOREFRONTS.replace("\"1m\"", "\"500ms\""),
+        &[("credential_sets[0].discovery_interval", 6, "at least 1s")],
     );
     refused(
         &STOREFRONTS.replace("\"1m\"", "\"soon\""),

@@ -14,7 +14,7 @@ use crate::config::sets::{marker, CredentialSet, Part, Pattern};
 /// How often a set's members are looked for unless `discovery_interval` says otherwise.
 pub(crate) const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(300);
 /// The shortest `discovery_interval`: each discovery lists the set's paths.
-const MIN_DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
+const MIN_DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Validator<'_> {
     pub(super) fn credential_sets(
@@ -70,7 +70,7 @@ impl Validator<'_> {
                     self.bad(
                         &format!("{prefix}.discovery_interval"),
                         value,
-                        "must be at least 10s (each discovery lists the set's paths in Vault)",
+                        "must be at least 1s (each discovery lists the set's paths in Vault)",
                     );
                 }
             }
