@@ -862,8 +862,11 @@ mod tests {
         let view = |age: i64, phase: &'static str| CredentialView {
             created: Some(now - chrono::Duration::seconds(age)),
             next_due: now + chrono::Duration::seconds(60),
+            max_age: None,
             phase: std::borrow::Cow::Borrowed(phase),
             needs_attention: false,
+            attention: None,
+            awaiting_supply: None,
         };
         // (per_credential_metrics, lines that must show, lines that must not)
         let cases: [(bool, &[&str], &[&str]); 2] = [
