@@ -279,8 +279,7 @@ impl super::main_loop::Loop {
             let mine = owners.owns(&cred.name);
             let tracked = self.planner.is_tracked(&cred.name);
             if mine && !tracked {
-                let provider = super::schedule::provider_instance(cred);
-                self.planner.track(&cred.name, &provider, now, false);
+                super::schedule::track_one(&mut self.planner, cred, now, false);
                 taken += 1;
             } else if !mine && tracked {
                 handed += 1;

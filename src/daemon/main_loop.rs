@@ -74,6 +74,8 @@ pub(super) struct Loop {
     status_dirty: bool,
     checks_were_running: bool,
     last_drift: Instant,
+    /// The round of drift checks running, if any (one at a time).
+    drift_round: Option<JoinHandle<()>>,
     /// The credential sets' members, looked for again every interval.
     pub(super) discovery: super::sets::Discovery,
 }
@@ -175,6 +177,7 @@ impl Loop {
             status_dirty: false,
             checks_were_running: false,
             last_drift: Instant::now() - DRIFT_EVERY,
+            drift_round: None,
             // A pass (`--once`) does not wait for a set it could not list: it counts an error.
             errors: if once { discovery.pending.len() } else { 0 },
             discovery,
@@ -203,7 +206,12 @@ impl Loop {
             // credential.
             if !self.once && self.last_drift.elapsed() >= DRIFT_EVERY {
                 self.last_drift = Instant::now();
-                spawn_drift_checks(&self.app, &self.owners);
+                spawn_drift_checks(
+                    &self.app,
+                    &mut self.planner,
+                    &self.by_name,
+                    &mut self.drift_round,
+                );
             }
             if let Some(code) = self.wait(signals).await {
                 break code;
@@ -370,7 +378,13 @@ impl Loop {
             }
             () = tokio::time::sleep(wake) => {}
             Some(tick) = recv_tick(&mut self.ticks) => {
-                tick_hook(&self.app, &mut self.planner, &mut self.sweeper, tick, &self.owners);
+                tick_hook(
+                    &self.app,
+                    &mut self.planner,
+                    &mut self.sweeper,
+                    tick,
+                    (&self.by_name, &mut self.drift_round),
+                );
             }
             Some((set, found)) = self.discovery.recv(), if !self.once && self.stop.is_none() => {
                 self.discovered(set, found);

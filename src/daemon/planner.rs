@@ -124,6 +124,10 @@ pub(crate) struct Planner {
     per_provider: HashMap<Arc<str>, usize>,
     /// Entries still `recovering` (READY waits for none).
     recovering: usize,
+    /// Drift checks: when each credential that has one is checked next, and its interval.
+    drift: HashMap<Arc<str>, (DateTime<Utc>, Duration)>,
+    /// Drift checks by time.
+    drift_queue: BTreeSet<(DateTime<Utc>, Arc<str>)>,
 }
 
 impl Planner {
@@ -137,6 +141,8 @@ impl Planner {
             reads: 0,
             per_provider: HashMap::new(),
             recovering: 0,
+            drift: HashMap::new(),
+            drift_queue: BTreeSet::new(),
         }
     }
 
@@ -205,6 +211,10 @@ impl Planner {
     /// reports to nobody.
     pub(crate) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         let gone: Vec<Arc<str>> = self.entries.keys().filter(|n| !keep(n)).cloned().collect();
+        let drift_gone: Vec<Arc<str>> = self.drift.keys().filter(|n| !keep(n)).cloned().collect();
+        for name in drift_gone {
+            self.forget_drift(&name);
+        }
         for name in gone {
             if let Some(e) = self.entries.remove(&name) {
                 if e.recovering {
@@ -218,6 +228,61 @@ impl Planner {
                 }
             }
         }
+    }
+
+    /// Plan the drift checks of `name` every `interval` (`None`: none). A credential new to
+    /// drift checks, or whose interval changed, is checked at `now` (the first round at start-up);
+    /// one already planned at this interval keeps its time (a reload changes nothing for it).
+    pub(crate) fn track_drift(
+        &mut self,
+        name: &str,
+        interval: Option<Duration>,
+        now: DateTime<Utc>,
+    ) {
+        let planned = self.drift.get(name).copied();
+        match (planned, interval) {
+            (Some((_, was)), Some(every)) if was == every => {}
+            (_, None) => self.forget_drift(name),
+            (_, Some(every)) => {
+                self.forget_drift(name);
+                let key: Arc<str> = Arc::from(name);
+                self.drift.insert(key.clone(), (now, every));
+                self.drift_queue.insert((now, key));
+            }
+        }
+    }
+
+    fn forget_drift(&mut self, name: &str) {
+        if let Some((key, (at, _))) = self.drift.remove_entry(name) {
+            self.drift_queue.remove(&(at, key));
+        }
+    }
+
+    /// The credentials whose drift check is due at `now`, each planned again one interval later.
+    pub(crate) fn drift_due(&mut self, now: DateTime<Utc>) -> Vec<String> {
+        let mut due = Vec::new();
+        while let Some((at, name)) = self.drift_queue.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.drift_queue.remove(&(at, name.clone()));
+            if let Some(planned) = self.drift.get_mut(&name) {
+                let next = TimeDelta::from_std(planned.1)
+                    .ok()
+                    .and_then(|every| now.checked_add_signed(every))
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                planned.0 = next;
+                self.drift_queue.insert((next, name.clone()));
+            }
+            due.push(name.to_string());
+        }
+        due
+    }
+
+    /// When `name`'s next drift check is planned (`None`: it has none).
+    #[cfg(test)]
+    pub(crate) fn next_drift(&self, name: &str) -> Option<DateTime<Utc>> {
+        self.drift.get(name).map(|(at, _)| *at)
     }
 
     pub(crate) fn is_tracked(&self, name: &str) -> bool {
@@ -425,10 +490,8 @@ impl Planner {
     pub(crate) fn next_wake(&self) -> Option<DateTime<Utc>> {
         let read = self.queue.first().map(|(t, _, _)| *t);
         let drive = self.drives_queue.first().map(|(t, _, _)| *t);
-        match (read, drive) {
-            (Some(r), Some(d)) => Some(r.min(d)),
-            (r, d) => r.or(d),
-        }
+        let drift = self.drift_queue.first().map(|(t, _)| *t);
+        [read, drive, drift].into_iter().flatten().min()
     }
 
     /// Start-up recovery is done: every credential read once, every attempt found in flight

@@ -2,12 +2,12 @@
 //! tracks and the provider instance each counts against, the periodic jobs' ticks and the drift
 //! checks.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::group::{owned, Owners};
 use super::periodic::{self, Tick};
@@ -42,27 +42,31 @@ impl ByName {
     }
 }
 
-/// Drift: the current credential of each credential whose `drift_interval` has passed is
-/// verified with its provider, off the loop, each within the step deadline. A 401 means someone
-/// regenerated or deleted it outside the daemon (`credential.drift`, and for assisted kinds a
-/// request for a supply). At most one round of checks at a time.
-pub(super) fn spawn_drift_checks(app: &Arc<App>, owners: &Owners) {
-    static RUNNING: AtomicBool = AtomicBool::new(false);
-    // First the guard: `drift_due` notes a credential as checked when it says it is due.
-    if RUNNING.swap(true, Ordering::AcqRel) {
+/// Drift: the current credential of each credential whose drift check the planner finds due
+/// is verified with its provider, off the loop, each within the step deadline. A 401 means
+/// someone regenerated or deleted it outside the daemon (`credential.drift`, and for assisted
+/// kinds a request for a supply). At most one round of checks at a time (`round`: the one
+/// running); checks that come due meanwhile wait in the planner for the next.
+pub(super) fn spawn_drift_checks(
+    app: &Arc<App>,
+    planner: &mut Planner,
+    by_name: &ByName,
+    round: &mut Option<JoinHandle<()>>,
+) {
+    if round.as_ref().is_some_and(|r| !r.is_finished()) {
         return;
     }
-    let now = Utc::now();
-    let due: Vec<Credential> = owned(&app.config.credentials, owners)
-        .filter(|c| crate::rotation::driver::drift_due(c, now))
+    let due: Vec<Credential> = planner
+        .drift_due(Utc::now())
+        .iter()
+        .filter_map(|name| by_name.get(app, name))
         .cloned()
         .collect();
     if due.is_empty() {
-        RUNNING.store(false, Ordering::Release);
         return;
     }
     let app = app.clone();
-    tokio::spawn(async move {
+    *round = Some(tokio::spawn(async move {
         for cred in due {
             let Ok(provider) = app.provider(&cred) else {
                 continue;
@@ -78,8 +82,7 @@ pub(super) fn spawn_drift_checks(app: &Arc<App>, owners: &Owners) {
                 Err(_) => tracing::warn!(credential = %cred.name, "drift check: no answer in time"),
             }
         }
-        RUNNING.store(false, Ordering::Release);
-    });
+    }));
 }
 
 pub(super) async fn recv_tick(ticks: &mut Option<mpsc::Receiver<Tick>>) -> Option<Tick> {
@@ -95,7 +98,7 @@ pub(super) fn tick_hook(
     planner: &mut Planner,
     sweeper: &mut periodic::Sweeper,
     tick: Tick,
-    owners: &Owners,
+    drift: (&ByName, &mut Option<JoinHandle<()>>),
 ) {
     match tick {
         Tick::Reconcile(at) => {
@@ -108,7 +111,7 @@ pub(super) fn tick_hook(
             // Verify current credentials whose `drift_interval` passed, off the loop. The loop
             // also asks every second (an interval may be shorter than this job's period); this
             // job is the backstop should the loop's own clock be starved.
-            spawn_drift_checks(app, owners);
+            spawn_drift_checks(app, planner, drift.0, drift.1);
         }
         Tick::OutboxSweep => {
             // Wake every delivery worker: an event whose retry time passed goes out now even
@@ -176,29 +179,26 @@ pub(super) fn track_these<'a>(
 ) {
     // Assisted credentials too: the engine asks a person for them, reminds and polls.
     for cred in owned(credentials, owners) {
-        planner.track(&cred.name, &provider_instance(cred), now, recovering);
+        track_one(planner, cred, now, recovering);
     }
 }
 
-/// The provider instance a credential's rotations count against: one store, one AppRole role,
-/// one program, one API host.
-pub(crate) fn provider_instance(cred: &Credential) -> String {
-    use crate::config::ProviderConfig as P;
-    let kind = cred.provider.kind();
-    match &cred.provider {
-        P::BigCommerceStorefront(c) => format!("{kind}:{}", c.store_hash),
-        P::VaultAppRoleSecretId(c) => format!("{kind}:{}/{}", c.mount, c.role_name),
-        P::BigCommerceLegacyAccount(c) | P::BigCommerceUserToken(c) => {
-            format!("{kind}:{}", c.store_hash)
-        }
-        P::BigCommerceStoreAccount(c) => format!("{kind}:{}", c.store_hash),
-        P::Exec(c) => format!("{kind}:{}", c.mint.first().map_or("", String::as_str)),
-        P::Http(c) => {
-            let host = reqwest::Url::parse(&c.mint.url)
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_string))
-                .unwrap_or_default();
-            format!("{kind}:{host}")
-        }
-    }
+/// Track one credential (a full read now) and plan its drift checks, if it has any.
+pub(super) fn track_one(
+    planner: &mut Planner,
+    cred: &Credential,
+    now: DateTime<Utc>,
+    recovering: bool,
+) {
+    planner.track(
+        &cred.name,
+        &crate::providers::instance(&cred.provider),
+        now,
+        recovering,
+    );
+    let drift = cred
+        .policy
+        .drift_interval
+        .filter(|_| crate::rotation::driver::drift_checked(cred));
+    planner.track_drift(&cred.name, drift, now);
 }

@@ -285,15 +285,14 @@ pub fn assisted_extras(
     kind: EventKind,
     credential: &Credential,
 ) -> (Option<Vec<String>>, Option<Vec<String>>) {
-    use crate::providers::bigcommerce_assisted::{scopes_to_grant, steps};
     if !matches!(kind, EventKind::Due | EventKind::Drift) {
         return (None, None);
     }
-    let steps = steps(&credential.provider, &credential.name);
+    let (steps, scopes) =
+        crate::providers::assisted_guidance(&credential.provider, &credential.name);
     if steps.is_empty() {
         return (None, None);
     }
-    let scopes = scopes_to_grant(&credential.provider);
     (Some(steps), (!scopes.is_empty()).then_some(scopes))
 }
 

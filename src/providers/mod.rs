@@ -188,6 +188,49 @@ pub fn build(
     }
 }
 
+/// The provider instance a credential's rotations count against (the planner's per-provider
+/// limit): one store, one AppRole role, one program, one API host.
+pub fn instance(provider: &ProviderConfig) -> String {
+    use ProviderConfig as P;
+    let kind = provider.kind();
+    match provider {
+        P::BigCommerceStorefront(c) => format!("{kind}:{}", c.store_hash),
+        P::VaultAppRoleSecretId(c) => format!("{kind}:{}/{}", c.mount, c.role_name),
+        P::BigCommerceLegacyAccount(c) | P::BigCommerceUserToken(c) => {
+            format!("{kind}:{}", c.store_hash)
+        }
+        P::BigCommerceStoreAccount(c) => format!("{kind}:{}", c.store_hash),
+        P::Exec(c) => format!("{kind}:{}", c.mint.first().map_or("", String::as_str)),
+        P::Http(c) => {
+            let host = reqwest::Url::parse(&c.mint.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default();
+            format!("{kind}:{host}")
+        }
+    }
+}
+
+/// Whether a timed drift check (a verification of the current credential) is worth making for
+/// this kind: assisted kinds always; of the automatic ones, the storefront tokens (one GraphQL
+/// request). Others' verification may have a cost (a program, a request that counts).
+pub fn checks_for_drift(provider: &ProviderConfig) -> bool {
+    !provider.automatic() || matches!(provider, ProviderConfig::BigCommerceStorefront(_))
+}
+
+/// What a dependent is told for an assisted credential that is due or drifted: the
+/// control-panel steps, in the provider's own words, and the scopes to grant (both empty for
+/// automatic kinds).
+pub fn assisted_guidance(
+    provider: &ProviderConfig,
+    credential: &str,
+) -> (Vec<String>, Vec<String>) {
+    (
+        bigcommerce_assisted::steps(provider, credential),
+        bigcommerce_assisted::scopes_to_grant(provider),
+    )
+}
+
 /// A 3xx answer, which the egress client never follows (`reason` names the endpoint): the
 /// origin refused the request here (the configured address is wrong), and sending it again will
 /// not help.

@@ -46,7 +46,7 @@ mod record_io;
 mod revoke;
 mod rollback;
 pub use super::stored::RECORD_VERSIONS;
-pub use assisted::{drift_checked, drift_due, what_to_do, DriftCheck, Supplied};
+pub use assisted::{drift_checked, what_to_do, DriftCheck, Supplied};
 pub use preflight::{Preflighted, PREFLIGHT_TTL};
 
 /// Tunables of the driver; the defaults suit production.

@@ -579,3 +579,44 @@ fn a_sweep_during_start_up_loses_no_slot() {
     let slot = slot_in(span("10m"), reconcile_slot(span("10m"), "a"), now, end);
     assert_eq!(p.next_wake(), slot);
 }
+
+#[test]
+fn drift_checks_are_planned_per_credential_and_a_reload_forgets_a_removed_one() {
+    let mut p = Planner::new(settings());
+    let t0 = time("2030-01-01T00:00:00Z");
+    let hour = span("1h");
+    for name in ["kept", "removed"] {
+        p.track(name, "store", t0, false);
+        p.track_drift(name, Some(hour), t0);
+    }
+    p.track("no-drift", "store", t0, false);
+    p.track_drift("no-drift", None, t0);
+
+    // The first round at once, then one interval later each; none for a credential without.
+    let mut first = p.drift_due(t0);
+    first.sort();
+    assert_eq!(first, ["kept", "removed"]);
+    assert!(p.drift_due(t0 + TimeDelta::minutes(59)).is_empty());
+    assert_eq!(
+        p.next_wake().map(|w| w <= t0 + TimeDelta::hours(1)),
+        Some(true)
+    );
+
+    // A reload: "removed" left the configuration; "kept" keeps its time.
+    p.retain(|name| name != "removed");
+    p.track_drift("kept", Some(hour), t0 + TimeDelta::minutes(30));
+    assert_eq!(p.next_drift("removed"), None);
+    assert_eq!(p.next_drift("kept"), Some(t0 + TimeDelta::hours(1)));
+    assert_eq!(p.drift_due(t0 + TimeDelta::hours(1)), ["kept"]);
+    assert!(p
+        .drift_due(t0 + TimeDelta::hours(5))
+        .iter()
+        .all(|n| n == "kept"));
+
+    // A new interval checks at once; no interval forgets the check.
+    p.track_drift("kept", Some(span("2h")), t0 + TimeDelta::hours(6));
+    assert_eq!(p.next_drift("kept"), Some(t0 + TimeDelta::hours(6)));
+    p.track_drift("kept", None, t0 + TimeDelta::hours(6));
+    assert_eq!(p.next_drift("kept"), None);
+    assert!(p.drift_due(t0 + TimeDelta::days(30)).is_empty());
+}

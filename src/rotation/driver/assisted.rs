@@ -6,9 +6,7 @@
 //! credential is never announced revoked before the provider rejects it; `credential.rotated`
 //! precedes `credential.revoked`; no secret reaches an event, a log line or an error.
 
-use chrono::{DateTime, Utc};
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use chrono::Utc;
 
 use super::{unit, Announce, Engine, EngineError, Extra, Loaded, Next, RunResult, Wait};
 use crate::config::{Credential, ProviderConfig};
@@ -38,37 +36,10 @@ pub enum DriftCheck {
     Unknown(String),
 }
 
-/// Is a drift check of this credential worth making? Assisted kinds always; of the automatic
-/// ones, the storefront tokens (one GraphQL request). Others' verification may have a cost
-/// (a program, a request that counts) and is not made on a timer.
+/// Is a drift check of this credential worth making? Its `drift_interval` is set and its kind
+/// says so ([`crate::providers::checks_for_drift`]). The daemon's planner schedules the checks.
 pub fn drift_checked(cred: &Credential) -> bool {
-    cred.policy.drift_interval.is_some()
-        && (!cred.provider.automatic()
-            || matches!(cred.provider, ProviderConfig::BigCommerceStorefront(_)))
-}
-
-/// When each credential was last checked for drift by this process (kept in memory: a restart
-/// checks at once, which costs one verification).
-fn drift_clock() -> &'static Mutex<HashMap<String, DateTime<Utc>>> {
-    static CLOCK: OnceLock<Mutex<HashMap<String, DateTime<Utc>>>> = OnceLock::new();
-    CLOCK.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-/// Is a drift check of `cred` due at `now` (its `drift_interval` since the last one this process
-/// made)? Marks it as made when it is. For the daemon's loop; a planner may schedule
-/// [`Engine::check_drift`] itself instead.
-pub fn drift_due(cred: &Credential, now: DateTime<Utc>) -> bool {
-    let Some(interval) = cred.policy.drift_interval.filter(|_| drift_checked(cred)) else {
-        return false;
-    };
-    let mut clock = drift_clock().lock().unwrap_or_else(|p| p.into_inner());
-    let due = clock
-        .get(&cred.name)
-        .is_none_or(|last| now >= *last + chrono::Duration::from_std(interval).unwrap_or_default());
-    if due {
-        clock.insert(cred.name.clone(), now);
-    }
-    due
+    cred.policy.drift_interval.is_some() && crate::providers::checks_for_drift(&cred.provider)
 }
 
 impl Engine {
@@ -419,7 +390,7 @@ impl Engine {
     /// Verify the current credential. A rejection the daemon did not cause is drift:
     /// `credential.drift` (once per version), shown in `status`, and for an assisted kind a
     /// new attempt asking for a supply (`rotation.due`). The daemon calls it per credential
-    /// every `drift_interval` ([`drift_due`]).
+    /// every `drift_interval`, as its planner schedules it.
     pub async fn check_drift(
         &self,
         cred: &Credential,
