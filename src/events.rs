@@ -102,6 +102,14 @@ impl Event {
 /// Where events go. Emission must not fail the rotation: sinks log their own errors.
 pub trait EventSink: Send + Sync {
     fn emit(&self, event: &Event);
+
+    /// The event with the body a webhook dependent receives for it (the engine builds it from
+    /// the configuration: `notify::payload`). Sinks that write the body (the events file) use
+    /// it; the others see only the event.
+    fn emit_with_body(&self, event: &Event, body: &[u8]) {
+        let _ = body;
+        self.emit(event);
+    }
 }
 
 /// Logs each event as a structured line.
@@ -113,8 +121,10 @@ impl EventSink for LogSink {
     }
 }
 
-/// Appends each event as one JSON line to a file, synced before returning. The file is kept
-/// 0600: created so, and narrowed back to 0600 on each append if it was found looser.
+/// Appends each event as one JSON line to a file, synced before returning: the very body a
+/// webhook dependent receives (`type`, `timestamp`, `data`, see `notify::payload`), one per line.
+/// The file is kept 0600: created so, and narrowed back to 0600 on each append if it was found
+/// looser.
 pub struct JsonLinesSink {
     path: PathBuf,
     lock: Mutex<()>,
@@ -147,8 +157,24 @@ impl JsonLinesSink {
 }
 
 impl EventSink for JsonLinesSink {
+    /// An event that comes without its body (no engine emits one) is written in the same shape
+    /// with the fields the event holds.
     fn emit(&self, e: &Event) {
-        let line = serde_json::to_string(e).expect("events serialise");
+        let body = serde_json::json!({
+            "type": e.kind,
+            "timestamp": e.at,
+            "data": {
+                "credential": e.credential,
+                "version": e.version,
+                "attempt": e.attempt,
+                "reason": e.detail,
+            },
+        });
+        self.emit_with_body(e, body.to_string().as_bytes());
+    }
+
+    fn emit_with_body(&self, _: &Event, body: &[u8]) {
+        let line = String::from_utf8_lossy(body);
         if let Err(err) = self.append(&line) {
             tracing::error!(path = %self.path.display(), error = %err, "cannot append event");
         }
@@ -188,6 +214,12 @@ impl EventSink for FanOut {
             s.emit(e);
         }
     }
+
+    fn emit_with_body(&self, e: &Event, body: &[u8]) {
+        for s in &self.0 {
+            s.emit_with_body(e, body);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -213,9 +245,23 @@ mod tests {
         let sink = JsonLinesSink::new(path.clone());
         let at = Utc::now();
         sink.emit(&Event::new(EventKind::Rotated, "c", "a", at, Some(1), ""));
-        sink.emit(&Event::new(EventKind::Revoked, "c", "a", at, Some(0), ""));
+        sink.emit_with_body(
+            &Event::new(EventKind::Revoked, "c", "a", at, Some(0), ""),
+            br#"{"type":"credential.revoked","timestamp":"2026-05-04T11:15:02Z","data":{}}"#,
+        );
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 2);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        // Both in the webhook body's shape: the given body as it is, else one from the event.
+        assert_eq!(lines[0]["type"], "credential.rotated");
+        assert_eq!(lines[0]["data"]["credential"], "c");
+        assert_eq!(lines[0]["data"]["version"], 1);
+        assert_eq!(lines[0]["data"]["attempt"], "a");
+        assert_eq!(lines[1]["type"], "credential.revoked");
+        assert_eq!(lines[1]["timestamp"], "2026-05-04T11:15:02Z");
+        assert_eq!(lines.len(), 2);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }

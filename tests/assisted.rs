@@ -136,7 +136,7 @@ async fn secret(s: &Stack, path: &str) -> (u64, Value) {
 fn event_types(s: &Stack, cred: &str) -> Vec<String> {
     s.events()
         .iter()
-        .filter(|e| e["credential"] == cred)
+        .filter(|e| e["data"]["credential"] == cred)
         .map(|e| e["type"].as_str().unwrap().to_string())
         .collect()
 }
@@ -329,9 +329,12 @@ async fn a_store_account_is_due_supplied_verified_by_scope_and_revoked_only_once
     let revoked = s
         .events()
         .into_iter()
-        .find(|e| e["type"] == "credential.revoked" && e["credential"] == STORE_CRED)
+        .find(|e| e["type"] == "credential.revoked" && e["data"]["credential"] == STORE_CRED)
         .unwrap();
-    assert!(revoked["detail"].as_str().unwrap().contains("webhooks"));
+    assert!(revoked["data"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("webhooks"));
     let row = status_row(&s, STORE_CRED).await;
     assert!(
         row["rotation"].is_null() && row["awaiting_supply"].is_null(),
@@ -695,9 +698,9 @@ async fn the_current_store_account_supplied_as_the_new_one_is_refused_naming_it_
     let rotated = s
         .events()
         .into_iter()
-        .find(|e| e["type"] == "credential.rotated" && e["credential"] == STORE_CRED)
+        .find(|e| e["type"] == "credential.rotated" && e["data"]["credential"] == STORE_CRED)
         .unwrap();
-    let detail = rotated["detail"].as_str().unwrap();
+    let detail = rotated["data"]["reason"].as_str().unwrap();
     assert!(detail.contains(&old.client_id), "{detail}");
     assert!(!detail.contains("regenerate"), "{detail}");
 }
@@ -1139,9 +1142,9 @@ async fn status_and_rotation_due_say_what_to_do_in_the_control_panel_for_each_ki
         let due = s
             .events()
             .into_iter()
-            .find(|e| e["type"] == "rotation.due" && e["credential"] == *cred)
+            .find(|e| e["type"] == "rotation.due" && e["data"]["credential"] == *cred)
             .unwrap();
-        let texts = [row["steps"].to_string(), due["detail"].to_string()];
+        let texts = [row["steps"].to_string(), due["data"]["reason"].to_string()];
         for text in says {
             assert!(
                 texts[0].contains(text),
@@ -1178,10 +1181,13 @@ async fn status_and_rotation_due_say_what_to_do_in_the_control_panel_for_each_ki
     let due = s
         .events()
         .into_iter()
-        .find(|e| e["type"] == "rotation.due" && e["credential"] == STORE_CRED)
+        .find(|e| e["type"] == "rotation.due" && e["data"]["credential"] == STORE_CRED)
         .unwrap();
     assert!(
-        due["detail"].as_str().unwrap().contains(&old_account),
+        due["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&old_account),
         "{due}"
     );
 

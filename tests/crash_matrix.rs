@@ -140,12 +140,12 @@ async fn crash_then_recover(point: &str) {
         assert!(
             events
                 .iter()
-                .any(|e| e["type"] == kind && e["attempt"] == id),
+                .any(|e| e["type"] == kind && e["data"]["attempt"] == id),
             "{point}: no {kind} event for the attempt: {events:?}"
         );
     }
     assert!(
-        events.iter().all(|e| e["attempt"] == id),
+        events.iter().all(|e| e["data"]["attempt"] == id),
         "{point}: events of one attempt only"
     );
 
@@ -231,7 +231,7 @@ async fn rollback_crash_then_recover(point: &str) {
         .filter(|e| e["type"] == "credential.rolled_back")
         .collect();
     assert!(!rolled_back.is_empty(), "{point}: {events:?}");
-    assert_eq!(rolled_back[0]["id"], format!("{id}:credential.rolled_back"));
+    assert_eq!(rolled_back[0]["data"]["attempt"], id);
     assert!(
         !events.iter().any(|e| e["type"] == "credential.revoked"),
         "{point}: the previous credential was never announced as revoked"
@@ -412,7 +412,7 @@ required_scopes = {{ orders = "modify" }}
     let types = |s: &Stack| -> Vec<String> {
         s.events()
             .iter()
-            .filter(|e| e["credential"] == STORE_CRED)
+            .filter(|e| e["data"]["credential"] == STORE_CRED)
             .map(|e| e["type"].as_str().unwrap().to_string())
             .collect()
     };

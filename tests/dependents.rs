@@ -80,6 +80,12 @@ async fn a_webhook_gets_rotated_then_revoked_and_a_retried_event_keeps_its_id() 
     assert_eq!(rotated["previous_version"], json!(version - 1));
     assert!(rotated["revoke_after"].is_string(), "{rotated}");
     assert_eq!(hits[3].body["data"]["version"], json!(version - 1));
+    // The events file holds the very bodies the webhook received, one per line.
+    assert_eq!(
+        stack.events(),
+        [hits[2].body.clone(), hits[3].body.clone()],
+        "the events file and the webhook bodies have one shape"
+    );
 
     // `deliveries` and `status` say it was delivered.
     let out = stack.cli(&["deliveries", CRED, "--json"], &[]).await;
@@ -165,7 +171,7 @@ async fn without_an_ack_and_on_ack_timeout_revoke_the_old_token_is_revoked_and_r
         .find(|e| e["type"] == "credential.revoked")
         .expect("a revoked event");
     assert!(
-        revoked["detail"]
+        revoked["data"]["reason"]
             .as_str()
             .unwrap()
             .contains("revoked without the ack of shop"),

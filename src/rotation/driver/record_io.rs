@@ -6,6 +6,7 @@ use chrono::Utc;
 use crate::config::{Credential, KvPath};
 use crate::events::Event;
 use crate::notify::outbox::{self, Deliveries, Logged};
+use crate::notify::payload::Payload;
 use crate::rotation::state::{Attempt, StateRecord};
 
 use super::{Announce, Engine, EngineError, Loaded};
@@ -95,10 +96,6 @@ impl Engine {
         if extra.reminder > 0 {
             event.id = format!("{}:{}", event.id, extra.reminder + 1);
         }
-        self.events.emit(&event);
-        if cred.dependents.is_empty() {
-            return;
-        }
         let mut logged = Logged::new(
             event.id.clone(),
             kind,
@@ -109,6 +106,14 @@ impl Engine {
         );
         logged.previous_version = extra.previous_version;
         logged.revoke_after = extra.revoke_after;
+        // The sinks get the webhook's body with the reason whole (the event log clips it to
+        // keep the record small).
+        let mut body = Payload::of(&logged, cred);
+        body.data.reason = event.detail.clone();
+        self.events.emit_with_body(&event, &body.body());
+        if cred.dependents.is_empty() {
+            return;
+        }
         if l.record.events.append(logged, outbox::LOG_LIMIT) {
             l.new_events = true;
         }
