@@ -235,6 +235,13 @@ impl Lane {
             ),
         };
         let ca = w.certs.ca_file.display();
+        // Short where Vault is the remote under test (its stalls end fast), else room for a
+        // loaded machine.
+        let vault_timeout = if self.remote == Remote::Vault {
+            "2s"
+        } else {
+            "10s"
+        };
         let name = &self.name;
         let path = self.path();
         let provider = match self.provider {
@@ -315,7 +322,7 @@ ca_file = "{ca}"
 [vault]
 address = "{vault}"
 ca_file = "{ca}"
-request_timeout = "2s"
+request_timeout = "{vault_timeout}"
 [vault.auth]
 method = "token"
 
@@ -530,7 +537,11 @@ path = "{path}"
         };
         check(fired, "the fault never fired".into());
         // Requests counted for the no-hot-loop bound (checked against the lane's baseline).
-        let sent = proxy.count_since(start, method, &pattern);
+        // The faulted call from the fault on (without one: in the whole run).
+        let sent = match fault {
+            Some(_) => proxy.count_since_armed(method, &pattern),
+            None => proxy.count_since(start, method, &pattern),
+        };
         let total = proxy.total_since(start);
         // No credential reaches another host.
         check(
@@ -545,17 +556,18 @@ path = "{path}"
             "a request over a bad certificate".into(),
         );
         // Every mint accounted for, case by case: a mint whose answer was lost after the
-        // origin made the credential is a possible orphan (AppRole: found by its accessor and
-        // destroyed at once, so none); nothing else leaves one.
-        let expected = match (self.call, fault) {
-            (Call::Mint, Some(f)) if f.after_forwarding() && self.provider != Provider::AppRole => {
-                1
-            }
-            _ => 0,
+        // origin made the credential is one possible orphan (AppRole: none when the lost
+        // secret-id was found by its accessor and destroyed, as it is unless a lookup fails);
+        // nothing else leaves one.
+        let lost_mint = self.call == Call::Mint && fault.is_some_and(Fault::after_forwarding);
+        let expected = match (lost_mint, self.provider) {
+            (false, _) => 0..=0,
+            (true, Provider::AppRole) => 0..=1,
+            (true, _) => 1..=1,
         };
         check(
-            orphans == expected,
-            format!("{orphans} possible orphans reported, {expected} expected"),
+            expected.contains(&orphans),
+            format!("{orphans} possible orphans reported, {expected:?} expected"),
         );
         if fault == Some(Fault::Oversize) {
             check(
@@ -650,7 +662,8 @@ fn says_the_outcome(line: &str, lane: &Lane, fault: Fault) -> bool {
             "answer within",
             "in time",
         ]),
-        Fault::Oversize => any(&["cap", "too large", "larger than"]),
+        // Cut off at the cap, or (a slow reader of Vault's 48 MiB) at the timeout first.
+        Fault::Oversize => any(&["cap", "too large", "larger than", "timed out"]),
         Fault::ResetMidBody => any(&["reset", "connection lost", "closed", "incomplete", "body"]),
         Fault::TlsOtherName | Fault::TlsUntrusted => any(&["certificate"]),
     }

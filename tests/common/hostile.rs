@@ -220,6 +220,8 @@ struct Armed {
 #[derive(Default)]
 struct Shared {
     armed: Option<Armed>,
+    /// When the last fault was armed.
+    armed_at: Option<Instant>,
     fired: bool,
     /// (when, method, target) of every request read.
     seen: Vec<(Instant, String, String)>,
@@ -277,6 +279,7 @@ impl Hostile {
         });
         s.fired = false;
         s.oversize_sent = 0;
+        s.armed_at = Some(Instant::now());
     }
 
     pub fn disarm(&self) {
@@ -299,6 +302,12 @@ impl Hostile {
                 *t >= since && m.eq_ignore_ascii_case(method) && matches(p, path_substr)
             })
             .count()
+    }
+
+    /// Requests matching since the last fault was armed (none if none was).
+    pub fn count_since_armed(&self, method: &str, path_substr: &str) -> usize {
+        let since = self.shared.lock().unwrap().armed_at;
+        since.map_or(0, |t| self.count_since(t, method, path_substr))
     }
 
     /// Every request read since `since`.
