@@ -3,7 +3,8 @@
 //!
 //! Invariant: without the `fault-injection` cargo feature, [`point`] compiles to nothing. With it,
 //! the process sends itself SIGKILL when `SECRET_ROTATOR_CRASH_AT` names the point reached, so the
-//! test sees exactly what a power cut or an OOM kill at that line would leave behind.
+//! test sees exactly what a power cut or an OOM kill at that line would leave behind. Inside
+//! [`with_hook`] (a simulation's task) the hook is told instead, and the process lives on.
 
 /// Every crash point, in the order a successful rotation passes them.
 pub const POINTS: &[&str] = &[
@@ -42,9 +43,29 @@ pub const POINTS: &[&str] = &[
     "cancel-recorded",
 ];
 
+/// What a task's crash hook is told at each crash point it reaches.
+#[cfg(feature = "fault-injection")]
+pub type Hook = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+#[cfg(feature = "fault-injection")]
+tokio::task_local! {
+    static HOOK: Hook;
+}
+
+/// Run `f` with `hook` called at every crash point `f` reaches, in place of the environment
+/// variable: a simulation of the engine notes the point and, to crash there, ends the task
+/// before its next step reaches a store or a provider, as if the process had died at the point.
+#[cfg(feature = "fault-injection")]
+pub async fn with_hook<F: std::future::Future>(hook: Hook, f: F) -> F::Output {
+    HOOK.scope(hook, f).await
+}
+
 #[cfg(feature = "fault-injection")]
 pub fn point(name: &str) {
     debug_assert!(POINTS.contains(&name), "unknown crash point {name}");
+    if HOOK.try_with(|hook| hook(name)).is_ok() {
+        return;
+    }
     if std::env::var("SECRET_ROTATOR_CRASH_AT").as_deref() == Ok(name) {
         eprintln!("fault-injection: SIGKILL at crash point {name}");
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);

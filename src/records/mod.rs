@@ -21,7 +21,8 @@ mod kv;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod memory;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -41,7 +42,8 @@ pub trait Record: Serialize + DeserializeOwned + Send + Sync + Sized + 'static {
     /// The newest `schema` this binary knows: a record with a newer one is refused before it
     /// is parsed (its shape may have changed).
     const SCHEMA: u32;
-    /// Versions Vault keeps of it (set once, when it is created); `None`: the mount's default.
+    /// Versions Vault keeps of it (set by the first write of each process, see
+    /// [`RecordStore::write`]); `None`: the mount's default.
     const MAX_VERSIONS: Option<u32>;
 
     /// The record of a credential that has none yet.
@@ -125,6 +127,8 @@ pub struct RecordStore {
     kv: Arc<dyn SecretStore>,
     mount: String,
     prefix: String,
+    /// Records whose `max_versions` this process has set.
+    bounded: Arc<Mutex<HashSet<String>>>,
 }
 
 impl RecordStore {
@@ -133,6 +137,7 @@ impl RecordStore {
             kv,
             mount: mount.to_string(),
             prefix: prefix.to_string(),
+            bounded: Arc::default(),
         }
     }
 
@@ -198,7 +203,11 @@ impl RecordStore {
     }
 
     /// Write `record` as the version after `expected` (check-and-set). Returns the record as
-    /// written and its version. A record created now gets its kind's `max_versions`.
+    /// written and its version. After the first write of a record that lands in this process,
+    /// its kind's `max_versions` is set (one metadata write per record and process): set only
+    /// after the write that created the record, it was never set when that write's answer was
+    /// lost, the process died before setting it, or the setting failed, and the record kept
+    /// the mount's default number of versions, each holding credentials, for good.
     pub async fn write<R: Record>(
         &self,
         credential: &str,
@@ -217,7 +226,7 @@ impl RecordStore {
         })?;
         match self.kv.write_cas(&path, &body, expected).await {
             Ok((version, _)) => {
-                self.created::<R>(&path, expected).await;
+                self.bound::<R>(&path).await;
                 Ok((record, version))
             }
             Err(VaultError::CasMismatch { .. }) => Err(WriteError {
@@ -259,7 +268,7 @@ impl RecordStore {
             });
         }
         if landed {
-            self.created::<R>(&path, doubt.expected).await;
+            self.bound::<R>(&path).await;
         }
         let record = match value {
             Some(value) => self.parse(credential, value)?,
@@ -272,14 +281,33 @@ impl RecordStore {
         })
     }
 
-    /// A record just created: its old versions must not pile up in Vault (a state record holds
-    /// credentials). Set once, after the record exists (an update, not a create).
-    async fn created<R: Record>(&self, path: &KvPath, expected: u64) {
-        let (0, Some(n)) = (expected, R::MAX_VERSIONS) else {
+    /// A record written: its old versions must not pile up in Vault (a state record holds
+    /// credentials). Set after a write of this process landed (the record exists: an update of
+    /// its metadata, not a create), until it is set once; a failure is tried again at the next
+    /// write.
+    async fn bound<R: Record>(&self, path: &KvPath) {
+        let Some(n) = R::MAX_VERSIONS else {
             return;
         };
-        if let Err(e) = self.kv.set_max_versions(path, n).await {
-            tracing::warn!(path = %path, error = %e, "cannot set max_versions on the {}", R::NAME);
+        let key = path.to_string();
+        if self
+            .bounded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
+            return;
+        }
+        match self.kv.set_max_versions(path, n).await {
+            Ok(()) => {
+                self.bounded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path, error = %e, "cannot set max_versions on the {}; tried again at its next write", R::NAME)
+            }
         }
     }
 }

@@ -151,3 +151,45 @@ async fn a_record_created_gets_its_kinds_max_versions() {
     }
     assert_eq!(m.versions(&records.path::<Note>("c")), vec![4, 5, 6]);
 }
+
+/// A record whose creating write never told it was created (its answer lost, the process dead
+/// before the metadata write, the metadata write failed) gets its kind's max_versions at the
+/// next write of a process that writes it: before, max_versions was set only after the
+/// creating write's answer, and such a record kept the mount's default number of versions.
+/// (The simulation found it: `simulation` seed 6.)
+#[tokio::test]
+async fn a_record_whose_creation_went_unseen_gets_its_max_versions_at_the_next_write() {
+    // (what, how the record came to exist without its max_versions)
+    type Make = fn(&MemoryKv, &RecordStore);
+    let cases: [(&str, Make); 2] = [
+        ("the answer of the creating write was lost", |m, _| {
+            m.fault("notes/c", 1, WriteFault::LostAfter)
+        }),
+        (
+            "created by a process that died before setting it",
+            |m, records| {
+                m.put(
+                    &records.path::<Note>("c"),
+                    serde_json::to_value(Note::fresh("c")).unwrap(),
+                );
+            },
+        ),
+    ];
+    for (what, make) in cases {
+        let (m, records) = store();
+        make(&m, &records);
+        let _ = records.write("c", Note::fresh("c"), 0).await;
+        // Another process.
+        let records = RecordStore::new(m.clone(), "secret", "secret-rotator");
+        let (mut note, mut version) = records.load::<Note>("c").await.unwrap();
+        for n in 1..=5 {
+            note.failures = n;
+            (note, version) = records.write("c", note, version).await.unwrap();
+        }
+        assert_eq!(
+            m.versions(&records.path::<Note>("c")),
+            vec![4, 5, 6],
+            "{what}"
+        );
+    }
+}

@@ -171,7 +171,17 @@ pub struct Engine {
     pub wakeup: Wakeup,
     /// Mounts and capabilities preflight found good lately.
     preflighted: Preflighted,
+    /// The wall clock every time in the records comes from.
+    clock: Clock,
+    /// Random numbers in [0, 1) for the backoffs' jitter.
+    jitter: Jitter,
 }
+
+/// The wall clock the engine reads (UTC): the system's, or a simulation's.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// A source of random numbers in [0, 1), for the jitter of backoffs.
+pub type Jitter = Arc<dyn Fn() -> f64 + Send + Sync>;
 
 /// The record as read, with the version to CAS against.
 struct Loaded {
@@ -183,7 +193,7 @@ struct Loaded {
     /// the attempt's `version_before`.
     began_here: bool,
     /// When this call last wrote the record (its check-and-set proved nobody else had).
-    saved_at: Option<std::time::Instant>,
+    saved_at: Option<tokio::time::Instant>,
     /// A write that failed: it may have landed or not, and `record` holds changes that may not
     /// be stored. Nothing is written again before [`Engine::settle`] has read the record back.
     in_doubt: Option<InDoubt>,
@@ -236,10 +246,6 @@ fn asked_wait(e: &ProviderError) -> Option<Duration> {
     }
 }
 
-fn unit() -> f64 {
-    rand::random::<f64>()
-}
-
 impl Engine {
     /// An engine over these stores, with the default settings and a wakeup of its own.
     pub fn new(
@@ -256,6 +262,8 @@ impl Engine {
             settings: EngineSettings::default(),
             wakeup: Wakeup::default(),
             preflighted: Preflighted::default(),
+            clock: Arc::new(Utc::now),
+            jitter: Arc::new(rand::random::<f64>),
         }
     }
 
@@ -269,6 +277,29 @@ impl Engine {
     ) -> Engine {
         let records = RecordStore::new(vault.clone(), state_mount, state_prefix);
         Engine::new(vault, records, events, owner)
+    }
+
+    /// Read time from `clock` instead of the system's clock (a simulation's: every time the
+    /// engine writes or compares comes from it; its waits and deadlines stay tokio's).
+    pub fn with_clock(mut self, clock: Clock) -> Engine {
+        self.clock = clock;
+        self
+    }
+
+    /// Take the backoffs' jitter from `jitter` (a seeded simulation's).
+    pub fn with_jitter(mut self, jitter: Jitter) -> Engine {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Now, by the engine's clock.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// A random number in [0, 1) for a backoff's jitter.
+    pub(crate) fn unit(&self) -> f64 {
+        (self.jitter)()
     }
 
     pub fn with_settings(mut self, settings: EngineSettings) -> Engine {
@@ -293,6 +324,8 @@ impl Engine {
             settings: self.settings.clone(),
             wakeup: self.wakeup.clone(),
             preflighted: Preflighted::default(),
+            clock: self.clock.clone(),
+            jitter: self.jitter.clone(),
         }
     }
 
@@ -311,7 +344,7 @@ impl Engine {
         start: Option<Begin<'_>>,
         wait: Wait,
     ) -> Result<RunResult, EngineError> {
-        let now = Utc::now();
+        let now = self.now();
         let (record, version) = self.load(&cred.name).await?;
         let mut l = Loaded::new(record, version);
         let lease = self.settings.lease;
@@ -427,7 +460,7 @@ impl Engine {
         mut resumed: bool,
     ) -> Result<RunResult, EngineError> {
         loop {
-            let step = next_step(&a, Utc::now());
+            let step = next_step(&a, self.now());
             let result = match step {
                 Step::RetryAt(t) => {
                     if wait == Wait::No {
@@ -436,14 +469,14 @@ impl Engine {
                             error: a.last_error.clone().unwrap_or_default(),
                         });
                     }
-                    tokio::time::sleep((t - Utc::now()).to_std().unwrap_or_default()).await;
+                    tokio::time::sleep((t - self.now()).to_std().unwrap_or_default()).await;
                     continue;
                 }
                 Step::WaitUntil(t) => {
                     if wait != Wait::All {
                         return Ok(RunResult::Waiting { until: t });
                     }
-                    let left = (t - Utc::now()).to_std().unwrap_or_default();
+                    let left = (t - self.now()).to_std().unwrap_or_default();
                     tracing::info!(credential = %cred.name, grace_left = %crate::human::duration(left), "waiting out the grace period before revoking the old credential");
                     tokio::time::sleep(left).await;
                     continue;
@@ -456,7 +489,7 @@ impl Engine {
                 Step::AwaitSupply(t) => return Ok(RunResult::Waiting { until: t }),
                 Step::Remind => self.remind(cred, a.clone(), l).await,
                 Step::SupplyOverdue => {
-                    let deadline = a.deadline.unwrap_or_else(Utc::now);
+                    let deadline = a.deadline.unwrap_or_else(|| self.now());
                     self.attention(
                         cred,
                         a.clone(),
@@ -478,7 +511,7 @@ impl Engine {
                     // Held for acks: the deliveries go on meanwhile, and wake us when recorded.
                     let acks = self.wakeup.acks(&cred.name);
                     tokio::select! {
-                        _ = tokio::time::sleep((until - Utc::now()).to_std().unwrap_or_default()) => {}
+                        _ = tokio::time::sleep((until - self.now()).to_std().unwrap_or_default()) => {}
                         _ = acks.notified() => {}
                     }
                     a = l.record.attempt.clone().unwrap_or(a);
@@ -512,7 +545,7 @@ impl Engine {
             &e.to_string(),
             false,
             &self.owner,
-            Utc::now(),
+            self.now(),
             self.settings.lease,
         );
         if let Err(err) = self.save_attempt(l, &stored).await {
@@ -565,7 +598,7 @@ impl Engine {
     /// written the record since this process did (a read, unless this call's own check-and-set
     /// write proved that less than [`HOLD_PROVEN`] ago). `Err(Fenced)` otherwise.
     async fn hold(&self, l: &mut Loaded, a: Attempt) -> Result<Attempt, EngineError> {
-        let now = Utc::now();
+        let now = self.now();
         let step = self.settings.step_deadline + self.settings.revocation_timeout;
         if !state::lease_covers(&a, now, step) {
             let a = take_over(a, &self.owner, now, self.settings.lease + step);
@@ -602,16 +635,16 @@ impl Engine {
             &error,
             asked,
             &self.settings.retry,
-            unit(),
+            self.unit(),
             &self.owner,
-            Utc::now(),
+            self.now(),
             self.settings.lease,
         );
         if a.needs_attention {
             return self.needs_attention(cred, a, l).await.map(Err);
         }
         self.save_attempt(l, &a).await?;
-        let until = a.retry.as_ref().map(|r| r.at).unwrap_or_else(Utc::now);
+        let until = a.retry.as_ref().map(|r| r.at).unwrap_or_else(|| self.now());
         tracing::warn!(credential = %cred.name, attempt = %a.id, phase = a.phase.as_str(), error = %error, retry_at = %until.to_rfc3339(), "rotation step failed; trying again later");
         crash::point("retry-recorded");
         Ok(Ok(a))
@@ -630,7 +663,7 @@ impl Engine {
             &error,
             true,
             &self.owner,
-            Utc::now(),
+            self.now(),
             self.settings.lease,
         );
         tracing::error!(credential = %cred.name, attempt = %a.id, phase = a.phase.as_str(), error = %error, "rotation needs attention; `secret-rotator rotate {}` resumes it", cred.name);
@@ -681,9 +714,9 @@ impl Engine {
             a,
             outcome,
             error,
-            Utc::now(),
+            self.now(),
             &self.settings.retry,
-            unit(),
+            self.unit(),
         );
         let summary = l.record.history.last().cloned().expect("just finished");
         // Announced before the record says so, like every event: a crash in between announces

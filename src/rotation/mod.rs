@@ -4,6 +4,7 @@ pub mod state;
 mod stored;
 
 pub use driver::{
-    what_to_do, Begin, Engine, EngineError, EngineSettings, RunResult, Supplied, Wait,
+    what_to_do, Begin, Clock, Engine, EngineError, EngineSettings, Jitter, RunResult, Supplied,
+    Wait,
 };
 pub use state::{Attempt, AttemptSummary, Outcome, Phase, StateRecord};

@@ -6,9 +6,7 @@
 //! credential is never announced revoked before the provider rejects it; `credential.rotated`
 //! precedes `credential.revoked`; no secret reaches an event, a log line or an error.
 
-use chrono::Utc;
-
-use super::{unit, Announce, Engine, EngineError, Extra, Loaded, Next, RunResult, Wait};
+use super::{Announce, Engine, EngineError, Extra, Loaded, Next, RunResult, Wait};
 use crate::config::{Credential, ProviderConfig};
 use crate::crash;
 use crate::events::EventKind;
@@ -52,7 +50,7 @@ impl Engine {
         trigger: &str,
         (version, current): (u64, Option<SecretFields>),
     ) -> Result<RunResult, EngineError> {
-        let now = Utc::now();
+        let now = self.now();
         let a = begin_assisted(
             Start {
                 id: uuid::Uuid::new_v4().to_string(),
@@ -125,12 +123,12 @@ impl Engine {
         l: &mut Loaded,
     ) -> Result<Next, EngineError> {
         self.announce_due(cred, &a, l, a.checks + 1);
-        let now = Utc::now();
+        let now = self.now();
         let mut a = reminded(
             take_over(a, &self.owner, now, self.settings.lease),
             now,
             reminder_backoff(cred.policy.supply_reminder),
-            unit(),
+            self.unit(),
         );
         a.lease_expires_at = a.next_check.unwrap_or(now) + self.settings.lease;
         self.save_attempt(l, &a).await?;
@@ -148,7 +146,7 @@ impl Engine {
         l: &mut Loaded,
         version: u64,
     ) -> Result<Next, EngineError> {
-        let now = Utc::now();
+        let now = self.now();
         tracing::info!(credential = %cred.name, attempt = %a.id, version, "supplied credential committed");
         let regenerated = provider.old_dies_at_supply();
         if !regenerated {
@@ -180,7 +178,7 @@ impl Engine {
         let first_check = if regenerated {
             now
         } else {
-            now + state::OLD_POLL.delay(1, unit())
+            now + state::OLD_POLL.delay(1, self.unit())
         };
         let a = awaiting_old_deletion(
             a,
@@ -213,7 +211,7 @@ impl Engine {
                     .await
             }
         };
-        let now = Utc::now();
+        let now = self.now();
         match dead {
             Ok(true) => {}
             Ok(false) | Err(_) => {
@@ -227,8 +225,14 @@ impl Engine {
                     ),
                 };
                 tracing::info!(credential = %cred.name, attempt = %a.id, "{note}");
-                let mut a =
-                    state::old_still_alive(a, now, &note, &self.owner, self.settings.lease, unit());
+                let mut a = state::old_still_alive(
+                    a,
+                    now,
+                    &note,
+                    &self.owner,
+                    self.settings.lease,
+                    self.unit(),
+                );
                 if a.held.is_none() && a.revoke_after.is_some_and(|t| now >= t) {
                     let reason = format!(
                         "the old credential is still accepted after the grace period: {note}"
@@ -358,7 +362,7 @@ impl Engine {
                 }
             }
         }
-        let mut a = take_over(a, &self.owner, Utc::now(), self.settings.lease);
+        let mut a = take_over(a, &self.owner, self.now(), self.settings.lease);
         a.next_check = None;
         self.save_attempt(&mut l, &a).await?;
         self.steps(cred, provider, a, &mut l, Wait::Retries, false)
@@ -379,7 +383,7 @@ impl Engine {
         }
         let mut l = Loaded::new(record, version);
         l.record = if paused {
-            state::pause(l.record, by, Utc::now())
+            state::pause(l.record, by, self.now())
         } else {
             state::resume(l.record)
         };
@@ -423,7 +427,7 @@ impl Engine {
                     return Ok(DriftCheck::Drifted(d));
                 }
                 let drift = Drift {
-                    since: Utc::now(),
+                    since: self.now(),
                     version: current_version,
                     reason: format!(
                         "version {current_version} is rejected although secret-rotator did not change it: {reason}"

@@ -55,8 +55,12 @@ impl Engine {
                 a = note_orphan(
                     a,
                     "resumed in phase minting: a credential may have been minted and lost",
-                    Utc::now(),
+                    self.now(),
                 );
+                // Noted: that mint is accounted for. An attempt that stops here (its orphans
+                // spent) and is resumed again notes no second orphan for the same mint (each
+                // `rotate` of a stopped attempt added one: `simulation` seed 14).
+                a.mint_settled = true;
             }
             if orphans_spent(&a) {
                 let n = a.orphans.len();
@@ -65,10 +69,10 @@ impl Engine {
                     .await;
             }
             a.mint_settled = false;
-            a = take_over(a, &self.owner, Utc::now(), self.settings.lease);
+            a = take_over(a, &self.owner, self.now(), self.settings.lease);
             self.save_attempt(l, &a).await?;
         }
-        let now = Utc::now();
+        let now = self.now();
         let req = MintRequest {
             attempt_id: a.id.clone(),
             now,
@@ -84,7 +88,7 @@ impl Engine {
                     m.secret,
                     m.expires_at,
                     &self.owner,
-                    Utc::now(),
+                    self.now(),
                     self.settings.lease,
                 );
                 // If this write fails the attempt stops here; the next run finds it in
@@ -95,7 +99,7 @@ impl Engine {
                 Ok(Ok(a))
             }
             Err(ProviderError::UnknownOutcome { reason }) => {
-                let a = note_orphan(a, &format!("mint outcome unknown: {reason}"), Utc::now());
+                let a = note_orphan(a, &format!("mint outcome unknown: {reason}"), self.now());
                 self.retry_later(cred, a, l, format!("mint: outcome unknown: {reason}"), None)
                     .await
             }
@@ -198,32 +202,48 @@ impl Engine {
         l: &mut Loaded,
     ) -> Result<Next, EngineError> {
         let pending = a.pending.clone().expect("validated on load");
-        match self.call("verify", provider.verify(&pending)).await {
-            Ok(()) => crash::point("verified"),
-            Err(e @ ProviderError::Rejected { .. }) => {
-                let (a, note) = self.discard(provider, l, a, &pending).await?;
-                return self
-                    .end_unchanged(
-                        cred,
-                        a,
-                        l,
-                        Outcome::RolledBack,
-                        format!("verify: {e}; {note}"),
-                    )
-                    .await;
+        // Resumed: the commit may have landed before a crash or a lost answer. The secret is
+        // read before the verification: a credential found committed was verified before it
+        // was written and is current now, so it is not verified again (a rejection then
+        // discarded the current credential: `simulation` seed 1).
+        let found = if l.began_here {
+            CommitCheck::Write
+        } else {
+            let (version, current) = self.read_current(&cred.secret).await?;
+            let ours = current.as_ref().is_some_and(|c| c.same_as(&pending));
+            commit_check(a.version_before, version, ours)
+        };
+        let written = match found {
+            CommitCheck::AlreadyCommitted(v) => Ok((v, None)),
+            CommitCheck::Conflict(theirs) => Err(theirs),
+            CommitCheck::Write => {
+                match self.call("verify", provider.verify(&pending)).await {
+                    Ok(()) => crash::point("verified"),
+                    Err(e @ ProviderError::Rejected { .. }) => {
+                        let (a, note) = self.discard(provider, l, a, &pending).await?;
+                        return self
+                            .end_unchanged(
+                                cred,
+                                a,
+                                l,
+                                Outcome::RolledBack,
+                                format!("verify: {e}; {note}"),
+                            )
+                            .await;
+                    }
+                    Err(e) => {
+                        let asked = asked_wait(&e);
+                        return self
+                            .retry_later(cred, a, l, format!("verify: {e}"), asked)
+                            .await;
+                    }
+                }
+                // Just read (resumed) or read by preflight (begun in this call).
+                self.write_once_created(&cred.secret, &pending, a.version_before, false)
+                    .await?
             }
-            Err(e) => {
-                let asked = asked_wait(&e);
-                return self
-                    .retry_later(cred, a, l, format!("verify: {e}"), asked)
-                    .await;
-            }
-        }
-
-        let (version, created) = match self
-            .write_once_created(&cred.secret, &pending, a.version_before, !l.began_here)
-            .await?
-        {
+        };
+        let (version, created) = match written {
             Ok(written) => written,
             Err(theirs) => return self.conflict(cred, provider, a, l, &pending, theirs).await,
         };
@@ -241,7 +261,7 @@ impl Engine {
         } else {
             Duration::ZERO
         };
-        let now = Utc::now();
+        let now = self.now();
         let a = committed(a, version, &self.owner, now, grace, self.settings.lease);
         self.emit(
             l,

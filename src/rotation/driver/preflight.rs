@@ -20,7 +20,7 @@ pub const PREFLIGHT_TTL: Duration = Duration::from_secs(300);
 /// check-and-set), which stops the attempt with the error recorded.
 #[derive(Debug, Default)]
 pub struct Preflighted {
-    found: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    found: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
 }
 
 impl Preflighted {
@@ -33,7 +33,7 @@ impl Preflighted {
 
     pub(super) fn note(&self, key: String) {
         let mut found = self.found.lock().expect("preflight cache lock poisoned");
-        found.insert(key, std::time::Instant::now());
+        found.insert(key, tokio::time::Instant::now());
     }
 }
 

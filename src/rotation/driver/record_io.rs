@@ -1,8 +1,6 @@
 //! The engine's record IO: reading and writing the state record through the record store
 //! (check-and-set on the version last read or written), and announcing events into its log.
 
-use chrono::Utc;
-
 use crate::config::{Credential, KvPath};
 use crate::events::Event;
 use crate::notify::outbox::{self, Deliveries, Logged};
@@ -62,7 +60,7 @@ impl Engine {
     /// The record is stored at version `v` (written now, or found written by [`Engine::settle`]).
     pub(super) fn wrote(&self, l: &mut Loaded, v: u64) {
         l.version = v;
-        l.saved_at = Some(std::time::Instant::now());
+        l.saved_at = Some(tokio::time::Instant::now());
         if std::mem::take(&mut l.new_events) {
             self.wakeup.wake(&l.record.credential);
         }
@@ -92,7 +90,7 @@ impl Engine {
             detail,
             extra,
         } = announce;
-        let mut event = Event::new(kind, &cred.name, attempt, Utc::now(), version, detail);
+        let mut event = Event::new(kind, &cred.name, attempt, self.now(), version, detail);
         if extra.reminder > 0 {
             event.id = format!("{}:{}", event.id, extra.reminder + 1);
         }

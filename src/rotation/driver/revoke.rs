@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
-
 use crate::config::Credential;
 use crate::crash;
 use crate::events::EventKind;
@@ -155,7 +153,7 @@ impl Engine {
             .read::<Deliveries>(&cred.name)
             .await?
             .map_or_else(|| Deliveries::new(&cred.name), |(d, _)| d);
-        let now = Utc::now();
+        let now = self.now();
         let rotated = format!("{}:{}", a.id, EventKind::Rotated.as_str());
         let revoke_after = a.revoke_after.unwrap_or(now);
         let recheck = now + ACK_RECHECK;

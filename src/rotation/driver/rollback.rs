@@ -1,7 +1,5 @@
 //! Rollback: the previous credential written back during the grace period, the newer one revoked.
 
-use chrono::Utc;
-
 use crate::config::Credential;
 use crate::crash;
 use crate::events::EventKind;
@@ -24,7 +22,7 @@ impl Engine {
             credential: cred.name.clone(),
             reason,
         };
-        let now = Utc::now();
+        let now = self.now();
         let (record, version) = self.load(&cred.name).await?;
         let mut l = Loaded::new(record, version);
         let Some(a) = l.record.attempt.take() else {
@@ -69,7 +67,7 @@ impl Engine {
         }
         // The daemon holds the lease during the grace period; the CAS write fences it out (its
         // next write or revocation check sees this version and stops).
-        let a = rolling_back(a, &self.owner, Utc::now(), self.settings.lease);
+        let a = rolling_back(a, &self.owner, self.now(), self.settings.lease);
         self.save_attempt(&mut l, &a).await?;
         crash::point("rollback-recorded");
         self.steps(cred, provider, a, &mut l, Wait::All, false)

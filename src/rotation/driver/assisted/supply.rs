@@ -5,8 +5,6 @@
 //! Invariants: a refused supply or cancel writes nothing; no secret reaches a message (accounts
 //! are named by their `account_name` and client_id); every refusal names the command that works.
 
-use chrono::Utc;
-
 use super::super::{Announce, Engine, EngineError, Extra, Loaded, RunResult, Wait};
 use crate::config::{Credential, ProviderConfig};
 use crate::crash;
@@ -105,7 +103,7 @@ impl Engine {
                 crate::human::time(p.since),
             )));
         }
-        let now = Utc::now();
+        let now = self.now();
         let existing = l.record.attempt.take();
         if let Some(a) = &existing {
             match a.phase {
@@ -235,7 +233,7 @@ impl Engine {
         if !kept.is_empty() {
             tracing::info!(credential = %name, kept = %kept.join(", "), "fields of the current secret that the supply does not set are kept");
         }
-        let a = supplied(a, secret, &self.owner, Utc::now(), self.settings.lease);
+        let a = supplied(a, secret, &self.owner, self.now(), self.settings.lease);
         self.save_attempt(&mut l, &a).await?;
         tracing::info!(credential = %name, attempt = %a.id, "supplied credential verified and recorded");
         crash::point("supply-recorded");
