@@ -18,6 +18,9 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 scripts/check-module-cycles.sh
 cargo test --workspace --all-features -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$log"
+# The simulation of the engine, in release: 20,000 seeded schedules; it prints their count and
+# wall time, and the replay command of any failing seed.
+SIM_SCHEDULES=20000 cargo test --release --all-features --test simulation -- schedules --nocapture 2>&1 | tee -a "$log"
 # One closing line for the whole suite (cargo prints one per test binary, doc tests last).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"

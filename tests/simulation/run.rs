@@ -1,0 +1,343 @@
+//! One schedule: the world, its instances, and the loop that lets the scheduler drive them
+//! until the faults stop and the credential settles; then the invariants.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use secret_rotator::config::{Credential, KvPath};
+use secret_rotator::events::{Event, EventSink};
+use secret_rotator::records::memory::MemoryKv;
+use secret_rotator::records::{RecordStore, SecretStore};
+use secret_rotator::rotation::{Begin, Engine, Outcome, RunResult, Wait};
+
+use crate::sched::{Op, Profile, Sched, Task};
+use crate::world::{short, SimKv, SimProvider, Token, Truth, World};
+
+/// What a schedule came to.
+pub struct Report {
+    pub seed: u64,
+    pub profile: Profile,
+    pub steps: usize,
+    pub violations: Vec<String>,
+    pub trace: Vec<String>,
+    pub crashed_at: BTreeMap<String, u64>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// The one command that replays this schedule.
+    pub fn command(&self) -> String {
+        format!(
+            "SIM_SEED={} cargo test --release --all-features --test simulation -- replay --nocapture",
+            self.seed
+        )
+    }
+
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "seed {}: {} broken invariant(s)\n  {}\nprofile: {:?}\nlast steps:\n",
+            self.seed,
+            self.violations.len(),
+            self.violations.join("\n  "),
+            self.profile
+        );
+        for line in &self.trace {
+            s.push_str("  ");
+            s.push_str(line);
+            s.push('\n');
+        }
+        s.push_str(&format!("replay: {}\n", self.command()));
+        s
+    }
+}
+
+struct Quiet;
+
+impl EventSink for Quiet {
+    fn emit(&self, _: &Event) {}
+}
+
+fn credential(grace: bool) -> Credential {
+    static CREDS: OnceLock<[Credential; 2]> = OnceLock::new();
+    let creds = CREDS.get_or_init(|| {
+        [false, true].map(|grace| {
+            let text = format!(
+                r#"
+vault = {{ address = "http://127.0.0.1:9", auth = {{ method = "token" }} }}
+[defaults]
+grace = "{}"
+[[credentials]]
+name = "c"
+path = "apps/c"
+[credentials.exec]
+mint = ["/bin/true"]
+verify = ["/bin/true"]
+revoke = ["/bin/true"]
+fields = ["token"]
+"#,
+                if grace { "60s" } else { "0s" }
+            );
+            let config = secret_rotator::config::parse(
+                &text,
+                "simulation.toml",
+                &secret_rotator::config::ProcessEnvironment,
+            )
+            .expect("the simulation's config");
+            config.credentials[0].clone()
+        })
+    });
+    creds[usize::from(grace)].clone()
+}
+
+/// Run the schedule of this seed.
+pub fn run(seed: u64) -> Report {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a runtime")
+        .block_on(schedule(seed))
+}
+
+async fn schedule(seed: u64) -> Report {
+    let sched = Arc::new(Sched::new(seed));
+    let profile = sched.lock().profile.clone();
+    let cred = credential(profile.grace);
+    let clock = sched.clone();
+    let kv = Arc::new(MemoryKv::new(Arc::new(move || clock.wall())));
+    let records = RecordStore::new(kv.clone(), "secret", "secret-rotator");
+    let state_path: KvPath = records.path::<secret_rotator::rotation::StateRecord>(&cred.name);
+    kv.put(&cred.secret, json!({"token": "t0"}));
+    let truth = Truth {
+        tokens: vec![Token {
+            token: "t0".into(),
+            attempt: None,
+            expires_at: None,
+            revoked: false,
+        }],
+        ..Truth::default()
+    };
+    let world = Arc::new(World {
+        sched: sched.clone(),
+        kv,
+        cred,
+        state_path,
+        truth: Mutex::new(truth),
+        last_rotation: AtomicU8::new(0),
+    });
+    let mut handles: BTreeMap<Task, (JoinHandle<()>, String)> = BTreeMap::new();
+    let mut next = 0;
+    for _ in 0..profile.instances {
+        let owner = format!("i{next}");
+        handles.insert(
+            next,
+            (spawn(&world, next, owner.clone(), Instant::now()), owner),
+        );
+        next += 1;
+    }
+    let mut steps = 0;
+    let mut quiet_steps = 0;
+    let mut settling = false;
+    let mut stuck = false;
+    loop {
+        sched.settle().await;
+        let dead = sched.reap();
+        let respawned = !dead.is_empty();
+        for t in dead {
+            let Some((handle, owner)) = handles.remove(&t) else {
+                continue;
+            };
+            handle.abort();
+            let (restart, same, delay) = {
+                let mut st = sched.lock();
+                let restart = handles.is_empty() || !profile.churn || st.rng.chance(0.3);
+                (restart, st.rng.chance(0.5), st.rng.millis(0, 600_000))
+            };
+            if restart {
+                let owner = if same { owner } else { format!("i{next}") };
+                sched.trace(format!("i{next} starts as {owner} (after i{t} died)"));
+                let first = Instant::now() + delay;
+                handles.insert(next, (spawn(&world, next, owner.clone(), first), owner));
+                next += 1;
+            } else {
+                sched.trace(format!("i{t} stays dead"));
+            }
+        }
+        if respawned {
+            // Let the new instances reach their first gate.
+            continue;
+        }
+        let idle = world.idle();
+        if !settling {
+            let begun = world.truth().attempts.len();
+            if steps >= profile.max_steps
+                || (begun >= profile.rotations && idle && sched.all_between_drives())
+            {
+                settling = true;
+                sched.faults_off();
+                sched.trace("faults off".into());
+            }
+        } else {
+            if idle && sched.all_between_drives() {
+                // Settled: then an operator's rotate, which must rotate.
+                match world.last_rotation.load(Ordering::SeqCst) {
+                    0 => {
+                        world.last_rotation.store(1, Ordering::SeqCst);
+                        sched.trace("settled; an operator rotates".into());
+                    }
+                    2 => break,
+                    _ => {}
+                }
+            }
+            quiet_steps += 1;
+            if quiet_steps > 1_000 {
+                stuck = true;
+                break;
+            }
+        }
+        if !sched.step().await {
+            stuck = !idle;
+            break;
+        }
+        steps += 1;
+    }
+    for (handle, _) in handles.values() {
+        handle.abort();
+    }
+    let mut violations = crate::check::check(&world, &profile, stuck);
+    if !stuck {
+        let last = world.record().and_then(|r| r.history.last().cloned());
+        if last.as_ref().map(|l| l.outcome) != Some(Outcome::Rotated) {
+            violations.push(format!(
+                "an operator's rotate after the faults did not rotate: {:?}",
+                last.map(|l| (l.outcome, l.error))
+            ));
+        }
+    }
+    let st = sched.lock();
+    Report {
+        seed,
+        profile,
+        steps,
+        violations,
+        trace: st.trace.iter().cloned().collect(),
+        crashed_at: st.crashed_at.clone(),
+    }
+}
+
+fn spawn(world: &Arc<World>, task: Task, owner: String, first: Instant) -> JoinHandle<()> {
+    world.sched.add_task(task, 0);
+    let sched = world.sched.clone();
+    let hook: secret_rotator::crash::Hook = Arc::new(move |name| sched.crash_point(task, name));
+    tokio::spawn(secret_rotator::crash::with_hook(
+        hook,
+        instance(world.clone(), task, owner, first),
+    ))
+}
+
+/// One instance of the daemon: drives the credential whenever its loop would.
+async fn instance(world: Arc<World>, task: Task, owner: String, first: Instant) {
+    let kv = Arc::new(SimKv {
+        world: world.clone(),
+        task,
+    });
+    let records = RecordStore::new(kv.clone(), "secret", "secret-rotator");
+    let clock = world.sched.clone();
+    let jitter = world.sched.clone();
+    let engine = Engine::new(kv, records, Arc::new(Quiet), &owner)
+        .with_clock(Arc::new(move || clock.wall_of(task)))
+        .with_jitter(Arc::new(move || jitter.unit()));
+    let provider = SimProvider {
+        world: world.clone(),
+        task,
+    };
+    let mut not_before = first;
+    let mut resumed = 0;
+    loop {
+        world.sched.gate(task, Op::Drive, not_before).await;
+        let attempt = world.attempt();
+        let begun = world.truth().attempts.len();
+        let seen = match world.kv.read_for_cas(&world.cred.secret).await {
+            Ok((Some(_), v)) => Some(v),
+            _ => None,
+        };
+        let start = {
+            let mut st = world.sched.lock();
+            let (faults_on, rotations, manual) =
+                (st.faults_on, st.profile.rotations, st.profile.manual);
+            match &attempt {
+                None if faults_on && begun < rotations => Some(if st.rng.chance(manual) {
+                    Begin::Manual
+                } else {
+                    Begin::Due {
+                        trigger: "max_age",
+                        seen,
+                    }
+                }),
+                None if !faults_on && world.last_rotation.load(Ordering::SeqCst) == 1 => {
+                    world.last_rotation.store(2, Ordering::SeqCst);
+                    Some(Begin::Manual)
+                }
+                Some(a)
+                    if a.needs_attention && resumed < 3 && (!faults_on || st.rng.chance(0.3)) =>
+                {
+                    resumed += 1;
+                    Some(Begin::Manual)
+                }
+                _ => None,
+            }
+        };
+        let r = engine.drive(&world.cred, &provider, start, Wait::No).await;
+        world.sched.trace(format!(
+            "i{task} ({owner}) drive {} -> {}",
+            match start {
+                None => "",
+                Some(Begin::Manual) => "(rotate)",
+                Some(Begin::Due { .. }) => "(due)",
+            },
+            outcome(&r)
+        ));
+        let now = Instant::now();
+        let (extra, later) = {
+            let mut st = world.sched.lock();
+            (st.rng.millis(0, 2_000), st.rng.millis(1_000, 120_000))
+        };
+        not_before = match &r {
+            Ok(RunResult::RetryAt { until, .. })
+            | Ok(RunResult::Waiting { until })
+            | Ok(RunResult::BackingOff { until })
+            | Ok(RunResult::Busy { until, .. }) => world.sched.instant_of(task, *until),
+            Ok(RunResult::Idle) | Ok(RunResult::Finished(_)) => now + later,
+            Ok(RunResult::Parked(_)) => now + Duration::from_secs(3_600),
+            Ok(RunResult::NeedsAttention { .. }) => now + later * 5,
+            Err(_) => now + later / 4,
+        } + extra;
+    }
+}
+
+fn outcome(r: &Result<RunResult, secret_rotator::rotation::EngineError>) -> String {
+    match r {
+        Ok(RunResult::Finished(s)) => format!(
+            "finished {} {} (orphans {})",
+            short(&s.id),
+            s.outcome.as_str(),
+            s.orphans.len()
+        ),
+        Ok(RunResult::RetryAt { error, .. }) => format!("retry ({error})"),
+        Ok(RunResult::NeedsAttention { phase, error }) => {
+            format!("needs attention in {} ({error})", phase.as_str())
+        }
+        Ok(RunResult::Busy { owner, .. }) => format!("busy ({owner})"),
+        Ok(other) => format!("{other:?}").chars().take(80).collect(),
+        Err(e) => format!("error: {e}"),
+    }
+}
