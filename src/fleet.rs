@@ -203,6 +203,15 @@ impl View {
         }
     }
 
+    /// A read of `member`'s record failed: try again at `until` (this process's clock), not
+    /// at every turn.
+    pub fn postpone(&mut self, member: &str, until: DateTime<Utc>) {
+        let until = self.vault_time(until);
+        if let Some(lease) = self.others.get_mut(member) {
+            lease.read_again = lease.read_again.max(until);
+        }
+    }
+
     /// The members whose record is due to be read again at `local` (a live one has renewed
     /// since its lease as last read ended).
     pub fn to_read(&self, local: DateTime<Utc>) -> Vec<String> {

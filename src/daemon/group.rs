@@ -231,7 +231,12 @@ impl Keeper {
                 }
             },
             Ok(None) => state.view.read(member, None, Utc::now()),
-            Err(e) => tracing::warn!(member, error = %e, "could not read a member record"),
+            Err(e) => {
+                tracing::warn!(member, error = %e, "could not read a member record");
+                state
+                    .view
+                    .postpone(member, Utc::now() + fleet::renew_every(self.ttl));
+            }
         }
     }
 

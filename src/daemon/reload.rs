@@ -89,6 +89,14 @@ pub(super) async fn reloaded(old: &App, metrics: &Metrics) -> Option<App> {
             return None;
         }
     };
+    if config.daemon.group_lease_ttl != old.config.daemon.group_lease_ttl
+        || config.vault.state_prefix != old.config.vault.state_prefix
+        || config.vault.state_mount != old.config.vault.state_mount
+    {
+        tracing::warn!(
+            "the group's lease or state prefix changed: the membership keeps the old ones until the next restart"
+        );
+    }
     if config.admin != old.config.admin {
         tracing::warn!(
             "[admin] changed: the admin server keeps its address until the next restart"

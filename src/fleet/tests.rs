@@ -226,6 +226,10 @@ fn the_record_of_this_instance_and_folders_are_never_read_as_others() {
     assert_eq!(view.members(t(100)), group(&["a"]));
     assert!(view.to_read(t(129)).is_empty());
     assert_eq!(view.to_read(t(130)), ["b"]);
+    // A read that failed is tried again later, not at every turn.
+    view.postpone("b", t(140));
+    assert!(view.to_read(t(139)).is_empty());
+    assert_eq!(view.to_read(t(140)), ["b"]);
     assert_eq!(
         renew_every(std::time::Duration::from_secs(30)).as_secs(),
         10
