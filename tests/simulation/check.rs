@@ -105,6 +105,11 @@ pub fn check(world: &World, profile: &Profile, stuck: bool) -> Vec<String> {
         if claims.get(a).and_then(|c| c.pending.as_deref()) == Some(t.token.as_str()) {
             continue;
         }
+        // The old credential of the attempt in flight: recorded, waiting for its revocation.
+        let old = record.attempt.as_ref().and_then(|a| a.old.as_ref());
+        if old.and_then(|o| o.expose("token")) == Some(t.token.as_str()) {
+            continue;
+        }
         unaccounted
             .entry(a)
             .or_default()

@@ -50,7 +50,17 @@ impl Report {
             self.violations.join("\n  "),
             self.profile
         );
-        for line in &self.trace {
+        // A replay shows its whole trace (the last 400 steps), a failing run its last 60.
+        let shown = if std::env::var_os("SIM_SEED").is_some() {
+            400
+        } else {
+            60
+        };
+        for line in self
+            .trace
+            .iter()
+            .skip(self.trace.len().saturating_sub(shown))
+        {
             s.push_str("  ");
             s.push_str(line);
             s.push('\n');
@@ -261,7 +271,9 @@ async fn instance(world: Arc<World>, task: Task, owner: String, first: Instant) 
         task,
     };
     let mut not_before = first;
-    let mut resumed = 0;
+    // An operator's `rotate` of an attempt that needs attention: a few while the faults go
+    // on, a few more once they stopped.
+    let mut resumed = [0, 0];
     loop {
         world.sched.gate(task, Op::Drive, not_before).await;
         let attempt = world.attempt();
@@ -288,9 +300,11 @@ async fn instance(world: Arc<World>, task: Task, owner: String, first: Instant) 
                     Some(Begin::Manual)
                 }
                 Some(a)
-                    if a.needs_attention && resumed < 3 && (!faults_on || st.rng.chance(0.3)) =>
+                    if a.needs_attention
+                        && resumed[usize::from(!faults_on)] < 3
+                        && (!faults_on || st.rng.chance(0.3)) =>
                 {
-                    resumed += 1;
+                    resumed[usize::from(!faults_on)] += 1;
                     Some(Begin::Manual)
                 }
                 _ => None,

@@ -133,7 +133,7 @@ pub struct St {
     pub crashed_at: BTreeMap<String, u64>,
 }
 
-const TRACE: usize = 60;
+const TRACE: usize = 400;
 
 impl Sched {
     pub fn new(seed: u64) -> Sched {
