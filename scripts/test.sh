@@ -3,7 +3,8 @@
 # formatting, clippy with warnings denied, no import cycle between the top-level modules of src/
 # (scripts/check-module-cycles.sh), and the whole test suite (unit, property, contract and
 # integration tests against a real OpenBao and the in-repo BigCommerce emulator, crash matrix
-# included).
+# included); with CI=true, the Debian package built, installed and checked
+# (scripts/test-package.sh).
 set -euo pipefail
 shopt -s inherit_errexit 2>/dev/null || true
 cd "$(dirname "$0")/.."
@@ -21,6 +22,11 @@ cargo test --workspace --all-features -- --test-threads="${TEST_THREADS:-4}" 2>&
 # The simulation of the engine, in release: 20,000 seeded schedules; it prints their count and
 # wall time, and the replay command of any failing seed.
 SIM_SCHEDULES=20000 cargo test --release --all-features --test simulation -- schedules --nocapture 2>&1 | tee -a "$log"
+# CI (CI=true, root, a machine of its own): build the Debian package, install it and check it
+# (scripts/test-package.sh). Not on a developer's machine: it installs a package system-wide.
+if [ "${CI:-}" = true ]; then
+  scripts/test-package.sh 2>&1 | tee -a "$log"
+fi
 # One closing line for the whole suite (cargo prints one per test binary, doc tests last).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
