@@ -265,6 +265,20 @@ pub fn sensitive(value: &str) -> Result<HeaderValue, InvalidHeaderValue> {
     Ok(v)
 }
 
+/// `a: b: c` from an error and its sources. Callers strip URLs from HTTP client errors first
+/// (`without_url`), and none carries a request body, so the text is safe to log. Shared by the
+/// Vault transport and the sinks.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use secret_rotator::config::FileFormat;
-use secret_rotator::notify::exec_sink::{Delivery, ExecEvent, ExecSink, OUTPUT_CAP};
+use secret_rotator::notify::delivery::Delivery;
+use secret_rotator::notify::exec_sink::{ExecEvent, ExecSink, OUTPUT_CAP};
 use secret_rotator::notify::file_sink::{
     holds_content, render, write_atomically, FileSink, FileSinkError,
 };

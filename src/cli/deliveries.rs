@@ -115,11 +115,11 @@ pub(super) async fn test_dependent(
         "a test delivery from `secret-rotator test-dependent`",
     );
     match app.deliverer.deliver(cred, &target, &ping).await {
-        crate::notify::exec_sink::Delivery::Delivered => {
+        crate::notify::delivery::Delivery::Delivered => {
             println!("{}/{name}: delivered ping {}", cred.name, ping.id);
             Ok(exit::OK)
         }
-        crate::notify::exec_sink::Delivery::Failed { retryable, reason } => {
+        crate::notify::delivery::Delivery::Failed { retryable, reason } => {
             println!(
                 "{}/{name}: not delivered ({}): {reason}",
                 cred.name,

@@ -24,7 +24,8 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 
-use super::exec_sink::{Delivery, ExecEvent, ExecSink};
+use super::delivery::Delivery;
+use super::exec_sink::{ExecEvent, ExecSink};
 use super::file_sink::FileSink;
 use super::outbox::{Deliveries, DeliveryPolicy, Due, EventLog, Logged};
 use super::payload::Payload;

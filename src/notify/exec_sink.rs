@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use super::delivery::Delivery;
 use crate::events::Event;
 use crate::process::{Ended, Program};
 
@@ -15,27 +16,6 @@ pub use crate::process::KEPT_VARIABLES;
 
 /// How much of each of stdout and stderr is kept for the log.
 pub const OUTPUT_CAP: usize = 4096;
-
-/// What a sink reports for one delivery. It never retries by itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    Delivered,
-    /// `retryable`: whether trying again later may succeed. `reason` is fit for a log line and
-    /// never holds a secret.
-    Failed {
-        retryable: bool,
-        reason: String,
-    },
-}
-
-impl Delivery {
-    fn failed(retryable: bool, reason: impl Into<String>) -> Delivery {
-        Delivery::Failed {
-            retryable,
-            reason: reason.into(),
-        }
-    }
-}
 
 /// What the child is told about: the values of the `SECRET_ROTATOR_*` variables and the body
 /// written to its stdin (the event payload as JSON).

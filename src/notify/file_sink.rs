@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{Gid, Group, Uid, User};
 use secrecy::zeroize::Zeroizing;
 
-use super::exec_sink::{Delivery, ExecEvent, ExecSink};
+use super::delivery::Delivery;
+use super::exec_sink::{ExecEvent, ExecSink};
 use crate::config::{FileFormat, Sink};
 use crate::secret::SecretFields;
 

@@ -6,6 +6,7 @@
 //! with a reason fit for a log line; it never retries by itself (the outbox owns retries).
 
 pub mod deliver;
+pub mod delivery;
 pub mod exec_sink;
 pub mod file_sink;
 pub mod outbox;

@@ -21,9 +21,9 @@ use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use sha2::Sha256;
 
 use crate::config::redact_url;
+use crate::egress::error_chain;
 use crate::egress::SendError;
 use crate::notify::payload::Payload;
-use crate::vault::error_chain;
 
 /// How much of an answer's body is read, for the reason of a failure.
 pub const BODY_CAP: usize = 4096;

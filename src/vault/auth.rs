@@ -13,8 +13,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::http::{Request, Resend};
-use super::{error_chain, Vault, VaultError};
+use super::{Vault, VaultError};
 use crate::config::{RoleId, VaultAuth};
+use crate::egress::error_chain;
 
 /// What the daemon logs in with, resolved from the config (files and environment read).
 #[derive(Clone)]

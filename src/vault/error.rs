@@ -92,19 +92,6 @@ pub fn classify_status(status: u16, errors: &[String], path: &str, address: &str
     }
 }
 
-/// `a: b: c` from an error and its sources. HTTP client errors here carry no URL (stripped)
-/// and never a request body, so this is safe to log.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,8 +34,9 @@ use reqwest::{Method, Url};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use super::{classify_status, error_chain, Vault, VaultError};
+use super::{classify_status, Vault, VaultError};
 use crate::config::VaultConfig;
+use crate::egress::error_chain;
 use crate::outcome::{self, Outcome, Reply, Request as OutcomeRequest};
 
 /// How long one request may spend looking for an active node and trying again.

@@ -9,8 +9,9 @@
 
 mod approle;
 mod auth;
+mod cas;
 mod error;
-mod extra;
+mod facts;
 mod http;
 
 use std::collections::HashMap;
@@ -26,8 +27,8 @@ use serde_json::{json, Value};
 
 pub use approle::{GeneratedSecretId, SecretIdInfo, SecretIdOptions};
 pub use auth::{resolve_login, Login};
-pub use error::{classify_status, error_chain, VaultError};
-pub use extra::{MountKind, TokenInfo};
+pub use error::{classify_status, VaultError};
+pub use facts::{MountKind, TokenInfo};
 pub use http::FAILOVER_BOUND;
 
 use http::Resend;
