@@ -122,6 +122,26 @@ async fn a_group_shares_the_credentials_hands_over_a_dead_members_and_takes_in_a
     let all = commits(&stack, &["fleet-a", "fleet-b", "fleet-c"]);
     let n = assert_only_owners_commit(&all, joined + TTL + TTL, &["fleet-a", "fleet-b", "fleet-c"]);
     eprintln!("three members: {n} commits, each by its owner");
+    // `status` shows the members and how many credentials each owns.
+    let shares = secret_rotator::fleet::shares(
+        names.iter().map(String::as_str),
+        &members(&["fleet-a", "fleet-b", "fleet-c"]),
+    );
+    let status = stack.cli(&["status"], &[]).await;
+    assert!(
+        status.stdout.contains("group: 3 live members"),
+        "{}",
+        status.stdout
+    );
+    for (member, owned) in &shares {
+        assert!(
+            status
+                .stdout
+                .contains(&format!("  {member}  owns {owned}\n")),
+            "{member} owns {owned}: {}",
+            status.stdout
+        );
+    }
 
     // SIGKILL one member: its record stays until its lease ends; then the others own its
     // credentials, and each is rotated no later than the lease TTL past its due time.
