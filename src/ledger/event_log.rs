@@ -9,8 +9,8 @@ use crate::events::EventKind;
 
 /// Events kept in a state record's log.
 pub const LOG_LIMIT: usize = 8;
-/// Characters of a reason kept.
-const MAX_TEXT: usize = 200;
+/// Characters of a reason or an error a record keeps.
+pub const MAX_TEXT: usize = 200;
 
 /// One event as a record keeps it: enough to rebuild its payload with the credential's config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,7 +110,8 @@ impl EventLog {
     }
 }
 
-fn clip(s: &str) -> String {
+/// `s` cut to [`MAX_TEXT`] characters (an ellipsis marks a cut): what a record keeps of a reason.
+pub fn clip(s: &str) -> String {
     match s.char_indices().nth(MAX_TEXT) {
         None => s.to_string(),
         Some((i, _)) => format!("{}…", &s[..i]),

@@ -11,7 +11,7 @@ mod event_log;
 mod state_record;
 
 pub use backoff::Backoff;
-pub use event_log::{EventLog, Logged, LOG_LIMIT};
+pub use event_log::{clip, EventLog, Logged, LOG_LIMIT, MAX_TEXT};
 pub use state_record::{
     bounded, json_size, Attempt, AttemptSummary, Drift, Mark, Orphan, Outcome, Parked, Paused,
     Phase, Retry, StateRecord, TooLarge, HISTORY_LIMIT, MAX_RECORD_BYTES, MAX_RECORD_STRINGS,

@@ -30,13 +30,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Policy;
 use crate::events::EventKind;
-use crate::ledger::{Backoff, StateRecord};
+use crate::ledger::{clip, Backoff, StateRecord};
 pub use crate::ledger::{EventLog, Logged, LOG_LIMIT};
 
 /// Notices kept in a deliveries record.
 pub const NOTICE_LIMIT: usize = 4;
-/// Characters of a reason or error kept.
-const MAX_TEXT: usize = 200;
 /// Schema of the deliveries record.
 pub const DELIVERIES_SCHEMA: u32 = 1;
 
@@ -469,13 +467,6 @@ pub fn expiring(
     );
     w.expires_at = Some(deadline);
     Some(w)
-}
-
-fn clip(s: &str) -> String {
-    match s.char_indices().nth(MAX_TEXT) {
-        None => s.to_string(),
-        Some((i, _)) => format!("{}…", &s[..i]),
-    }
 }
 
 impl crate::records::Record for Deliveries {
