@@ -442,26 +442,7 @@ impl Vault {
 
     /// Keys under a folder (names ending in `/` are folders); empty when there is none.
     pub async fn list(&self, mount: &str, path: &str) -> Result<Vec<String>, VaultError> {
-        #[derive(Deserialize)]
-        struct Keys {
-            keys: Vec<String>,
-        }
-        let shown = format!("{mount}/{path}");
-        let answer = self
-            .send(http::Request {
-                method: Method::GET,
-                api_path: &format!("{mount}/metadata/{path}?list=true"),
-                shown: &shown,
-                body: None,
-                count: Some(&self.stats.reads),
-                resend: Resend::Always,
-            })
-            .await;
-        match answer {
-            Ok(v) => Ok(data_of::<Keys>(v, &shown)?.keys),
-            Err(VaultError::NotFound { .. }) => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
+        self.metadata_keys(mount, path, "list=true").await
     }
 
     /// One page of the keys under a folder (names ending in `/` are folders): at most `limit`,
@@ -474,36 +455,28 @@ impl Vault {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, VaultError> {
-        #[derive(Deserialize)]
-        struct Keys {
-            keys: Vec<String>,
-        }
-        let shown = format!("{mount}/{path}");
-        let mut api_path = format!("{mount}/metadata/{path}?list=true&limit={limit}");
+        let mut query = format!("list=true&limit={limit}");
         if let Some(after) = after {
-            api_path.push_str("&after=");
-            api_path.push_str(&query_escape(after));
+            query.push_str("&after=");
+            query.push_str(&query_escape(after));
         }
-        let answer = self
-            .send(http::Request {
-                method: Method::GET,
-                api_path: &api_path,
-                shown: &shown,
-                body: None,
-                count: Some(&self.stats.reads),
-                resend: Resend::Always,
-            })
-            .await;
-        match answer {
-            Ok(v) => Ok(data_of::<Keys>(v, &shown)?.keys),
-            Err(VaultError::NotFound { .. }) => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
+        self.metadata_keys(mount, path, &query).await
     }
 
     /// Every key under a folder, at any depth, relative to it (OpenBao's recursive list, `scan`,
     /// since 2.2: one request, not paginated). Empty when there is no folder.
     pub async fn scan(&self, mount: &str, path: &str) -> Result<Vec<String>, VaultError> {
+        self.metadata_keys(mount, path, "scan=true").await
+    }
+
+    /// The `keys` of a listing request on the KV v2 metadata of `path` with `query`; empty when
+    /// there is no such folder.
+    async fn metadata_keys(
+        &self,
+        mount: &str,
+        path: &str,
+        query: &str,
+    ) -> Result<Vec<String>, VaultError> {
         #[derive(Deserialize)]
         struct Keys {
             keys: Vec<String>,
@@ -512,7 +485,7 @@ impl Vault {
         let answer = self
             .send(http::Request {
                 method: Method::GET,
-                api_path: &format!("{mount}/metadata/{path}?scan=true"),
+                api_path: &format!("{mount}/metadata/{path}?{query}"),
                 shown: &shown,
                 body: None,
                 count: Some(&self.stats.reads),
