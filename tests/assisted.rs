@@ -448,8 +448,15 @@ async fn basic_auth_flow(cred: &str, path: &str, username: &str, first: &str, us
             .await
             .unwrap()
     };
-    let out = supply(&s, cred, &input(&view.token, &api)).await;
+    // Only the token: the username and API path default to the configured ones, as at the
+    // prompt.
+    let out = supply(&s, cred, &json!({ "token": view.token })).await;
     assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("not supplied, taken from the config: username, api_path"),
+        "{out:?}"
+    );
     assert!(out.stdout.contains("rotated"), "{out:?}");
     assert_no_secret(&out, &[&view.token]);
     let (version, data) = secret(&s, path).await;

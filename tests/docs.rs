@@ -70,7 +70,7 @@ fn the_supply_page_renders_and_explains_stdin_the_prompt_and_the_exit_codes() {
     for needle in [
         "secret-rotator-supply - Hand over an assisted credential",
         "one JSON object, at most 64 KiB",
-        r#"{"username", "token", "api_path"}"#,
+        r#"{"username"?, "token", "api_path"?}"#,
         "a prompt that does not echo",
         "Ctrl-C or Ctrl-D",
         "EXIT STATUS",

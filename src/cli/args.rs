@@ -95,7 +95,8 @@ be read from Vault (its `error` says why).";
 const SUPPLY_AFTER_HELP: &str = "\
 Standard input, when it is not a terminal: one JSON object, at most 64 KiB.
   store-level API account:        {\"client_id\", \"access_token\", \"client_secret\"?, \"account_name\"?}
-  legacy API account, user token: {\"username\", \"token\", \"api_path\"}
+  legacy API account, user token: {\"username\"?, \"token\", \"api_path\"?}
+  (username and api_path left out are the configured ones; the output says so)
 On a terminal the fields are asked for one by one instead: username, client_id and api_path echo
 and offer the configured value (Enter keeps it); token, access_token and client_secret do not
 echo. Ctrl-C or Ctrl-D at any prompt ends the command with nothing written.

@@ -155,7 +155,38 @@ fn read_supplied(cred: &Credential) -> Result<crate::secret::SecretFields, Failu
             .ok_or_else(|| usage(format!("field {k} is not a string")))?;
         fields.insert(k, v.trim());
     }
+    // As at the prompt, a field the config sets (username, API path) defaults to it.
+    let mut defaulted = Vec::new();
+    for field in VISIBLE_FIELDS {
+        if fields.expose(field).is_none() {
+            if let Some(value) = configured_value(cred, field) {
+                fields.insert(field, value);
+                defaulted.push(*field);
+            }
+        }
+    }
+    if !defaulted.is_empty() {
+        println!(
+            "{}: not supplied, taken from the config: {}",
+            cred.name,
+            defaulted.join(", ")
+        );
+    }
     Ok(fields)
+}
+
+/// The configured value of a supplied field that the config sets (a legacy account's or a
+/// user's username and API path): the default at the prompt and for a field stdin leaves out.
+fn configured_value(cred: &Credential, field: &str) -> Option<String> {
+    match &cred.provider {
+        crate::config::ProviderConfig::BigCommerceLegacyAccount(c)
+        | crate::config::ProviderConfig::BigCommerceUserToken(c) => match field {
+            "username" => Some(c.username.clone()),
+            "api_path" => Some(c.api_path.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// The supplied fields that identify rather than authenticate: they echo at the prompt. Any
@@ -171,15 +202,6 @@ fn prompt_fields(
     optional: &[&str],
 ) -> Result<crate::secret::SecretFields, (String, crate::prompt::PromptError)> {
     use secrecy::ExposeSecret;
-    let configured = |field: &str| match &cred.provider {
-        crate::config::ProviderConfig::BigCommerceLegacyAccount(c)
-        | crate::config::ProviderConfig::BigCommerceUserToken(c) => match field {
-            "username" => Some(c.username.clone()),
-            "api_path" => Some(c.api_path.clone()),
-            _ => None,
-        },
-        _ => None,
-    };
     let mut fields = crate::secret::SecretFields::new();
     let fields_to_ask = required
         .iter()
@@ -198,7 +220,7 @@ fn prompt_fields(
                 .expose_secret()
                 .to_string()
         } else {
-            crate::prompt::line(&label, configured(field).as_deref()).map_err(failed)?
+            crate::prompt::line(&label, configured_value(cred, field).as_deref()).map_err(failed)?
         };
         if !value.is_empty() {
             fields.insert(field, value);
