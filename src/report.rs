@@ -65,6 +65,42 @@ pub struct StatusRow {
     /// Assisted, a store account awaiting a supply: the scopes to grant.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// Credentials possibly minted behind an answer that never came (a 502, a timeout) and not
+    /// found again since, that may still be alive: the attempts' recorded orphans whose expiry
+    /// has not passed (or is unknown).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub possible_orphans: Vec<OrphanRow>,
+}
+
+/// One possible orphan in `status`: which attempt noted it, why, and how long it can live.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrphanRow {
+    pub attempt: String,
+    pub noted_at: DateTime<Utc>,
+    /// `None`: the provider's credentials do not expire, or the expiry is unknown.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub reason: String,
+}
+
+/// The orphans of the attempt in flight and of the recorded history that may still be alive
+/// at `now`.
+fn possible_orphans(record: Option<&StateRecord>, now: DateTime<Utc>) -> Vec<OrphanRow> {
+    let Some(r) = record else {
+        return Vec::new();
+    };
+    let recorded = r.history.iter().map(|h| (&h.id, &h.orphans));
+    let in_flight = r.attempt.iter().map(|a| (&a.id, &a.orphans));
+    recorded
+        .chain(in_flight)
+        .flat_map(|(id, orphans)| orphans.iter().map(move |o| (id, o)))
+        .filter(|(_, o)| o.expires_at.is_none_or(|t| t > now))
+        .map(|(id, o)| OrphanRow {
+            attempt: id.clone(),
+            noted_at: o.noted_at,
+            expires_at: o.expires_at,
+            reason: o.reason.clone(),
+        })
+        .collect()
 }
 
 /// What a person does next for an assisted credential's attempt in flight, in BigCommerce's
@@ -333,6 +369,7 @@ pub fn status_row(
             .filter(|a| a.phase == crate::rotation::Phase::AwaitingSupply)
             .map(|_| crate::providers::bigcommerce_assisted::scopes_to_grant(&cred.provider))
             .unwrap_or_default(),
+        possible_orphans: possible_orphans(record, now),
     }
 }
 
@@ -362,6 +399,7 @@ pub fn error_row(cred: &Credential, error: String) -> StatusRow {
         invalid: None,
         steps: Vec::new(),
         scopes: Vec::new(),
+        possible_orphans: Vec::new(),
     }
 }
 
@@ -503,6 +541,25 @@ fn status_notes(rows: &[StatusRow]) -> String {
                 crate::human::time(d.since),
                 d.reason
             ));
+        }
+        if !r.possible_orphans.is_empty() {
+            out.push_str(&format!(
+                "\n{}: {} possible orphan credential(s), minted behind an answer that never came and not found since; each lives until it expires unless revoked by hand:\n",
+                r.name,
+                r.possible_orphans.len()
+            ));
+            for o in &r.possible_orphans {
+                let until = match o.expires_at {
+                    Some(t) => format!("alive until {} at the latest", crate::human::time(t)),
+                    None => "no known expiry".to_string(),
+                };
+                out.push_str(&format!(
+                    "  attempt {} at {}: {until} ({})\n",
+                    o.attempt.chars().take(8).collect::<String>(),
+                    crate::human::time(o.noted_at),
+                    o.reason
+                ));
+            }
         }
         if !r.steps.is_empty() {
             let what = if r.awaiting_supply.is_some() {

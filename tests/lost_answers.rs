@@ -115,6 +115,27 @@ async fn every_lost_answer_is_reported(s: &Stack) {
     }
     // The lost tokens are live at the store: the check above is not vacuous.
     assert_eq!(s.tokens_in_state(TokenState::Live).await.len(), 1 + 3);
+    // `status` names them too, each with its bound, and the check stays green: nothing is down.
+    let out = s.cli(&["status", "--json"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let orphans = rows[0]["possible_orphans"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(orphans.len(), 3, "{rows}");
+    assert!(
+        orphans.iter().all(|o| o["expires_at"].is_string()),
+        "{rows}"
+    );
+    let out = s.cli(&["status"], &[]).await;
+    assert!(
+        out.stdout
+            .contains(&format!("{CRED}: 3 possible orphan credential(s)")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(s.cli(&["status", "--check"], &[]).await.code, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -813,6 +813,7 @@ mod tests {
                 invalid: None,
                 steps: Vec::new(),
                 scopes: Vec::new(),
+                possible_orphans: Vec::new(),
             };
             assert_eq!(attention_reason(&row), expected, "{text:?}");
             if let Some(reason) = expected {
