@@ -70,11 +70,11 @@ pub(super) fn print_result(name: &str, result: &RunResult) -> i32 {
             exit::OK
         }
         RunResult::Finished(s) => {
-            let versions = format!(
-                "version {} -> {}",
-                s.version_before,
-                s.version_after.map(|v| v.to_string()).unwrap_or("-".into())
-            );
+            let versions = match s.version_after {
+                Some(v) => format!("version {} -> {v}", s.version_before),
+                None if s.version_before == 0 => "nothing written".to_string(),
+                None => format!("version {} stays current", s.version_before),
+            };
             let orphans = if s.orphans.is_empty() {
                 String::new()
             } else {
