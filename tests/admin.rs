@@ -322,3 +322,58 @@ fn check_config_refuses_a_non_loopback_admin_address() {
         assert!(text.contains(fragment), "{admin}: {text}");
     }
 }
+
+/// A dependent that cannot be reached: its backlog shows in
+/// `secret_rotator_dependent_events_waiting`, the events `deliveries` lists as waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_a_dependent_has_yet_to_get_are_a_gauge() {
+    use common::stack::{webhook_dependent, WEBHOOK_KEY_PATH};
+    // Nothing listens there: every delivery fails.
+    let dead = format!("http://127.0.0.1:{}/hook", free_port());
+    let stack = Stack::with(StackOptions {
+        dependents: webhook_dependent("hook", &dead, ""),
+        ..StackOptions::default()
+    })
+    .await;
+    stack
+        .bao
+        .write_secret(
+            "secret",
+            WEBHOOK_KEY_PATH,
+            serde_json::json!({ "signing_key": common::receiver::TEST_KEY }),
+        )
+        .await;
+    let out = stack.cli(&["rotate", CRED, "--wait"], &[]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let port = free_port();
+    let mut config = std::fs::read_to_string(&stack.config).unwrap();
+    config.push_str(&format!("\n[admin]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(&stack.config, config).unwrap();
+    let mut daemon = Daemon::start(&stack, None);
+    daemon
+        .expect(Duration::from_secs(60), |l| l == "READY=1")
+        .await;
+    let labels = [("credential", CRED), ("dependent", "hook")];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let waiting = loop {
+        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let samples = parse_openmetrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        match value(&samples, "secret_rotator_dependent_events_waiting", &labels) {
+            Some(n) if n > 0.0 => break n,
+            _ if tokio::time::Instant::now() > deadline => panic!("no backlog gauge:\n{text}"),
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    };
+    let out = stack.cli(&["deliveries", CRED, "--json"], &[]).await;
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    let listed = report["dependents"][0]["waiting"].as_array().unwrap().len();
+    // `rotate --wait` recorded credential.rotated and credential.revoked; neither arrived.
+    assert_eq!((waiting, listed), (2.0, 2), "{report}");
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.exit_code(Duration::from_secs(35)).await, Some(0));
+}

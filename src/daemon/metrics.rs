@@ -60,6 +60,8 @@ struct DependentFigures {
     failed: u64,
     /// Failed in a row, 0 after a delivery.
     streak: u64,
+    /// Events it has yet to get, as of the latest delivery round.
+    waiting: u64,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CredentialLabels {
@@ -508,6 +510,19 @@ fn encode_dependents(
         };
         ConstGauge::new(f.streak as i64).encode(family.encode_family(&labels)?)?;
     }
+    let mut family = encoder.encode_descriptor(
+        "secret_rotator_dependent_events_waiting",
+        "Events a dependent has yet to get (its delivery backlog), as of the latest delivery round.",
+        None,
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for ((credential, dependent), f) in dependents {
+        let labels = DependentLabels {
+            credential: credential.clone(),
+            dependent: dependent.clone(),
+        };
+        ConstGauge::new(f.waiting as i64).encode(family.encode_family(&labels)?)?;
+    }
     Ok(())
 }
 
@@ -650,6 +665,15 @@ impl Metrics {
             figures.delivered += 1;
             figures.streak = 0;
         }
+    }
+
+    /// After a delivery round: `dependent` of `credential` has `n` events yet to get.
+    pub fn waiting(&self, credential: &str, dependent: &str, n: usize) {
+        let mut dependents = self.live.dependents.write().expect("metrics lock");
+        dependents
+            .entry((credential.to_string(), dependent.to_string()))
+            .or_default()
+            .waiting = n as u64;
     }
 
     /// The Vault client in use from now on (at start and after a reload); the requests of the

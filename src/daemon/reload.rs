@@ -13,7 +13,7 @@ use super::schedule::{track_all, ByName};
 use super::{checks, systemd, DELIVERY_STOP};
 use crate::app::App;
 use crate::config::ProcessEnvironment;
-use crate::notify::deliver::Workers;
+use crate::notify::deliver::{Observed, Workers};
 
 impl Loop {
     /// The reload step of the loop: take the new configuration when it is good, then tell
@@ -57,8 +57,9 @@ impl Loop {
 pub(super) fn start_deliveries(app: &App, metrics: &Arc<Metrics>) -> Workers {
     let counted = metrics.clone();
     let deliverer = Arc::new((*app.deliverer).clone().observed(Arc::new(
-        move |credential: &str, dependent: &str, result: &str| {
-            counted.delivery(credential, dependent, result)
+        move |credential: &str, dependent: &str, what: Observed| match what {
+            Observed::Delivery(result) => counted.delivery(credential, dependent, result),
+            Observed::Waiting(n) => counted.waiting(credential, dependent, n),
         },
     )));
     Workers::start(&deliverer, &app.engine.wakeup, &app.config.credentials)

@@ -173,8 +173,17 @@ impl From<Outcome> for Delivery {
     }
 }
 
-/// Told of each delivery: (credential, dependent, "delivered" | "failed").
-pub type Observer = Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
+/// What an [`Observer`] is told about one dependent of a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed<'a> {
+    /// A delivery ended: "delivered" or "failed".
+    Delivery(&'a str),
+    /// After a round: the events it has yet to get.
+    Waiting(usize),
+}
+
+/// Told of each delivery and, after each round, of what waits: (credential, dependent, what).
+pub type Observer = Arc<dyn Fn(&str, &str, Observed) + Send + Sync>;
 
 /// Delivers the events of credentials to their dependents.
 #[derive(Clone)]
@@ -189,7 +198,7 @@ pub struct Deliverer {
     /// Shared with the engine: a rotation waiting for acks is woken when deliveries are
     /// recorded.
     pub wakeup: Wakeup,
-    /// Told of every delivery: (credential, dependent, "delivered" | "failed").
+    /// Told of every delivery and of what waits after each round.
     pub observer: Option<Observer>,
 }
 
@@ -404,6 +413,15 @@ impl Deliverer {
                 }
             }
         }
+        if let Some(observe) = &self.observer {
+            for name in &names {
+                observe(
+                    &cred.name,
+                    name,
+                    Observed::Waiting(d.waiting(name, &log).len()),
+                );
+            }
+        }
         Ok(RoundResult {
             tries,
             next: d.next_due(&names, &log),
@@ -438,7 +456,7 @@ impl Deliverer {
             }
         };
         if let Some(observe) = &self.observer {
-            observe(&cred.name, &due.dependent, result);
+            observe(&cred.name, &due.dependent, Observed::Delivery(result));
         }
     }
 
