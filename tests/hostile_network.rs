@@ -1,10 +1,13 @@
-//! A hostile network in front of the real binary: for every remote call the daemon makes (the
-//! storefront provider's mint, verify and revoke; the `http` provider's; AppRole's secret-id
-//! generate, lookup and destroy through Vault; the state record's writes to Vault; a webhook
-//! delivery) and every fault of `common::hostile` (a redirect to another host, a gateway's 502
-//! or 504 after the origin acted, the reply dropped, stalled past every timeout, a body larger
-//! than any cap, a reset in the middle of the body, a certificate for another name or from an
-//! untrusted CA), `secret-rotator rotate` runs with the fault armed for that call once, and:
+//! A hostile network in front of the real binary: for every remote call the daemon makes and
+//! every fault of `common::hostile` (a redirect to another host, a gateway's 502 or 504 after
+//! the origin acted, the reply dropped, stalled past every timeout, a body larger than any cap,
+//! a reset in the middle of the body, a certificate for another name or from an untrusted CA),
+//! `secret-rotator rotate` (or `supply`) runs with the fault armed for that call once. The
+//! calls: the storefront provider's mint, verify and revoke; the `http` provider's; AppRole's
+//! secret-id generate, lookup and destroy through Vault; the probes that verify a supplied
+//! store account and a regenerated legacy token (a user token's probe is the same code); the
+//! state record's writes to Vault; a webhook delivery. (The `exec` provider and the `file` and
+//! `exec` dependents make no network call.) For each case:
 //! - no credential reaches another host: the redirect target receives nothing, and no request
 //!   is sent over a connection whose certificate was wrong;
 //! - every mint is accounted for: at the end, every live storefront token at the emulator and
@@ -38,6 +41,9 @@ enum Provider {
     AppRole,
     /// A store-level API account (assisted): the probes that verify a supplied token.
     StoreAccount,
+    /// A legacy API account (assisted, Basic auth; a user token's probe is the same code): the
+    /// probe on the API path that verifies a regenerated token.
+    LegacyAccount,
     /// The storefront credential's state record writes (the Vault transport under the engine).
     Records,
     /// A webhook dependent of a storefront credential.
@@ -70,6 +76,7 @@ fn calls() -> Vec<(Provider, Call)> {
         }
     }
     lanes.push((Provider::StoreAccount, Call::Verify));
+    lanes.push((Provider::LegacyAccount, Call::Verify));
     lanes.push((Provider::Records, Call::RecordWrite));
     lanes.push((Provider::Webhook, Call::Deliver));
     lanes
@@ -132,7 +139,7 @@ impl Lane {
         let remote = match (provider, call) {
             (Provider::AppRole | Provider::Records, _) => Remote::Vault,
             (Provider::Webhook, _) => Remote::Hook,
-            (Provider::StoreAccount, _) => Remote::StoreApi,
+            (Provider::StoreAccount | Provider::LegacyAccount, _) => Remote::StoreApi,
             (_, Call::Verify) => Remote::Graphql,
             _ => Remote::StoreApi,
         };
@@ -188,6 +195,7 @@ impl Lane {
                 format!("role/{}/secret-id-accessor/destroy", self.name),
             ),
             (Provider::StoreAccount, _) => ("GET", "/v2/time".into()),
+            (Provider::LegacyAccount, _) => ("GET", "/api/v2/time".into()),
             (Provider::Records, _) => ("POST", format!("secret-rotator/credentials/{}", self.name)),
             (Provider::Webhook, _) => ("POST", "/hook".into()),
             (_, Call::Verify) => ("POST", "/graphql".into()),
@@ -294,6 +302,14 @@ api_url = "{api}"
 required_scopes = {{ information_and_settings = "read-only", orders = "modify" }}
 "#
             ),
+            Provider::LegacyAccount => format!(
+                r#"
+[credentials.bigcommerce_legacy_account]
+store_hash = "{STORE}"
+username = "{name}"
+api_path = "{api}/store-{STORE}/api/v2/"
+"#
+            ),
             Provider::AppRole => format!(
                 r#"
 [credentials.vault_approle_secret_id]
@@ -361,6 +377,15 @@ path = "{path}"
                     json!({ "client_id": account.client_id, "access_token": account.access_token });
                 self.account.lock().unwrap().0 = Some(account);
                 data
+            }
+            Provider::LegacyAccount => {
+                let account = w
+                    .stack
+                    .admin
+                    .create_legacy_account(STORE, &self.name, None)
+                    .await
+                    .unwrap();
+                json!({ "username": account.username, "token": account.token, "api_path": account.api_path })
             }
             _ => json!({ "token": w.stack.mint_by_hand().await }),
         };
@@ -496,6 +521,54 @@ path = "{path}"
         (code.and(confirm), said)
     }
 
+    /// An assisted rotation of a legacy account: asked for, the token regenerated (the old one
+    /// dies at once), supplied with the fault armed for its probe (and supplied again when that
+    /// failed); the old token is checked dead by the supply itself.
+    async fn supply_a_regenerated_token(
+        &self,
+        w: &World,
+        proxy: &Hostile,
+        fault: Option<Fault>,
+    ) -> (Option<i32>, String) {
+        let (method, pattern) = self.matcher();
+        let (_, mut said) = self.cli(w, &["rotate", &self.name]).await;
+        let new = w
+            .stack
+            .admin
+            .regenerate_legacy_token(STORE, &self.name)
+            .await
+            .unwrap();
+        // Username and API path: the configured ones.
+        let input = json!({ "token": new.token }).to_string();
+        if let Some(fault) = fault {
+            proxy.arm(method, &pattern, fault);
+        }
+        let (mut code, out) = self
+            .cli_with_stdin(w, &["supply", &self.name], &input)
+            .await;
+        said.push_str(&out);
+        if code != Some(0) {
+            proxy.disarm();
+            let again = self
+                .cli_with_stdin(w, &["supply", &self.name], &input)
+                .await;
+            code = again.0;
+            said.push_str(&again.1);
+        }
+        let stored = w
+            .stack
+            .bao
+            .root("GET", &format!("secret/data/{}", self.path()), None)
+            .await;
+        assert_eq!(
+            stored["data"]["data"]["token"].as_str(),
+            Some(new.token.as_str()),
+            "{}: the regenerated token is not committed:\n{said}",
+            self.name
+        );
+        (code, said)
+    }
+
     /// One case: the fault armed for the lane's call, a rotation, the checks.
     async fn case(&self, w: &World, fault: Option<Fault>) -> Row {
         let start = Instant::now();
@@ -512,6 +585,8 @@ path = "{path}"
         let orphans_before = self.orphans(w).await;
         let (mut exit, out) = if self.provider == Provider::StoreAccount {
             self.supply_a_new_account(w, proxy, fault).await
+        } else if self.provider == Provider::LegacyAccount {
+            self.supply_a_regenerated_token(w, proxy, fault).await
         } else {
             if let Some(fault) = fault {
                 proxy.arm(method, &pattern, fault);
@@ -629,8 +704,10 @@ path = "{path}"
 /// A fault after a 2xx status line that the call does not need the body of: a webhook's
 /// receiver accepted the event, a store account's probe proved the token.
 fn accepted(lane: &Lane, fault: Fault) -> bool {
-    matches!(lane.provider, Provider::Webhook | Provider::StoreAccount)
-        && matches!(fault, Fault::Oversize | Fault::ResetMidBody)
+    matches!(
+        lane.provider,
+        Provider::Webhook | Provider::StoreAccount | Provider::LegacyAccount
+    ) && matches!(fault, Fault::Oversize | Fault::ResetMidBody)
 }
 
 /// The line the daemon must say: the error naming the fault; for a webhook whose receiver
@@ -684,6 +761,7 @@ fn names_the_endpoint(line: &str, lane: &Lane, proxy: &Hostile) -> bool {
             Provider::AppRole => line.contains(&format!("role/{}", lane.name)),
             // The probe's path on the store's API.
             Provider::StoreAccount => line.contains("GET /v2/time"),
+            Provider::LegacyAccount => line.contains("/api/v2/time"),
             Provider::Records => {
                 line.contains(&format!("secret-rotator/credentials/{}", lane.name))
             }
@@ -906,7 +984,7 @@ async fn every_call_under_every_fault_keeps_credentials_home_and_mints_accounted
                     ));
                 }
             }
-            Provider::StoreAccount => {}
+            Provider::StoreAccount | Provider::LegacyAccount => {}
             _ => {
                 current.push(sha256_hex(secret["token"].as_str().unwrap()));
                 bounds.extend(orphans);
