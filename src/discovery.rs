@@ -32,41 +32,93 @@ pub struct Discovered {
     pub requests: usize,
 }
 
+/// What one discovery of a set found, by name only: what the daemon compares with the members
+/// it has, to make only the new ones.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The members' names, sorted.
+    pub names: Vec<String>,
+    /// As [`Discovered::refused`].
+    pub refused: Vec<String>,
+    /// LIST (or scan) requests made.
+    pub requests: usize,
+}
+
 impl Discovered {
     /// What is wrong with the set as found: nothing matched, and each path refused.
     pub fn problems(&self, set: &CredentialSet) -> Vec<String> {
-        let mut problems = self.refused.clone();
-        if self.members.is_empty() && self.refused.is_empty() {
-            problems.push(format!(
-                "{}: credential set `{}`: no secret in Vault matches `{}`",
-                set.location,
-                set.name,
-                set.shown()
-            ));
-        }
-        problems
+        problems(set, self.members.is_empty(), &self.refused)
     }
+}
+
+impl Listing {
+    /// As [`Discovered::problems`].
+    pub fn problems(&self, set: &CredentialSet) -> Vec<String> {
+        problems(set, self.names.is_empty(), &self.refused)
+    }
+}
+
+fn problems(set: &CredentialSet, no_member: bool, refused: &[String]) -> Vec<String> {
+    let mut problems = refused.to_vec();
+    if no_member && refused.is_empty() {
+        problems.push(format!(
+            "{}: credential set `{}`: no secret in Vault matches `{}`",
+            set.location,
+            set.name,
+            set.shown()
+        ));
+    }
+    problems
 }
 
 /// The members of `set` in Vault now.
 pub async fn discover(vault: &Vault, set: &CredentialSet) -> Result<Discovered, VaultError> {
-    let (paths, requests) = matching_paths(vault, set).await?;
+    let (matched, requests) = matching_values(vault, set).await?;
     let mut found = Discovered {
         requests,
         ..Discovered::default()
     };
-    for (path, values) in paths {
+    found.members.reserve(matched.len());
+    for values in matched {
         match set.member(&values) {
             Ok(member) => found.members.push(member),
-            Err(problem) => found.refused.push(format!(
-                "{}: credential set `{}`: {}/{path}: {problem}",
-                set.location, set.name, set.pattern.mount
-            )),
+            Err(problem) => found.refused.push(refused(set, &values, &problem)),
         }
     }
     found.members.sort_by(|a, b| a.name.cmp(&b.name));
     found.refused.sort();
     Ok(found)
+}
+
+/// The names of the members of `set` in Vault now (each checked as [`discover`] does, none
+/// made).
+pub async fn list_members(vault: &Vault, set: &CredentialSet) -> Result<Listing, VaultError> {
+    let (matched, requests) = matching_values(vault, set).await?;
+    let mut found = Listing {
+        requests,
+        ..Listing::default()
+    };
+    found.names.reserve(matched.len());
+    for values in matched {
+        match set.checked(&values) {
+            Ok((name, _)) => found.names.push(name),
+            Err(problem) => found.refused.push(refused(set, &values, &problem)),
+        }
+    }
+    found.names.sort_unstable();
+    found.refused.sort();
+    Ok(found)
+}
+
+/// The message for a path that matches but makes no member.
+fn refused(set: &CredentialSet, values: &[String], problem: &str) -> String {
+    format!(
+        "{}: credential set `{}`: {}/{}: {problem}",
+        set.location,
+        set.name,
+        set.pattern.mount,
+        set.pattern.render(values)
+    )
 }
 
 /// Every set discovered and its members added to the configuration's credentials (a command's
@@ -81,12 +133,11 @@ pub async fn expand(vault: &Vault, config: &mut Config) -> Result<Vec<String>, V
     Ok(problems)
 }
 
-/// The paths (relative to the mount) that match, with their segment values; and the requests
-/// made.
-async fn matching_paths(
+/// The segment values of each path that matches; and the requests made.
+async fn matching_values(
     vault: &Vault,
     set: &CredentialSet,
-) -> Result<(Vec<(String, Vec<String>)>, usize), VaultError> {
+) -> Result<(Vec<Vec<String>>, usize), VaultError> {
     let pattern = &set.pattern;
     let one_trailing_segment =
         pattern.segments().count() == 1 && matches!(pattern.parts.last(), Some(Part::Segment(_)));
@@ -94,13 +145,12 @@ async fn matching_paths(
         let prefix = pattern.literal_prefix();
         match vault.scan(&pattern.mount, &prefix).await {
             Ok(keys) if !keys.is_empty() => {
-                let paths = keys
+                let values = keys
                     .iter()
                     .filter(|k| !k.ends_with('/'))
-                    .map(|k| join(&prefix, k))
-                    .filter_map(|path| pattern.matches(&path).map(|values| (path, values)))
+                    .filter_map(|k| pattern.matches(&join(&prefix, k)))
                     .collect();
-                return Ok((paths, 1));
+                return Ok((values, 1));
             }
             // Nothing, or a server without `scan` (Vault answers it as a metadata read), or a
             // token without the `scan` capability: the walk says.
@@ -117,10 +167,7 @@ async fn matching_paths(
 }
 
 /// The pattern walked level by level with paginated LISTs.
-async fn walk(
-    vault: &Vault,
-    set: &CredentialSet,
-) -> Result<(Vec<(String, Vec<String>)>, usize), VaultError> {
+async fn walk(vault: &Vault, set: &CredentialSet) -> Result<(Vec<Vec<String>>, usize), VaultError> {
     let pattern = &set.pattern;
     let mount = pattern.mount.as_str();
     let mut requests = 0;
@@ -142,6 +189,15 @@ async fn walk(
             .try_collect()
             .await?;
         let mut next = Vec::new();
+        // The members' paths are not kept (a member's is its pattern's, rendered): only the
+        // folders still to list need theirs.
+        let path_of = |path: &str, name: &str| {
+            if last {
+                String::new()
+            } else {
+                join(path, name)
+            }
+        };
         for (keys, n, path, values) in listed {
             requests += n;
             for key in keys {
@@ -154,20 +210,24 @@ async fn walk(
                 }
                 match part {
                     Part::Literal(literal) if *literal == name => {
-                        next.push((join(&path, &name), values.clone()))
+                        next.push((path_of(&path, &name), values.clone()))
                     }
                     Part::Literal(_) => {}
                     Part::Segment(_) => {
                         let mut values = values.clone();
-                        values.push(name.clone());
-                        next.push((join(&path, &name), values));
+                        let path = path_of(&path, &name);
+                        values.push(name);
+                        next.push((path, values));
                     }
                 }
             }
         }
         frontier = next;
     }
-    Ok((frontier, requests))
+    Ok((
+        frontier.into_iter().map(|(_, values)| values).collect(),
+        requests,
+    ))
 }
 
 /// Every key of a folder, page by page; and the requests made.

@@ -113,15 +113,15 @@ pub fn guidance(cred: &Credential, a: &Attempt) -> Vec<String> {
     use crate::providers::bigcommerce_assisted::{describe, steps};
     use crate::rotation::Phase;
     let name = &cred.name;
-    let store = matches!(cred.provider, ProviderConfig::BigCommerceStoreAccount(_));
+    let store = matches!(*cred.provider(), ProviderConfig::BigCommerceStoreAccount(_));
     let old = a.old.as_ref().map(|o| {
-        describe(&cred.provider, o)
+        describe(&cred.provider(), o)
             .trim_start_matches("the ")
             .to_string()
     });
     match a.phase {
         Phase::AwaitingSupply => {
-            let mut lines = steps(&cred.provider, name);
+            let mut lines = steps(&cred.provider(), name);
             if let (true, Some(old)) = (store, &old) {
                 lines.push(format!(
                     "The account to delete once the new one is committed: {old}."
@@ -137,7 +137,7 @@ pub fn guidance(cred: &Credential, a: &Attempt) -> Vec<String> {
             ),
             format!("Run `secret-rotator confirm-revoked {name}` once it is deleted (the daemon also checks on its own); `secret-rotator cancel {name}` stops waiting."),
         ],
-        Phase::AwaitingOldDeletion if !steps(&cred.provider, name).is_empty() => vec![
+        Phase::AwaitingOldDeletion if !steps(&cred.provider(), name).is_empty() => vec![
             "The previous token is still accepted: select Save after regenerating the token in the control panel.".into(),
             format!("Run `secret-rotator confirm-revoked {name}` to check it now; `secret-rotator cancel {name}` stops waiting (the new version stays: a regenerated token cannot go back)."),
         ],
@@ -332,7 +332,7 @@ pub fn status_row(
     StatusRow {
         name: cred.name.clone(),
         set: cred.set_name().map(str::to_string),
-        provider: cred.provider.kind().to_string(),
+        provider: cred.provider().kind().to_string(),
         path: cred.secret.to_string(),
         version,
         created_time: facts.map(|f| f.created_time),
@@ -367,7 +367,7 @@ pub fn status_row(
         steps: attempt.map(|a| guidance(cred, a)).unwrap_or_default(),
         scopes: attempt
             .filter(|a| a.phase == crate::rotation::Phase::AwaitingSupply)
-            .map(|_| crate::providers::bigcommerce_assisted::scopes_to_grant(&cred.provider))
+            .map(|_| crate::providers::bigcommerce_assisted::scopes_to_grant(&cred.provider()))
             .unwrap_or_default(),
         possible_orphans: possible_orphans(record, now),
     }
@@ -378,7 +378,7 @@ pub fn error_row(cred: &Credential, error: String) -> StatusRow {
     StatusRow {
         name: cred.name.clone(),
         set: cred.set_name().map(str::to_string),
-        provider: cred.provider.kind().to_string(),
+        provider: cred.provider().kind().to_string(),
         path: cred.secret.to_string(),
         version: None,
         created_time: None,

@@ -71,7 +71,7 @@ pub(crate) fn effective<'a>(cred: &'a Credential, seen: &Seen) -> Cow<'a, Creden
                 tracing::warn!(credential = %cred.name, "{problem}");
             }
             let mut cred = cred.clone();
-            cred.policy = policy;
+            cred.policy = std::sync::Arc::new(policy);
             Cow::Owned(cred)
         }
         _ => Cow::Borrowed(cred),
@@ -277,7 +277,7 @@ pub(crate) async fn status_rows(app: &App, only: Option<&str>) -> Vec<StatusRow>
                 };
                 let mut row =
                     report::status_row(&effective(cred, &custom), facts, version, record, now);
-                if version.is_some() && !cred.provider.automatic() {
+                if version.is_some() && !cred.provider().automatic() {
                     // An assisted credential is never read by a rotation until a person acts:
                     // say now that the stored secret lacks what its kind needs (one read).
                     match secret_problem(app, cred).await {

@@ -271,7 +271,7 @@ fn the_example_policy_grants_what_the_example_config_needs() {
         let (m, p) = (&cred.secret.mount, &cred.secret.path);
         needs.push((format!("{m}/data/{p}"), &read_write));
         needs.push((format!("{m}/metadata/{p}"), &["read"]));
-        match &cred.provider {
+        match &*cred.provider() {
             ProviderConfig::BigCommerceStorefront(c) => {
                 let s = &c.access_token.secret;
                 needs.push((format!("{}/data/{}", s.mount, s.path), &["read"]));

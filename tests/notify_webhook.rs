@@ -114,21 +114,21 @@ async fn serve(mut stream: TcpStream, seen: &Seen, reply: Reply, origin: &str) {
 }
 
 fn credential() -> Credential {
-    Credential {
-        name: "billing-approle".into(),
-        secret: KvPath {
+    Credential::new(
+        "billing-approle".into(),
+        KvPath {
             mount: "secret".into(),
             path: "apps/billing".into(),
         },
-        provider: ProviderConfig::VaultAppRoleSecretId(AppRoleSecretIdConfig {
+        ProviderConfig::VaultAppRoleSecretId(AppRoleSecretIdConfig {
             mount: "approle".into(),
             role_name: "billing".into(),
             secret_id_ttl: None,
             secret_id_num_uses: None,
         }),
-        policy: Policy::default(),
-        dependents: vec![],
-    }
+        Policy::default(),
+        vec![],
+    )
 }
 
 fn rotated_payload() -> Payload {

@@ -109,7 +109,7 @@ fn read_supplied(cred: &Credential) -> Result<crate::secret::SecretFields, Failu
             format!("{}: {m}; nothing was written", cred.name),
         )
     };
-    let (required, optional): (&[&str], &[&str]) = match &cred.provider {
+    let (required, optional): (&[&str], &[&str]) = match &*cred.provider() {
         crate::config::ProviderConfig::BigCommerceStoreAccount(_) => {
             (STORE_FIELDS, STORE_OPTIONAL_FIELDS)
         }
@@ -178,7 +178,7 @@ fn read_supplied(cred: &Credential) -> Result<crate::secret::SecretFields, Failu
 /// The configured value of a supplied field that the config sets (a legacy account's or a
 /// user's username and API path): the default at the prompt and for a field stdin leaves out.
 fn configured_value(cred: &Credential, field: &str) -> Option<String> {
-    match &cred.provider {
+    match &*cred.provider() {
         crate::config::ProviderConfig::BigCommerceLegacyAccount(c)
         | crate::config::ProviderConfig::BigCommerceUserToken(c) => match field {
             "username" => Some(c.username.clone()),
@@ -261,7 +261,7 @@ pub(super) async fn assisted_result(
             let old = a
                 .old
                 .as_ref()
-                .map(|o| crate::providers::bigcommerce_assisted::describe(&cred.provider, o))
+                .map(|o| crate::providers::bigcommerce_assisted::describe(&cred.provider(), o))
                 .unwrap_or_else(|| "the old account".into());
             println!(
                 "{name}: version {} committed and announced; once every reader uses it, delete the old {} in the control panel (checked again at {}; `secret-rotator confirm-revoked {name}` once it is deleted)",

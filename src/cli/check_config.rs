@@ -14,7 +14,7 @@ pub(super) async fn check_config(path: &Path) -> Result<i32, Failure> {
     let automatic = config
         .credentials
         .iter()
-        .filter(|c| c.provider.automatic())
+        .filter(|c| c.provider().automatic())
         .count();
     println!(
         "{}: OK: {} credential(s) ({} automatic, {} assisted), Vault at {}, state in {}/{}",

@@ -33,7 +33,12 @@ pub(super) async fn plan(app: &App) -> Result<i32, Failure> {
         let record = app.engine.record(&cred.name).await?;
         let provider = providers::build(cred, app.vault.clone(), app.http.clone());
         let (trigger, at) = crate::standing::due_trigger(app, cred).await?;
-        println!("{} ({}, {}):", cred.name, cred.provider.kind(), cred.secret);
+        println!(
+            "{} ({}, {}):",
+            cred.name,
+            cred.provider().kind(),
+            cred.secret
+        );
         if let Some(a) = &record.attempt {
             println!(
                 "  in flight: attempt {} in phase {}{}; next: {}",
@@ -71,7 +76,7 @@ pub(super) async fn plan(app: &App) -> Result<i32, Failure> {
             let steps = crate::report::guidance(cred, a);
             if !steps.is_empty() {
                 let scopes = if a.phase == crate::rotation::Phase::AwaitingSupply {
-                    crate::providers::bigcommerce_assisted::scopes_to_grant(&cred.provider)
+                    crate::providers::bigcommerce_assisted::scopes_to_grant(&cred.provider())
                 } else {
                     Vec::new()
                 };

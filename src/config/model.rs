@@ -4,7 +4,9 @@
 //! is in range, every credential name is unique, no credential lives inside the daemon's own state
 //! prefix. None of these types holds a secret value: only Vault paths and file paths.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveTime;
@@ -79,6 +81,60 @@ impl Config {
 }
 
 impl Credential {
+    /// A credential as written in the file.
+    pub fn new(
+        name: String,
+        secret: KvPath,
+        provider: ProviderConfig,
+        policy: Policy,
+        dependents: Vec<Dependent>,
+    ) -> Credential {
+        Credential {
+            name,
+            secret,
+            provider: Arc::new(provider),
+            policy: Arc::new(policy),
+            dependents,
+            templated: false,
+        }
+    }
+
+    /// A member of a credential set named `name`: the set's template with the member's own name
+    /// and path, sharing the template's provider settings (`templated`: they hold the set's
+    /// segment markers, filled in by [`Credential::provider`] from the name) and its policy.
+    pub(crate) fn member_of(
+        template: &Credential,
+        name: String,
+        path: String,
+        templated: bool,
+    ) -> Credential {
+        Credential {
+            name,
+            secret: KvPath {
+                mount: template.secret.mount.clone(),
+                path,
+            },
+            provider: template.provider.clone(),
+            policy: template.policy.clone(),
+            dependents: template.dependents.clone(),
+            templated,
+        }
+    }
+
+    /// The provider settings, with a set member's segment values filled in.
+    pub fn provider(&self) -> Cow<'_, ProviderConfig> {
+        if !self.templated {
+            return Cow::Borrowed(&self.provider);
+        }
+        let values: Vec<&str> = self.name.split('/').skip(1).collect();
+        Cow::Owned(super::sets::rendered(&self.provider, &values))
+    }
+
+    /// The provider settings as written: for a set's member, the set's template.
+    pub(crate) fn provider_template(&self) -> &ProviderConfig {
+        &self.provider
+    }
+
     /// The name of the credential set this credential is a member of; `None` for one written
     /// out in the file (no name written there holds a '/').
     pub fn set_name(&self) -> Option<&str> {
@@ -199,14 +255,23 @@ pub struct VaultField {
 }
 
 /// One configured credential.
+///
+/// Kept small, as a daemon may hold a million of them (the members of its credential sets, most
+/// owned by other members of its group): the provider settings and the policy are shared, by
+/// every member of a set, with the set's template ([`Credential::provider`] fills a member's
+/// segment values in where the settings use them, from its name, on each use).
 #[derive(Debug, Clone)]
 pub struct Credential {
     pub name: String,
     /// Where the live secret is kept (what dependents read).
     pub secret: KvPath,
-    pub provider: ProviderConfig,
-    pub policy: Policy,
+    /// As written; for a set's member whose settings use its segments (`templated`), the set's
+    /// template with a marker in place of each segment.
+    provider: Arc<ProviderConfig>,
+    pub policy: Arc<Policy>,
     pub dependents: Vec<Dependent>,
+    /// `provider` holds the set's segment markers, filled in from the name on use.
+    templated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

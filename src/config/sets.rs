@@ -177,6 +177,8 @@ pub struct CredentialSet {
     pub location: String,
     /// The segments (by index) used as a store hash, which must then be one.
     pub store_hash_segments: Vec<usize>,
+    /// The provider settings use a segment: each member fills its values in on use.
+    templated: bool,
 }
 
 impl CredentialSet {
@@ -188,10 +190,11 @@ impl CredentialSet {
         per_credential_metrics: bool,
     ) -> CredentialSet {
         let segments = pattern.segments().count();
-        let store_hash = store_hash_of(&template.provider);
+        let store_hash = store_hash_of(template.provider_template());
         let store_hash_segments = (0..segments)
             .filter(|i| store_hash.is_some_and(|h| h.contains(&marker(*i))))
             .collect();
+        let templated = uses_segments(template.provider_template());
         CredentialSet {
             name: template.name.clone(),
             pattern,
@@ -200,6 +203,7 @@ impl CredentialSet {
             per_credential_metrics,
             location: String::new(),
             store_hash_segments,
+            templated,
         }
     }
 
@@ -210,21 +214,59 @@ impl CredentialSet {
 
     /// The member's name: the set's name and the segment values, joined by '/'. No name written
     /// in the file holds a '/', so a member's name never meets a configured one.
-    pub fn member_name(&self, values: &[String]) -> String {
-        let mut name = self.name.clone();
+    pub fn member_name<S: AsRef<str>>(&self, values: &[S]) -> String {
+        let mut name = String::with_capacity(
+            self.name.len() + values.iter().map(|v| v.as_ref().len() + 1).sum::<usize>(),
+        );
+        name.push_str(&self.name);
         for v in values {
             name.push('/');
-            name.push_str(v);
+            name.push_str(v.as_ref());
         }
         name
     }
 
     /// The member with these segment values (taken from a path that matched the pattern), or
     /// why there is none: a value not valid for one of its uses, or a name or path too long.
-    pub fn member(&self, values: &[String]) -> Result<Credential, String> {
+    pub fn member<S: AsRef<str>>(&self, values: &[S]) -> Result<Credential, String> {
+        let (name, path) = self.checked(values)?;
+        Ok(Credential::member_of(
+            &self.template,
+            name,
+            path,
+            self.templated,
+        ))
+    }
+
+    /// The member named `name` (the set's name and its segment values, as
+    /// [`CredentialSet::member_name`] makes it), or why there is none.
+    pub fn member_named(&self, name: &str) -> Result<Credential, String> {
+        let values: Vec<&str> = match name.split_once('/') {
+            Some((set, values)) if set == self.name => values.split('/').collect(),
+            _ => {
+                return Err(format!(
+                    "`{name}` is not a member's name of set `{}`",
+                    self.name
+                ))
+            }
+        };
+        self.member(&values)
+    }
+
+    /// The name and the path of the member with these segment values, or why there is none
+    /// (what [`CredentialSet::member`] checks, without making the member).
+    pub fn checked<S: AsRef<str>>(&self, values: &[S]) -> Result<(String, String), String> {
         let names: Vec<&str> = self.pattern.segments().collect();
+        if values.len() != names.len() {
+            return Err(format!(
+                "{} segment values for the {} segments of the pattern",
+                values.len(),
+                names.len()
+            ));
+        }
         for (i, value) in values.iter().enumerate() {
-            let segment = names.get(i).copied().unwrap_or("?");
+            let value = value.as_ref();
+            let segment = names[i];
             check_segment(value, self.store_hash_segments.contains(&i))
                 .map_err(|problem| format!("segment `{segment}` = `{value}`: {problem}"))?;
         }
@@ -235,28 +277,52 @@ impl CredentialSet {
                 super::validate::MAX_NAME_CHARS
             ));
         }
-        let markers: Vec<String> = (0..values.len()).map(marker).collect();
-        let fill = |text: &mut String| {
-            if text.contains("zzsegment") {
-                for (m, v) in markers.iter().zip(values) {
-                    if text.contains(m.as_str()) {
-                        *text = text.replace(m.as_str(), v);
-                    }
-                }
-            }
-        };
-        let mut member = self.template.clone();
-        member.name = name;
-        fill(&mut member.secret.path);
-        if member.secret.path.chars().count() > super::validate::MAX_PATH_CHARS {
+        let path = filled(&self.template.secret.path, values);
+        if path.chars().count() > super::validate::MAX_PATH_CHARS {
             return Err(format!(
                 "the path is longer than {} characters",
                 super::validate::MAX_PATH_CHARS
             ));
         }
-        fill_provider(&mut member.provider, &fill);
-        Ok(member)
+        Ok((name, path))
     }
+}
+
+/// `text` with each segment's [`marker`] replaced by its value.
+fn filled<S: AsRef<str>>(text: &str, values: &[S]) -> String {
+    let mut text = text.to_string();
+    if text.contains("zzsegment") {
+        for (i, v) in values.iter().enumerate() {
+            let m = marker(i);
+            if text.contains(m.as_str()) {
+                text = text.replace(m.as_str(), v.as_ref());
+            }
+        }
+    }
+    text
+}
+
+/// A set's provider settings (`template`, with [`marker`]s) for the member with these segment
+/// values.
+pub(crate) fn rendered(template: &ProviderConfig, values: &[&str]) -> ProviderConfig {
+    let mut provider = template.clone();
+    fill_provider(&mut provider, &|text: &mut String| {
+        if text.contains("zzsegment") {
+            *text = filled(text, values);
+        }
+    });
+    provider
+}
+
+/// Whether any text of the provider settings holds a segment's marker.
+fn uses_segments(provider: &ProviderConfig) -> bool {
+    let found = std::cell::Cell::new(false);
+    fill_provider(&mut provider.clone(), &|text: &mut String| {
+        if text.contains("zzsegment") {
+            found.set(true);
+        }
+    });
+    found.get()
 }
 
 /// The store hash a provider works on, when it has one.

@@ -1482,7 +1482,7 @@ fn example_config_is_valid() {
     let kinds: Vec<&str> = config
         .credentials
         .iter()
-        .map(|c| c.provider.kind())
+        .map(|c| c.provider().kind())
         .collect();
     assert_eq!(
         kinds,
@@ -1502,7 +1502,7 @@ fn example_config_is_valid() {
     let billing = config.credential("billing-secret-id").unwrap();
     assert_eq!(billing.policy.max_age, None);
     assert_eq!(billing.policy.timezone, chrono_tz::UTC);
-    match &config.credential("legacy-export").unwrap().provider {
+    match &*config.credential("legacy-export").unwrap().provider() {
         ProviderConfig::BigCommerceLegacyAccount(legacy) => {
             assert_eq!(
                 legacy.api_path,
@@ -1516,7 +1516,7 @@ fn example_config_is_valid() {
         }
         other => panic!("unexpected provider {other:?}"),
     }
-    match &config.credential("store-api").unwrap().provider {
+    match &*config.credential("store-api").unwrap().provider() {
         ProviderConfig::BigCommerceStoreAccount(account) => assert_eq!(
             account.required_scopes,
             [
@@ -1540,7 +1540,7 @@ fn demo_config_is_valid() {
     let storefront = config.credential("demo-storefront").unwrap();
     assert_eq!(storefront.policy.max_age, Some(Duration::from_secs(3600)));
     assert_eq!(storefront.policy.grace, Duration::from_secs(5));
-    match &storefront.provider {
+    match &*storefront.provider() {
         ProviderConfig::BigCommerceStorefront(sf) => {
             assert_eq!(sf.api_url, "http://127.0.0.1:9400");
             assert_eq!(sf.storefront_url, "http://127.0.0.1:9400/store-abc123");
@@ -1558,7 +1558,7 @@ fn demo_config_is_valid() {
         }
         other => panic!("unexpected provider {other:?}"),
     }
-    match &config.credential("demo-app-secret-id").unwrap().provider {
+    match &*config.credential("demo-app-secret-id").unwrap().provider() {
         ProviderConfig::VaultAppRoleSecretId(approle) => {
             assert_eq!(approle.role_name, "demo-app");
             assert_eq!(approle.mount, "approle");

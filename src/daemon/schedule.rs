@@ -14,7 +14,7 @@ use super::periodic::{self, Tick};
 use super::planner::{self, Planner};
 use super::MAX_READS;
 use crate::app::App;
-use crate::config::Credential;
+use crate::config::{Config, Credential};
 
 /// The configuration's credentials by name: indices sorted by name (4 bytes per credential; a
 /// lookup is a binary search, where `Config::credential` scans them all).
@@ -34,7 +34,12 @@ impl ByName {
 
     /// `app` is the one this index was built from.
     pub(super) fn get<'a>(&self, app: &'a App, name: &str) -> Option<&'a Credential> {
-        let credentials = &app.config.credentials;
+        self.get_in(&app.config, name)
+    }
+
+    /// `config` is the one this index was built from.
+    pub(super) fn get_in<'a>(&self, config: &'a Config, name: &str) -> Option<&'a Credential> {
+        let credentials = &config.credentials;
         self.0
             .binary_search_by(|i| credentials[*i as usize].name.as_str().cmp(name))
             .ok()
@@ -192,7 +197,7 @@ pub(super) fn track_one(
 ) {
     planner.track(
         &cred.name,
-        &crate::providers::instance(&cred.provider),
+        &crate::providers::instance(&cred.provider()),
         now,
         recovering,
     );

@@ -3,7 +3,7 @@
 //! configuration's list of credentials the loop plans from. A member whose secret is gone is
 //! dropped (its state record is left alone); a new one is read and planned like any other.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,14 +15,14 @@ use super::main_loop::Loop;
 use super::schedule::{track_these, ByName};
 use crate::app::App;
 use crate::config::{Config, CredentialSet};
-use crate::discovery::{discover, Discovered};
+use crate::discovery::{discover, list_members, Listing};
 
 /// After a failed discovery, the next try comes this soon (or at the interval, if shorter).
 const RETRY: Duration = Duration::from_secs(30);
 
 /// The discovery task and what it reports.
 pub(super) struct Discovery {
-    found: mpsc::Receiver<(String, Discovered)>,
+    found: mpsc::Receiver<(String, Listing)>,
     task: JoinHandle<()>,
     /// Sets not discovered yet: READY waits for them.
     pub(super) pending: HashSet<String>,
@@ -37,7 +37,13 @@ impl Discovery {
         for set in &app.config.credential_sets {
             match discover(&app.vault, set).await {
                 Ok(found) => {
-                    report(set, &found, 0, 0);
+                    report(
+                        set,
+                        &found.problems(set),
+                        found.members.len(),
+                        found.requests,
+                        (0, 0),
+                    );
                     app.config.credentials.extend(found.members);
                 }
                 Err(e) => {
@@ -60,7 +66,7 @@ impl Discovery {
         }
     }
 
-    pub(super) async fn recv(&mut self) -> Option<(String, Discovered)> {
+    pub(super) async fn recv(&mut self) -> Option<(String, Listing)> {
         self.found.recv().await
     }
 
@@ -75,7 +81,7 @@ async fn rediscover(
     vault: Arc<crate::vault::Vault>,
     sets: Vec<CredentialSet>,
     pending: HashSet<String>,
-    tx: mpsc::Sender<(String, Discovered)>,
+    tx: mpsc::Sender<(String, Listing)>,
 ) {
     let start = tokio::time::Instant::now();
     let mut next: Vec<tokio::time::Instant> = sets
@@ -94,7 +100,7 @@ async fn rediscover(
         };
         tokio::time::sleep_until(at).await;
         let set = &sets[i];
-        match discover(&vault, set).await {
+        match list_members(&vault, set).await {
             Ok(found) => {
                 next[i] = tokio::time::Instant::now() + set.discovery_interval;
                 if tx.send((set.name.clone(), found)).await.is_err() {
@@ -111,26 +117,33 @@ async fn rediscover(
 
 /// What a discovery found, in the log: its problems (naming the set and the path), and the
 /// members that came and went.
-fn report(set: &CredentialSet, found: &Discovered, added: usize, removed: usize) {
-    for problem in found.problems(set) {
+fn report(
+    set: &CredentialSet,
+    problems: &[String],
+    members: usize,
+    requests: usize,
+    (added, removed): (usize, usize),
+) {
+    for problem in problems {
         tracing::warn!(set = %set.name, "{problem}");
     }
     tracing::info!(
         set = %set.name,
         path = %set.shown(),
-        members = found.members.len(),
+        members,
         added,
         removed,
-        requests = found.requests,
+        requests,
         "credential set discovered"
     );
 }
 
 impl Loop {
     /// A discovery of `set` came back: when its members changed, the configuration the loop
-    /// plans from is replaced by one with the members found (the others kept as they are), the
-    /// new ones are planned for a read now, and the ones gone are forgotten.
-    pub(super) fn discovered(&mut self, set_name: String, found: Discovered) {
+    /// plans from is replaced by one with the members found (those it had kept as they are,
+    /// only the new ones made), the new ones are planned for a read now, and the ones gone are
+    /// forgotten.
+    pub(super) fn discovered(&mut self, set_name: String, found: Listing) {
         let Some(set) = self
             .app
             .config
@@ -142,26 +155,35 @@ impl Loop {
             return;
         };
         let first = self.discovery.pending.remove(&set_name);
-        let before: HashMap<&str, ()> = self
+        let before = self
             .app
             .config
             .credentials
             .iter()
             .filter(|c| c.set_name() == Some(set_name.as_str()))
-            .map(|c| (c.name.as_str(), ()))
-            .collect();
-        let added: Vec<String> = found
-            .members
+            .count();
+        let (app, by_name) = (&self.app, &self.by_name);
+        let kept = found
+            .names
             .iter()
-            .filter(|m| !before.contains_key(m.name.as_str()))
-            .map(|m| m.name.clone())
-            .collect();
-        let removed = before.len() + added.len() - found.members.len();
-        report(&set, &found, added.len(), removed);
-        if added.is_empty() && removed == 0 {
+            .filter(|name| {
+                by_name
+                    .get(app, name)
+                    .is_some_and(|c| c.set_name() == Some(set_name.as_str()))
+            })
+            .count();
+        let (added, removed) = (found.names.len() - kept, before - kept);
+        report(
+            &set,
+            &found.problems(&set),
+            found.names.len(),
+            found.requests,
+            (added, removed),
+        );
+        if added == 0 && removed == 0 {
             return;
         }
-        let config = with_members(&self.app.config, &set_name, found);
+        let (config, added) = with_members(&self.app.config, &self.by_name, &set, found.names);
         let mut app = self.app.rebuilt(config, self.app.vault.clone());
         app.notes = self.app.notes.clone();
         self.app = Arc::new(app);
@@ -191,23 +213,44 @@ impl Loop {
     }
 }
 
-/// `config` with the members of `set` replaced by those found.
-fn with_members(config: &Config, set: &str, found: Discovered) -> Config {
-    let mut credentials = Vec::with_capacity(config.credentials.len() + found.members.len());
+/// `config` with the members of `set` replaced by those named (each kept as it was, or made
+/// when new); and the names of the new ones.
+fn with_members(
+    config: &Config,
+    by_name: &ByName,
+    set: &CredentialSet,
+    names: Vec<String>,
+) -> (Config, Vec<String>) {
+    let mut credentials = Vec::with_capacity(config.credentials.len() + names.len());
     credentials.extend(
         config
             .credentials
             .iter()
-            .filter(|c| c.set_name() != Some(set))
+            .filter(|c| c.set_name() != Some(set.name.as_str()))
             .cloned(),
     );
-    credentials.extend(found.members);
-    Config {
+    let mut added = Vec::new();
+    for name in names {
+        match by_name.get_in(config, &name) {
+            Some(member) if member.set_name() == Some(set.name.as_str()) => {
+                credentials.push(member.clone())
+            }
+            _ => match set.member_named(&name) {
+                Ok(member) => {
+                    credentials.push(member);
+                    added.push(name);
+                }
+                Err(e) => tracing::warn!(set = %set.name, "{e}"),
+            },
+        }
+    }
+    let config = Config {
         vault: config.vault.clone(),
         defaults: config.defaults.clone(),
         credentials,
         credential_sets: config.credential_sets.clone(),
         admin: config.admin.clone(),
         daemon: config.daemon.clone(),
-    }
+    };
+    (config, added)
 }

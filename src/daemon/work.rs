@@ -187,7 +187,7 @@ pub(super) fn settle(
                 CredentialView::of(&row, due_at, cred.policy.supply_reminder),
             );
             if let Some(RunResult::Finished(s)) = &result {
-                metrics.rotation_finished(cred.provider.kind(), s);
+                metrics.rotation_finished(cred.provider().kind(), s);
                 if s.outcome != Outcome::Rotated {
                     metrics.failure(s.outcome.as_str());
                 }

@@ -237,7 +237,7 @@ impl Payload {
             timestamp: event.at,
             data: PayloadData {
                 credential: credential.name.clone(),
-                provider: credential.provider.kind().to_string(),
+                provider: credential.provider().kind().to_string(),
                 mount: credential.secret.mount.clone(),
                 path: credential.secret.path.clone(),
                 version: event.version,
@@ -289,7 +289,7 @@ pub fn assisted_extras(
         return (None, None);
     }
     let (steps, scopes) =
-        crate::providers::assisted_guidance(&credential.provider, &credential.name);
+        crate::providers::assisted_guidance(&credential.provider(), &credential.name);
     if steps.is_empty() {
         return (None, None);
     }
@@ -339,7 +339,7 @@ impl Payload {
             timestamp: event.at,
             data: PayloadData {
                 credential: credential.name.clone(),
-                provider: credential.provider.kind().to_string(),
+                provider: credential.provider().kind().to_string(),
                 mount: credential.secret.mount.clone(),
                 path: credential.secret.path.clone(),
                 version: event.version,
@@ -361,7 +361,7 @@ impl Payload {
             timestamp: warning.at,
             data: PayloadData {
                 credential: credential.name.clone(),
-                provider: credential.provider.kind().to_string(),
+                provider: credential.provider().kind().to_string(),
                 mount: credential.secret.mount.clone(),
                 path: credential.secret.path.clone(),
                 version: Some(warning.version),
@@ -417,13 +417,13 @@ mod tests {
     /// The credential of the documented examples. Its provider reads a parent token from
     /// `secret/bigcommerce/store-admin` field `parent_token`: neither may reach a payload.
     fn credential() -> Credential {
-        Credential {
-            name: "shop-storefront".into(),
-            secret: KvPath {
+        Credential::new(
+            "shop-storefront".into(),
+            KvPath {
                 mount: "secret".into(),
                 path: "shop/storefront".into(),
             },
-            provider: ProviderConfig::BigCommerceStorefront(StorefrontConfig {
+            ProviderConfig::BigCommerceStorefront(StorefrontConfig {
                 api_url: "https://api.bigcommerce.com".into(),
                 storefront_url: "https://store-abc123.mybigcommerce.com".into(),
                 store_hash: "abc123".into(),
@@ -439,9 +439,9 @@ mod tests {
                 allowed_cors_origins: vec![],
                 scopes: vec![],
             }),
-            policy: Policy::default(),
-            dependents: vec![],
-        }
+            Policy::default(),
+            vec![],
+        )
     }
 
     fn event(kind: EventKind, when: &str, version: u64, detail: &str) -> Event {
@@ -457,13 +457,13 @@ mod tests {
 
     /// The store-level account of the assisted examples.
     fn store_account() -> Credential {
-        Credential {
-            name: "shop-admin-api".into(),
-            secret: KvPath {
+        Credential::new(
+            "shop-admin-api".into(),
+            KvPath {
                 mount: "secret".into(),
                 path: "bigcommerce/abc123/store-api".into(),
             },
-            provider: ProviderConfig::BigCommerceStoreAccount(crate::config::StoreAccountConfig {
+            ProviderConfig::BigCommerceStoreAccount(crate::config::StoreAccountConfig {
                 api_url: "https://api.bigcommerce.com".into(),
                 store_hash: "abc123".into(),
                 required_scopes: vec![
@@ -478,9 +478,9 @@ mod tests {
                 ],
                 probe: "v2/time".into(),
             }),
-            policy: Policy::default(),
-            dependents: vec![],
-        }
+            Policy::default(),
+            vec![],
+        )
     }
 
     /// Each documented example, built the way the daemon builds it, in the order of the docs.

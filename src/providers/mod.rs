@@ -153,7 +153,7 @@ pub fn build(
     vault: Arc<Vault>,
     http: crate::egress::Client,
 ) -> Result<Box<dyn Provider>, ProviderError> {
-    match &cred.provider {
+    match &*cred.provider() {
         ProviderConfig::BigCommerceStorefront(c) => Ok(Box::new(
             bigcommerce_storefront::StorefrontProvider::new(c.clone(), vault, http),
         )),

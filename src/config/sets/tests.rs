@@ -113,15 +113,15 @@ fn a_set_is_validated_once_and_each_member_is_the_template_with_its_segments() {
     assert_eq!(set.store_hash_segments, vec![0]);
     assert_eq!(set.location, "test.toml:4:8: credential_sets[0].path");
 
-    let member = set.member(&["abc123".into()]).unwrap();
+    let member = set.member(&["abc123"]).unwrap();
     assert_eq!(member.name, "storefronts/abc123");
     assert_eq!(member.set_name(), Some("storefronts"));
     assert_eq!(
         member.secret.to_string(),
         "secret/bigcommerce/stores/abc123/storefront"
     );
-    let ProviderConfig::BigCommerceStorefront(p) = &member.provider else {
-        panic!("{:?}", member.provider)
+    let ProviderConfig::BigCommerceStorefront(p) = &*member.provider() else {
+        panic!("{:?}", member.provider())
     };
     assert_eq!(p.store_hash, "abc123");
     assert_eq!(p.access_token.secret.path, "bigcommerce/stores/abc123/api");
@@ -146,6 +146,73 @@ fn a_set_is_validated_once_and_each_member_is_the_template_with_its_segments() {
 }
 
 #[test]
+fn members_share_the_sets_settings_and_policy_and_fill_their_segments_in_on_use() {
+    // Settings that use the segments: each member's own, filled in from its name.
+    let set = set_of(STOREFRONTS);
+    let (a, b) = (
+        set.member(&["abc123"]).unwrap(),
+        set.member(&["def456"]).unwrap(),
+    );
+    assert!(std::ptr::eq(a.provider_template(), b.provider_template()));
+    assert!(std::sync::Arc::ptr_eq(&a.policy, &b.policy));
+    for (member, hash) in [(&a, "abc123"), (&b, "def456")] {
+        let ProviderConfig::BigCommerceStorefront(p) = &*member.provider() else {
+            panic!()
+        };
+        assert_eq!(p.store_hash, hash);
+        assert_eq!(
+            p.access_token.secret.path,
+            format!("bigcommerce/stores/{hash}/api")
+        );
+    }
+
+    // Two segments, used out of order and twice: (values, the mint argv).
+    let set = set_of(
+        "[[credential_sets]]
+name = \"apps\"
+path = \"apps/{team}/{app}/token\"
+[credential_sets.exec]
+mint = [\"/bin/mint\", \"{app}@{team}\", \"{app}\"]
+verify = [\"/bin/true\"]
+revoke = [\"/bin/true\"]
+fields = [\"key\"]
+",
+    );
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["billing", "api"], &["/bin/mint", "api@billing", "api"]),
+        (&["a", "b"], &["/bin/mint", "b@a", "b"]),
+    ];
+    for (values, argv) in cases {
+        let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        let member = set.member(&values).unwrap();
+        let ProviderConfig::Exec(e) = &*member.provider() else {
+            panic!()
+        };
+        assert_eq!(&e.mint, argv, "{values:?}");
+        assert_eq!(
+            member.secret.path,
+            format!("apps/{}/{}/token", values[0], values[1])
+        );
+    }
+
+    // Settings that use no segment: every member borrows the set's own.
+    let set = set_of(
+        "[[credential_sets]]
+name = \"boot\"
+path = \"boot/{id}\"
+[credential_sets.exec]
+mint = [\"/bin/true\"]
+verify = [\"/bin/true\"]
+revoke = [\"/bin/true\"]
+fields = [\"key\"]
+",
+    );
+    let member = set.member(&["x1"]).unwrap();
+    assert!(matches!(member.provider(), std::borrow::Cow::Borrowed(_)));
+    assert_eq!(&*member.provider(), set.template.provider_template());
+}
+
+#[test]
 fn a_segment_not_used_as_a_store_hash_takes_names_but_no_path_tricks() {
     let set = set_of(
         "[[credential_sets]]
@@ -159,13 +226,13 @@ fields = [\"key\"]
 ",
     );
     assert!(set.store_hash_segments.is_empty());
-    let member = set.member(&["Billing_App.v2".into()]).unwrap();
-    let ProviderConfig::Exec(e) = &member.provider else {
+    let member = set.member(&["Billing_App.v2"]).unwrap();
+    let ProviderConfig::Exec(e) = &*member.provider() else {
         panic!()
     };
     assert_eq!(e.mint, vec!["/bin/mint", "Billing_App.v2"]);
     for value in ["..", ".", "a b", "a%2f"] {
-        assert!(set.member(&[value.into()]).is_err(), "{value}");
+        assert!(set.member(&[value]).is_err(), "{value}");
     }
     let long = "x".repeat(64);
     let name = set.member(std::slice::from_ref(&long)).unwrap().name;

@@ -294,7 +294,7 @@ fields = ["token", "id"]
         ),
         &FakeEnvironment::new(),
     );
-    let provider = &config.credentials[0].provider;
+    let provider = &*config.credentials[0].provider();
     assert!(provider.automatic());
     assert_eq!(
         provider,
@@ -336,7 +336,7 @@ headers = { X-Auth-Token = "{{parent.access_token}}", Sf-Api-Token = "{{current.
         ),
         &FakeEnvironment::new(),
     );
-    let ProviderConfig::Http(http) = &config.credentials[0].provider else {
+    let ProviderConfig::Http(http) = &*config.credentials[0].provider() else {
         panic!("an http provider");
     };
     assert!(http.credentials_expire, "the mint body names the expiry");
@@ -384,12 +384,12 @@ fn the_commented_example_of_generic_providers_is_valid() {
     );
     let config = parse_ok(&format!("{before}{uncommented}"), &env);
     let generic = config.credential("storefront-generic").unwrap();
-    let ProviderConfig::Http(http) = &generic.provider else {
+    let ProviderConfig::Http(http) = &*generic.provider() else {
         panic!("an http provider");
     };
     assert!(http.credentials_expire);
     let partner = config.credential("partner-api-key").unwrap();
-    let ProviderConfig::Exec(exec) = &partner.provider else {
+    let ProviderConfig::Exec(exec) = &*partner.provider() else {
         panic!("an exec provider");
     };
     assert_eq!(exec.fields, ["key_id", "key"]);

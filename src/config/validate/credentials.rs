@@ -169,13 +169,13 @@ impl Validator<'_> {
             }
         }
 
-        Some(Credential {
-            name: name?,
-            secret: secret?,
-            provider: provider?,
-            policy: policy?,
-            dependents: dependents?,
-        })
+        Some(Credential::new(
+            name?,
+            secret?,
+            provider?,
+            policy?,
+            dependents?,
+        ))
     }
 
     pub(super) fn provider(

@@ -37,7 +37,7 @@ pub enum DriftCheck {
 /// Is a drift check of this credential worth making? Its `drift_interval` is set and its kind
 /// says so ([`crate::providers::checks_for_drift`]). The daemon's planner schedules the checks.
 pub fn drift_checked(cred: &Credential) -> bool {
-    cred.policy.drift_interval.is_some() && crate::providers::checks_for_drift(&cred.provider)
+    cred.policy.drift_interval.is_some() && crate::providers::checks_for_drift(&cred.provider())
 }
 
 impl Engine {
@@ -82,10 +82,10 @@ impl Engine {
             .deadline
             .map(crate::human::time)
             .unwrap_or_else(|| "-".into());
-        let then = match (&cred.provider, &a.old) {
+        let then = match (&*cred.provider(), &a.old) {
             (ProviderConfig::BigCommerceStoreAccount(_), Some(old)) => format!(
                 "; once it is committed, delete the old {} in the control panel",
-                describe(&cred.provider, old).trim_start_matches("the ")
+                describe(&cred.provider(), old).trim_start_matches("the ")
             ),
             _ => String::new(),
         };
@@ -153,7 +153,7 @@ impl Engine {
             let detail = match &a.old {
                 Some(old) => format!(
                     "a new version is live; once every reader uses it, delete the old {} in the control panel (webhooks created by the old account vanish with it: re-create them under the new account first)",
-                    describe(&cred.provider, old).trim_start_matches("the ")
+                    describe(&cred.provider(), old).trim_start_matches("the ")
                 ),
                 None => "a new version is live".to_string(),
             };
@@ -220,7 +220,7 @@ impl Engine {
                     _ if provider.old_dies_at_supply() => "the old token is still accepted: was the new one saved in the control panel?".to_string(),
                     _ => format!(
                         "the old account still answers: delete {} in the control panel (or run `secret-rotator confirm-revoked {}` once it is)",
-                        a.old.as_ref().map(|o| describe(&cred.provider, o)).unwrap_or_default().trim_start_matches("the "),
+                        a.old.as_ref().map(|o| describe(&cred.provider(), o)).unwrap_or_default().trim_start_matches("the "),
                         cred.name
                     ),
                 };
@@ -350,7 +350,7 @@ impl Engine {
                 Ok(false) => {
                     return Err(refuse(format!(
                         "the store still accepts the old credential: delete {} in the control panel first, then run `secret-rotator confirm-revoked {}` again (`secret-rotator cancel {}` stops waiting)",
-                        describe(&cred.provider, old).trim_start_matches("the "),
+                        describe(&cred.provider(), old).trim_start_matches("the "),
                         cred.name,
                         cred.name
                     )))

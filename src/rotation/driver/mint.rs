@@ -24,7 +24,7 @@ impl Engine {
     /// nobody holds dies on its own.
     pub fn lifetime(cred: &Credential) -> Duration {
         // A secret-id's lifetime is set on the provider itself.
-        if let crate::config::ProviderConfig::VaultAppRoleSecretId(c) = &cred.provider {
+        if let crate::config::ProviderConfig::VaultAppRoleSecretId(c) = &*cred.provider() {
             if let Some(ttl) = c.secret_id_ttl {
                 return ttl;
             }

@@ -40,7 +40,7 @@ pub enum Supplied {
 /// What a person does in the control panel to get a new credential of this kind, as a clause
 /// ("create a new store-level API account ..."), for messages that say what to do.
 pub fn what_to_do(cred: &Credential) -> String {
-    match &cred.provider {
+    match &*cred.provider() {
         ProviderConfig::BigCommerceStoreAccount(_) => format!(
             "create a new store-level API account with the same scopes in the control panel (Settings > Store-level API accounts) and run `secret-rotator supply {}` with its Client ID, Client Secret and Access Token",
             cred.name
@@ -59,7 +59,7 @@ pub fn what_to_do(cred: &Credential) -> String {
 
 /// The fields a kind takes (required, then optional).
 fn kind_fields(cred: &Credential) -> Vec<&'static str> {
-    match &cred.provider {
+    match &*cred.provider() {
         ProviderConfig::BigCommerceStoreAccount(_) => STORE_FIELDS
             .iter()
             .chain(STORE_OPTIONAL_FIELDS)
@@ -89,11 +89,11 @@ impl Engine {
         if provider.info().mode != Mode::Assisted {
             return Err(refuse(format!(
                 "provider {} is rotated automatically (`secret-rotator rotate {name}`)",
-                cred.provider.kind(),
+                cred.provider().kind(),
             )));
         }
-        check_fields(&cred.provider, &secret).map_err(refuse)?;
-        let mut secret = normalise(&cred.provider, &secret);
+        check_fields(&cred.provider(), &secret).map_err(refuse)?;
+        let mut secret = normalise(&cred.provider(), &secret);
         let (record, version) = self.load(name).await?;
         let mut l = Loaded::new(record, version);
         if let Some(p) = &l.record.paused {
@@ -116,7 +116,7 @@ impl Engine {
                     if a
                         .pending
                         .as_ref()
-                        .is_some_and(|p| same_credential(&cred.provider, &secret, &normalise(&cred.provider, p)))
+                        .is_some_and(|p| same_credential(&cred.provider(), &secret, &normalise(&cred.provider(), p)))
                     {
                         return Ok(Supplied::AlreadyCommitted {
                             version: committed,
@@ -127,7 +127,7 @@ impl Engine {
                     let old = a
                         .old
                         .as_ref()
-                        .map(|o| describe(&cred.provider, o))
+                        .map(|o| describe(&cred.provider(), o))
                         .unwrap_or_else(|| "the old credential".into());
                     return Err(refuse(format!(
                         "version {committed} was supplied and committed already (attempt {}); the rotation waits until the store rejects {old}: `secret-rotator confirm-revoked {name}` checks it now, `secret-rotator cancel {name}` stops waiting",
@@ -157,8 +157,8 @@ impl Engine {
         let mut kept = Vec::new();
         let mut dropped = Vec::new();
         if let Some(current) = &current {
-            let stored = normalise(&cred.provider, current);
-            if same_credential(&cred.provider, &secret, &stored) {
+            let stored = normalise(&cred.provider(), current);
+            if same_credential(&cred.provider(), &secret, &stored) {
                 let last = l.record.history.last();
                 if existing.is_none()
                     && last.is_some_and(|h| {
@@ -179,12 +179,12 @@ impl Engine {
                 };
                 return Err(refuse(format!(
                     "this is {}, the credential stored now (version {current_version}), not a new one: {}{cancel}",
-                    describe(&cred.provider, &stored),
+                    describe(&cred.provider(), &stored),
                     what_to_do(cred)
                 )));
             }
             // Fields that name the old account are never carried over to the new one.
-            for field in account_bound_fields(&cred.provider) {
+            for field in account_bound_fields(&cred.provider()) {
                 if current.get(field).is_some() && secret.get(field).is_none() {
                     if *field == "client_secret" {
                         return Err(refuse(format!(
@@ -285,7 +285,7 @@ impl Engine {
                 a.version_after.unwrap_or_default(),
                 a.old
                     .as_ref()
-                    .map(|o| describe(&cred.provider, o))
+                    .map(|o| describe(&cred.provider(), o))
                     .unwrap_or_else(|| "the old account".into())
                     .trim_start_matches("the ")
             ),
