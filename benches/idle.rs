@@ -83,6 +83,8 @@ fn requests(log: &std::path::Path, from: usize, to: usize) -> BTreeMap<String, u
         let op = v["request"]["operation"].as_str().unwrap_or("");
         let kind = if path.starts_with("secret/metadata/idle/") {
             "secret metadata"
+        } else if path.starts_with("secret/detailed-metadata/idle/") {
+            "secret folder metadata"
         } else if path.starts_with("secret/data/idle/") {
             "secret data"
         } else if path.contains("secret-rotator/credentials/") {

@@ -23,6 +23,20 @@ path "secret/metadata/secret-rotator/*" {
   capabilities = ["read", "update", "list", "delete"]
 }
 
+# --- The credentials' folders ------------------------------------------------------------------
+# The reconcile (every `reconcile_interval`) reads the metadata of the credentials that share a
+# folder with one OpenBao `detailed-metadata` LIST per folder instead of one read each. It shows
+# the metadata (versions, times, custom_metadata: no data) of every key in the folder. Without
+# it, the daemon says so once in its log and reads each credential's metadata by itself (as it
+# always does on HashiCorp Vault, which has no such listing).
+path "secret/detailed-metadata/bigcommerce/" {
+  capabilities = ["list"]
+}
+
+path "secret/detailed-metadata/bigcommerce/abc123/" {
+  capabilities = ["list"]
+}
+
 # --- storefront-main: BigCommerce storefront token ---------------------------------------------
 # The live secret: read it, write each new version with check-and-set.
 path "secret/data/bigcommerce/storefront-main" {

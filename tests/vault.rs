@@ -13,7 +13,7 @@ use common::{vault_config, OpenBao, ROOT_TOKEN};
 use secrecy::SecretString;
 use secret_rotator::config::KvPath;
 use secret_rotator::secret::SecretFields;
-use secret_rotator::vault::{Login, Vault, VaultError};
+use secret_rotator::vault::{Login, SecretMetadata, Vault, VaultError};
 use serde_json::json;
 
 fn kv(path: &str) -> KvPath {
@@ -461,4 +461,126 @@ async fn metadata_listing_and_destroying_versions() {
     let (record, version) = vault.read_json(&kv("dir/sub/b")).await.unwrap().unwrap();
     assert_eq!((record["k"].as_str(), version), (Some("v0"), 1));
     assert!(vault.read_json(&kv("dir/none")).await.unwrap().is_none());
+}
+
+/// Every key of `folder` with its metadata, by pages of `limit` (OpenBao's detailed listing).
+async fn listed(
+    vault: &Vault,
+    folder: &str,
+    limit: usize,
+) -> Vec<(String, Option<SecretMetadata>)> {
+    let mut all: Vec<(String, Option<SecretMetadata>)> = Vec::new();
+    loop {
+        let after = all.last().map(|(k, _)| k.clone());
+        let page = vault
+            .list_metadata_page("secret", folder, after.as_deref(), limit)
+            .await
+            .unwrap();
+        assert!(page.len() <= limit, "a page holds at most the limit");
+        let last = page.len() < limit;
+        all.extend(page);
+        if last {
+            return all;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_folder_s_detailed_listing_holds_what_each_key_s_own_metadata_read_says() {
+    let bao = OpenBao::start().await;
+    let vault = connect(&bao, ROOT_TOKEN).await;
+    for key in ["a", "b", "c", "d", "e"] {
+        bao.write_secret("secret", &format!("dir/{key}"), json!({ "k": "v1" }))
+            .await;
+    }
+    bao.write_secret("secret", "dir/sub/x", json!({ "k": "v1" }))
+        .await;
+    // Out-of-band changes, one after the other; after each, every page of the listing (2 keys
+    // a page: several pages, a sub-folder among them) holds for each key exactly what a
+    // metadata read of that key says.
+    let changes: &[(&str, &str, &str, Option<serde_json::Value>)] = &[
+        (
+            "a new version",
+            "POST",
+            "secret/data/dir/a",
+            Some(json!({ "data": { "k": "v2" } })),
+        ),
+        (
+            "the latest version deleted",
+            "DELETE",
+            "secret/data/dir/b",
+            None,
+        ),
+        (
+            "a version destroyed",
+            "PUT",
+            "secret/destroy/dir/a",
+            Some(json!({ "versions": [1] })),
+        ),
+        (
+            "custom_metadata",
+            "POST",
+            "secret/metadata/dir/c",
+            Some(json!({ "custom_metadata": { "max_age": "2d", "owner": "team-a" } })),
+        ),
+        (
+            "a deleted version undeleted",
+            "POST",
+            "secret/undelete/dir/b",
+            Some(json!({ "versions": [1] })),
+        ),
+        (
+            "a key deleted with its metadata",
+            "DELETE",
+            "secret/metadata/dir/d",
+            None,
+        ),
+    ];
+    for (change, method, path, body) in changes {
+        bao.root(method, path, body.clone()).await;
+        let listing = listed(&vault, "dir", 2).await;
+        let keys: Vec<&str> = listing.iter().map(|(k, _)| k.as_str()).collect();
+        let expected: &[&str] = if *change == "a key deleted with its metadata" {
+            &["a", "b", "c", "e", "sub/"]
+        } else {
+            &["a", "b", "c", "d", "e", "sub/"]
+        };
+        assert_eq!(keys, expected, "{change}");
+        for (key, metadata) in listing {
+            if key.ends_with('/') {
+                assert!(metadata.is_none(), "{change}: a sub-folder has no metadata");
+                continue;
+            }
+            let own = vault
+                .read_metadata(&kv(&format!("dir/{key}")))
+                .await
+                .unwrap();
+            assert_eq!(metadata, Some(own), "{change}: {key}");
+        }
+    }
+    // One request for the whole folder when the limit allows it.
+    assert_eq!(listed(&vault, "dir", 1000).await.len(), 5);
+
+    // No such folder; a server path that does not exist (HashiCorp Vault has no
+    // detailed-metadata): both 404, told apart by the caller.
+    let missing = vault
+        .list_metadata_page("secret", "nothing", None, 10)
+        .await;
+    assert!(
+        matches!(missing, Err(VaultError::NotFound { .. })),
+        "{missing:?}"
+    );
+    // A token without `list` there.
+    let token = bao
+        .token_with_policy(
+            "no-listing",
+            r#"path "secret/metadata/*" { capabilities = ["read", "list"] }"#,
+        )
+        .await;
+    let limited = connect(&bao, &token).await;
+    let denied = limited.list_metadata_page("secret", "dir", None, 10).await;
+    assert!(
+        matches!(denied, Err(VaultError::PermissionDenied { .. })),
+        "{denied:?}"
+    );
 }

@@ -13,6 +13,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_cron_scheduler::JobScheduler;
 
+use super::folders::Folders;
 use super::group::{Group, Owners};
 use super::metrics::Metrics;
 use super::periodic::{self, Tick};
@@ -78,6 +79,11 @@ pub(super) struct Loop {
     drift_round: Option<JoinHandle<()>>,
     /// The credential sets' members, looked for again every interval.
     pub(super) discovery: super::sets::Discovery,
+    /// The folders whose credentials are reconciled with one listing.
+    pub(super) folders: Arc<Folders>,
+    /// The planner's [`Planner::changes`] when the folders were last grouped (`None`: group
+    /// them at the next turn).
+    pub(super) grouped_at: Option<u64>,
 }
 
 impl Loop {
@@ -131,6 +137,10 @@ impl Loop {
         let mut planner = Planner::new(planner_settings(&app, once, reconcile));
         let started = Utc::now();
         track_all(&app, &mut planner, started, true, &owners);
+        // Before the first sweep plans any reconcile: the folders' slots.
+        let folders = Arc::new(Folders::default());
+        super::folders::group(&folders, &mut planner, &app, &by_name);
+        let grouped_at = Some(planner.changes());
         metrics.group(owners.members().len(), planner.tracked());
         let (periodic, ticks) = if once {
             (None, None)
@@ -181,6 +191,8 @@ impl Loop {
             // A pass (`--once`) does not wait for a set it could not list: it counts an error.
             errors: if once { discovery.pending.len() } else { 0 },
             discovery,
+            grouped_at,
+            folders,
         })
     }
 
@@ -193,6 +205,7 @@ impl Loop {
             }
             if self.stop.is_none() {
                 self.follow_group();
+                self.group_folders();
                 self.hand_out_work();
             }
             self.report_start_up();
@@ -248,21 +261,32 @@ impl Loop {
                 self.driven.insert(name.clone());
             }
             let known = self.planner.known(&name);
+            // A reconcile of the metadata only, of a credential whose folder is listed as one.
+            let batch = (work == Work::Reconcile && !known.1)
+                .then(|| {
+                    self.folders
+                        .batch(&cred.secret, self.planner.settings().reconcile, now)
+                })
+                .flatten();
             let app = self.app.clone();
             let deadline = match work {
                 Work::Drive => app.engine.settings.lease,
                 Work::Read | Work::Reconcile => READ_DEADLINE,
             };
             self.tasks.spawn(async move {
-                let done = match tokio::time::timeout(deadline, perform(&app, &cred, work, known))
-                    .await
-                {
-                    Ok(done) => done,
-                    Err(_) => Done::Failed(EngineError::Vault(VaultError::Unavailable {
-                        address: String::new(),
-                        reason: format!("no answer within {}", crate::human::duration(deadline)),
-                    })),
-                };
+                let done =
+                    match tokio::time::timeout(deadline, perform(&app, &cred, work, known, batch))
+                        .await
+                    {
+                        Ok(done) => done,
+                        Err(_) => Done::Failed(EngineError::Vault(VaultError::Unavailable {
+                            address: String::new(),
+                            reason: format!(
+                                "no answer within {}",
+                                crate::human::duration(deadline)
+                            ),
+                        })),
+                    };
                 (cred.name, work, done)
             });
         }

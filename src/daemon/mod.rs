@@ -7,6 +7,7 @@
 
 pub mod admin;
 mod checks;
+mod folders;
 mod group;
 mod main_loop;
 pub mod metrics;

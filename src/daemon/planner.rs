@@ -7,7 +7,8 @@
 //! - A reconcile reads the secret's metadata only: one Vault request per credential per
 //!   interval. Each credential's slot is a fixed offset within the interval, derived from its
 //!   name, so the reads of N credentials are spread evenly over the interval (never a burst), and
-//!   a restart or another instance keeps the same slots.
+//!   a restart or another instance keeps the same slots. The credentials of a folder the loop
+//!   lists as one (`daemon::folders`: one request per folder) share the folder's slot instead.
 //! - A credential is never handed out twice at once (`running`), and never dropped: every
 //!   tracked credential either is running or has a place in the queue.
 //! - A new attempt starts `stagger` later on each instance, by an offset stable per (instance,
@@ -128,6 +129,9 @@ pub(crate) struct Planner {
     drift: HashMap<Arc<str>, (DateTime<Utc>, Duration)>,
     /// Drift checks by time.
     drift_queue: BTreeSet<(DateTime<Utc>, Arc<str>)>,
+    /// Counts the credentials it began or stopped tracking (the loop groups folders again when
+    /// it moved).
+    changes: u64,
 }
 
 impl Planner {
@@ -143,6 +147,7 @@ impl Planner {
             recovering: 0,
             drift: HashMap::new(),
             drift_queue: BTreeSet::new(),
+            changes: 0,
         }
     }
 
@@ -165,8 +170,11 @@ impl Planner {
             Some((k, _)) => k.clone(),
             None => Arc::from(name),
         };
-        if recovering && !self.entries.contains_key(name) {
-            self.recovering += 1;
+        if !self.entries.contains_key(name) {
+            self.changes += 1;
+            if recovering {
+                self.recovering += 1;
+            }
         }
         let entry = self.entries.entry(key).or_insert_with(|| Entry {
             provider: provider.clone(),
@@ -217,6 +225,7 @@ impl Planner {
         }
         for name in gone {
             if let Some(e) = self.entries.remove(&name) {
+                self.changes += 1;
                 if e.recovering {
                     self.recovering = self.recovering.saturating_sub(1);
                 }
@@ -283,6 +292,29 @@ impl Planner {
     #[cfg(test)]
     pub(crate) fn next_drift(&self, name: &str) -> Option<DateTime<Utc>> {
         self.drift.get(name).map(|(at, _)| *at)
+    }
+
+    /// Counts the credentials it began or stopped tracking.
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// The credentials it tracks.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(|k| &**k)
+    }
+
+    /// Derive each credential's reconcile slot from `key_of(name)` (its folder's, when that is
+    /// listed as one: the folder's credentials are then reconciled together), else from its
+    /// name. A reconcile already planned keeps its time; the next follows the new slot.
+    pub(crate) fn reslot(&mut self, key_of: impl Fn(&str) -> Option<String>) {
+        let interval = self.settings.reconcile;
+        for (name, e) in &mut self.entries {
+            e.slot = match key_of(name) {
+                Some(key) => reconcile_slot(interval, &key),
+                None => reconcile_slot(interval, name),
+            };
+        }
     }
 
     pub(crate) fn is_tracked(&self, name: &str) -> bool {

@@ -45,6 +45,9 @@ impl Loop {
             self.planner
                 .retain(|name| by_name.get(app, name).is_some() && owners.owns(name));
             track_all(&self.app, &mut self.planner, Utc::now(), false, owners);
+            // Another server, other paths: what the folders' listings taught is learnt again.
+            self.folders = Default::default();
+            self.grouped_at = None;
             self.metrics
                 .group(owners.members().len(), self.planner.tracked());
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::checks;
+use super::folders::{Batch, Glance};
 use super::metrics::{CredentialView, Metrics};
 use super::planner::{self, Planner, RecordView, Work};
 use super::Health;
@@ -77,6 +78,7 @@ pub(super) async fn perform(
     cred: &Credential,
     work: Work,
     known: (Option<u64>, bool),
+    batch: Option<Batch>,
 ) -> Done {
     let result = async {
         match work {
@@ -89,14 +91,9 @@ pub(super) async fn perform(
                 if !full {
                     // A set's member whose metadata overrides its policy is read whole: the
                     // override then plans it.
-                    let (now, overrides) = match app.vault.read_metadata(&cred.secret).await {
-                        Ok(m) => (
-                            Some(m.current_version),
-                            cred.set_name().is_some()
-                                && crate::config::sets::has_overrides(&m.custom_metadata),
-                        ),
-                        Err(VaultError::NotFound { .. }) => (None, false),
-                        Err(e) => return Err(e.into()),
+                    let (now, overrides) = match glance(app, cred, batch.as_ref()).await? {
+                        Some(g) => (Some(g.version), cred.set_name().is_some() && g.overrides),
+                        None => (None, false),
                     };
                     if now == version && !overrides {
                         return Ok(Done::Unchanged);
@@ -139,6 +136,25 @@ pub(super) async fn perform(
     }
     .await;
     result.unwrap_or_else(Done::Failed)
+}
+
+/// What a reconcile needs of `cred`'s metadata: from its folder's listing when it has one that
+/// holds it, else from a metadata read of its own. `None`: the secret is missing.
+async fn glance(
+    app: &App,
+    cred: &Credential,
+    batch: Option<&Batch>,
+) -> Result<Option<Glance>, VaultError> {
+    if let Some(batch) = batch {
+        if let Some(g) = batch.glance(&app.vault, &cred.secret).await? {
+            return Ok(Some(g));
+        }
+    }
+    match app.vault.read_metadata(&cred.secret).await {
+        Ok(m) => Ok(Some(Glance::of(&m))),
+        Err(VaultError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Take a task's report into the plan and the figures; returns 1 for an error the state record

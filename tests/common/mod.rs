@@ -464,7 +464,8 @@ impl PolicyPaths {
     }
 
     /// A KV v2 secret (mount, path) of the example becomes the test's (mount, path): its `data`,
-    /// `metadata` and `destroy` blocks, whatever the example grants there.
+    /// `metadata` and `destroy` blocks, whatever the example grants there, and the listing of
+    /// its folder's metadata (`detailed-metadata`), if the example has one.
     pub fn secret(mut self, example: (&str, &str), ours: (&str, &str)) -> PolicyPaths {
         for kind in ["data", "metadata", "destroy"] {
             self.renames.push((
@@ -472,6 +473,14 @@ impl PolicyPaths {
                 format!("{}/{kind}/{}", ours.0, ours.1),
             ));
         }
+        let folder = |path: &str| {
+            path.rsplit_once('/')
+                .map_or(String::new(), |(f, _)| format!("{f}/"))
+        };
+        self.renames.push((
+            format!("{}/detailed-metadata/{}", example.0, folder(example.1)),
+            format!("{}/detailed-metadata/{}", ours.0, folder(ours.1)),
+        ));
         self
     }
 
@@ -521,7 +530,9 @@ impl PolicyPaths {
             .renames
             .iter()
             .zip(&used)
-            .filter(|(r, used)| !**used && !r.0.contains("/destroy/"))
+            .filter(|(r, used)| {
+                !**used && !r.0.contains("/destroy/") && !r.0.contains("/detailed-metadata/")
+            })
             .map(|(r, _)| r.0.as_str())
             .collect();
         assert!(
