@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - Instances sharing a `state_prefix` form a group. Each keeps a member record
-//!   `{state_prefix}/members/{member}` renewed every third of its lease TTL; a member is live
+//!   `{state_prefix}/members/{member}` renewed every half of its lease TTL; a member is live
 //!   while its last renewal (Vault's `created_time` of the record's version) is less than its TTL
 //!   old. Times are Vault's, never compared with another host's clock: this process learns the
 //!   offset of its own clock from the `created_time` of each of its renewals.
@@ -265,9 +265,10 @@ pub fn live_members(
     out
 }
 
-/// How often a member renews its record: a third of its lease TTL.
+/// How often a member renews its record: half its lease TTL (a renewal may come half a TTL
+/// late before the others take the member for dead; a third cost one write more per TTL).
 pub fn renew_every(ttl: Duration) -> Duration {
-    ttl / 3
+    ttl / 2
 }
 
 #[cfg(test)]

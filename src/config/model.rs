@@ -42,7 +42,7 @@ pub struct DaemonConfig {
     /// program, an API). Default 4.
     pub max_rotations_per_provider: usize,
     /// Instances sharing a `state_prefix` form a group: each member's record in Vault stands
-    /// this long without a renewal (renewed every third of it); a dead member's credentials
+    /// this long without a renewal (renewed every half of it); a dead member's credentials
     /// move to the others within it. Default 60 s.
     pub group_lease_ttl: Duration,
 }

@@ -1,9 +1,9 @@
-//! The group's membership in Vault: this instance's member record, renewed every third of
+//! The group's membership in Vault: this instance's member record, renewed every half of
 //! `[daemon] group_lease_ttl`, and the other members' records, listed once per TTL and read
 //! when the lease last read ends. `fleet` decides who is live and who owns what; this module
 //! does the IO and publishes the live members to the loop.
 //!
-//! Cost per instance: a write every TTL/3, a LIST every TTL, and about one read per other
+//! Cost per instance: a write every TTL/2, a LIST every TTL, and about one read per other
 //! member per TTL. A clean stop deletes the record, so the others take over at their next read.
 
 use std::sync::Arc;
@@ -162,7 +162,7 @@ impl Keeper {
         }
     }
 
-    /// Renew when due (and list every third renewal), then read the records whose lease
+    /// Renew when due (and list every second renewal), then read the records whose lease
     /// ended. Errors are logged and tried again at the next turn.
     async fn turn(&self, state: &mut State) {
         let now = Utc::now();
@@ -174,7 +174,7 @@ impl Keeper {
             if state.list_in == 0 {
                 match self.vault.list(&self.mount, &self.folder).await {
                     Ok(keys) => {
-                        state.list_in = 2;
+                        state.list_in = 1;
                         for member in state.view.listed(&keys) {
                             self.read(state, &member).await;
                         }

@@ -232,6 +232,6 @@ fn the_record_of_this_instance_and_folders_are_never_read_as_others() {
     assert_eq!(view.to_read(t(140)), ["b"]);
     assert_eq!(
         renew_every(std::time::Duration::from_secs(30)).as_secs(),
-        10
+        15
     );
 }
