@@ -1,8 +1,9 @@
 //! Instances that share the work: three real daemons in one group over 30 storefront
-//! credentials (the real binary, a real OpenBao, the emulator), each credential rotated by its
-//! rendezvous owner only; one member killed with SIGKILL and its credentials rotated by the
-//! others; a fourth member joining and taking its share, never a double rotation; every mint
-//! accounted for throughout.
+//! credentials, 29 of them the members of one credential set found in Vault (the real binary,
+//! a real OpenBao, the emulator), each credential rotated by its rendezvous owner only; one
+//! member killed with SIGKILL and its credentials rotated by the others; a fourth member
+//! joining and taking its share, never a double rotation; a store's token added in Vault and
+//! rotated by its owner without a reload; every mint accounted for throughout.
 
 mod common;
 
@@ -11,9 +12,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::fleet::{
-    self, add_credentials, assert_current_tokens_live, assert_mints_accounted_for,
-    assert_no_rotation_right_after_another, instance_log, mints, name, plus, versions,
-    wait_for_versions,
+    self, adopt_secret, adopt_secrets, assert_current_tokens_live, assert_mints_accounted_for_of,
+    assert_no_rotation_right_after_another, instance_log, mints, plus, shared_set, versions,
+    wait_for_versions_of, Creds,
 };
 use common::stack::Stack;
 use nix::sys::signal::{kill, Signal};
@@ -78,6 +79,19 @@ fn commits(stack: &Stack, ids: &[&str]) -> Vec<Commit> {
     out
 }
 
+/// Waits until `status` shows `n` live members; returns when it did.
+async fn all_live(stack: &Stack, n: usize) -> DateTime<Utc> {
+    let until = Utc::now() + chrono::Duration::seconds(60);
+    loop {
+        let out = stack.cli(&["status"], &[]).await;
+        if out.stdout.contains(&format!("group: {n} live members")) {
+            return Utc::now();
+        }
+        assert!(Utc::now() < until, "no {n} live members: {}", out.stdout);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn members(ids: &[&str]) -> Vec<String> {
     ids.iter().map(|s| s.to_string()).collect()
 }
@@ -103,22 +117,27 @@ fn assert_only_owners_commit(all: &[Commit], since: DateTime<Utc>, ids: &[&str])
 async fn a_group_shares_the_credentials_hands_over_a_dead_members_and_takes_in_a_new_one() {
     let stack = Stack::with(fleet::options("6s")).await;
     fleet::lift_rate_limit(&stack).await;
-    add_credentials(
-        &stack,
-        CREDENTIALS,
-        "\n[daemon]\nstagger = \"1s\"\ngroup_lease_ttl = \"3s\"\n",
-    );
-    let initial = versions(&stack, CREDENTIALS).await;
+    let creds = Creds::set(CREDENTIALS);
+    let mut config = std::fs::read_to_string(&stack.config).unwrap();
+    config.push_str("\n[daemon]\nstagger = \"1s\"\ngroup_lease_ttl = \"3s\"\n");
+    config.push_str(&shared_set(&stack));
+    std::fs::write(&stack.config, config).unwrap();
+    // An operator adopted the store's tokens: the set's members are what Vault holds.
+    adopt_secrets(&stack, creds).await;
+    let initial = versions(&stack, creds).await;
     let minted_before = mints(&stack).await;
-    let names: Vec<String> = (0..CREDENTIALS).map(name).collect();
+    let names: Vec<String> = (0..CREDENTIALS).map(|i| creds.name(i)).collect();
 
     // Three members. The first seconds may overlap (a member that has not listed the others
     // yet owns everything): only the check-and-set decides there.
     let mut a = start(&stack, "fleet-a");
     let mut b = start(&stack, "fleet-b");
     let mut c = start(&stack, "fleet-c");
-    let joined = Utc::now();
-    let after = wait_for_versions(&stack, &plus(&initial, 3), Duration::from_secs(60)).await;
+    // Joined once all three member records are live (a loaded machine may take seconds to
+    // start three processes); from a lease TTL on, each has listed the others.
+    let joined = all_live(&stack, 3).await;
+    let after =
+        wait_for_versions_of(&stack, creds, &plus(&initial, 3), Duration::from_secs(60)).await;
     let all = commits(&stack, &["fleet-a", "fleet-b", "fleet-c"]);
     let n = assert_only_owners_commit(&all, joined + TTL + TTL, &["fleet-a", "fleet-b", "fleet-c"]);
     eprintln!("three members: {n} commits, each by its owner");
@@ -153,7 +172,8 @@ async fn a_group_shares_the_credentials_hands_over_a_dead_members_and_takes_in_a
         .filter(|n| owner_of(n, &members(&["fleet-a", "fleet-b", "fleet-c"])) == Some("fleet-a"))
         .collect();
     assert!(dead.len() >= 3, "fleet-a owned only {dead:?}");
-    let after_kill = wait_for_versions(&stack, &plus(&after, 2), Duration::from_secs(60)).await;
+    let after_kill =
+        wait_for_versions_of(&stack, creds, &plus(&after, 2), Duration::from_secs(60)).await;
     let all = commits(&stack, &["fleet-a", "fleet-b", "fleet-c"]);
     for cred in &dead {
         let before: Vec<&Commit> = all
@@ -185,9 +205,14 @@ async fn a_group_shares_the_credentials_hands_over_a_dead_members_and_takes_in_a
     // A fourth member joins: it takes about a third, from both others, and nothing is
     // rotated twice for one due time.
     let mut d = start(&stack, "fleet-d");
-    let d_joined = Utc::now();
-    let after_join =
-        wait_for_versions(&stack, &plus(&after_kill, 3), Duration::from_secs(60)).await;
+    let d_joined = all_live(&stack, 3).await;
+    let after_join = wait_for_versions_of(
+        &stack,
+        creds,
+        &plus(&after_kill, 3),
+        Duration::from_secs(60),
+    )
+    .await;
     let all = commits(&stack, &["fleet-a", "fleet-b", "fleet-c", "fleet-d"]);
     let n = assert_only_owners_commit(
         &all,
@@ -211,6 +236,31 @@ async fn a_group_shares_the_credentials_hands_over_a_dead_members_and_takes_in_a
     eprintln!(
         "fleet-d joined: owns {} credentials; {n} commits by their owners",
         moved.len()
+    );
+
+    // A store's token is added in Vault: the set lists it within its discovery interval, and
+    // its owner among the three live members rotates it, without a reload.
+    let grown = Creds::set(CREDENTIALS + 1);
+    let added = grown.name(CREDENTIALS);
+    adopt_secret(&stack, grown, CREDENTIALS).await;
+    let minted_before = minted_before + 1;
+    let added_at = Utc::now();
+    let mut initial = initial;
+    initial.push(1);
+    let mut wanted = versions(&stack, grown).await;
+    wanted[CREDENTIALS] = 2;
+    wait_for_versions_of(&stack, grown, &wanted, Duration::from_secs(60)).await;
+    let all = commits(&stack, &["fleet-a", "fleet-b", "fleet-c", "fleet-d"]);
+    let first = all
+        .iter()
+        .find(|c| c.credential == added)
+        .unwrap_or_else(|| panic!("{added}: no commit logged"));
+    let live = members(&["fleet-b", "fleet-c", "fleet-d"]);
+    let owner = owner_of(&added, &live).unwrap();
+    assert_eq!(first.instance, owner, "{added}: rotated by {first:?}");
+    eprintln!(
+        "{added} added in Vault: rotated by its owner {owner} {:.1} s later",
+        (first.at - added_at).num_milliseconds() as f64 / 1000.0
     );
 
     for child in [&mut b, &mut c, &mut d] {
@@ -237,14 +287,14 @@ async fn a_group_shares_the_credentials_hands_over_a_dead_members_and_takes_in_a
         }
     }
     let written: u64 = after_join.iter().zip(&initial).map(|(v, i)| v - i).sum();
-    let last = versions(&stack, CREDENTIALS).await;
+    let last = versions(&stack, grown).await;
     let written_now: u64 = last.iter().zip(&initial).map(|(v, i)| v - i).sum();
     assert!(all.len() as u64 <= written_now && written <= written_now);
     // Never a rotation right after another one (a max age less its jitter, at most half).
-    assert_no_rotation_right_after_another(&stack, CREDENTIALS, MAX_AGE / 2).await;
+    assert_no_rotation_right_after_another(&stack, grown, MAX_AGE / 2).await;
     // Every mint is a committed version or accounted for in a record.
-    assert_mints_accounted_for(&stack, &initial, minted_before).await;
-    assert_current_tokens_live(&stack, CREDENTIALS).await;
+    assert_mints_accounted_for_of(&stack, grown, &initial, minted_before).await;
+    assert_current_tokens_live(&stack, grown).await;
     // The members that stopped cleanly deleted their records; the killed one's is left.
     let listed = stack
         .bao

@@ -2,27 +2,82 @@
 //! accounting of the emulator's mints against what Vault holds.
 //!
 //! Credential 0 is the stack's own (`CRED`, adopted at version 1); credentials 1.. are
-//! `shared-N`, with no secret until the daemon mints one.
+//! `shared-N`, with no secret until the daemon mints one, or, as members of the credential set
+//! `shared` ([`Creds::set`]), `shared/N` at `bigcommerce/shared/N`, found in Vault.
 
 use std::time::{Duration, Instant};
 
-use super::stack::{storefront_credential, Stack, StackOptions, CRED, SECRET_PATH, STORE};
+use super::stack::{
+    storefront_credential, Stack, StackOptions, ACCESS_TOKEN_PATH, CRED, SECRET_PATH, STORE,
+};
 use super::ROOT_TOKEN;
 
 pub fn name(i: usize) -> String {
-    if i == 0 {
-        CRED.to_string()
-    } else {
-        format!("shared-{i}")
+    Creds::written(i + 1).name(i)
+}
+
+/// Credentials 0..`count`: written out in the config, or members of the set `shared` (all but
+/// credential 0, the stack's own). A count alone is written-out credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Creds {
+    pub count: usize,
+    pub set: bool,
+}
+
+impl Creds {
+    pub fn written(count: usize) -> Creds {
+        Creds { count, set: false }
+    }
+
+    pub fn set(count: usize) -> Creds {
+        Creds { count, set: true }
+    }
+
+    pub fn name(&self, i: usize) -> String {
+        match i {
+            0 => CRED.to_string(),
+            _ if self.set => format!("shared/{i}"),
+            _ => format!("shared-{i}"),
+        }
+    }
+
+    pub fn path(&self, i: usize) -> String {
+        match i {
+            0 => SECRET_PATH.to_string(),
+            _ if self.set => format!("bigcommerce/shared/{i}"),
+            _ => format!("bigcommerce/shared-{i}"),
+        }
+    }
+
+    fn all(&self) -> std::ops::Range<usize> {
+        0..self.count
     }
 }
 
-pub fn secret_path(i: usize) -> String {
-    if i == 0 {
-        SECRET_PATH.to_string()
-    } else {
-        format!("bigcommerce/shared-{i}")
+impl From<usize> for Creds {
+    fn from(count: usize) -> Creds {
+        Creds::written(count)
     }
+}
+
+/// The `[[credential_sets]]` table of [`Creds::set`]: the store's storefront tokens at
+/// `bigcommerce/shared/{n}`, listed again every second.
+pub fn shared_set(stack: &Stack) -> String {
+    let base = stack.emu.base_url();
+    format!(
+        r#"
+[[credential_sets]]
+name = "shared"
+path = "bigcommerce/shared/{{n}}"
+discovery_interval = "1s"
+[credential_sets.bigcommerce_storefront]
+store_hash = "{STORE}"
+api_url = "{base}"
+storefront_url = "{base}/store-{STORE}"
+access_token = {{ path = "{ACCESS_TOKEN_PATH}", key = "access_token" }}
+channel_ids = [1]
+"#
+    )
 }
 
 /// A stack for many credentials: grace 1 s, no revocation delay, the daemon on the root token
@@ -51,29 +106,40 @@ pub fn add_credentials(stack: &Stack, count: usize, before: &str) {
     let base = stack.emu.base_url();
     let mut config = std::fs::read_to_string(&stack.config).unwrap();
     config.push_str(before);
+    let creds = Creds::written(count);
     for i in 1..count {
-        config.push_str(&storefront_credential(&name(i), &secret_path(i), &base));
+        config.push_str(&storefront_credential(
+            &creds.name(i),
+            &creds.path(i),
+            &base,
+        ));
     }
     std::fs::write(&stack.config, config).unwrap();
 }
 
 /// Gives credentials 1..`count` a version 1 minted by hand (an operator adopting existing
 /// tokens); returns the tokens of credentials 0..`count`.
-pub async fn adopt_secrets(stack: &Stack, count: usize) -> Vec<String> {
+pub async fn adopt_secrets(stack: &Stack, creds: impl Into<Creds>) -> Vec<String> {
+    let creds = creds.into();
     let mut tokens = vec![stack.current().await.1];
-    for i in 1..count {
-        let token = stack.mint_by_hand().await;
-        stack
-            .bao
-            .write_secret(
-                "secret",
-                &secret_path(i),
-                serde_json::json!({ "token": token }),
-            )
-            .await;
-        tokens.push(token);
+    for i in 1..creds.count {
+        tokens.push(adopt_secret(stack, creds, i).await);
     }
     tokens
+}
+
+/// Gives credential `i` a version 1 minted by hand; returns its token.
+pub async fn adopt_secret(stack: &Stack, creds: Creds, i: usize) -> String {
+    let token = stack.mint_by_hand().await;
+    stack
+        .bao
+        .write_secret(
+            "secret",
+            &creds.path(i),
+            serde_json::json!({ "token": token }),
+        )
+        .await;
+    token
 }
 
 /// `run --interval 2s` as instance `id`, its log in `{id}.log` in the stack's directory.
@@ -101,15 +167,16 @@ pub fn instance_log(stack: &Stack, id: &str) -> String {
 }
 
 /// Every credential's current secret version (0: none yet).
-pub async fn versions(stack: &Stack, count: usize) -> Vec<u64> {
+pub async fn versions(stack: &Stack, creds: impl Into<Creds>) -> Vec<u64> {
+    let creds = creds.into();
     let mut out = Vec::new();
-    for i in 0..count {
+    for i in creds.all() {
         let (_, meta) = stack
             .bao
             .call_as(
                 ROOT_TOKEN,
                 "GET",
-                &format!("secret/metadata/{}", secret_path(i)),
+                &format!("secret/metadata/{}", creds.path(i)),
                 None,
             )
             .await;
@@ -120,9 +187,19 @@ pub async fn versions(stack: &Stack, count: usize) -> Vec<u64> {
 
 /// Waits until every credential has reached its version in `at_least`.
 pub async fn wait_for_versions(stack: &Stack, at_least: &[u64], limit: Duration) -> Vec<u64> {
+    wait_for_versions_of(stack, at_least.len().into(), at_least, limit).await
+}
+
+/// [`wait_for_versions`] of `creds`.
+pub async fn wait_for_versions_of(
+    stack: &Stack,
+    creds: Creds,
+    at_least: &[u64],
+    limit: Duration,
+) -> Vec<u64> {
     let until = Instant::now() + limit;
     loop {
-        let now = versions(stack, at_least.len()).await;
+        let now = versions(stack, creds).await;
         if now.iter().zip(at_least).all(|(v, want)| v >= want) {
             return now;
         }
@@ -149,15 +226,16 @@ pub async fn mints(stack: &Stack) -> usize {
 /// answer was lost, or an attempt resumed in `minting`: the mint may or may not have happened,
 /// e.g. when the reply to the `minting` write itself was lost in a failover), and attempts
 /// stopped in `minting` while a mint may have been under way.
-pub async fn uncommitted_in_records(stack: &Stack, count: usize) -> (usize, usize) {
+pub async fn uncommitted_in_records(stack: &Stack, creds: impl Into<Creds>) -> (usize, usize) {
+    let creds = creds.into();
     let (mut n, mut unsettled) = (0, 0);
-    for i in 0..count {
+    for i in creds.all() {
         let (_, record) = stack
             .bao
             .call_as(
                 ROOT_TOKEN,
                 "GET",
-                &format!("secret/data/secret-rotator/credentials/{}", name(i)),
+                &format!("secret/data/secret-rotator/credentials/{}", creds.name(i)),
                 None,
             )
             .await;
@@ -192,10 +270,20 @@ pub async fn assert_mints_accounted_for(
     initial: &[u64],
     minted_before: usize,
 ) -> (u64, u64) {
-    let last = versions(stack, initial.len()).await;
+    assert_mints_accounted_for_of(stack, initial.len().into(), initial, minted_before).await
+}
+
+/// [`assert_mints_accounted_for`] of `creds`.
+pub async fn assert_mints_accounted_for_of(
+    stack: &Stack,
+    creds: Creds,
+    initial: &[u64],
+    minted_before: usize,
+) -> (u64, u64) {
+    let last = versions(stack, creds).await;
     let committed: u64 = last.iter().zip(initial).map(|(v, i)| v - i).sum();
     let minted = (mints(stack).await - minted_before) as u64;
-    let (accounted, unsettled) = uncommitted_in_records(stack, initial.len()).await;
+    let (accounted, unsettled) = uncommitted_in_records(stack, creds).await;
     let (accounted, unsettled) = (accounted as u64, unsettled as u64);
     eprintln!(
         "minted {minted}, committed {committed}, accounted {accounted}, unsettled {unsettled}"
@@ -214,24 +302,25 @@ pub async fn assert_mints_accounted_for(
 /// marked only once a node answers again, seconds later.
 pub async fn assert_no_rotation_right_after_another(
     stack: &Stack,
-    count: usize,
+    creds: impl Into<Creds>,
     min_gap: chrono::Duration,
 ) {
+    let creds = creds.into();
     let time = |v: &serde_json::Value| -> chrono::DateTime<chrono::Utc> {
         v.as_str().unwrap().parse().unwrap()
     };
-    for i in 0..count {
+    for i in creds.all() {
         let record = stack
             .bao
             .root(
                 "GET",
-                &format!("secret/data/secret-rotator/credentials/{}", name(i)),
+                &format!("secret/data/secret-rotator/credentials/{}", creds.name(i)),
                 None,
             )
             .await;
         let meta = stack
             .bao
-            .root("GET", &format!("secret/metadata/{}", secret_path(i)), None)
+            .root("GET", &format!("secret/metadata/{}", creds.path(i)), None)
             .await;
         let history = super::history_of(&record["data"]["data"]);
         let rotated: Vec<&serde_json::Value> = history
@@ -255,7 +344,7 @@ pub async fn assert_no_rotation_right_after_another(
             assert!(
                 gap >= min_gap,
                 "{}: attempt {} ({}) began {gap} after version {version} (or its attempt) of attempt {}",
-                name(i),
+                creds.name(i),
                 pair[1]["id"],
                 pair[1]["trigger"],
                 pair[0]["id"]
@@ -265,11 +354,12 @@ pub async fn assert_no_rotation_right_after_another(
 }
 
 /// No version lost: every credential's current secret is live at the emulator.
-pub async fn assert_current_tokens_live(stack: &Stack, count: usize) {
-    for i in 0..count {
+pub async fn assert_current_tokens_live(stack: &Stack, creds: impl Into<Creds>) {
+    let creds = creds.into();
+    for i in creds.all() {
         let secret = stack
             .bao
-            .root("GET", &format!("secret/data/{}", secret_path(i)), None)
+            .root("GET", &format!("secret/data/{}", creds.path(i)), None)
             .await;
         let token = secret["data"]["data"]["token"]
             .as_str()
@@ -279,7 +369,7 @@ pub async fn assert_current_tokens_live(stack: &Stack, count: usize) {
             stack.graphql_status(&token).await,
             200,
             "{}: {secret}",
-            name(i)
+            creds.name(i)
         );
     }
 }
