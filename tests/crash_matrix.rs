@@ -16,6 +16,11 @@
 //! `delivered` and `delivery-recorded` are the delivery worker's: the dependents accepted
 //! `credential.rotated`, before and after that was recorded.
 //!
+//! The immediate matrix kills the same process at every point of the path with grace 0 and a
+//! webhook dependent alone (no ack holds the revocation): it makes no `notified` write, so a
+//! crash after the commit resumes in `minted`, finds the commit in the secret and goes on to the
+//! revocation; the same checks hold.
+//!
 //! The rollback matrix kills `rollback` at each of its points, during the grace period of a
 //! committed rotation; the restarted daemon completes the rollback: the previous token is current
 //! again (a new version) and live, the newer one is rejected, and `credential.rolled_back` was
@@ -41,16 +46,38 @@ use serde_json::{json, Value};
 
 const KEY: &str = common::receiver::TEST_KEY;
 
+/// Which rotation path a case kills: the one with a grace period and a file dependent (whose
+/// ack holds the revocation; the commit is recorded as `notified`), or the immediate one (grace
+/// 0, a webhook dependent only: no `notified` write, the end of the attempt records both events).
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    Held,
+    Immediate,
+}
+
 async fn crash_then_recover(point: &str) {
+    crash_on_path(point, Path::Held).await
+}
+
+async fn crash_on_path(point: &str, path: Path) {
     let hook = HookReceiver::start(KEY).await;
     let files = tempfile::tempdir().unwrap();
     let file = files.path().join("token");
+    let held = path == Path::Held;
+    let file_dependent = if held {
+        format!(
+            "\n[[credentials.dependents]]\ntype = \"file\"\nname = \"file\"\npath = \"{}\"\nfield = \"token\"\n",
+            file.display()
+        )
+    } else {
+        String::new()
+    };
     let s = Stack::with(StackOptions {
         dependents: format!(
-            "{}\n[[credentials.dependents]]\ntype = \"file\"\nname = \"file\"\npath = \"{}\"\nfield = \"token\"\n",
-            webhook_dependent("hook", &hook.url, ""),
-            file.display()
+            "{}{file_dependent}",
+            webhook_dependent("hook", &hook.url, "")
         ),
+        grace: if held { "1s" } else { "0s" },
         ..Default::default()
     })
     .await;
@@ -165,11 +192,13 @@ async fn crash_then_recover(point: &str) {
         ],
         "{point}"
     );
-    assert_eq!(
-        std::fs::read_to_string(&file).unwrap(),
-        current,
-        "{point}: the file holds the current token"
-    );
+    if held {
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            current,
+            "{point}: the file holds the current token"
+        );
+    }
 }
 
 /// Restart as the daemon would, until nothing is in flight.
@@ -549,4 +578,44 @@ crash_cases! {
     assisted_killed_after_the_commit_is_recorded => "old-deletion-recorded",
     assisted_killed_while_waiting_for_the_old_account_to_die => "old-alive-recorded",
     cancel_killed_after_the_end_of_the_attempt_is_recorded => "cancel-recorded",
+}
+
+/// The immediate path (grace 0, no ack): every crash point it passes. It makes no `notified`
+/// write, so a crash after the commit resumes in `minted` and finds the commit in the secret.
+macro_rules! immediate_cases {
+    ($($name:ident => $point:literal),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                crash_on_path($point, Path::Immediate).await;
+            }
+        )*
+
+        /// The immediate path's cases are the crash points of a rotation from `minting` to its
+        /// end, less `notified-recorded`, which it never reaches.
+        #[test]
+        fn the_immediate_path_covers_every_crash_point_it_passes() {
+            let first = POINTS.iter().position(|p| *p == "minting-recorded").unwrap();
+            let last = POINTS.iter().position(|p| *p == "finished").unwrap();
+            let passed: Vec<&str> = POINTS[first..=last]
+                .iter()
+                .copied()
+                .filter(|p| *p != "notified-recorded")
+                .collect();
+            assert_eq!([$($point),*].as_slice(), passed.as_slice());
+        }
+    };
+}
+
+immediate_cases! {
+    immediate_killed_after_minting_recorded => "minting-recorded",
+    immediate_killed_after_mint_before_recording_it => "minted",
+    immediate_killed_after_minted_recorded => "minted-recorded",
+    immediate_killed_after_verification => "verified",
+    immediate_killed_after_commit => "committed",
+    immediate_killed_after_rotated_event => "rotated-emitted",
+    immediate_killed_after_revoke_sent => "revoke-sent",
+    immediate_killed_after_revocation_verified => "revocation-verified",
+    immediate_killed_after_revoked_event => "revoked-emitted",
+    immediate_killed_after_finished => "finished",
 }

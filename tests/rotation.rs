@@ -263,74 +263,96 @@ async fn a_mint_whose_answer_is_lost_is_an_unknown_outcome_reported_as_a_bounded
     );
 }
 
+/// Vault writes of one rotation on the common path, by grace period. With grace 0 nothing waits
+/// between the commit and the revocation, and no `notified` write is made: the secret's new
+/// version says the commit happened, and the write that ends the attempt carries the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_common_path_makes_at_most_five_vault_writes() {
+async fn the_common_path_makes_four_vault_writes_and_five_with_a_grace_period() {
     use secret_rotator::events::MemorySink;
     use secret_rotator::rotation::RunResult;
     use secret_rotator::vault::{Login, Vault};
 
-    let s = Stack::start().await;
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    let config = secret_rotator::config::parse(
-        &text,
-        "test.toml",
-        &secret_rotator::config::ProcessEnvironment,
-    )
-    .unwrap();
-    let cred = config.credential(CRED).unwrap();
-    let vault = Arc::new(
-        Vault::connect(
-            &vault_config(&s.bao.addr),
-            Login::Token(SecretString::from(ROOT_TOKEN.to_string())),
+    // (grace, writes of the first rotation, writes of the next, what they are)
+    let cases = [
+        ("0s", 5, 4, "minting, minted, secret, idle"),
+        ("1s", 6, 5, "minting, minted, secret, notified, idle"),
+    ];
+    for (grace, first, next, what) in cases {
+        let s = Stack::with(StackOptions {
+            grace,
+            revocation_delay_ms: 0,
+            ..StackOptions::default()
+        })
+        .await;
+        let text = std::fs::read_to_string(&s.config).unwrap();
+        let config = secret_rotator::config::parse(
+            &text,
+            "test.toml",
+            &secret_rotator::config::ProcessEnvironment,
         )
-        .await
-        .unwrap(),
-    );
-    let events = Arc::new(MemorySink::default());
-    let mut engine = common::engine(&vault, "budget-test");
-    engine.events = events.clone();
-    let provider = secret_rotator::providers::build(
-        cred,
-        vault.clone(),
-        secret_rotator::egress::builder().build().unwrap(),
-    )
-    .unwrap();
-    let writes_of_one_rotation = || async {
-        let before = vault
-            .stats
-            .writes
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let result = engine
-            .drive(
-                cred,
-                provider.as_ref(),
-                Some(secret_rotator::rotation::Begin::Manual),
-                secret_rotator::rotation::Wait::All,
+        .unwrap();
+        let cred = config.credential(CRED).unwrap();
+        let vault = Arc::new(
+            Vault::connect(
+                &vault_config(&s.bao.addr),
+                Login::Token(SecretString::from(ROOT_TOKEN.to_string())),
             )
             .await
-            .unwrap();
-        assert!(
-            matches!(result, RunResult::Finished(ref f) if f.outcome == secret_rotator::rotation::Outcome::Rotated),
-            "{result:?}"
+            .unwrap(),
         );
-        vault
-            .stats
-            .writes
-            .load(std::sync::atomic::Ordering::Relaxed)
-            - before
-    };
-    // The first rotation also sets max_versions on the new state record.
-    assert_eq!(
-        writes_of_one_rotation().await,
-        6,
-        "max_versions, minting, minted, secret, notified, idle"
-    );
-    assert_eq!(
-        writes_of_one_rotation().await,
-        5,
-        "minting, minted, secret, notified, idle"
-    );
-    assert_eq!(events.events().len(), 4);
+        let events = Arc::new(MemorySink::default());
+        let mut engine = common::engine(&vault, "budget-test");
+        engine.events = events.clone();
+        let provider = secret_rotator::providers::build(
+            cred,
+            vault.clone(),
+            secret_rotator::egress::builder().build().unwrap(),
+        )
+        .unwrap();
+        let writes_of_one_rotation = || async {
+            let before = vault
+                .stats
+                .writes
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let result = engine
+                .drive(
+                    cred,
+                    provider.as_ref(),
+                    Some(secret_rotator::rotation::Begin::Manual),
+                    secret_rotator::rotation::Wait::All,
+                )
+                .await
+                .unwrap();
+            assert!(
+                matches!(result, RunResult::Finished(ref f) if f.outcome == secret_rotator::rotation::Outcome::Rotated),
+                "grace {grace}: {result:?}"
+            );
+            vault
+                .stats
+                .writes
+                .load(std::sync::atomic::Ordering::Relaxed)
+                - before
+        };
+        // The first rotation also sets max_versions on the new state record.
+        assert_eq!(
+            writes_of_one_rotation().await,
+            first,
+            "grace {grace}: max_versions, {what}"
+        );
+        assert_eq!(
+            writes_of_one_rotation().await,
+            next,
+            "grace {grace}: {what}"
+        );
+        assert_eq!(events.events().len(), 4, "grace {grace}");
+        let record = s.history().await;
+        let attempts = record["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "grace {grace}: {record}");
+        assert!(
+            attempts.iter().all(|a| a["outcome"] == "rotated"),
+            "grace {grace}: {record}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -262,7 +262,8 @@ impl Engine {
             Duration::ZERO
         };
         let now = self.now();
-        let a = committed(a, version, &self.owner, now, grace, self.settings.lease);
+        let stored_lease = a.lease_expires_at;
+        let mut a = committed(a, version, &self.owner, now, grace, self.settings.lease);
         self.emit(
             l,
             cred,
@@ -279,6 +280,15 @@ impl Engine {
             },
         );
         crash::point("rotated-emitted");
+        if grace.is_zero() && !Self::acks_required(cred) {
+            // Nothing waits between the commit and the revocation: the `notified` write is
+            // skipped, and the write that ends the attempt carries `rotated` with `revoked`.
+            // The secret's new version says what it would have said: a crash from here on
+            // resumes in `minted`, finds the commit ([`commit_check`]) and revokes the old
+            // credential (kept in the record since `minting`). The lease is the one stored.
+            a.lease_expires_at = stored_lease;
+            return Ok(Ok(a));
+        }
         self.save_attempt(l, &a).await?;
         crash::point("notified-recorded");
         Ok(Ok(a))

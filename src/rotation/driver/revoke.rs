@@ -123,6 +123,13 @@ impl Engine {
         Ok(Err(r))
     }
 
+    /// Does a dependent's ack hold the revocation ([`Engine::ack_gate`])? Then the commit is
+    /// recorded (`notified`) before the revocation, so that the delivery worker finds
+    /// `credential.rotated` in the record's log.
+    pub(super) fn acks_required(cred: &Credential) -> bool {
+        cred.dependents.iter().any(|d| d.ack.required)
+    }
+
     /// Before revoking the old credential: have the dependents with `require_ack` accepted
     /// `credential.rotated`? `Ok` to revoke (with a note naming those revoked over after their
     /// ack timeout), `Err(Waiting)` to look again later; a hold past the ack timeout is recorded
