@@ -17,6 +17,9 @@ use reqwest::{RequestBuilder, Response};
 
 use crate::config::redact_url;
 
+mod tls;
+pub(crate) use tls::shared as shared_tls;
+
 /// The user agent every outbound request carries.
 pub const USER_AGENT: &str = concat!("secret-rotator/", env!("CARGO_PKG_VERSION"));
 
@@ -107,6 +110,9 @@ impl Builder {
             .read_timeout(self.read)
             .timeout(self.total)
             .user_agent(USER_AGENT);
+        if self.roots.is_empty() {
+            builder = builder.tls_backend_preconfigured(tls::shared());
+        }
         for cert in self.roots {
             builder = builder.add_root_certificate(cert);
         }

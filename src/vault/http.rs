@@ -188,6 +188,9 @@ pub(super) fn client(cfg: &VaultConfig) -> Result<reqwest::Client, VaultError> {
         // A connect that hangs is reported as a connect error: nothing was sent yet.
         .connect_timeout(cfg.request_timeout)
         .redirect(reqwest::redirect::Policy::none());
+    if cfg.ca_file.is_none() {
+        builder = builder.tls_backend_preconfigured(crate::egress::shared_tls());
+    }
     if let Some(ca) = &cfg.ca_file {
         let pem = std::fs::read(ca).map_err(|e| VaultError::Other {
             path: ca.display().to_string(),
