@@ -282,11 +282,11 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(dir: &Path, config: &Path, log: &str) -> Daemon {
-        let socket = dir.join("notify.sock");
+    fn start(dir: &Path, config: &Path, log: &str, instance: &str) -> Daemon {
+        let socket = dir.join(format!("notify-{instance}.sock"));
         let _ = std::fs::remove_file(&socket);
         let notify = UnixDatagram::bind(&socket).unwrap();
-        let child = spawn_daemon(config, "startup-bench", log, &socket);
+        let child = spawn_daemon(config, instance, log, &socket);
         let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
@@ -423,18 +423,15 @@ async fn main() {
     // The baseline: the same daemon tracking one credential.
     let one = dir.path().join("one.toml");
     std::fs::write(&one, config_text(&bao.addr, &reconcile, 1, false, None)).unwrap();
-    let mut daemon = Daemon::start(dir.path(), &one, &log);
+    let mut daemon = Daemon::start(dir.path(), &one, &log, "startup-bench-baseline");
     daemon.expect(limit, |l| l == "READY=1").await;
     checks_done(&mut daemon, limit).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let baseline = rss_kib(daemon.pid());
     daemon.stop().await;
 
-    let admin = (idle_secs > 0).then(common::free_port_pair);
     let made = Instant::now();
-    let config = dir.path().join("config.toml");
-    let text = config_text(&bao.addr, &reconcile, n, set, admin);
-    std::fs::write(&config, &text).unwrap();
+    let text = config_text(&bao.addr, &reconcile, n, set, None);
     let config_secs = made.elapsed().as_secs_f64();
 
     // The set discovered in-process, as the daemon does before its first plan.
@@ -451,52 +448,28 @@ async fn main() {
             .expect("discover the set");
         // Every credential, and the template the steady record was made with (`boot/template`).
         assert!(found.members.len() >= n, "every credential is a member");
-        Some((started.elapsed().as_secs_f64(), found.requests))
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "discovered {} members in {secs:.2} s ({} requests; load average {})",
+            found.members.len(),
+            found.requests,
+            load_average()
+        );
+        Some((secs, found.requests))
     } else {
         None
     };
+    let uptime = load_average();
 
-    let before_start = audit_len(&audit);
-    let started = Instant::now();
-    let mut daemon = Daemon::start(dir.path(), &config, &log);
-    daemon.expect(limit, |l| l == "READY=1").await;
-    let ready_secs = started.elapsed().as_secs_f64();
-    // Every request made before READY was answered before it: its request line is written.
-    let at_ready = audit_len(&audit);
-    let rss_ready = rss_kib(daemon.pid());
-    let status = if wait_checks {
-        checks_done(&mut daemon, limit).await
-    } else {
-        "not waited for".to_string()
-    };
-    let checked_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let at_checked = audit_len(&audit);
-    let rss_checked = rss_kib(daemon.pid());
-    // The daemon's own count of its Vault reads over an idle window.
-    let idle = match admin {
-        Some(port) => {
-            let before = vault_reads(port).await;
-            tokio::time::sleep(Duration::from_secs(idle_secs)).await;
-            let after = vault_reads(port).await;
-            Some(after.saturating_sub(before))
-        }
-        None => None,
-    };
-    let rss_idle = rss_kib(daemon.pid());
-    daemon.stop().await;
-
-    let before = requests(&audit, before_start, at_ready);
-    let after = requests(&audit, at_ready, at_checked);
-    let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
-    let per_cred = |c: u64| c as f64 / n as f64;
     let bound = n as f64 / raw;
     let bound2 = n as f64 / raw2;
+    let per_cred = |c: u64| c as f64 / n as f64;
+    let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
     let per_cred_bytes =
         |rss: u64| (rss.saturating_sub(baseline) as f64 * 1024.0) / (n - 1).max(1) as f64;
 
     println!(
-        "start-up: {n} credentials (exec, none due){}, state records {}, reconcile {reconcile}{}",
+        "start-up: {n} credentials (exec, none due){}, state records {}, reconcile {reconcile}{}; load average {uptime}",
         if set {
             " as the members of one credential set"
         } else {
@@ -515,97 +488,181 @@ async fn main() {
             n as f64 / secs
         );
     }
-    if let Some(reads) = idle {
-        println!(
-            "idle for {idle_secs} s after {}: {reads} Vault reads = {:.2} per credential per hour (from /metrics); resident memory then {:.0} B per credential",
-            if wait_checks { "the checks" } else { "READY" },
-            reads as f64 * 3600.0 / idle_secs as f64 / n as f64,
-            (rss_idle.saturating_sub(baseline) as f64 * 1024.0) / (n - 1).max(1) as f64
-        );
-    }
     println!("config written in {config_secs:.2} s; seeding {write_rate:.0} writes/s");
-    println!("{:<44} {:>12} {:>14}", "kind", "requests", "per credential");
-    for (label, m) in [("before READY", &before), ("after READY (checks)", &after)] {
-        println!("{label}:");
-        for (kind, count) in m {
-            println!("  {kind:<42} {count:>12} {:>14.3}", per_cred(*count));
+
+    let sizes: Vec<usize> = if full {
+        env_or("STARTUP_INSTANCES", "1".to_string())
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .filter(|g| *g > 0)
+            .collect()
+    } else {
+        vec![1]
+    };
+    let options = GroupOptions {
+        bao: &bao.addr,
+        reconcile: &reconcile,
+        n,
+        set,
+        log: &log,
+        limit,
+        wait_checks,
+        idle_secs,
+    };
+    let mut groups = Vec::new();
+    for &instances in &sizes {
+        let g = run_group(dir.path(), &audit, &options, instances).await;
+        let label = if instances == 1 {
+            "one instance".to_string()
+        } else {
+            format!("a group of {instances}")
+        };
+        println!();
+        println!(
+            "{label}: every member READY after {:.2} s (each: {}); load average then {}",
+            g.ready_secs(),
+            g.ready_secs
+                .iter()
+                .map(|s| format!("{s:.2} s"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            g.uptime
+        );
+        if instances > 1 {
+            println!("  credentials owned by each member: {:?}", g.owned);
+        }
+        if let Some(reads) = g.idle_reads {
+            println!(
+                "  idle for {idle_secs} s after {}: {reads} Vault reads in total = {:.2} per credential per hour (from /metrics); resident memory then {:?} KiB",
+                if wait_checks { "the checks" } else { "READY" },
+                reads as f64 * 3600.0 / idle_secs as f64 / n as f64,
+                g.rss_idle
+            );
         }
         println!(
-            "  {:<42} {:>12} {:>14.3}",
-            "total",
-            total(m),
-            per_cred(total(m))
+            "  {:<44} {:>12} {:>14}",
+            "kind", "requests", "per credential"
         );
-    }
-    println!("{:<44} {:>14} {:>14}", "figure", "daemon", "raw / target");
-    println!(
-        "{:<44} {:>12.2} s {:>12.2} s   N / {raw:.0} metadata reads/s at concurrency {concurrency}: {:.2}x (target <= 1.5x)",
-        "time to READY",
-        ready_secs,
-        bound,
-        ready_secs / bound
-    );
-    println!(
-        "{:<44} {:>14} {:>12.2} s   N / {raw2:.0} metadata reads/s at concurrency {}: {:.2}x",
-        "",
-        "",
-        bound2,
-        2 * concurrency,
-        ready_secs / bound2
-    );
-    if records {
+        for (label, m) in [
+            ("before READY", &g.before),
+            ("after READY (checks)", &g.after),
+        ] {
+            println!("  {label}:");
+            for (kind, count) in m {
+                println!("    {kind:<42} {count:>12} {:>14.3}", per_cred(*count));
+            }
+            println!(
+                "    {:<42} {:>12} {:>14.3}",
+                "total",
+                total(m),
+                per_cred(total(m))
+            );
+        }
         println!(
-            "{:<44} {:>14} {:>12.2} s   N / {raw_records:.0} state-record reads/s at concurrency {concurrency} (the server alone): {:.2}x",
-            "",
-            "",
-            n as f64 / raw_records,
-            ready_secs * raw_records / n as f64
+            "  {:<44} {:>12.2} s {:>12.2} s   N / {raw:.0} metadata reads/s at concurrency {concurrency}: {:.2}x (target <= 1.25x)",
+            "time to READY (the last member)",
+            g.ready_secs(),
+            bound,
+            g.ready_secs() / bound
         );
+        println!(
+            "  {:<44} {:>14} {:>12.2} s   N / {raw2:.0} metadata reads/s at concurrency {}: {:.2}x",
+            "",
+            "",
+            bound2,
+            2 * concurrency,
+            g.ready_secs() / bound2
+        );
+        if records {
+            println!(
+                "  {:<44} {:>14} {:>12.2} s   N / {raw_records:.0} state-record reads/s at concurrency {concurrency} (the server alone): {:.2}x",
+                "",
+                "",
+                n as f64 / raw_records,
+                g.ready_secs() * raw_records / n as f64
+            );
+        }
+        println!(
+            "  {:<44} {:>12.2} s   ({})",
+            "start-up checks done (after READY)", g.checked_secs, g.status
+        );
+        println!(
+            "  {:<44} {:>10?} KiB {:>10} KiB   (1 credential, same run)",
+            "resident memory at READY / baseline", g.rss_ready, baseline
+        );
+        if instances == 1 {
+            println!(
+                "  {:<44} {:>10.0} B   at READY; {:.0} B after the checks",
+                "resident memory per tracked credential",
+                per_cred_bytes(g.rss_ready[0]),
+                per_cred_bytes(g.rss_checked[0])
+            );
+        }
+        groups.push(g);
     }
-    println!(
-        "{:<44} {:>12.2} s   ({status})",
-        "start-up checks done (after READY)", checked_secs
-    );
-    println!(
-        "{:<44} {:>10} KiB {:>10} KiB   (1 credential, same run)",
-        "resident memory at READY / baseline", rss_ready, baseline
-    );
-    println!(
-        "{:<44} {:>10.0} B   at READY; {:.0} B after the checks (target <= 2048 B at 100,000)",
-        "resident memory per tracked credential",
-        per_cred_bytes(rss_ready),
-        per_cred_bytes(rss_checked)
-    );
+    // Memory: each member holds every credential (b bytes each), and what it owns costs more
+    // (p). Alone: N (b + p) over the baseline; a group of g: g N b + N p over g baselines. So
+    // b = (group - alone) / ((g - 1) N), and an owned credential costs alone / N.
+    let split = |at: fn(&GroupFigures) -> &Vec<u64>| -> Option<(f64, f64)> {
+        let alone = groups.iter().find(|g| g.instances == 1)?;
+        let group = groups.iter().find(|g| g.instances > 1)?;
+        let extra = |v: &Vec<u64>| {
+            v.iter()
+                .map(|r| r.saturating_sub(baseline) as f64 * 1024.0)
+                .sum::<f64>()
+        };
+        let (alone, g, sum) = (extra(at(alone)), group.instances as f64, extra(at(group)));
+        let m = (n - 1).max(1) as f64;
+        Some((alone / m, (sum - alone) / ((g - 1.0) * m)))
+    };
+    let memory = [
+        ("at READY", split(|g| &g.rss_ready)),
+        ("after the checks", split(|g| &g.rss_checked)),
+    ];
+    for (when, figures) in memory {
+        if let Some((owned, other)) = figures {
+            println!(
+                "resident memory {when}: {owned:.0} B per owned credential (target <= 1024 B), {other:.0} B per credential another member owns (target <= 200 B)"
+            );
+        }
+    }
 
     if full {
         let out = target_dir().join("bench");
         std::fs::create_dir_all(&out).unwrap();
         let report = json!({
             "date": chrono::Utc::now().to_rfc3339(),
+            "load_average": uptime,
             "credentials": n,
             "credential_set": set,
             "audit_device": audited,
             "discovery_seconds": discovery.map(|d| d.0),
             "discovery_requests": discovery.map(|d| d.1),
             "idle_seconds": idle_secs,
-            "idle_vault_reads": idle,
-            "rss_kib_idle": rss_idle,
             "state_records": records,
             "reconcile_interval": reconcile,
             "seed_writes_per_second": write_rate,
             "raw_metadata_reads_per_second": { concurrency.to_string(): raw, (2 * concurrency).to_string(): raw2 },
             "raw_state_record_reads_per_second": { concurrency.to_string(): raw_records },
-            "ready_seconds": ready_secs,
             "raw_bound_seconds": bound,
-            "ready_over_raw_bound": ready_secs / bound,
-            "ready_over_raw_bound_at_twice_the_concurrency": ready_secs / bound2,
-            "requests_before_ready": before,
-            "requests_before_ready_per_credential": per_cred(total(&before)),
-            "requests_after_ready_checks": after,
-            "requests_after_ready_checks_per_credential": per_cred(total(&after)),
-            "checks_done_seconds": checked_secs,
-            "rss_kib": { "baseline_one_credential": baseline, "at_ready": rss_ready, "after_checks": rss_checked },
-            "rss_bytes_per_credential": { "at_ready": per_cred_bytes(rss_ready), "after_checks": per_cred_bytes(rss_checked) },
+            "rss_kib_baseline_one_credential": baseline,
+            "groups": groups.iter().map(|g| json!({
+                "instances": g.instances,
+                "load_average": g.uptime,
+                "ready_seconds": g.ready_secs,
+                "ready_seconds_last": g.ready_secs(),
+                "ready_over_raw_bound": g.ready_secs() / bound,
+                "ready_over_raw_bound_at_twice_the_concurrency": g.ready_secs() / bound2,
+                "owned": g.owned,
+                "requests_before_ready": g.before,
+                "requests_before_ready_per_credential": per_cred(total(&g.before)),
+                "requests_after_ready_checks": g.after,
+                "requests_after_ready_checks_per_credential": per_cred(total(&g.after)),
+                "checks_done_seconds": g.checked_secs,
+                "idle_vault_reads": g.idle_reads,
+                "rss_kib": { "at_ready": g.rss_ready, "after_checks": g.rss_checked, "after_idle": g.rss_idle },
+            })).collect::<Vec<_>>(),
+            "rss_bytes_per_owned_and_other_credential": memory.iter().map(|(when, f)| json!({"when": when, "owned": f.map(|f| f.0), "other": f.map(|f| f.1)})).collect::<Vec<_>>(),
         });
         let path = out.join(if set {
             format!("startup-set-{n}.json")
@@ -617,8 +674,162 @@ async fn main() {
     }
 }
 
-/// `secret_rotator_vault_requests_total{kind="read"}` of the daemon's `/metrics`.
-async fn vault_reads(port: u16) -> u64 {
+/// What every group size is run with.
+struct GroupOptions<'a> {
+    bao: &'a str,
+    reconcile: &'a str,
+    n: usize,
+    set: bool,
+    log: &'a str,
+    limit: Duration,
+    wait_checks: bool,
+    idle_secs: u64,
+}
+
+/// One start-up of `instances` daemons over the same credentials (one state prefix: a group).
+struct GroupFigures {
+    instances: usize,
+    /// Each member's time from the first spawn to its `READY=1`.
+    ready_secs: Vec<f64>,
+    uptime: String,
+    owned: Vec<u64>,
+    before: BTreeMap<String, u64>,
+    after: BTreeMap<String, u64>,
+    checked_secs: f64,
+    status: String,
+    idle_reads: Option<u64>,
+    rss_ready: Vec<u64>,
+    rss_checked: Vec<u64>,
+    rss_idle: Vec<u64>,
+}
+
+impl GroupFigures {
+    /// The time for the whole group to be READY.
+    fn ready_secs(&self) -> f64 {
+        self.ready_secs.iter().copied().fold(0.0, f64::max)
+    }
+}
+
+async fn run_group(
+    dir: &Path,
+    audit: &Path,
+    o: &GroupOptions<'_>,
+    instances: usize,
+) -> GroupFigures {
+    // Each member with an admin server when there are several (what each owns) or an idle
+    // window (its Vault reads).
+    let admin = instances > 1 || o.idle_secs > 0;
+    let mut ports = Vec::new();
+    let mut daemons = Vec::new();
+    let before_start = audit_len(audit);
+    let started = Instant::now();
+    for i in 0..instances {
+        let port = admin.then(common::free_port_pair);
+        ports.extend(port);
+        let config = dir.join(format!("config-{instances}-{i}.toml"));
+        std::fs::write(&config, config_text(o.bao, o.reconcile, o.n, o.set, port)).unwrap();
+        daemons.push(Daemon::start(
+            dir,
+            &config,
+            o.log,
+            &format!("startup-bench-{instances}-{i}"),
+        ));
+    }
+    let mut ready_secs = vec![0.0; instances];
+    let mut rss_ready = vec![0; instances];
+    // The members one after the other: each one's notify lines are kept meanwhile.
+    for (i, daemon) in daemons.iter_mut().enumerate() {
+        daemon.expect(o.limit, |l| l == "READY=1").await;
+        ready_secs[i] = started.elapsed().as_secs_f64();
+        rss_ready[i] = rss_kib(daemon.pid());
+        eprintln!(
+            "group of {instances}: member {i} READY after {:.2} s, {} KiB resident (load average {})",
+            ready_secs[i],
+            rss_ready[i],
+            load_average()
+        );
+    }
+    let uptime = load_average();
+    // Every request made before READY was answered before it: its request line is written.
+    let at_ready = audit_len(audit);
+    let mut status = "not waited for".to_string();
+    if o.wait_checks {
+        for daemon in &mut daemons {
+            status = checks_done(daemon, o.limit).await;
+        }
+    }
+    let checked_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_checked = audit_len(audit);
+    let rss_checked: Vec<u64> = daemons.iter().map(|d| rss_kib(d.pid())).collect();
+    // A group: until the members have seen each other (each lists the others once a third of
+    // the lease), so that what each owns adds up to every credential once.
+    let mut owned = Vec::new();
+    if instances > 1 {
+        let until = Instant::now() + Duration::from_secs(90);
+        loop {
+            owned.clear();
+            for port in &ports {
+                owned.push(metric(*port, "secret_rotator_owned_credentials ").await);
+            }
+            if owned.iter().sum::<u64>() <= o.n as u64 + 1 || Instant::now() > until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    let idle_reads = if o.idle_secs > 0 {
+        let mut before = 0;
+        for port in &ports {
+            before += vault_reads(*port).await;
+        }
+        tokio::time::sleep(Duration::from_secs(o.idle_secs)).await;
+        let mut after = 0;
+        for port in &ports {
+            after += vault_reads(*port).await;
+        }
+        eprintln!(
+            "group of {instances}: {} Vault reads over {} s idle, {:?} KiB resident",
+            after.saturating_sub(before),
+            o.idle_secs,
+            daemons.iter().map(|d| rss_kib(d.pid())).collect::<Vec<_>>()
+        );
+        Some(after.saturating_sub(before))
+    } else {
+        None
+    };
+    let rss_idle: Vec<u64> = daemons.iter().map(|d| rss_kib(d.pid())).collect();
+    for daemon in daemons {
+        daemon.stop().await;
+    }
+    GroupFigures {
+        instances,
+        ready_secs,
+        uptime,
+        owned,
+        before: requests(audit, before_start, at_ready),
+        after: requests(audit, at_ready, at_checked),
+        checked_secs,
+        status,
+        idle_reads,
+        rss_ready,
+        rss_checked,
+        rss_idle,
+    }
+}
+
+/// The machine's load averages (`/proc/loadavg`), as `uptime` shows them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A gauge or counter of the daemon's `/metrics`, by the start of its line.
+async fn metric(port: u16, line_start: &str) -> u64 {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .expect("scrape /metrics")
@@ -626,7 +837,12 @@ async fn vault_reads(port: u16) -> u64 {
         .await
         .expect("read /metrics");
     text.lines()
-        .find(|l| l.starts_with("secret_rotator_vault_requests_total{kind=\"read\"}"))
+        .find(|l| l.starts_with(line_start))
         .and_then(|l| l.split_whitespace().last()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// `secret_rotator_vault_requests_total{kind="read"}` of the daemon's `/metrics`.
+async fn vault_reads(port: u16) -> u64 {
+    metric(port, "secret_rotator_vault_requests_total{kind=\"read\"}").await
 }
