@@ -3,7 +3,7 @@
 //!
 //! How a set is listed: a pattern whose one segment is its last component
 //! (`storefronts/{store_hash}`) by a paginated LIST of its folder (OpenBao's `limit`/`after`,
-//! 1,000 keys a page); any other pattern (`stores/{store_hash}/storefront`) by one recursive
+//! 1,000 keys in the first page and four times more each page up to 256,000: [`page_size`]); any other pattern (`stores/{store_hash}/storefront`) by one recursive
 //! list of its literal prefix (OpenBao's `scan`, since 2.2), and where that is refused or
 //! unsupported by a walk: the paginated LIST of each level, and of each folder holding the last
 //! component. Invariant: reads only; a member is only what exists in Vault now.
@@ -14,8 +14,23 @@ use crate::config::sets::{CredentialSet, Part};
 use crate::config::{Config, Credential};
 use crate::vault::{Vault, VaultError};
 
-/// Keys per LIST page.
+/// Keys in the first LIST page of a folder.
 pub const PAGE: usize = 1000;
+
+/// Keys in a LIST page at most (about 4 MB of JSON at 16 bytes a key).
+pub const MAX_PAGE: usize = 256_000;
+
+/// The keys asked for in page `index` (from 0) of a folder: [`PAGE`], four times more each page,
+/// up to [`MAX_PAGE`]. OpenBao's in-memory storage (a dev server) answers a page in the time it
+/// takes to list the whole folder, whatever the page's size or where it starts (100,000 keys:
+/// 3 to 4.5 s a page on a loaded machine, the same for 1,000 keys as for all of them): pages of
+/// a fixed size made a discovery cost N / 1,000 times the whole folder (223 s at 100,000).
+/// Growing pages keep a small folder's answer small and a large one's pages few (8 for a
+/// million keys), each answer bounded.
+pub fn page_size(index: usize) -> usize {
+    let grown = PAGE.saturating_mul(4usize.saturating_pow(index.min(16) as u32));
+    grown.min(MAX_PAGE)
+}
 
 /// LIST requests in flight at once during a walk.
 const CONCURRENCY: usize = 32;
@@ -239,15 +254,16 @@ async fn list_all(
     let mut keys: Vec<String> = Vec::new();
     let mut requests = 0;
     loop {
+        let limit = page_size(requests);
         let page = vault
-            .list_page(mount, path, keys.last().map(String::as_str), PAGE)
+            .list_page(mount, path, keys.last().map(String::as_str), limit)
             .await?;
         requests += 1;
         let n = page.len();
         keys.extend(page);
         // A short page is the last; a page longer than asked is a server without pagination,
         // which answered everything at once.
-        if n != PAGE {
+        if n != limit {
             return Ok((keys, requests));
         }
     }
@@ -258,5 +274,43 @@ fn join(prefix: &str, rest: &str) -> String {
         rest.to_string()
     } else {
         format!("{prefix}/{rest}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_grow_fourfold_from_a_thousand_keys_up_to_256_000() {
+        // (page index, keys asked)
+        let cases = [
+            (0, 1_000),
+            (1, 4_000),
+            (2, 16_000),
+            (3, 64_000),
+            (4, 256_000),
+            (5, 256_000),
+            (40, 256_000),
+            (usize::MAX, 256_000),
+        ];
+        for (index, keys) in cases {
+            assert_eq!(page_size(index), keys, "page {index}");
+        }
+        // (keys in the folder, LIST requests): a full last page takes one more, empty.
+        let folders = [(0, 1), (999, 1), (1_000, 2), (100_001, 5), (1_000_001, 8)];
+        for (keys, requests) in folders {
+            let (mut listed, mut made) = (0, 0);
+            loop {
+                let asked = page_size(made);
+                let got = asked.min(keys - listed);
+                listed += got;
+                made += 1;
+                if got != asked {
+                    break;
+                }
+            }
+            assert_eq!((listed, made), (keys, requests), "{keys} keys");
+        }
     }
 }
