@@ -4,8 +4,9 @@
 //! Invariants:
 //! - the state record is only ever written with CAS on the version this driver last read or
 //!   wrote (a failed CAS means another instance took over: stop, do nothing more);
-//! - nothing is revoked or discarded unless this process still holds the attempt: its lease
-//!   covers the step with room to spare and nobody wrote the record since ([`Engine::hold`]);
+//! - nothing is committed, revoked or discarded unless this process still holds the attempt:
+//!   its lease covers the step with room to spare and nobody wrote the record since
+//!   ([`Engine::hold`]; a reply that came back after the lease ran out fences the step);
 //! - a mint is only called when the record says a mint may be under way (so every credential the
 //!   provider hands out is either recorded or noted as a possible orphan) and an attempt stops
 //!   minting after [`state::MAX_ORPHANS`] possible orphans;
@@ -593,10 +594,11 @@ impl Engine {
         }
     }
 
-    /// Does this process still hold the attempt? Before an irreversible step: the lease must
-    /// cover the step with room to spare (else it is renewed, a CAS write), and nobody may have
-    /// written the record since this process did (a read, unless this call's own check-and-set
-    /// write proved that less than [`HOLD_PROVEN`] ago). `Err(Fenced)` otherwise.
+    /// Does this process still hold the attempt? Before an irreversible step (the commit, a
+    /// revocation, a discard): the lease must cover the step with room to spare (else it is
+    /// renewed, a CAS write), and nobody may have written the record since this process did (a
+    /// read, unless this call's own check-and-set write proved that less than [`HOLD_PROVEN`]
+    /// ago). `Err(Fenced)` otherwise.
     async fn hold(&self, l: &mut Loaded, a: Attempt) -> Result<Attempt, EngineError> {
         let now = self.now();
         let step = self.settings.step_deadline + self.settings.revocation_timeout;

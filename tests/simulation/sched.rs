@@ -135,6 +135,10 @@ pub struct St {
 
 const TRACE: usize = 400;
 
+/// The longest a task may run between two gates, in simulated time: longer than any wait of
+/// the engine's own (a provider call's deadline, a revocation's polls).
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(900);
+
 impl Sched {
     pub fn new(seed: u64) -> Sched {
         let mut rng = Rng::new(seed);
@@ -271,18 +275,22 @@ impl Sched {
             .all(|s| matches!(s, TaskState::Waiting { .. } | TaskState::Dead))
     }
 
-    /// Let every task that can run reach its next gate (or a timer of its own).
-    pub async fn settle(&self) {
-        loop {
+    /// Let every task that can run reach its next gate (or a timer of its own); false when one
+    /// still runs after [`SETTLE_LIMIT`] of simulated time (it waits on something that never
+    /// comes).
+    pub async fn settle(&self) -> bool {
+        let until = Instant::now() + SETTLE_LIMIT;
+        while Instant::now() < until {
             for _ in 0..4 {
                 tokio::task::yield_now().await;
                 if self.quiet() {
-                    return;
+                    return true;
                 }
             }
             // A task waits on a timer of the engine (a revocation poll, a deadline).
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        false
     }
 
     /// Tasks that died since the last call.

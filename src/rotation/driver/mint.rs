@@ -213,9 +213,9 @@ impl Engine {
             let ours = current.as_ref().is_some_and(|c| c.same_as(&pending));
             commit_check(a.version_before, version, ours)
         };
-        let written = match found {
-            CommitCheck::AlreadyCommitted(v) => Ok((v, None)),
-            CommitCheck::Conflict(theirs) => Err(theirs),
+        let (a, written) = match found {
+            CommitCheck::AlreadyCommitted(v) => (a, Ok((v, None))),
+            CommitCheck::Conflict(theirs) => (a, Err(theirs)),
             CommitCheck::Write => {
                 match self.call("verify", provider.verify(&pending)).await {
                     Ok(()) => crash::point("verified"),
@@ -238,9 +238,16 @@ impl Engine {
                             .await;
                     }
                 }
+                // Still ours? A reply that came back after the lease ran out (a slow write of
+                // the record, a verification at its deadline) leaves the attempt to whoever
+                // took it over, who may be rolling it back: committing now would make current
+                // a credential its record says was discarded (`simulation` seed 9224).
+                let a = self.hold(l, a).await?;
                 // Just read (resumed) or read by preflight (begun in this call).
-                self.write_once_created(&cred.secret, &pending, a.version_before, false)
-                    .await?
+                let written = self
+                    .write_once_created(&cred.secret, &pending, a.version_before, false)
+                    .await?;
+                (a, written)
             }
         };
         let (version, created) = match written {
