@@ -170,6 +170,19 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
         .map(|s| s.value)
 }
 
+/// The daemon with `[admin]` on a free loopback port, once READY; and that port.
+async fn daemon_with_admin(stack: &Stack) -> (Daemon, u16) {
+    let port = free_port();
+    let mut config = std::fs::read_to_string(&stack.config).unwrap();
+    config.push_str(&format!("\n[admin]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(&stack.config, config).unwrap();
+    let mut daemon = Daemon::start(stack, None);
+    daemon
+        .expect(Duration::from_secs(60), |l| l == "READY=1")
+        .await;
+    (daemon, port)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -201,14 +214,7 @@ async fn admin_endpoints_answer_and_metrics_match_status_json() {
         ..StackOptions::default()
     })
     .await;
-    let port = free_port();
-    let mut config = std::fs::read_to_string(&stack.config).unwrap();
-    config.push_str(&format!("\n[admin]\nlisten = \"127.0.0.1:{port}\"\n"));
-    std::fs::write(&stack.config, config).unwrap();
-    let mut daemon = Daemon::start(&stack, None);
-    daemon
-        .expect(Duration::from_secs(60), |l| l == "READY=1")
-        .await;
+    let (mut daemon, port) = daemon_with_admin(&stack).await;
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let get = |path: &str| http.get(format!("{base}{path}")).send();
@@ -345,14 +351,7 @@ async fn the_events_a_dependent_has_yet_to_get_are_a_gauge() {
         .await;
     let out = stack.cli(&["rotate", CRED, "--wait"], &[]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
-    let port = free_port();
-    let mut config = std::fs::read_to_string(&stack.config).unwrap();
-    config.push_str(&format!("\n[admin]\nlisten = \"127.0.0.1:{port}\"\n"));
-    std::fs::write(&stack.config, config).unwrap();
-    let mut daemon = Daemon::start(&stack, None);
-    daemon
-        .expect(Duration::from_secs(60), |l| l == "READY=1")
-        .await;
+    let (mut daemon, port) = daemon_with_admin(&stack).await;
     let labels = [("credential", CRED), ("dependent", "hook")];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let waiting = loop {

@@ -461,6 +461,31 @@ path = "{path}"
             .unwrap()
     }
 
+    /// `supply` with `input`, the fault armed for the lane's call, and once more without it
+    /// when that failed; what it said goes to `said`.
+    async fn supply(
+        &self,
+        w: &World,
+        proxy: &Hostile,
+        fault: Option<Fault>,
+        input: &str,
+        said: &mut String,
+    ) -> Option<i32> {
+        let (method, pattern) = self.matcher();
+        if let Some(fault) = fault {
+            proxy.arm(method, &pattern, fault);
+        }
+        let (mut code, out) = self.cli_with_stdin(w, &["supply", &self.name], input).await;
+        said.push_str(&out);
+        if code != Some(0) {
+            proxy.disarm();
+            let (again, out) = self.cli_with_stdin(w, &["supply", &self.name], input).await;
+            code = again;
+            said.push_str(&out);
+        }
+        code
+    }
+
     /// An assisted rotation of a store account: asked for, a new account supplied with the
     /// fault armed for its probe (and supplied again when that failed), the old account
     /// deleted and confirmed dead.
@@ -470,7 +495,6 @@ path = "{path}"
         proxy: &Hostile,
         fault: Option<Fault>,
     ) -> (Option<i32>, String) {
-        let (method, pattern) = self.matcher();
         let mut said = String::new();
         let (_, out) = self.cli(w, &["rotate", &self.name]).await;
         said.push_str(&out);
@@ -481,21 +505,7 @@ path = "{path}"
             "client_secret": new.client_secret,
         })
         .to_string();
-        if let Some(fault) = fault {
-            proxy.arm(method, &pattern, fault);
-        }
-        let (mut code, out) = self
-            .cli_with_stdin(w, &["supply", &self.name], &input)
-            .await;
-        said.push_str(&out);
-        if code != Some(0) {
-            proxy.disarm();
-            let again = self
-                .cli_with_stdin(w, &["supply", &self.name], &input)
-                .await;
-            code = again.0;
-            said.push_str(&again.1);
-        }
+        let code = self.supply(w, proxy, fault, &input, &mut said).await;
         let old = self.account.lock().unwrap().0.replace(new.clone());
         if let Some(old) = old {
             w.stack
@@ -530,7 +540,6 @@ path = "{path}"
         proxy: &Hostile,
         fault: Option<Fault>,
     ) -> (Option<i32>, String) {
-        let (method, pattern) = self.matcher();
         let (_, mut said) = self.cli(w, &["rotate", &self.name]).await;
         let new = w
             .stack
@@ -540,21 +549,7 @@ path = "{path}"
             .unwrap();
         // Username and API path: the configured ones.
         let input = json!({ "token": new.token }).to_string();
-        if let Some(fault) = fault {
-            proxy.arm(method, &pattern, fault);
-        }
-        let (mut code, out) = self
-            .cli_with_stdin(w, &["supply", &self.name], &input)
-            .await;
-        said.push_str(&out);
-        if code != Some(0) {
-            proxy.disarm();
-            let again = self
-                .cli_with_stdin(w, &["supply", &self.name], &input)
-                .await;
-            code = again.0;
-            said.push_str(&again.1);
-        }
+        let code = self.supply(w, proxy, fault, &input, &mut said).await;
         let stored = w
             .stack
             .bao

@@ -497,31 +497,29 @@ fn encode_dependents(
             ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
         }
     }
-    let mut family = encoder.encode_descriptor(
-        "secret_rotator_dependent_consecutive_failures",
-        "Failed deliveries in a row to a dependent (0 after a delivery), since the daemon started.",
-        None,
-        ConstGauge::new(0i64).metric_type(),
-    )?;
-    for ((credential, dependent), f) in dependents {
-        let labels = DependentLabels {
-            credential: credential.clone(),
-            dependent: dependent.clone(),
-        };
-        ConstGauge::new(f.streak as i64).encode(family.encode_family(&labels)?)?;
-    }
-    let mut family = encoder.encode_descriptor(
-        "secret_rotator_dependent_events_waiting",
-        "Events a dependent has yet to get (its delivery backlog), as of the latest delivery round.",
-        None,
-        ConstGauge::new(0i64).metric_type(),
-    )?;
-    for ((credential, dependent), f) in dependents {
-        let labels = DependentLabels {
-            credential: credential.clone(),
-            dependent: dependent.clone(),
-        };
-        ConstGauge::new(f.waiting as i64).encode(family.encode_family(&labels)?)?;
+    type Gauge = (&'static str, &'static str, fn(&DependentFigures) -> u64);
+    let gauges: [Gauge; 2] = [
+        (
+            "secret_rotator_dependent_consecutive_failures",
+            "Failed deliveries in a row to a dependent (0 after a delivery), since the daemon started.",
+            |f| f.streak,
+        ),
+        (
+            "secret_rotator_dependent_events_waiting",
+            "Events a dependent has yet to get (its delivery backlog), as of the latest delivery round.",
+            |f| f.waiting,
+        ),
+    ];
+    for (name, help, figure) in gauges {
+        let mut family =
+            encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+        for ((credential, dependent), f) in dependents {
+            let labels = DependentLabels {
+                credential: credential.clone(),
+                dependent: dependent.clone(),
+            };
+            ConstGauge::new(figure(f) as i64).encode(family.encode_family(&labels)?)?;
+        }
     }
     Ok(())
 }
