@@ -123,7 +123,7 @@ printf '{"username": "legacy-app", "token": "%s", "api_path": "%s"}' "$new_token
   | "$bin" supply demo-legacy
 "$bin" history demo-legacy
 grep demo-legacy "$work/events.jsonl" | python3 -c 'import json, sys
-for l in sys.stdin: e = json.loads(l); print(" ", e["type"], e["id"])'
+for l in sys.stdin: e = json.loads(l); print(" ", e["type"], "version", e["data"]["version"], e["timestamp"])'
 
 step "plan (dry run)"
 "$bin" plan
