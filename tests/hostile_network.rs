@@ -486,6 +486,21 @@ path = "{path}"
         code
     }
 
+    /// The lane's secret holds `value` in `field`: the supplied credential is committed.
+    async fn assert_committed(&self, w: &World, field: &str, value: &str, said: &str) {
+        let stored = w
+            .stack
+            .bao
+            .root("GET", &format!("secret/data/{}", self.path()), None)
+            .await;
+        assert_eq!(
+            stored["data"]["data"][field].as_str(),
+            Some(value),
+            "{}: the supplied credential is not committed:\n{said}",
+            self.name
+        );
+    }
+
     /// An assisted rotation of a store account: asked for, a new account supplied with the
     /// fault armed for its probe (and supplied again when that failed), the old account
     /// deleted and confirmed dead.
@@ -517,17 +532,8 @@ path = "{path}"
         }
         let (confirm, out) = self.cli(w, &["confirm-revoked", &self.name]).await;
         said.push_str(&out);
-        let stored = w
-            .stack
-            .bao
-            .root("GET", &format!("secret/data/{}", self.path()), None)
+        self.assert_committed(w, "access_token", &new.access_token, &said)
             .await;
-        assert_eq!(
-            stored["data"]["data"]["access_token"].as_str(),
-            Some(new.access_token.as_str()),
-            "{}: the new account is not committed:\n{said}",
-            self.name
-        );
         (code.and(confirm), said)
     }
 
@@ -550,17 +556,7 @@ path = "{path}"
         // Username and API path: the configured ones.
         let input = json!({ "token": new.token }).to_string();
         let code = self.supply(w, proxy, fault, &input, &mut said).await;
-        let stored = w
-            .stack
-            .bao
-            .root("GET", &format!("secret/data/{}", self.path()), None)
-            .await;
-        assert_eq!(
-            stored["data"]["data"]["token"].as_str(),
-            Some(new.token.as_str()),
-            "{}: the regenerated token is not committed:\n{said}",
-            self.name
-        );
+        self.assert_committed(w, "token", &new.token, &said).await;
         (code, said)
     }
 
