@@ -57,6 +57,18 @@ pub struct World {
 }
 
 impl World {
+    /// `task`'s call `op` waits at its gate for the scheduler's verdict.
+    async fn gate(&self, task: Task, op: Op) -> Verdict {
+        self.sched.gate(task, op, Instant::now()).await
+    }
+
+    /// A slow verdict: `task`'s reply waits at its gate for that long.
+    async fn reply(&self, task: Task, verdict: Verdict) {
+        if let Verdict::Slow(d) = verdict {
+            self.sched.gate(task, Op::Reply, Instant::now() + d).await;
+        }
+    }
+
     pub fn truth(&self) -> std::sync::MutexGuard<'_, Truth> {
         self.truth.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -148,16 +160,11 @@ pub struct SimKv {
 
 impl SimKv {
     async fn gate(&self, op: Op) -> Verdict {
-        self.world.sched.gate(self.task, op, Instant::now()).await
+        self.world.gate(self.task, op).await
     }
 
     async fn reply(&self, verdict: Verdict) {
-        if let Verdict::Slow(d) = verdict {
-            self.world
-                .sched
-                .gate(self.task, Op::Reply, Instant::now() + d)
-                .await;
-        }
+        self.world.reply(self.task, verdict).await
     }
 }
 
@@ -247,16 +254,11 @@ pub struct SimProvider {
 
 impl SimProvider {
     async fn gate(&self, op: Op) -> Verdict {
-        self.world.sched.gate(self.task, op, Instant::now()).await
+        self.world.gate(self.task, op).await
     }
 
     async fn reply(&self, verdict: Verdict) {
-        if let Verdict::Slow(d) = verdict {
-            self.world
-                .sched
-                .gate(self.task, Op::Reply, Instant::now() + d)
-                .await;
-        }
+        self.world.reply(self.task, verdict).await
     }
 }
 
