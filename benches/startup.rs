@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::bench::{
-    env_or, raw_metadata_reads, raw_reads, root_client, rss_kib, spawn_daemon, target_dir, RawRead,
+    cpu_secs, env_or, raw_metadata_reads, raw_reads, root_client, rss_kib, spawn_daemon,
+    target_dir, RawRead,
 };
 use common::OpenBao;
 use secret_rotator::config::KvPath;
@@ -508,6 +509,7 @@ async fn main() {
         limit,
         wait_checks,
         idle_secs,
+        bao_pid: bao.pid(),
     };
     let mut groups = Vec::new();
     for &instances in &sizes {
@@ -537,6 +539,13 @@ async fn main() {
                 if wait_checks { "the checks" } else { "READY" },
                 reads as f64 * 3600.0 / idle_secs as f64 / n as f64,
                 g.rss_idle
+            );
+        }
+        if let Some((server, members)) = g.idle_cpu {
+            println!(
+                "  CPU over the idle window: the server {server:.1} s ({:.1} % of a core), the daemon(s) {members:.1} s ({:.1} %)",
+                server * 100.0 / idle_secs as f64,
+                members * 100.0 / idle_secs as f64
             );
         }
         println!(
@@ -660,6 +669,7 @@ async fn main() {
                 "requests_after_ready_checks_per_credential": per_cred(total(&g.after)),
                 "checks_done_seconds": g.checked_secs,
                 "idle_vault_reads": g.idle_reads,
+                "idle_cpu_seconds": g.idle_cpu.map(|(server, members)| serde_json::json!({ "server": server, "daemons": members })),
                 "rss_kib": { "at_ready": g.rss_ready, "after_checks": g.rss_checked, "after_idle": g.rss_idle },
             })).collect::<Vec<_>>(),
             "rss_bytes_per_owned_and_other_credential": memory.iter().map(|(when, f)| json!({"when": when, "owned": f.map(|f| f.0), "other": f.map(|f| f.1)})).collect::<Vec<_>>(),
@@ -684,6 +694,8 @@ struct GroupOptions<'a> {
     limit: Duration,
     wait_checks: bool,
     idle_secs: u64,
+    /// The server's process, for its CPU time over the idle window.
+    bao_pid: Option<u32>,
 }
 
 /// One start-up of `instances` daemons over the same credentials (one state prefix: a group).
@@ -698,6 +710,8 @@ struct GroupFigures {
     checked_secs: f64,
     status: String,
     idle_reads: Option<u64>,
+    /// CPU seconds over the idle window: the server's, and the members' together.
+    idle_cpu: Option<(f64, f64)>,
     rss_ready: Vec<u64>,
     rss_checked: Vec<u64>,
     rss_idle: Vec<u64>,
@@ -778,16 +792,26 @@ async fn run_group(
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
+    let cpu = |daemons: &[Daemon]| {
+        (
+            o.bao_pid.map_or(0.0, cpu_secs),
+            daemons.iter().map(|d| cpu_secs(d.pid())).sum::<f64>(),
+        )
+    };
+    let mut idle_cpu = None;
     let idle_reads = if o.idle_secs > 0 {
         let mut before = 0;
         for port in &ports {
             before += vault_reads(*port).await;
         }
+        let cpu_before = cpu(&daemons);
         tokio::time::sleep(Duration::from_secs(o.idle_secs)).await;
         let mut after = 0;
         for port in &ports {
             after += vault_reads(*port).await;
         }
+        let cpu_after = cpu(&daemons);
+        idle_cpu = Some((cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1));
         eprintln!(
             "group of {instances}: {} Vault reads over {} s idle, {:?} KiB resident",
             after.saturating_sub(before),
@@ -812,6 +836,7 @@ async fn run_group(
         checked_secs,
         status,
         idle_reads,
+        idle_cpu,
         rss_ready,
         rss_checked,
         rss_idle,

@@ -1,7 +1,7 @@
 //! The reconcile by folder. The credentials this instance owns that share a parent folder with
 //! another share that folder's reconcile slot, and at the slot the folder's metadata is read with
-//! OpenBao's `detailed-metadata` LIST (one request per [`PAGE`] keys) instead of one metadata
-//! read per credential. What a reconcile decides from it is the same ([`Glance`], from the same
+//! OpenBao's `detailed-metadata` LIST (pages of [`PAGE`] keys, growing while the answers stay
+//! small: [`next_page`]) instead of one metadata read per credential. What a reconcile decides from it is the same ([`Glance`], from the same
 //! parsing of the same metadata): the current version, and whether a set member's
 //! custom_metadata overrides its policy.
 //!
@@ -30,12 +30,39 @@ use crate::app::App;
 use crate::config::KvPath;
 use crate::vault::{SecretMetadata, Vault, VaultError};
 
-/// Keys per detailed listing. Each key's metadata is about 0.5 KB, plus about 0.1 KB per version
-/// kept (10 by default); custom_metadata is at most 64 keys of 128 bytes with values of 512
-/// bytes (about 40 KB). A page of 1,000 is then about 2 MB in the common case and under 42 MB
-/// at the worst the server allows, below the 48 MiB the Vault transport reads of an answer, and
-/// one request for most folders.
+/// Keys in the first detailed listing of a round. Each key's metadata is about 0.5 KB, plus
+/// about 0.1 KB per version kept (10 by default); custom_metadata is at most 64 keys of 128
+/// bytes with values of 512 bytes (about 40 KB). A page of 1,000 is then about 2 MB in the
+/// common case and under 42 MB at the worst the server allows, below the 48 MiB the Vault
+/// transport reads of an answer, and one request for most folders.
 pub(crate) const PAGE: usize = 1000;
+
+/// Keys in a detailed listing at most.
+pub(crate) const MAX_PAGE: usize = 64_000;
+
+/// The size a page's answer is kept under, estimated from the keys listed so far.
+pub(crate) const PAGE_BYTES: usize = 16 << 20;
+
+/// The keys asked for after a page of `previous` keys whose largest key's metadata was about
+/// `bytes_per_key`: four times more, up to [`MAX_PAGE`], as long as a page of them stays under
+/// [`PAGE_BYTES`]; never fewer than [`PAGE`]. A dev server (storage in memory) answers any page
+/// in about the time it takes to list the whole folder (BENCHMARKS.md, "Credential sets at
+/// scale"): pages of 1,000 made a round of a million keys 1,000 listings of the whole folder;
+/// growing pages make it about 30.
+pub(crate) fn next_page(previous: usize, bytes_per_key: usize) -> usize {
+    let fits = PAGE_BYTES / bytes_per_key.max(1);
+    previous.saturating_mul(4).min(MAX_PAGE).min(fits).max(PAGE)
+}
+
+/// About how many bytes of a detailed listing's answer `key`'s metadata takes.
+fn answer_bytes(key: &str, m: &SecretMetadata) -> usize {
+    let custom: usize = m
+        .custom_metadata
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 8)
+        .sum();
+    500 + key.len() + 120 * m.versions.len() + custom
+}
 
 /// A KV v2 folder: the mount and the path of the folder within it (`""` at the mount's root).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,6 +125,8 @@ pub(crate) struct Round {
     /// The last key listed.
     after: Option<String>,
     complete: bool,
+    /// The keys the next page asks for.
+    page: usize,
     /// Keys listed and not yet taken.
     found: HashMap<Box<str>, Glance>,
     /// How many owned credentials took theirs this round.
@@ -108,6 +137,7 @@ impl Round {
     fn begin(&mut self, now: DateTime<Utc>) {
         *self = Round {
             began: Some(now),
+            page: PAGE,
             ..Round::default()
         };
     }
@@ -122,11 +152,14 @@ impl Round {
             }
             self.after = Some(last.clone());
         }
+        let mut largest = 0;
         for (key, metadata) in page {
             if let Some(m) = metadata {
+                largest = largest.max(answer_bytes(&key, &m));
                 self.found.insert(key.into_boxed_str(), Glance::of(&m));
             }
         }
+        self.page = next_page(limit, largest);
     }
 
     /// What the listing says of `key`: `Some` when listed and not taken yet; `None` when the
@@ -299,16 +332,17 @@ impl Batch {
                 return Ok(None);
             }
             let after = round.after.clone();
+            let limit = round.page.max(PAGE);
             let page = vault
                 .list_metadata_page(
                     &self.folder.mount,
                     &self.folder.path,
                     after.as_deref(),
-                    PAGE,
+                    limit,
                 )
                 .await;
             match page {
-                Ok(page) => round.add(page, PAGE),
+                Ok(page) => round.add(page, limit),
                 Err(VaultError::PermissionDenied { .. }) => {
                     self.folders.deny(&self.folder);
                     return Ok(None);

@@ -78,6 +78,22 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The CPU time (user and system) process `pid` has used so far, in seconds (0 when gone).
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command's name in parentheses: state is field 3, utime 14 and stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Field 14 is the 12th after the name (state is the 1st); clock ticks are 100 a second.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
 /// Metadata reads per second of `n` secrets (`secret(i)`), `concurrency` in flight, for
 /// `duration`: the raw figure the daemon's reads are compared with.
 pub async fn raw_metadata_reads(

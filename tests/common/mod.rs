@@ -87,6 +87,11 @@ pub struct OpenBao {
 }
 
 impl OpenBao {
+    /// The server's process id, when this process started it.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub async fn start() -> OpenBao {
         OpenBao::launch(None, None).await
     }

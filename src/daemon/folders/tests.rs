@@ -230,3 +230,56 @@ fn a_reconcile_takes_the_listing_of_its_folder_s_slot_in_the_current_interval() 
         "a folder not listed"
     );
 }
+
+#[test]
+fn pages_grow_fourfold_while_their_answers_stay_small() {
+    // (keys asked for last, the largest key's metadata in bytes, keys asked for next)
+    let cases = [
+        (PAGE, 0, 4 * PAGE),
+        (PAGE, 600, 4 * PAGE),
+        (4 * PAGE, 600, 16 * PAGE),
+        (16 * PAGE, 600, PAGE_BYTES / 600),
+        (PAGE_BYTES / 600, 600, PAGE_BYTES / 600),
+        (16 * PAGE, 200, MAX_PAGE),
+        (MAX_PAGE, 200, MAX_PAGE),
+        (16 * PAGE, 40_000, PAGE),
+        (PAGE, 2_000, 4 * PAGE),
+        (4 * PAGE, 2_000, PAGE_BYTES / 2_000),
+        (2, 600, PAGE),
+    ];
+    for (previous, bytes, next) in cases {
+        assert_eq!(
+            next_page(previous, bytes),
+            next,
+            "{previous} keys of {bytes} B"
+        );
+    }
+    // A million keys of about 600 bytes: 1,000, 4,000, 16,000, then about 28,000 a page: 39 requests.
+    let (mut page, mut listed, mut requests) = (PAGE, 0, 0);
+    while listed < 1_000_000 {
+        listed += page;
+        requests += 1;
+        page = next_page(page, 600);
+    }
+    assert_eq!(requests, 39);
+}
+
+#[test]
+fn a_round_asks_for_more_keys_after_small_answers_and_fewer_after_large_ones() {
+    let mut round = Round::default();
+    round.begin(Utc::now());
+    assert_eq!(round.page, PAGE);
+    round.add(vec![("a".into(), metadata(1, &[]))], PAGE);
+    assert_eq!(round.page, 4 * PAGE);
+    let large = "x".repeat(30_000);
+    round.add(
+        vec![("b".into(), metadata(1, &[("note", &large)]))],
+        4 * PAGE,
+    );
+    assert_eq!(
+        round.page, PAGE,
+        "a page of 30 KB keys would be 120 MB: back to the first size"
+    );
+    round.add(vec![("c".into(), metadata(1, &[("note", "small")]))], PAGE);
+    assert_eq!(round.page, 4 * PAGE);
+}
