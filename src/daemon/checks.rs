@@ -8,6 +8,8 @@
 //! - What many credentials share is asked of Vault once: the kind of each mount, and the
 //!   token's capabilities in batches of paths (far below OpenBao's limit of 1000 strings per
 //!   request). Only the secret's own read (its fields) is one request per credential.
+//! - A member of a group checks the credentials it owns when the checks begin (the others are
+//!   their owners' to check; one taken over later is checked by its attempts' preflight).
 //! - Every problem is logged with the credential's name and the path; the counts show in the
 //!   `STATUS=` line ([`Progress::describe`]).
 
@@ -17,6 +19,7 @@ use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
 
+use super::group::{owned, Owners};
 use crate::app::App;
 use crate::config::Credential;
 use crate::rotation::{Engine, EngineError};
@@ -86,16 +89,16 @@ impl Progress {
 
 /// Check every credential of `app`; problems are logged and counted in `progress`.
 pub(crate) async fn run(app: &App, progress: &Progress) {
-    progress.start(app.config.credentials.len());
-    check(app, progress).await;
+    let credentials: Vec<&Credential> = app.config.credentials.iter().collect();
+    progress.start(credentials.len());
+    check(app, &credentials, progress).await;
 }
 
-async fn check(app: &App, progress: &Progress) {
-    let credentials = &app.config.credentials;
+async fn check(app: &App, credentials: &[&Credential], progress: &Progress) {
     let engine = &app.engine;
 
     // Dependents first: no Vault request unless one has a webhook signing key.
-    stream::iter(credentials)
+    stream::iter(credentials.iter().copied())
         .for_each_concurrent(CONCURRENCY, |cred| async move {
             for problem in app.deliverer.preflight(cred).await {
                 progress.dependents.fetch_add(1, Ordering::Relaxed);
@@ -108,6 +111,7 @@ async fn check(app: &App, progress: &Progress) {
     // credential finds the same mount, policy and field problems too late otherwise.
     let automatic: Vec<&Credential> = credentials
         .iter()
+        .copied()
         .filter(|c| app.provider(c).is_ok())
         .collect();
     progress
@@ -210,8 +214,16 @@ fn not_checked(progress: &Progress, cred: &Credential, e: &str) {
 
 /// Run the checks in the background; returns their task (aborted by a reload that starts new
 /// ones).
-pub(crate) fn spawn(app: Arc<App>, progress: Arc<Progress>) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn(
+    app: Arc<App>,
+    progress: Arc<Progress>,
+    owners: Owners,
+) -> tokio::task::JoinHandle<()> {
     // Marked running at once, so that the status line sent with READY says so.
-    progress.start(app.config.credentials.len());
-    tokio::spawn(async move { check(&app, &progress).await })
+    let total = owned(&app.config.credentials, &owners).count();
+    progress.start(total);
+    tokio::spawn(async move {
+        let credentials: Vec<&Credential> = owned(&app.config.credentials, &owners).collect();
+        check(&app, &credentials, &progress).await
+    })
 }

@@ -21,6 +21,9 @@ use crate::vault::{Vault, VaultError};
 /// The longest the start-up waits to join before it begins alone.
 const JOIN_BOUND: Duration = Duration::from_secs(5);
 
+/// How long after entering the group the members are listed again (see [`Joining::settle`]).
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// Who owns what: this instance among the live members it sees.
 #[derive(Debug, Clone)]
 pub(super) struct Owners {
@@ -63,10 +66,12 @@ pub(super) struct Group {
 }
 
 impl Group {
-    /// Join: write this instance's record, list and read the others (within `JOIN_BOUND`, so
-    /// an unreachable Vault does not hold the start-up: the instance then begins alone and the
-    /// task keeps trying), then keep the membership in the background.
-    pub(super) async fn join(app: &App) -> Group {
+    /// Enter the group: write this instance's record, list and read the others (within
+    /// `JOIN_BOUND`, so an unreachable Vault does not hold the start-up: the instance then
+    /// begins alone and the task keeps trying). Called before the credential sets are
+    /// discovered, so that instances started together see each other's records by
+    /// [`Joining::settle`].
+    pub(super) async fn enter(app: &App) -> Joining {
         let me = fleet::member_name(crate::instance::instance_of(&app.engine.owner));
         let ttl = app.config.daemon.group_lease_ttl;
         let keeper = Arc::new(Keeper {
@@ -86,20 +91,16 @@ impl Group {
             renew_at: Utc::now(),
             list_in: 0,
         };
+        let entered = tokio::time::Instant::now();
+        let bound = ttl.min(JOIN_BOUND);
         // At most a few seconds: a Vault that does not answer holds the start-up's own reads
         // anyway, and the task keeps trying.
-        let _ = tokio::time::timeout(ttl.min(JOIN_BOUND), keeper.turn(&mut state)).await;
-        let first = Owners {
-            me: Arc::from(me.as_str()),
-            members: Arc::new(state.view.members(Utc::now())),
-        };
-        tracing::info!(member = %me, members = %first.members.join(","), lease = %crate::human::duration(ttl), "joined the group");
-        let (tx, members) = watch::channel(first);
-        let task = tokio::spawn(keeper.clone().keep(state, tx));
-        Group {
-            members,
-            task,
+        let _ = tokio::time::timeout(bound, keeper.turn(&mut state)).await;
+        Joining {
             keeper,
+            state,
+            entered,
+            bound,
         }
     }
 
@@ -132,6 +133,60 @@ impl Group {
             Err(_) => {
                 tracing::warn!("no answer deleting the member record; it ends with its lease")
             }
+        }
+    }
+}
+
+/// An instance that entered the group and has yet to settle on its members.
+pub(super) struct Joining {
+    keeper: Arc<Keeper>,
+    state: State,
+    entered: tokio::time::Instant,
+    bound: Duration,
+}
+
+impl Joining {
+    /// Settle on the members, then keep the membership in the background. Instances started
+    /// together (a deploy, a host back from a reboot) each see only the records written before
+    /// their first LIST; each would read every credential it owns alone, then hand most of
+    /// them over. So the members are listed again [`SETTLE`] after this instance entered (the
+    /// discovery of the credential sets runs meanwhile), and again while that finds someone
+    /// new, within `JOIN_BOUND` of entering: the start-up then reads each credential once in
+    /// the group. Kafka's consumer groups wait out `group.initial.rebalance.delay.ms` for the
+    /// same reason.
+    pub(super) async fn settle(self) -> Group {
+        let Joining {
+            keeper,
+            mut state,
+            entered,
+            bound,
+        } = self;
+        let until = entered + bound;
+        let mut at = entered + SETTLE;
+        loop {
+            let seen = state.view.members(Utc::now());
+            if at >= until {
+                break;
+            }
+            tokio::time::sleep_until(at).await;
+            let listed = tokio::time::timeout_at(until, keeper.list(&mut state)).await;
+            if listed.is_err() || state.view.members(Utc::now()) == seen {
+                break;
+            }
+            at = tokio::time::Instant::now() + SETTLE;
+        }
+        let me = keeper.record.member.clone();
+        let first = Owners {
+            me: Arc::from(me.as_str()),
+            members: Arc::new(state.view.members(Utc::now())),
+        };
+        tracing::info!(member = %me, members = %first.members.join(","), lease = %crate::human::duration(keeper.ttl), "joined the group");
+        let (tx, members) = watch::channel(first);
+        let task = tokio::spawn(keeper.clone().keep(state, tx));
+        Group {
+            members,
+            task,
+            keeper,
         }
     }
 }
@@ -172,21 +227,26 @@ impl Keeper {
                 tracing::warn!(error = %e, "could not renew the member record");
             }
             if state.list_in == 0 {
-                match self.vault.list(&self.mount, &self.folder).await {
-                    Ok(keys) => {
-                        state.list_in = 1;
-                        for member in state.view.listed(&keys) {
-                            self.read(state, &member).await;
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "could not list the group's members"),
-                }
+                self.list(state).await;
             } else {
                 state.list_in -= 1;
             }
         }
         for member in state.view.to_read(Utc::now()) {
             self.read(state, &member).await;
+        }
+    }
+
+    /// List the members' records and read the new ones.
+    async fn list(&self, state: &mut State) {
+        match self.vault.list(&self.mount, &self.folder).await {
+            Ok(keys) => {
+                state.list_in = 1;
+                for member in state.view.listed(&keys) {
+                    self.read(state, &member).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not list the group's members"),
         }
     }
 

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_cron_scheduler::JobScheduler;
 
 use super::folders::Folders;
-use super::group::{Group, Owners};
+use super::group::{Group, Joining, Owners};
 use super::metrics::Metrics;
 use super::periodic::{self, Tick};
 use super::planner::{Planner, Work};
@@ -95,6 +95,7 @@ impl Loop {
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         discovery: super::sets::Discovery,
+        joining: Option<Joining>,
     ) -> Result<Loop, Failure> {
         let (current, _) = watch::channel(app.clone());
         let admin = match (&app.config.admin, once) {
@@ -124,11 +125,10 @@ impl Loop {
         let workers = start_deliveries(&app, &metrics);
         let heartbeat = Heartbeat::new();
         let watchdog = systemd::spawn_watchdog(heartbeat.clone());
-        // Instances sharing the state prefix share the credentials: a pass works alone.
-        let group = if once {
-            None
-        } else {
-            Some(Group::join(&app).await)
+        // The group this instance entered before the discovery (none in a pass).
+        let group = match joining {
+            Some(joining) => Some(joining.settle().await),
+            None => None,
         };
         let owners = group.as_ref().map_or_else(
             || Owners::alone(crate::instance::instance_of(&app.engine.owner)),
@@ -323,7 +323,11 @@ impl Loop {
         {
             self.ready = true;
             self.health.recovered.store(true, Ordering::Relaxed);
-            self.checking = Some(checks::spawn(self.app.clone(), self.progress.clone()));
+            self.checking = Some(checks::spawn(
+                self.app.clone(),
+                self.progress.clone(),
+                self.owners.clone(),
+            ));
             let line = self.status_line();
             tracing::info!(status = %line, "ready");
             systemd::ready(&line);

@@ -121,11 +121,26 @@ pub(crate) async fn run(app: App, once: bool, reconcile: Option<Duration>) -> Re
     let mut app = counting_failures(app, &metrics);
     let health = Arc::new(Health::default());
     let mut signals = Signals::new()?;
+    // Instances sharing the state prefix share the credentials (a pass works alone): this one
+    // enters the group first, so that the discovery below runs while the group settles.
+    let joining = if once {
+        None
+    } else {
+        Some(group::Group::enter(&app).await)
+    };
     // The credential sets' members join the credentials before the first plan.
     let discovery = sets::Discovery::start(&mut app).await;
     metrics.sets(&app.config.credential_sets);
-    let mut daemon =
-        Loop::start(Arc::new(app), once, reconcile, metrics, health, discovery).await?;
+    let mut daemon = Loop::start(
+        Arc::new(app),
+        once,
+        reconcile,
+        metrics,
+        health,
+        discovery,
+        joining,
+    )
+    .await?;
     let code = daemon.turn_until_done(&mut signals).await;
     daemon.shut_down().await;
     Ok(code)

@@ -37,7 +37,11 @@ impl Loop {
             if let Some(task) = self.checking.take() {
                 task.abort();
             }
-            self.checking = Some(checks::spawn(self.app.clone(), self.progress.clone()));
+            self.checking = Some(checks::spawn(
+                self.app.clone(),
+                self.progress.clone(),
+                self.owners.clone(),
+            ));
             self.workers = Some(start_deliveries(&self.app, &self.metrics));
             // Re-plan: forget what left the configuration, read everything again.
             let (app, by_name) = (&self.app, &self.by_name);

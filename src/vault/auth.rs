@@ -170,6 +170,7 @@ impl Vault {
                 count: Some(&self.stats.logins),
                 // A login may spend one of the secret-id's uses.
                 resend: Resend::Once,
+                slow: false,
             })
             .await
             .map_err(|e| match e {
@@ -203,6 +204,7 @@ impl Vault {
                 body: None,
                 count: None,
                 resend: Resend::Always,
+                slow: false,
             })
             .await?;
         let data: Data = super::data_of(answer, path)?;
@@ -223,6 +225,7 @@ impl Vault {
                 body: None,
                 count: Some(&self.stats.renewals),
                 resend: Resend::Always,
+                slow: false,
             })
             .await?;
         answer

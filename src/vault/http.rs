@@ -47,6 +47,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// The most of an answer read: OpenBao refuses a request over 32 MiB, so no secret or record it
 /// answers with comes near this; an answer over it is cut off, not read whole.
 pub const BODY_CAP: usize = 48 * 1024 * 1024;
+/// The least time a folder's listing is given ([`Request::slow`]).
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Redirects followed in a row before the node is treated as failing.
 const MAX_REDIRECTS: u32 = 3;
 /// The longest a `sys/health` probe may take (shorter when the request timeout is).
@@ -85,6 +87,10 @@ pub(super) struct Request<'a> {
     /// of tries.
     pub count: Option<&'a AtomicU64>,
     pub resend: Resend,
+    /// A listing of a folder: the server may take as long to answer as it takes to list the
+    /// whole folder (a dev server's storage in memory: over 10 s at a million keys), so it is
+    /// given [`LIST_TIMEOUT`] when that is longer than the request timeout.
+    pub slow: bool,
 }
 
 /// What one try at one node came to (a 2xx aside).
@@ -315,6 +321,7 @@ impl Vault {
             body: body.as_ref(),
             count: None,
             resend,
+            slow: false,
         })
         .await
     }
@@ -445,6 +452,9 @@ impl Vault {
         }
         if let Some(b) = req.body {
             builder = builder.json(b);
+        }
+        if req.slow {
+            builder = builder.timeout(self.list_timeout);
         }
         let resp = builder
             .send()

@@ -90,6 +90,8 @@ pub struct Vault {
     discovery: tokio::sync::Mutex<()>,
     /// How long a `sys/health` probe may take.
     probe_timeout: Duration,
+    /// The time a folder's listing is given (`http::Request::slow`).
+    list_timeout: Duration,
     login: Login,
     http: reqwest::Client,
     namespace: Option<String>,
@@ -125,6 +127,7 @@ impl Vault {
             epoch: AtomicU64::new(0),
             discovery: tokio::sync::Mutex::new(()),
             probe_timeout: cfg.request_timeout.min(http::PROBE_TIMEOUT),
+            list_timeout: cfg.request_timeout.max(http::LIST_TIMEOUT),
             login,
             http: http::client(cfg)?,
             namespace: cfg.namespace.clone(),
@@ -238,6 +241,7 @@ impl Vault {
             body: None,
             count: Some(&self.stats.writes),
             resend: Resend::Always,
+            slow: false,
         })
         .await
         .map(|_| ())
@@ -271,6 +275,7 @@ impl Vault {
                 body: None,
                 count: Some(&self.stats.reads),
                 resend: Resend::Always,
+                slow: false,
             })
             .await?;
         let read: Read = data_of(answer, &shown)?;
@@ -348,6 +353,7 @@ impl Vault {
                 body: Some(&request),
                 count: Some(&self.stats.writes),
                 resend: Resend::CheckAndSet,
+                slow: false,
             })
             .await?;
         let written: Written = data_of(answer, &shown)?;
@@ -368,6 +374,7 @@ impl Vault {
                 body: None,
                 count: Some(&self.stats.reads),
                 resend: Resend::Always,
+                slow: false,
             })
             .await?;
         data_of::<Metadata>(answer, &shown)?.parse(&shown)
@@ -408,6 +415,7 @@ impl Vault {
                 body: None,
                 count: Some(&self.stats.reads),
                 resend: Resend::Always,
+                slow: true,
             })
             .await;
         let answer = match answer {
@@ -445,6 +453,7 @@ impl Vault {
             body: Some(&request),
             count: Some(&self.stats.writes),
             resend: Resend::Always,
+            slow: false,
         })
         .await
         .map(|_| ())
@@ -460,6 +469,7 @@ impl Vault {
             body: Some(&request),
             count: Some(&self.stats.writes),
             resend: Resend::Always,
+            slow: false,
         })
         .await
         .map(|_| ())
@@ -515,6 +525,7 @@ impl Vault {
                 body: None,
                 count: Some(&self.stats.reads),
                 resend: Resend::Always,
+                slow: true,
             })
             .await;
         match answer {
