@@ -26,7 +26,7 @@ use super::systemd::{self, Heartbeat};
 use super::work::{perform, settle, status_line, Done, ErrorBackoff};
 use super::{
     admin, begin_stop, checks, stop_requested, Health, Signals, DRIFT_EVERY, FEED_EVERY,
-    READ_DEADLINE, STATUS_EVERY,
+    FOLDER_DEADLINE, READ_DEADLINE, STATUS_EVERY,
 };
 use crate::app::{exit, App, Failure};
 use crate::notify::deliver::Workers;
@@ -271,6 +271,7 @@ impl Loop {
             let app = self.app.clone();
             let deadline = match work {
                 Work::Drive => app.engine.settings.lease,
+                Work::Reconcile if batch.is_some() => FOLDER_DEADLINE,
                 Work::Read | Work::Reconcile => READ_DEADLINE,
             };
             self.tasks.spawn(async move {

@@ -108,6 +108,13 @@ const MAX_READS: usize = 32;
 /// The longest a read task may take (each Vault request has its own timeout as well).
 const READ_DEADLINE: Duration = Duration::from_secs(120);
 
+/// The longest a reconcile from its folder's listing may take. Every owned credential of the
+/// folder begins its reconcile at the folder's slot and waits for the page holding its key; the
+/// pages come one after the other, each bounded by its request's timeout. A dev server took about
+/// 4 minutes to answer the pages of a million keys (BENCHMARKS.md), and reconciles waiting
+/// behind them ran past [`READ_DEADLINE`].
+const FOLDER_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
 /// How often a `STATUS=` line is sent at most.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 
