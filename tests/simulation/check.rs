@@ -178,6 +178,45 @@ pub fn check(world: &World, profile: &Profile, stuck: bool) -> Vec<String> {
         }
     }
 
+    // No version is rotated twice: an attempt commits one version of the secret at most, and no
+    // two attempts commit over the same version (a handover's new owner and a stale one).
+    let mut committed: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for (version, token) in &truth.secret_versions {
+        let by = truth
+            .tokens
+            .iter()
+            .find(|t| t.token == *token)
+            .and_then(|t| t.attempt.as_deref());
+        if let Some(a) = by {
+            committed.entry(a).or_default().push(*version);
+        }
+    }
+    for (a, versions) in &committed {
+        if versions.len() > 1 {
+            v.push(format!(
+                "attempt {} committed versions {versions:?} of the secret",
+                short(a)
+            ));
+        }
+    }
+    let mut over: BTreeMap<u64, &str> = BTreeMap::new();
+    let mut seen_committed: Vec<&str> = Vec::new();
+    for (_, _, a) in &truth.records {
+        let Some(a) = a else { continue };
+        if a.version_after.is_none() || seen_committed.contains(&a.id.as_str()) {
+            continue;
+        }
+        seen_committed.push(&a.id);
+        if let Some(other) = over.insert(a.version_before, &a.id) {
+            v.push(format!(
+                "attempts {} and {} both committed over version {}",
+                short(other),
+                short(&a.id),
+                a.version_before
+            ));
+        }
+    }
+
     // Records stay within their bounds, and no attempt exceeds its budget.
     let budget = chrono::Duration::from_std(
         secret_rotator::rotation::state::RetryPolicy::default().transient_budget
@@ -233,6 +272,30 @@ pub fn check(world: &World, profile: &Profile, stuck: bool) -> Vec<String> {
         v.push(format!(
             "the state record keeps {kept} versions (at most {RECORD_VERSIONS})"
         ));
+    }
+    v
+}
+
+/// Once the churn stopped and the views caught up: the credential (and any other name) is
+/// owned by exactly one live member, in its own view and in every other's, the one
+/// `fleet::owner_of` gives it to among the members alive.
+pub fn owned_once(world: &World) -> Vec<String> {
+    let mut v = Vec::new();
+    let names = [
+        world.cred.name.as_str(),
+        "a",
+        "b",
+        "store-1",
+        "store-2",
+        "store-3",
+    ];
+    for name in names {
+        let (claim, owner) = world.group.owners(name);
+        if claim.len() != 1 || claim.first() != owner.as_ref() {
+            v.push(format!(
+                "once the churn stopped, {name} is owned by {claim:?} (the live members give it to {owner:?})"
+            ));
+        }
     }
     v
 }

@@ -9,6 +9,7 @@
 //! - `fixed_seeds`: the seeds that found bugs.
 
 mod check;
+mod group;
 mod rng;
 mod run;
 mod sched;
@@ -114,6 +115,9 @@ fn schedules() {
     let failed: Mutex<Vec<run::Report>> = Mutex::new(Vec::new());
     let crashed: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
     let steps = AtomicU64::new(0);
+    // Schedules with a group, and their churn events.
+    let groups = AtomicU64::new(0);
+    let churned = AtomicU64::new(0);
     // The longest schedule: simulated time, seed.
     let longest = Mutex::new((Duration::ZERO, 0));
     // The seed each thread runs, since when (the watchdog's).
@@ -126,6 +130,7 @@ fn schedules() {
             .map(|thread| {
                 let (next, failed, crashed, steps, longest, running) =
                     (&next, &failed, &crashed, &steps, &longest, &running);
+                let (groups, churned) = (&groups, &churned);
                 s.spawn(move || {
                     let mut mine: BTreeMap<String, u64> = BTreeMap::new();
                     loop {
@@ -137,6 +142,10 @@ fn schedules() {
                         let r = run::run(seed);
                         lock(running).remove(&thread);
                         steps.fetch_add(r.steps as u64, Ordering::Relaxed);
+                        if r.profile.group {
+                            groups.fetch_add(1, Ordering::Relaxed);
+                            churned.fetch_add(u64::from(r.churned), Ordering::Relaxed);
+                        }
                         {
                             let mut l = lock(longest);
                             if (r.simulated, std::cmp::Reverse(seed))
@@ -171,10 +180,12 @@ fn schedules() {
     let crashed = crashed.into_inner().unwrap();
     let (longest, longest_seed) = longest.into_inner().unwrap();
     println!(
-        "simulation: {n} schedules (seeds {first}..{}) in {:.1} s on {threads} threads, {} steps; the longest, seed {longest_seed}, {:.1} days simulated; crashes by point: {crashed:?}",
+        "simulation: {n} schedules (seeds {first}..{}) in {:.1} s on {threads} threads, {} steps; {} with a group, {} member churn events; the longest, seed {longest_seed}, {:.1} days simulated; crashes by point: {crashed:?}",
         first + n,
         elapsed.as_secs_f64(),
         steps.load(Ordering::Relaxed),
+        groups.load(Ordering::Relaxed),
+        churned.load(Ordering::Relaxed),
         longest.as_secs_f64() / 86_400.0
     );
     let mut failed = failed.into_inner().unwrap();

@@ -16,6 +16,7 @@ use secret_rotator::records::memory::MemoryKv;
 use secret_rotator::records::{RecordStore, SecretStore};
 use secret_rotator::rotation::{Begin, Engine, Outcome, RunResult, Wait};
 
+use crate::group::{Group, Membership, KEEPER_LAG, TTL};
 use crate::sched::{Op, Profile, Sched, Task};
 use crate::world::{short, SimKv, SimProvider, Token, Truth, World};
 
@@ -29,6 +30,8 @@ pub struct Report {
     pub violations: Vec<String>,
     pub trace: Vec<String>,
     pub crashed_at: BTreeMap<String, u64>,
+    /// Member churn events (deaths, pauses, joins, keeper stalls) in a schedule with a group.
+    pub churned: u32,
 }
 
 impl Report {
@@ -150,6 +153,7 @@ async fn schedule(seed: u64) -> Report {
         cred,
         state_path,
         truth: Mutex::new(truth),
+        group: Group::default(),
         last_rotation: AtomicU8::new(0),
     });
     let mut handles: BTreeMap<Task, (JoinHandle<()>, String)> = BTreeMap::new();
@@ -169,6 +173,8 @@ async fn schedule(seed: u64) -> Report {
     let started = Instant::now();
     let mut capped = None;
     let mut turns = 0;
+    // When the last instance (re)started, or will.
+    let mut last_start = Instant::now();
     loop {
         // A schedule that does not finish fails with its seed instead of holding the run.
         turns += 1;
@@ -194,6 +200,7 @@ async fn schedule(seed: u64) -> Report {
                 continue;
             };
             handle.abort();
+            world.group.died(t);
             let (restart, same, delay) = {
                 let mut st = sched.lock();
                 let restart = handles.is_empty() || !profile.churn || st.rng.chance(0.3);
@@ -203,11 +210,16 @@ async fn schedule(seed: u64) -> Report {
                 let owner = if same { owner } else { format!("i{next}") };
                 sched.trace(format!("i{next} starts as {owner} (after i{t} died)"));
                 let first = Instant::now() + delay;
+                last_start = last_start.max(first);
                 handles.insert(next, (spawn(&world, next, owner.clone(), first), owner));
                 next += 1;
             } else {
                 sched.trace(format!("i{t} stays dead"));
             }
+        }
+        if profile.group && churn(&world, &mut handles, &mut next) {
+            // Let a new member reach its first gate, a dead one be reaped.
+            continue;
         }
         if respawned {
             // Let the new instances reach their first gate.
@@ -247,6 +259,24 @@ async fn schedule(seed: u64) -> Report {
         }
         steps += 1;
     }
+    let mut violations = Vec::new();
+    if capped.is_none() && profile.group {
+        // The churn stopped with the faults: within two lease TTLs after the last start, pause
+        // (and its keeper's lag) or keeper stall, every view has caught up; a clock stepped
+        // back delays a renewal by as much (two steps of 2 minutes at most, as a rule).
+        let pauses = handles.keys().filter_map(|t| sched.paused_until(*t)).max();
+        let until = [pauses, Some(last_start), world.group.stalled_until()]
+            .into_iter()
+            .flatten()
+            .fold(Instant::now(), Instant::max);
+        let steps = if profile.clock_steps {
+            Duration::from_secs(240)
+        } else {
+            Duration::ZERO
+        };
+        tokio::time::sleep_until(until + KEEPER_LAG + TTL * 2 + steps).await;
+        violations.extend(crate::check::owned_once(&world));
+    }
     for (handle, _) in handles.values() {
         handle.abort();
     }
@@ -262,9 +292,10 @@ async fn schedule(seed: u64) -> Report {
             violations: vec![capped],
             trace: st.trace.iter().cloned().collect(),
             crashed_at: st.crashed_at.clone(),
+            churned: st.churned,
         };
     }
-    let mut violations = crate::check::check(&world, &profile, stuck);
+    violations.extend(crate::check::check(&world, &profile, stuck));
     if !stuck {
         let last = world.record().and_then(|r| r.history.last().cloned());
         if last.as_ref().map(|l| l.outcome) != Some(Outcome::Rotated) {
@@ -283,6 +314,58 @@ async fn schedule(seed: u64) -> Report {
         violations,
         trace: st.trace.iter().cloned().collect(),
         crashed_at: st.crashed_at.clone(),
+        churned: st.churned,
+    }
+}
+
+/// While the faults last, now and then: a member dies where it is (its record lapses with its
+/// lease; it may come back, as itself or as a new member, like any crashed instance), pauses
+/// (every gate of its process stays shut, and its keeper wakes later still), or a new member
+/// joins. True when the run loop should let the tasks settle first.
+fn churn(
+    world: &Arc<World>,
+    handles: &mut BTreeMap<Task, (JoinHandle<()>, String)>,
+    next: &mut Task,
+) -> bool {
+    let sched = &world.sched;
+    let (event, task, pause) = {
+        let mut st = sched.lock();
+        if !st.faults_on || st.churned >= st.profile.max_churn || !st.rng.chance(0.02) {
+            return false;
+        }
+        st.churned += 1;
+        let live: Vec<Task> = handles.keys().copied().collect();
+        let event = if live.len() >= 4 {
+            st.rng.below(2)
+        } else {
+            st.rng.below(3)
+        };
+        (event, st.rng.pick(&live), st.rng.millis(20_000, 240_000))
+    };
+    match event {
+        0 => {
+            sched.trace(format!("i{task} (member {}) dies", handles[&task].1));
+            sched.kill(task);
+            true
+        }
+        1 => {
+            sched.trace(format!(
+                "i{task}'s process pauses for {:.0} s",
+                pause.as_secs_f64()
+            ));
+            sched.pause(task, Instant::now() + pause);
+            false
+        }
+        _ => {
+            let owner = format!("i{next}");
+            sched.trace(format!("i{next} joins as member {owner}"));
+            handles.insert(
+                *next,
+                (spawn(world, *next, owner.clone(), Instant::now()), owner),
+            );
+            *next += 1;
+            true
+        }
     }
 }
 
@@ -305,7 +388,7 @@ async fn instance(world: Arc<World>, task: Task, owner: String, first: Instant) 
     let records = RecordStore::new(kv.clone(), "secret", "secret-rotator");
     let clock = world.sched.clone();
     let jitter = world.sched.clone();
-    let engine = Engine::new(kv, records, Arc::new(Quiet), &owner)
+    let engine = Engine::new(kv.clone(), records, Arc::new(Quiet), &owner)
         .with_clock(Arc::new(move || clock.wall_of(task)))
         .with_jitter(Arc::new(move || jitter.unit()));
     let provider = SimProvider {
@@ -316,13 +399,37 @@ async fn instance(world: Arc<World>, task: Task, owner: String, first: Instant) 
     // An operator's `rotate` of an attempt that needs attention: a few while the faults go
     // on, a few more once they stopped.
     let mut resumed = [0, 0];
+    // In a group: this instance's membership, and whether its last drive left an attempt of
+    // its own in flight (finished here even once the credential is handed over).
+    let group = world.sched.lock().profile.group;
+    let mut membership = group.then(|| Membership::join(&world, task, &owner, first));
+    let mut finishing = false;
     loop {
         world.sched.gate(task, Op::Drive, not_before).await;
+        if let Some(m) = membership.as_mut() {
+            if !m.owns(&world, task) && !finishing {
+                // Not this instance's: look again when the group may have changed.
+                not_before = Instant::now() + world.sched.lock().rng.millis(5_000, 30_000);
+                continue;
+            }
+        }
         let attempt = world.attempt();
         let begun = world.truth().attempts.len();
-        let seen = match world.kv.read_for_cas(&world.cred.secret).await {
-            Ok((Some(_), v)) => Some(v),
-            _ => None,
+        let seen = if group {
+            // The daemon reads the secret to plan the drive, through Vault like any read.
+            match kv.read_for_cas(&world.cred.secret).await {
+                Ok((Some(_), v)) => Some(v),
+                Ok((None, _)) => None,
+                Err(_) => {
+                    not_before = Instant::now() + world.sched.lock().rng.millis(5_000, 30_000);
+                    continue;
+                }
+            }
+        } else {
+            match world.kv.read_for_cas(&world.cred.secret).await {
+                Ok((Some(_), v)) => Some(v),
+                _ => None,
+            }
         };
         let start = {
             let mut st = world.sched.lock();
@@ -352,7 +459,17 @@ async fn instance(world: Arc<World>, task: Task, owner: String, first: Instant) 
                 _ => None,
             }
         };
+        match start {
+            Some(Begin::Due { seen, .. }) => world.truth().due_seen.insert(task, seen),
+            _ => world.truth().due_seen.remove(&task),
+        };
         let r = engine.drive(&world.cred, &provider, start, Wait::No).await;
+        world.truth().due_seen.remove(&task);
+        match &r {
+            Ok(RunResult::RetryAt { .. }) | Ok(RunResult::Waiting { .. }) => finishing = true,
+            Ok(_) => finishing = false,
+            Err(_) => {}
+        }
         world.sched.trace(format!(
             "i{task} ({owner}) drive {} -> {}",
             match start {

@@ -75,6 +75,12 @@ pub struct Profile {
     /// A crashed instance stays dead (another takes over after its lease).
     pub churn: bool,
     pub max_steps: usize,
+    /// Member churn (`group.rs`): the instances form a group and each drives the credential
+    /// only while it owns it in its own view of the members; members die, come back, join and
+    /// pause mid-run, so that ownership moves while attempts are in flight.
+    pub group: bool,
+    /// The most churn events (a death, a pause, a join) of a schedule with a group.
+    pub max_churn: u32,
 }
 
 impl Profile {
@@ -94,7 +100,23 @@ impl Profile {
             manual: level(rng, &[0.0, 0.2, 0.5]),
             churn: rng.chance(0.3),
             max_steps: 150 + rng.below(150) as usize,
+            group: false,
+            max_churn: 0,
         }
+    }
+
+    /// The profile of a seed. Member churn is drawn from a stream of its own, so that a seed
+    /// without it runs the schedule it ran before member churn existed (and the fixed seeds
+    /// found then replay the same schedules).
+    pub fn of(seed: u64, rng: &mut Rng) -> Profile {
+        let mut profile = Profile::draw(rng);
+        let mut own = Rng::new(seed ^ 0x67_726F_7570);
+        profile.group = own.chance(0.3);
+        if profile.group {
+            profile.instances = 2 + own.below(2) as usize;
+            profile.max_churn = 1 + own.below(4) as u32;
+        }
+        profile
     }
 }
 
@@ -127,6 +149,11 @@ pub struct St {
     pub crashes: u32,
     /// Each instance's wall clock, ahead (or behind) of the scheduler's, in milliseconds.
     offsets: BTreeMap<Task, i64>,
+    /// Instances whose process is paused (a stop-the-world pause, a stopped VM): none of their
+    /// gates opens before this.
+    paused: BTreeMap<Task, Instant>,
+    /// Churn events so far (member deaths, pauses, joins).
+    pub churned: u32,
     pub trace: VecDeque<String>,
     /// Crash points reached, and crashed at.
     pub reached: BTreeMap<String, u64>,
@@ -142,7 +169,7 @@ pub const SETTLE_LIMIT: Duration = Duration::from_secs(900);
 impl Sched {
     pub fn new(seed: u64) -> Sched {
         let mut rng = Rng::new(seed);
-        let profile = Profile::draw(&mut rng);
+        let profile = Profile::of(seed, &mut rng);
         Sched {
             st: Mutex::new(St {
                 rng,
@@ -152,6 +179,8 @@ impl Sched {
                 faults_on: true,
                 crashes: 0,
                 offsets: BTreeMap::new(),
+                paused: BTreeMap::new(),
+                churned: 0,
                 trace: VecDeque::new(),
                 reached: BTreeMap::new(),
                 crashed_at: BTreeMap::new(),
@@ -293,6 +322,25 @@ impl Sched {
         false
     }
 
+    /// Kill a task where it waits (a member's process dies): it never passes another gate.
+    pub fn kill(&self, task: Task) {
+        let mut st = self.lock();
+        if st.tasks.contains_key(&task) {
+            st.tasks.insert(task, TaskState::Dead);
+        }
+    }
+
+    /// Pause a task's process until `until`: none of its gates opens before.
+    pub fn pause(&self, task: Task, until: Instant) {
+        self.lock().paused.insert(task, until);
+    }
+
+    /// When the task's pause ends (`None`: not paused now).
+    pub fn paused_until(&self, task: Task) -> Option<Instant> {
+        let now = Instant::now();
+        self.lock().paused.get(&task).copied().filter(|t| *t > now)
+    }
+
     /// Tasks that died since the last call.
     pub fn reap(&self) -> Vec<Task> {
         let mut st = self.lock();
@@ -324,6 +372,10 @@ impl Sched {
         let mut next: Option<Instant> = None;
         for (t, s) in &st.tasks {
             if let TaskState::Waiting { not_before, .. } = s {
+                let not_before = match st.paused.get(t) {
+                    Some(p) => p.max(not_before),
+                    None => not_before,
+                };
                 if *not_before <= now {
                     ready.push(*t);
                 } else {

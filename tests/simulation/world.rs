@@ -43,6 +43,9 @@ pub struct Truth {
     pub records: Vec<(u64, u64, Option<Attempt>)>,
     /// Broken invariants found while the schedule ran (a revocation of the current credential).
     pub violations: Vec<String>,
+    /// The secret's version each instance found the credential due at, for the drive it is in
+    /// (absent outside a drive begun as due).
+    pub due_seen: BTreeMap<Task, Option<u64>>,
 }
 
 pub struct World {
@@ -51,6 +54,8 @@ pub struct World {
     pub cred: Credential,
     pub state_path: KvPath,
     pub truth: Mutex<Truth>,
+    /// The group's member records and views (schedules with member churn).
+    pub group: crate::group::Group,
     /// Once the faults stopped and the credential settled: an operator's `rotate`, asked
     /// (1), begun (2).
     pub last_rotation: std::sync::atomic::AtomicU8,
@@ -98,8 +103,8 @@ impl World {
             .is_none_or(|v| v.get("attempt").is_none_or(Value::is_null))
     }
 
-    /// A write landed: note what it wrote.
-    fn landed(&self, kv: &KvPath, data: &Value, version: u64) {
+    /// A write by `task` landed: note what it wrote.
+    fn landed(&self, task: Task, kv: &KvPath, data: &Value, version: u64) {
         let mut truth = self.truth();
         if *kv == self.cred.secret {
             let token = data
@@ -122,6 +127,18 @@ impl World {
                     if let Some(a) = &a {
                         if !truth.attempts.contains(&a.id) {
                             truth.attempts.push(a.id.clone());
+                            // Begun as due: from the version found due, never from a later one
+                            // (another instance's rotation, a handover's), so no version is
+                            // rotated twice.
+                            if let Some(seen) = truth.due_seen.get(&task).copied() {
+                                if seen != Some(a.version_before) {
+                                    truth.violations.push(format!(
+                                        "i{task} began attempt {} as due from version {}, found due at version {seen:?}",
+                                        short(&a.id),
+                                        a.version_before
+                                    ));
+                                }
+                            }
                         }
                     }
                     truth.records.push((version, failures, a));
@@ -198,7 +215,7 @@ impl SecretStore for SimKv {
         }
         let r = self.world.kv.write_cas(kv, data, expected).await;
         if let Ok((version, _)) = &r {
-            self.world.landed(kv, data, *version);
+            self.world.landed(self.task, kv, data, *version);
         }
         self.reply(verdict).await;
         match verdict {
