@@ -173,7 +173,8 @@ impl App {
         let deliverer = Arc::new(deliverer);
         let engine = Engine::new(vault.clone(), records, l.events, &l.owner)
             .with_settings(l.settings)
-            .with_wakeup(l.wakeup);
+            .with_wakeup(l.wakeup)
+            .with_deliverer(deliverer.clone());
         App {
             config_path,
             config,

@@ -14,10 +14,14 @@ pub const POINTS: &[&str] = &[
     "verified",
     "committed",
     "rotated-emitted",
+    // Dependents accepted `rotated` ahead of the write that records it (grace or acks).
+    "ahead-of-notified",
     "notified-recorded",
     "revoke-sent",
     "revocation-verified",
     "revoked-emitted",
+    // Dependents accepted the events of the write that ends the attempt, ahead of it.
+    "ahead-of-end",
     "finished",
     // A step that failed transiently, recorded with its retry time.
     "retry-recorded",

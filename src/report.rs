@@ -196,6 +196,9 @@ pub fn dependent_rows(
     deliveries: &Deliveries,
     log: &EventLog,
 ) -> Vec<DependentRow> {
+    // What the dependents accepted ahead of the state record's writes counts too.
+    let mut deliveries = deliveries.clone();
+    deliveries.fold(log);
     cred.dependents
         .iter()
         .map(|dep| {

@@ -13,8 +13,10 @@
 //!
 //! `retry-recorded` is reached through a verification that fails once (503): the retry and its
 //! backoff are recorded, and the restarted daemon honours them and completes the rotation.
-//! `delivered` and `delivery-recorded` are the delivery worker's: the dependents accepted
-//! `credential.rotated`, before and after that was recorded.
+//! `ahead-of-notified` and `ahead-of-end`: the dependents accepted the events of the next state
+//! record write ahead of it (not recorded anywhere yet). `delivered` and `delivery-recorded` are
+//! the delivery worker's: the webhook accepts `credential.rotated` delivered ahead of the write
+//! only after the engine stopped waiting, and the worker records it, killed before and after.
 //!
 //! The immediate matrix kills the same process at every point of the path with grace 0 and a
 //! webhook dependent alone (no ack holds the revocation): it makes no `notified` write, so a
@@ -49,10 +51,13 @@ const KEY: &str = common::receiver::TEST_KEY;
 /// Which rotation path a case kills: the one with a grace period and a file dependent (whose
 /// ack holds the revocation; the commit is recorded as `notified`), or the immediate one (grace
 /// 0, a webhook dependent only: no `notified` write, the end of the attempt records both events).
+/// `Acked`: grace 0 with the file dependent, whose ack comes ahead of any write: no `notified`
+/// write either, and the end of the attempt records both events and every delivery.
 #[derive(Clone, Copy, PartialEq)]
 enum Path {
     Held,
     Immediate,
+    Acked,
 }
 
 async fn crash_then_recover(point: &str) {
@@ -63,7 +68,7 @@ async fn crash_on_path(point: &str, path: Path) {
     let hook = HookReceiver::start(KEY).await;
     let files = tempfile::tempdir().unwrap();
     let file = files.path().join("token");
-    let held = path == Path::Held;
+    let held = path != Path::Immediate;
     let file_dependent = if held {
         format!(
             "\n[[credentials.dependents]]\ntype = \"file\"\nname = \"file\"\npath = \"{}\"\nfield = \"token\"\n",
@@ -77,7 +82,7 @@ async fn crash_on_path(point: &str, path: Path) {
             "{}{file_dependent}",
             webhook_dependent("hook", &hook.url, "")
         ),
-        grace: if held { "1s" } else { "0s" },
+        grace: if path == Path::Held { "1s" } else { "0s" },
         ..Default::default()
     })
     .await;
@@ -85,6 +90,18 @@ async fn crash_on_path(point: &str, path: Path) {
         .write_secret("secret", WEBHOOK_KEY_PATH, json!({ "signing_key": KEY }))
         .await;
     let (_, old) = s.current().await;
+    if matches!(point, "delivered" | "delivery-recorded") {
+        // The worker's points: the webhook accepts `rotated` only after the engine stopped
+        // waiting for the delivery ahead of its write (1 s; the webhook's timeout is 2 s), so
+        // the worker records it.
+        hook.script(
+            &[Answer::After {
+                ms: 1_400,
+                status: 200,
+            }],
+            Answer::Status(200),
+        );
+    }
     if point == "retry-recorded" {
         let mut spec = FaultSpec::new("storefront_graphql", FaultMode::Error { status: 503 });
         spec.count = Some(1);
@@ -180,7 +197,7 @@ async fn crash_on_path(point: &str, path: Path) {
     let mut seen = Vec::new();
     for hit in hook.hits() {
         assert!(hit.verified, "{point}: {hit:?}");
-        if matches!(hit.answered, Answer::Status(200)) && !seen.contains(&hit.id) {
+        if hit.answered.accepts() && !seen.contains(&hit.id) {
             seen.push(hit.id);
         }
     }
@@ -559,10 +576,12 @@ crash_cases! {
     killed_after_verification => "verified",
     killed_after_commit => "committed",
     killed_after_rotated_event => "rotated-emitted",
+    killed_after_rotated_is_delivered_ahead_of_notified => "ahead-of-notified",
     killed_after_notified_recorded => "notified-recorded",
     killed_after_revoke_sent => "revoke-sent",
     killed_after_revocation_verified => "revocation-verified",
     killed_after_revoked_event => "revoked-emitted",
+    killed_after_revoked_is_delivered_ahead_of_the_end => "ahead-of-end",
     killed_after_finished => "finished",
     killed_after_a_retry_is_recorded => "retry-recorded",
     killed_after_dependents_accepted_an_event => "delivered",
@@ -592,7 +611,7 @@ macro_rules! immediate_cases {
         )*
 
         /// The immediate path's cases are the crash points of a rotation from `minting` to its
-        /// end, less `notified-recorded`, which it never reaches.
+        /// end, less `ahead-of-notified` and `notified-recorded`, which it never reaches.
         #[test]
         fn the_immediate_path_covers_every_crash_point_it_passes() {
             let first = POINTS.iter().position(|p| *p == "minting-recorded").unwrap();
@@ -600,7 +619,7 @@ macro_rules! immediate_cases {
             let passed: Vec<&str> = POINTS[first..=last]
                 .iter()
                 .copied()
-                .filter(|p| *p != "notified-recorded")
+                .filter(|p| !["ahead-of-notified", "notified-recorded"].contains(p))
                 .collect();
             assert_eq!([$($point),*].as_slice(), passed.as_slice());
         }
@@ -617,5 +636,49 @@ immediate_cases! {
     immediate_killed_after_revoke_sent => "revoke-sent",
     immediate_killed_after_revocation_verified => "revocation-verified",
     immediate_killed_after_revoked_event => "revoked-emitted",
+    immediate_killed_after_both_events_are_delivered_ahead_of_the_end => "ahead-of-end",
     immediate_killed_after_finished => "finished",
+}
+
+/// Grace 0 with a file dependent whose ack holds the revocation: `rotated` is delivered ahead of
+/// any write, the ack comes with it, and no `notified` write is made; a crash resumes in
+/// `minted`, delivers `rotated` again and takes the ack again before revoking.
+macro_rules! acked_cases {
+    ($($name:ident => $point:literal),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                crash_on_path($point, Path::Acked).await;
+            }
+        )*
+
+        /// The path's cases are the crash points of a rotation from `minting` to its end, less
+        /// `notified-recorded`, which it never reaches.
+        #[test]
+        fn the_acked_path_covers_every_crash_point_it_passes() {
+            let first = POINTS.iter().position(|p| *p == "minting-recorded").unwrap();
+            let last = POINTS.iter().position(|p| *p == "finished").unwrap();
+            let passed: Vec<&str> = POINTS[first..=last]
+                .iter()
+                .copied()
+                .filter(|p| *p != "notified-recorded")
+                .collect();
+            assert_eq!([$($point),*].as_slice(), passed.as_slice());
+        }
+    };
+}
+
+acked_cases! {
+    acked_killed_after_minting_recorded => "minting-recorded",
+    acked_killed_after_mint_before_recording_it => "minted",
+    acked_killed_after_minted_recorded => "minted-recorded",
+    acked_killed_after_verification => "verified",
+    acked_killed_after_commit => "committed",
+    acked_killed_after_rotated_event => "rotated-emitted",
+    acked_killed_after_the_ack_came_ahead_of_any_write => "ahead-of-notified",
+    acked_killed_after_revoke_sent => "revoke-sent",
+    acked_killed_after_revocation_verified => "revocation-verified",
+    acked_killed_after_revoked_event => "revoked-emitted",
+    acked_killed_after_revoked_is_delivered_ahead_of_the_end => "ahead-of-end",
+    acked_killed_after_finished => "finished",
 }

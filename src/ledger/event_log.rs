@@ -2,6 +2,8 @@
 //! numbered, bounded, appended idempotently by event id. The engine appends; the delivery worker
 //! reads it (`notify::outbox`).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +75,12 @@ pub struct EventLog {
     /// The latest events, oldest first.
     #[serde(default)]
     pub entries: Vec<Logged>,
+    /// Per dependent, the events of this log it accepted up to this number before the write
+    /// that stored them: the engine's process delivers the events of its own write ahead of it
+    /// and records them in it (`notify::ahead`). A dependent's cursor is the further of this
+    /// one and its deliveries record's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub delivered: BTreeMap<String, u64>,
 }
 
 impl EventLog {
@@ -96,6 +104,17 @@ impl EventLog {
             self.entries.drain(..extra);
         }
         true
+    }
+
+    /// Events up to `seq` were delivered to `dependent` ahead of this log's write.
+    pub fn delivered_ahead(&mut self, dependent: &str, seq: u64) {
+        let through = self.delivered.entry(dependent.to_string()).or_default();
+        *through = (*through).max(seq);
+    }
+
+    /// The events `dependent` accepted ahead of their write, up to this number (0: none).
+    pub fn delivered_through(&self, dependent: &str) -> u64 {
+        self.delivered.get(dependent).copied().unwrap_or(0)
     }
 
     pub fn find(&self, id: &str) -> Option<&Logged> {

@@ -3,8 +3,9 @@
 //!
 //! Invariants:
 //! - off the rotation path: the engine only appends to its own record's log (in writes it makes
-//!   anyway) and wakes the worker; the worker alone writes the deliveries record, so the two never
-//!   contend for one check-and-set version;
+//!   anyway, with what the dependents accepted of those events ahead of the write: [`ahead`])
+//!   and wakes the worker; the worker alone writes the deliveries record, so the two never
+//!   contend for one check-and-set version; a dependent's cursor is the further of the two;
 //! - per dependent, one event at a time, in log order; dependents are delivered concurrently, each
 //!   bounded by its sink's timeout, so a hung dependent never holds up another;
 //! - at-least-once: a dependent's cursor is written only after it accepted the event; results
@@ -36,6 +37,9 @@ use crate::events::EventKind;
 use crate::ledger::{Backoff, StateRecord};
 use crate::records::{RecordError, RecordStore};
 use crate::vault::{Vault, VaultError};
+
+mod ahead;
+pub use ahead::{Ahead, AHEAD_BUDGET};
 
 /// How long results that came in are kept before they are written, while other dependents of
 /// the same credential are still being delivered to.
@@ -200,6 +204,8 @@ pub struct Deliverer {
     pub wakeup: Wakeup,
     /// Told of every delivery and of what waits after each round.
     pub observer: Option<Observer>,
+    /// Shared with the deliveries ahead of the engine's writes in this process.
+    ahead: Arc<Ahead>,
 }
 
 /// What a round left to do.
@@ -226,6 +232,7 @@ impl Deliverer {
             policy,
             wakeup,
             observer: None,
+            ahead: Arc::default(),
         }
     }
 
@@ -350,6 +357,9 @@ impl Deliverer {
         targets: &[Target],
     ) -> Result<RoundResult, DeliverError> {
         let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        // Never at once with deliveries ahead of the engine's write in this process.
+        let lock = self.ahead.lock(&cred.name);
+        let _round = lock.lock().await;
         let record = self.record(&cred.name).await?;
         let log = record.events.clone();
         let (mut d, mut version) = self.load(&cred.name).await?;
@@ -367,8 +377,10 @@ impl Deliverer {
             });
         }
         d.retain(&names);
+        d.fold(&log);
         let mut base = d.clone();
-        let warned = self.warn_expiring(cred, &record, &mut d).await?;
+        let late = self.take_late(&mut d, &cred.name, &log);
+        let warned = self.warn_expiring(cred, &record, &mut d).await? || late;
         let mut pending = FuturesUnordered::new();
         for due in d.due(&names, &log, now) {
             pending.push(self.deliver_due(cred, targets, due));
@@ -614,6 +626,9 @@ impl Deliverer {
         if !targets.iter().any(Target::is_file) {
             return;
         }
+        // Never at once with a delivery ahead of a write, which may hold a newer secret.
+        let lock = self.ahead.lock(&cred.name);
+        let _files = lock.lock().await;
         let current = match self.vault.read_optional(&cred.secret).await {
             Ok(Some(c)) => c,
             Ok(None) => return,

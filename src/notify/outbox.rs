@@ -189,7 +189,7 @@ impl Deliveries {
     /// notices; `None` when it has all of them.
     pub fn next_for(&self, dependent: &str, log: &EventLog) -> Option<Due> {
         let d = self.dependents.get(dependent).cloned().unwrap_or_default();
-        if let Some(e) = log.next_after(d.through, dependent) {
+        if let Some(e) = log.next_after(self.through(dependent, log), dependent) {
             return Some(Due {
                 dependent: dependent.to_string(),
                 event: e.clone(),
@@ -209,9 +209,10 @@ impl Deliveries {
     pub fn waiting<'a>(&'a self, dependent: &str, log: &'a EventLog) -> Vec<&'a Logged> {
         let d = self.dependents.get(dependent).cloned().unwrap_or_default();
         let mine = |e: &&Logged| e.about.as_deref() != Some(dependent);
+        let through = self.through(dependent, log);
         log.entries
             .iter()
-            .filter(|e| e.seq > d.through)
+            .filter(|e| e.seq > through)
             .filter(mine)
             .chain(
                 self.notices
@@ -345,9 +346,41 @@ impl Deliveries {
         let Some(e) = log.find(id) else {
             return false;
         };
-        self.dependents
-            .get(dependent)
-            .is_some_and(|d| d.through >= e.seq)
+        self.through(dependent, log) >= e.seq
+    }
+
+    /// How far `dependent` got in `log`: the further of this record's cursor and the one the
+    /// engine wrote into the log with the events it delivered ahead of their write.
+    pub fn through(&self, dependent: &str, log: &EventLog) -> u64 {
+        let mine = self.dependents.get(dependent).map_or(0, |d| d.through);
+        mine.max(log.delivered_through(dependent))
+    }
+
+    /// Take in what the log says was delivered ahead of its write: a dependent's cursor moves
+    /// up to it (its last delivery is the log's event there), never back.
+    pub fn fold(&mut self, log: &EventLog) {
+        for (name, &seq) in &log.delivered {
+            let d = self.dependents.entry(name.clone()).or_default();
+            if seq <= d.through {
+                continue;
+            }
+            // Each event it accepted ahead of its write was one try.
+            d.tries += log
+                .entries
+                .iter()
+                .filter(|e| e.seq > d.through && e.seq <= seq)
+                .filter(|e| e.about.as_deref() != Some(name.as_str()))
+                .count() as u64;
+            d.through = seq;
+            d.failures = 0;
+            d.next_try = None;
+            d.last_error = None;
+            d.needs_attention = false;
+            if let Some(e) = log.entries.iter().rev().find(|e| e.seq <= seq) {
+                d.last_delivered = Some(e.id.clone());
+                d.delivered_at = Some(e.at);
+            }
+        }
     }
 
     /// May the old credential be revoked at `now`, given the dependents that must ack
@@ -741,6 +774,44 @@ mod tests {
                 assert_eq!(w.kind, EventKind::Expiring);
             }
         }
+    }
+
+    #[test]
+    fn deliveries_ahead_recorded_in_the_log_count_like_the_records_own() {
+        let rotated = event("a1", EventKind::Rotated);
+        let revoked = event("a1", EventKind::Revoked);
+        let mut l = log(&[rotated.clone(), revoked.clone()]);
+        // The hook accepted both ahead of their write, the file only `rotated`; the record
+        // itself says nothing yet.
+        l.delivered_ahead("hook", 2);
+        l.delivered_ahead("file", 1);
+        l.delivered_ahead("file", 0); // never back
+        let mut d = Deliveries::new("c");
+        // (dependent, through, accepted rotated, waiting)
+        let cases = [
+            ("hook", 2, true, 0),
+            ("file", 1, true, 1),
+            ("app", 0, false, 2),
+        ];
+        for (dep, through, acked, waiting) in cases {
+            assert_eq!(d.through(dep, &l), through, "{dep}");
+            assert_eq!(d.accepted(dep, &l, &rotated.id), acked, "{dep}");
+            assert_eq!(d.waiting(dep, &l).len(), waiting, "{dep}");
+        }
+        assert_eq!(
+            ids(&d, &["file", "hook", "app"], &l, t(0)),
+            ["file<-a1:credential.revoked", "app<-a1:credential.rotated"]
+        );
+        // Folded into the record: its cursor moves up, and a further one of its own stays.
+        d.dependents.entry("app".into()).or_default().through = 5;
+        d.fold(&l);
+        assert_eq!(d.dependents["hook"].through, 2);
+        assert_eq!(
+            d.dependents["hook"].last_delivered.as_deref(),
+            Some(revoked.id.as_str())
+        );
+        assert_eq!(d.dependents["file"].through, 1);
+        assert_eq!(d.dependents["app"].through, 5);
     }
 
     #[test]

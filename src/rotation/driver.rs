@@ -35,7 +35,7 @@ use super::state::{
 use crate::config::Credential;
 use crate::crash;
 use crate::events::{EventKind, EventSink};
-use crate::notify::deliver::Wakeup;
+use crate::notify::deliver::{Deliverer, Wakeup};
 use crate::providers::{Mode, Provider, ProviderError};
 use crate::records::{InDoubt, RecordError, RecordStore, SecretStore};
 use crate::vault::{Vault, VaultError};
@@ -170,6 +170,9 @@ pub struct Engine {
     pub settings: EngineSettings,
     /// Tells the delivery worker of a credential that its record holds new events.
     pub wakeup: Wakeup,
+    /// Delivers the events of a write ahead of it (`notify::deliver::ahead`); none: the
+    /// delivery worker delivers them once written.
+    deliverer: Option<Arc<Deliverer>>,
     /// Mounts and capabilities preflight found good lately.
     preflighted: Preflighted,
     /// The wall clock every time in the records comes from.
@@ -190,6 +193,8 @@ struct Loaded {
     version: u64,
     /// Events were appended since the last write.
     new_events: bool,
+    /// The number of the last event stored in the record's log (read or written).
+    stored_seq: u64,
     /// This call began the attempt: preflight has just found the mounts KV v2 and the secret at
     /// the attempt's `version_before`.
     began_here: bool,
@@ -203,6 +208,7 @@ struct Loaded {
 impl Loaded {
     fn new(record: StateRecord, version: u64) -> Loaded {
         Loaded {
+            stored_seq: record.events.last_seq,
             record,
             version,
             new_events: false,
@@ -262,6 +268,7 @@ impl Engine {
             owner: owner.to_string(),
             settings: EngineSettings::default(),
             wakeup: Wakeup::default(),
+            deliverer: None,
             preflighted: Preflighted::default(),
             clock: Arc::new(Utc::now),
             jitter: Arc::new(rand::random::<f64>),
@@ -314,6 +321,13 @@ impl Engine {
         self
     }
 
+    /// Deliver the events of each write to the dependents ahead of it, with `deliverer` (the
+    /// same process's, over the same records): what they accepted is recorded in that write.
+    pub fn with_deliverer(mut self, deliverer: Arc<Deliverer>) -> Engine {
+        self.deliverer = Some(deliverer);
+        self
+    }
+
     /// The same engine over other stores (a reload with new Vault settings): the preflight's
     /// findings are forgotten.
     pub fn rebuilt(&self, secrets: Arc<dyn SecretStore>, records: RecordStore) -> Engine {
@@ -324,6 +338,7 @@ impl Engine {
             owner: self.owner.clone(),
             settings: self.settings.clone(),
             wakeup: self.wakeup.clone(),
+            deliverer: None,
             preflighted: Preflighted::default(),
             clock: self.clock.clone(),
             jitter: self.jitter.clone(),
@@ -573,6 +588,7 @@ impl Engine {
         } else {
             // What the failed write would have added (events) was not stored.
             l.new_events = false;
+            l.stored_seq = l.record.events.last_seq;
         }
         Ok(())
     }
@@ -738,6 +754,7 @@ impl Engine {
                 },
             );
         }
+        self.deliver_ahead(cred, l, "ahead-of-end").await;
         self.save(l).await?;
         if l.record.parked.is_some() && !was_parked {
             crash::point("parked-recorded");

@@ -128,6 +128,25 @@ pub enum Answer {
     Status(u16),
     /// Never answer (until the sender gives up).
     Hang,
+    /// Answer `status` after `ms` milliseconds.
+    After {
+        ms: u64,
+        status: u16,
+    },
+}
+
+impl Answer {
+    /// The answer accepts the event (a 2xx, at once or late).
+    pub fn accepts(self) -> bool {
+        matches!(
+            self,
+            Answer::Status(200..=299)
+                | Answer::After {
+                    status: 200..=299,
+                    ..
+                }
+        )
+    }
 }
 
 /// One request as the receiver saw it.
@@ -194,7 +213,7 @@ impl HookReceiver {
     pub fn accepted(&self) -> Vec<String> {
         self.hits()
             .into_iter()
-            .filter(|h| matches!(h.answered, Answer::Status(200..=299)))
+            .filter(|h| h.answered.accepts())
             .map(|h| h.id)
             .collect()
     }
@@ -249,6 +268,10 @@ async fn serve(mut stream: TcpStream, script: &Mutex<Script>, key: &str) {
         Answer::Status(status) => respond(&mut stream, status, "", b"{}").await,
         Answer::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        Answer::After { ms, status } => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            respond(&mut stream, status, "", b"{}").await
         }
     }
 }

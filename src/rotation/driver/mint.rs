@@ -287,12 +287,20 @@ impl Engine {
             },
         );
         crash::point("rotated-emitted");
-        if grace.is_zero() && !Self::acks_required(cred) {
-            // Nothing waits between the commit and the revocation: the `notified` write is
-            // skipped, and the write that ends the attempt carries `rotated` with `revoked`.
+        if !grace.is_zero() || Self::acks_required(cred) {
+            // Something waits before the revocation: the dependents get `rotated` now, ahead
+            // of the write that records it, and that write records their acks too.
+            self.deliver_ahead(cred, l, "ahead-of-notified").await;
+        }
+        if grace.is_zero() && self.acked_ahead(cred, &a, l) {
+            // Nothing waits between the commit and the revocation (no grace, and every ack
+            // the revocation needs came ahead of any write): the `notified` write is
+            // skipped, and the write that ends the attempt carries `rotated` with `revoked`
+            // (and the deliveries made ahead of it).
             // The secret's new version says what it would have said: a crash from here on
-            // resumes in `minted`, finds the commit ([`commit_check`]) and revokes the old
-            // credential (kept in the record since `minting`). The lease is the one stored.
+            // resumes in `minted`, finds the commit ([`commit_check`]), announces `rotated`
+            // again (its acks are asked again) and revokes the old credential (kept in the
+            // record since `minting`). The lease is the one stored.
             a.lease_expires_at = stored_lease;
             return Ok(Ok(a));
         }

@@ -2,7 +2,9 @@
 //! (check-and-set on the version last read or written), and announcing events into its log.
 
 use crate::config::{Credential, KvPath};
+use crate::crash;
 use crate::events::Event;
+use crate::notify::deliver::AHEAD_BUDGET;
 use crate::notify::outbox::{self, Deliveries, Logged};
 use crate::notify::payload::Payload;
 use crate::rotation::state::{Attempt, StateRecord};
@@ -61,6 +63,7 @@ impl Engine {
     pub(super) fn wrote(&self, l: &mut Loaded, v: u64) {
         l.version = v;
         l.saved_at = Some(tokio::time::Instant::now());
+        l.stored_seq = l.record.events.last_seq;
         if std::mem::take(&mut l.new_events) {
             self.wakeup.wake(&l.record.credential);
         }
@@ -114,6 +117,33 @@ impl Engine {
         }
         if l.record.events.append(logged, outbox::LOG_LIMIT) {
             l.new_events = true;
+        }
+    }
+
+    /// Before a write that stores new events: deliver them to the dependents ahead of it (for
+    /// at most [`AHEAD_BUDGET`]) and record in the log how far each got, so that the write
+    /// carries the deliveries too and the worker has nothing to write. `point`: the crash point
+    /// once the deliveries ahead ended or the wait for them did.
+    pub(super) async fn deliver_ahead(&self, cred: &Credential, l: &mut Loaded, point: &str) {
+        let Some(deliverer) = &self.deliverer else {
+            return;
+        };
+        if !l.new_events || cred.dependents.is_empty() {
+            return;
+        }
+        let through = deliverer
+            .deliver_ahead(cred, &l.record.events, l.stored_seq, AHEAD_BUDGET)
+            .await;
+        crash::point(point);
+        if through.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = cred.dependents.iter().map(|d| d.name.as_str()).collect();
+        let log = &mut l.record.events;
+        log.delivered
+            .retain(|name, _| names.contains(&name.as_str()));
+        for (name, seq) in through {
+            log.delivered_ahead(&name, seq);
         }
     }
 

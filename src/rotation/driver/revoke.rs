@@ -123,11 +123,23 @@ impl Engine {
         Ok(Err(r))
     }
 
-    /// Does a dependent's ack hold the revocation ([`Engine::ack_gate`])? Then the commit is
-    /// recorded (`notified`) before the revocation, so that the delivery worker finds
+    /// Does a dependent's ack hold the revocation ([`Engine::ack_gate`])? Then `rotated` is
+    /// delivered ahead of any write, and unless every such dependent accepted it there, the
+    /// commit is recorded (`notified`) before the revocation, so that the delivery worker finds
     /// `credential.rotated` in the record's log.
     pub(super) fn acks_required(cred: &Credential) -> bool {
         cred.dependents.iter().any(|d| d.ack.required)
+    }
+
+    /// Has every dependent whose ack holds the revocation accepted the attempt's `rotated`
+    /// ahead of its write (in this process, recorded in `l`'s log)? True when none must ack.
+    pub(super) fn acked_ahead(&self, cred: &Credential, a: &Attempt, l: &Loaded) -> bool {
+        let log = &l.record.events;
+        let rotated = format!("{}:{}", a.id, EventKind::Rotated.as_str());
+        cred.dependents.iter().filter(|d| d.ack.required).all(|d| {
+            log.find(&rotated)
+                .is_some_and(|e| log.delivered_through(&d.name) >= e.seq)
+        })
     }
 
     /// Before revoking the old credential: have the dependents with `require_ack` accepted
@@ -153,16 +165,24 @@ impl Engine {
         if rules.is_empty() {
             return Ok(Ok((a, None)));
         }
-        // A corrupt deliveries record stops the attempt here, as it stops the delivery
-        // worker: no ack is taken from a record nobody can read, and the old credential stays.
-        let deliveries = self
-            .records
-            .read::<Deliveries>(&cred.name)
-            .await?
-            .map_or_else(|| Deliveries::new(&cred.name), |(d, _)| d);
         let now = self.now();
         let rotated = format!("{}:{}", a.id, EventKind::Rotated.as_str());
         let revoke_after = a.revoke_after.unwrap_or(now);
+        // The acks delivered ahead of the state record's writes are in its log: with those
+        // alone the gate may be open, and the deliveries record is not read.
+        let ahead = Deliveries::new(&cred.name);
+        let open = ahead.revocation_gate(&l.record.events, &rotated, &rules, revoke_after, now)
+            == Gate::Open;
+        // A corrupt deliveries record stops the attempt here, as it stops the delivery
+        // worker: no ack is taken from a record nobody can read, and the old credential stays.
+        let deliveries = if open {
+            ahead
+        } else {
+            self.records
+                .read::<Deliveries>(&cred.name)
+                .await?
+                .map_or_else(|| Deliveries::new(&cred.name), |(d, _)| d)
+        };
         let recheck = now + ACK_RECHECK;
         match deliveries.revocation_gate(&l.record.events, &rotated, &rules, revoke_after, now) {
             Gate::Open => Ok(Ok((a, None))),
