@@ -151,8 +151,8 @@ impl Joining {
     /// their first LIST; each would read every credential it owns alone, then hand most of
     /// them over. So the members are listed again [`SETTLE`] after this instance entered (the
     /// discovery of the credential sets runs meanwhile), and again while that finds someone
-    /// new, within `JOIN_BOUND` of entering: the start-up then reads each credential once in
-    /// the group. Kafka's consumer groups wait out `group.initial.rebalance.delay.ms` for the
+    /// new, for at most `JOIN_BOUND` from the end of the discovery: the start-up then reads
+    /// each credential once in the group. Kafka's consumer groups wait out `group.initial.rebalance.delay.ms` for the
     /// same reason.
     pub(super) async fn settle(self) -> Group {
         let Joining {
@@ -161,7 +161,10 @@ impl Joining {
             entered,
             bound,
         } = self;
-        let until = entered + bound;
+        // Bounded from when the settling begins: the discovery before it may take longer than
+        // the bound (100,000 members on a loaded machine), and the members are still listed
+        // once after it.
+        let until = tokio::time::Instant::now() + bound;
         let mut at = entered + SETTLE;
         loop {
             let seen = state.view.members(Utc::now());
