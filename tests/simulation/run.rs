@@ -417,14 +417,32 @@ async fn instance(world: Arc<World>, task: Task, owner: String, first: Instant) 
         let begun = world.truth().attempts.len();
         let seen = if group {
             // The daemon reads the secret to plan the drive, through Vault like any read.
-            match kv.read_for_cas(&world.cred.secret).await {
+            let seen = match kv.read_for_cas(&world.cred.secret).await {
                 Ok((Some(_), v)) => Some(v),
                 Ok((None, _)) => None,
                 Err(_) => {
                     not_before = Instant::now() + world.sched.lock().rng.millis(5_000, 30_000);
                     continue;
                 }
+            };
+            // The process pauses between its plan and its drive: the others take the
+            // credential over (and may rotate it) before it acts on the version it read.
+            let pause = {
+                let mut st = world.sched.lock();
+                let p = st.faults_on && st.churned < st.profile.max_churn && st.rng.chance(0.1);
+                if p {
+                    st.churned += 1;
+                }
+                p.then(|| st.rng.millis(20_000, 240_000))
+            };
+            if let Some(d) = pause {
+                world.sched.trace(format!(
+                    "i{task}'s process pauses for {:.0} s after reading version {seen:?}",
+                    d.as_secs_f64()
+                ));
+                world.sched.pause(task, Instant::now() + d);
             }
+            seen
         } else {
             match world.kv.read_for_cas(&world.cred.secret).await {
                 Ok((Some(_), v)) => Some(v),
