@@ -70,10 +70,17 @@ fn replay() {
 
 /// The crash points of an automatic rotation: those of `crash::POINTS` up to the recorded retry
 /// (rollback, assisted rotation and the delivery worker, after it, are not simulated).
-fn simulated_points() -> &'static [&'static str] {
+/// The crash points of the engine's own path, up to a recorded retry; not the deliveries ahead
+/// of a write (`ahead-of-*`): the simulated credentials have no dependents (the crash matrix
+/// kills those points).
+fn simulated_points() -> Vec<&'static str> {
     let points = secret_rotator::crash::POINTS;
     let end = points.iter().position(|p| *p == "retry-recorded").unwrap();
-    &points[..=end]
+    points[..=end]
+        .iter()
+        .copied()
+        .filter(|p| !p.starts_with("ahead-of"))
+        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -200,9 +207,9 @@ fn schedules() {
         failed[0].command()
     );
     if n >= 2_000 {
-        let missed: Vec<&&str> = simulated_points()
-            .iter()
-            .filter(|p| !crashed.contains_key(**p))
+        let missed: Vec<&str> = simulated_points()
+            .into_iter()
+            .filter(|p| !crashed.contains_key(*p))
             .collect();
         assert!(missed.is_empty(), "no schedule crashed at {missed:?}");
     }
