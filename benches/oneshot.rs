@@ -65,17 +65,10 @@ impl Variant {
 /// A config with the one credential `name`, its secret at `bigcommerce/oneshot/{name}`.
 fn config(dir: &Path, bao: &str, base: &str, name: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
+    let head = common::token_config_head(bao, "1h", "0s");
     let text = format!(
         r#"
-[vault]
-address = "{bao}"
-[vault.auth]
-method = "token"
-
-[defaults]
-max_age = "1h"
-grace = "0s"
-{}"#,
+{head}{}"#,
         storefront_credential(name, &format!("bigcommerce/oneshot/{name}"), base)
     );
     std::fs::write(&path, text).unwrap();

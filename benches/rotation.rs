@@ -167,17 +167,10 @@ async fn raw_cas(vault: &Arc<Vault>, concurrency: usize, round: usize, duration:
 
 /// One generated `[[credentials]]` entry per name, all on the emulator's demo store.
 fn config_text(bao: &str, base: &str, names: &[String]) -> String {
+    let head = common::token_config_head(bao, "1h", "0s");
     let mut text = format!(
         r#"
-[vault]
-address = "{bao}"
-[vault.auth]
-method = "token"
-
-[defaults]
-max_age = "1h"
-grace = "0s"
-"#
+{head}"#
     );
     for name in names {
         text.push_str(&storefront_credential(

@@ -33,17 +33,10 @@ async fn emulator() -> bigcommerce_emulator::RunningEmulator {
 }
 
 fn config(bao: &str, base: &str) -> String {
+    let head = common::token_config_head(bao, "1h", "1s");
     format!(
         r#"
-[vault]
-address = "{bao}"
-[vault.auth]
-method = "token"
-
-[defaults]
-max_age = "1h"
-grace = "1s"
-
+{head}
 [[credential_sets]]
 name = "storefronts"
 path = "bigcommerce/stores/{{store_hash}}/storefront"

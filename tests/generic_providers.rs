@@ -26,17 +26,10 @@ fn http_storefront_config(s: &Stack) -> String {
         .proxy
         .as_ref()
         .map_or(s.bao.addr.clone(), common::proxy::Proxy::url);
+    let head = common::token_config_head(&bao, "1h", "1s");
     format!(
         r#"
-[vault]
-address = "{bao}"
-[vault.auth]
-method = "token"
-
-[defaults]
-max_age = "1h"
-grace = "1s"
-
+{head}
 [[credentials]]
 name = "{CRED}"
 path = "{SECRET_PATH}"

@@ -156,17 +156,10 @@ async fn an_http_provider_mint_whose_answer_is_lost_is_a_reported_orphan_for_eac
 fn http_storefront_config(s: &Stack) -> String {
     let base = s.emu.base_url();
     let bao = &s.bao.addr;
+    let head = common::token_config_head(bao, "1h", "1s");
     format!(
         r#"
-[vault]
-address = "{bao}"
-[vault.auth]
-method = "token"
-
-[defaults]
-max_age = "1h"
-grace = "1s"
-
+{head}
 [[credentials]]
 name = "{CRED}"
 path = "{SECRET_PATH}"

@@ -20,6 +20,15 @@ use serde_json::{json, Value};
 
 pub const ROOT_TOKEN: &str = "root";
 
+/// The head of a test configuration: Vault at `bao` with the token from `VAULT_TOKEN`, and the
+/// defaults' `max_age` and `grace`.
+#[allow(dead_code)]
+pub fn token_config_head(bao: &str, max_age: &str, grace: &str) -> String {
+    format!(
+        "[vault]\naddress = \"{bao}\"\n[vault.auth]\nmethod = \"token\"\n\n[defaults]\nmax_age = \"{max_age}\"\ngrace = \"{grace}\"\n"
+    )
+}
+
 /// The one way tests build an engine over a Vault client: its records where the stack's config
 /// keeps them (`secret/secret-rotator`), events kept in memory, default settings.
 pub fn engine(
