@@ -152,16 +152,7 @@ async fn main() {
             names.push(name);
         }
     }
-    for name in &names {
-        let token = s.mint_by_hand().await;
-        s.bao
-            .write_secret(
-                "secret",
-                &format!("bigcommerce/oneshot/{name}"),
-                json!({ "token": token }),
-            )
-            .await;
-    }
+    s.seed_tokens_by_hand("bigcommerce/oneshot", &names).await;
 
     // Not timed: the first rotation of each (the binaries create their state records).
     for v in &variants {

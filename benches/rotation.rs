@@ -293,16 +293,7 @@ async fn main() {
         &secret_rotator::config::ProcessEnvironment,
     )
     .unwrap_or_else(|e| panic!("generated config: {e:?}"));
-    for name in &all_names {
-        let token = s.mint_by_hand().await;
-        s.bao
-            .write_secret(
-                "secret",
-                &format!("bigcommerce/bench/{name}"),
-                json!({ "token": token }),
-            )
-            .await;
-    }
+    s.seed_tokens_by_hand("bigcommerce/bench", &all_names).await;
 
     let engine = Arc::new(common::bench::engine(&vault));
     let http = secret_rotator::egress::builder().build().unwrap();

@@ -157,6 +157,21 @@ grace = "{grace}"
         stack
     }
 
+    /// For each name, a token minted by hand written as the secret `secret/{folder}/{name}`.
+    #[allow(dead_code)]
+    pub async fn seed_tokens_by_hand(&self, folder: &str, names: &[impl AsRef<str>]) {
+        for name in names {
+            let token = self.mint_by_hand().await;
+            self.bao
+                .write_secret(
+                    "secret",
+                    &format!("{folder}/{}", name.as_ref()),
+                    json!({ "token": token }),
+                )
+                .await;
+        }
+    }
+
     /// Mint a storefront token over the API, as an operator did before adopting the daemon.
     pub async fn mint_by_hand(&self) -> String {
         let expires = chrono::Utc::now().timestamp() + 30 * 86_400;
