@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
 
-use super::group::{owned, Owners};
+use super::group::Owners;
 use crate::app::App;
 use crate::config::Credential;
 use crate::rotation::{Engine, EngineError};
@@ -219,11 +219,16 @@ pub(crate) fn spawn(
     progress: Arc<Progress>,
     owners: Owners,
 ) -> tokio::task::JoinHandle<()> {
+    // Which credentials are owned is decided once (a hash per credential and member), here.
+    let all = &app.config.credentials;
+    let mine: Vec<usize> = (0..all.len())
+        .filter(|&i| owners.owns(&all[i].name))
+        .collect();
     // Marked running at once, so that the status line sent with READY says so.
-    let total = owned(&app.config.credentials, &owners).count();
-    progress.start(total);
+    progress.start(mine.len());
     tokio::spawn(async move {
-        let credentials: Vec<&Credential> = owned(&app.config.credentials, &owners).collect();
+        let credentials: Vec<&Credential> =
+            mine.iter().map(|&i| &app.config.credentials[i]).collect();
         check(&app, &credentials, &progress).await
     })
 }
